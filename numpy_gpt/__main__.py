@@ -1,0 +1,6 @@
+"""`python -m numpy_gpt ...` runs the command line (see cli.py)."""
+
+from numpy_gpt.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""Shared test fixtures: where ../shared is, and hypothesis settings.
+
+The data and checkpoints in ../shared (beside the project) are read in place, never copied. When
+that folder is absent the tests that need it are skipped with a reason saying so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("NUMPY_GPT_SHARED", PROJECT_ROOT.parent / "shared"))
+
+settings.register_profile(
+    "default", deadline=None, max_examples=25,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile("default")
+
+
+def _shared_path(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the shared test data lives in ../shared beside the project "
+                    f"(set NUMPY_GPT_SHARED to point elsewhere)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _shared_path()
+
+
+@pytest.fixture(scope="session")
+def gpt2_vocab_dir() -> Path:
+    """Folder with OpenAI's encoder.json and vocab.bpe."""
+    return _shared_path("data", "gpt2")
+
+
+@pytest.fixture(scope="session")
+def verdict_path() -> Path:
+    return _shared_path("data", "the-verdict.txt")
+
+
+@pytest.fixture(scope="session")
+def shakespeare_path() -> Path:
+    return _shared_path("data", "tinyshakespeare.txt")
+
+
+@pytest.fixture(scope="session")
+def gpt2_tiny_dir() -> Path:
+    """The tiny random GPT-2 written by TensorFlow (openai/) and transformers (hf/)."""
+    return _shared_path("fixtures", "gpt2-tiny")
