@@ -58,7 +58,7 @@ class Parameter:
             raise TypeError(f"Parameter data must be a floating-point ndarray, got {type(data).__name__}"
                             f"{'' if not isinstance(data, np.ndarray) else ' of dtype ' + str(data.dtype)}")
         self.data = data
-        self.grad = np.zeros_like(data)
+        self.grad = np.zeros(data.shape, dtype=data.dtype)   # calloc: pages mapped lazily
         self.trainable = trainable
 
     @property

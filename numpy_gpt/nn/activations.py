@@ -1,0 +1,100 @@
+"""GELU and Dropout (the book's chapters 4.3 and 3.5.2).
+
+GELU is the smooth non-linearity between the two linear layers of GPT-2's feed-forward block.
+Dropout randomly zeroes activations during training (after the embeddings, on the attention
+weights, and on each residual branch); it does nothing at inference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from numpy_gpt.nn.module import Module
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_COEF = 0.044715
+
+
+class GELU(Module):
+    """GELU, tanh approximation as in GPT-2 and the book:
+
+        y = 0.5 * x * (1 + tanh(u)),   u = sqrt(2/pi) * (x + 0.044715 * x^3).
+
+    Caches x and t = tanh(u) for backward.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        t = x * x                                                    # building u in place:
+        t *= _GELU_COEF
+        t += 1.0
+        t *= x
+        t *= _SQRT_2_OVER_PI                                         # u = sqrt(2/pi) (x + 0.044715 x^3)
+        np.tanh(t, out=t)                                            # t = tanh(u)
+        y = t + 1.0
+        y *= x
+        y *= 0.5
+        if self._need_cache():
+            self._cache = (x, t)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy/dx = 0.5 * (1 + t) + 0.5 * x * (1 - t^2) * du/dx,
+        with t = tanh(u) (tanh' = 1 - tanh^2) and du/dx = sqrt(2/pi) * (1 + 3 * 0.044715 * x^2)."""
+        x, t = self._pop_cache()
+        du_dx = x * x
+        du_dx *= 3.0 * _GELU_COEF
+        du_dx += 1.0
+        du_dx *= _SQRT_2_OVER_PI
+        dx = t * t
+        np.subtract(1.0, dx, out=dx)                                 # 1 - t^2
+        dx *= du_dx
+        dx *= x
+        dx += 1.0 + t                                                # 0.5 factor applied to both terms
+        dx *= 0.5
+        dx *= dy
+        return dx
+
+
+class Dropout(Module):
+    """Inverted dropout: in training each element is kept with probability 1 - p and divided by
+    1 - p, so the expected output equals the input and inference needs no rescaling. Identity in
+    eval mode or when p == 0.
+
+    Masks are drawn from ``self.rng``, an ``np.random.Generator`` that a model shares between all
+    its Dropouts (one seed reproduces a whole run); a fresh ``default_rng()`` when none is given.
+    The uniform numbers are drawn in the input's dtype, so a float32 path never touches float64.
+    """
+
+    def __init__(self, p: float, rng: np.random.Generator | None = None):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.rng = np.random.default_rng() if rng is None else rng
+        self._cache = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training or self.p == 0.0:
+            if self._need_cache():
+                self._cache = (None,)                                # no mask: backward passes dy on
+            return x
+        draw_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
+        keep = self.rng.random(x.shape, dtype=draw_dtype) >= self.p  # bool, P(keep) = 1 - p
+        mask = keep * x.dtype.type(1.0 / (1.0 - self.p))             # 0 or 1/(1-p), x's dtype
+        if self._need_cache():
+            self._cache = (mask,)
+        return x * mask
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """y = x * mask, so dL/dx = dL/dy * mask (the same mask as forward)."""
+        (mask,) = self._pop_cache()
+        return dy if mask is None else dy * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

@@ -1,0 +1,93 @@
+"""LayerNorm: hand-computed values, finite differences, PyTorch parity, dtypes, errors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from numpy_gpt.gradcheck import gradcheck
+from numpy_gpt.nn.layernorm import LayerNorm
+
+
+def _random_norm(dim, rng, dtype=np.float32):
+    norm = LayerNorm(dim, dtype=dtype)
+    norm.scale.data[:] = rng.standard_normal(dim)
+    norm.shift.data[:] = rng.standard_normal(dim)
+    return norm
+
+
+def test_hand_computed_values():
+    norm = LayerNorm(4)
+    y = norm(np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32))
+    std = math.sqrt(1.25 + 1e-5)                        # mean 2.5, biased variance 1.25
+    np.testing.assert_allclose(y[0], [(v - 2.5) / std for v in (1, 2, 3, 4)], rtol=1e-6)
+
+
+def test_normalizes_each_row():
+    x = np.random.default_rng(0).standard_normal((3, 5, 64), dtype=np.float32) * 7 + 3
+    y = LayerNorm(64)(x)
+    np.testing.assert_allclose(y.mean(-1), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(-1), 1, atol=1e-3)
+
+
+@given(batch=st.integers(1, 3), seq=st.integers(1, 8), dim=st.integers(1, 16), seed=st.integers(0, 2**16))
+def test_gradcheck_float64(batch, seq, dim, seed):
+    rng = np.random.default_rng(seed)
+    norm = _random_norm(dim, rng, np.float64)
+    report = gradcheck(norm, rng.standard_normal((batch, seq, dim)), seed=seed)
+    assert report.ok and report.max_rel_error < 1e-6, str(report)
+    assert [row.name for row in report.rows] == ["scale", "shift", "input[0]"]
+
+
+@pytest.mark.parametrize("shape", [(6, 32), (2, 5, 32)])
+def test_matches_torch_float32(shape):
+    rng = np.random.default_rng(1)
+    norm = _random_norm(32, rng)
+    x = rng.standard_normal(shape, dtype=np.float32) * 3 + 1
+    dy = rng.standard_normal(shape, dtype=np.float32)
+    ref = torch.nn.LayerNorm(32, eps=1e-5)
+    with torch.no_grad():
+        ref.weight.copy_(torch.from_numpy(norm.scale.data))
+        ref.bias.copy_(torch.from_numpy(norm.shift.data))
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = ref(tx)
+    ty.backward(torch.from_numpy(dy))
+
+    y = norm(x)
+    dx = norm.backward(dy)
+    np.testing.assert_allclose(y, ty.detach().numpy(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(norm.scale.grad, ref.weight.grad.numpy(), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(norm.shift.grad, ref.bias.grad.numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_kept(dtype):
+    rng = np.random.default_rng(2)
+    norm = LayerNorm(8, dtype=dtype)
+    x = rng.standard_normal((2, 3, 8)).astype(dtype)
+    y = norm(x)
+    dx = norm.backward(np.ones_like(y))
+    assert y.dtype == dx.dtype == norm.scale.grad.dtype == norm.shift.grad.dtype == dtype
+
+
+def test_frozen_parameters_get_no_gradient():
+    rng = np.random.default_rng(3)
+    norm = _random_norm(8, rng)
+    norm.requires_grad_(False)
+    x = rng.standard_normal((4, 8), dtype=np.float32)
+    norm(x)
+    dx = norm.backward(rng.standard_normal((4, 8), dtype=np.float32))
+    assert not norm.scale.grad.any() and not norm.shift.grad.any()
+    assert dx.shape == x.shape
+
+
+def test_errors():
+    norm = LayerNorm(8)
+    with pytest.raises(RuntimeError, match="before forward"):
+        norm.backward(np.ones((1, 8), np.float32))
+    with pytest.raises(ValueError, match=r"\(\.\.\., 8\)"):
+        norm(np.ones((2, 4), np.float32))
