@@ -7,9 +7,14 @@ that folder is absent the tests that need it are skipped with a reason saying so
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
+# The tests use many tiny matrices, where OpenBLAS's threads cost more than they save on a 2-core
+# machine (a step went from ~40 ms to 150-470 ms with threads fighting). Set before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,277 @@
+"""GPTModel: GPT-2 assembled from the layers, with a hand-written backward (chapter 4).
+
+Forward, as the book's figure 4.15 draws it:
+
+    idx (B, T) token ids
+      -> tok_emb(idx) + pos_emb(positions)        (B, T, C)
+      -> drop_emb                                 (B, T, C)
+      -> trf_blocks: n_layers x TransformerBlock  (B, T, C)
+      -> final_norm                               (B, T, C)
+      -> out_head                                 (B, T, V) logits
+
+Backward runs the same path in reverse, each layer adding into its parameters' ``.grad``. The token
+and position embeddings both received x, so both get the same gradient; there is none for the ids.
+
+Parameter count: GPTModel(GPT_CONFIG_124M) has 163,009,536 parameters, because out_head has its own
+(768, 50257) matrix, as in the book. GPT-2 "124M" ties the output head to the token embedding
+(out_head.weight = tok_emb.weight^T): 163,009,536 - 50257 * 768 = 124,412,160.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from numpy_gpt.nn.activations import Dropout
+from numpy_gpt.nn.attention import KVCache
+from numpy_gpt.nn.block import TransformerBlock
+from numpy_gpt.nn.embedding import Embedding, PositionalEmbedding
+from numpy_gpt.nn.layernorm import LayerNorm
+from numpy_gpt.nn.linear import Linear
+from numpy_gpt.nn.module import Module, Sequential, is_grad_enabled, no_grad
+
+GPT_CONFIG_124M = {
+    "vocab_size": 50257,     # BPE vocabulary of GPT-2 (tiktoken "gpt2")
+    "context_length": 1024,  # longest sequence; also the number of position embeddings
+    "emb_dim": 768,          # C, the width of every token vector
+    "n_heads": 12,           # attention heads per block (head size 64)
+    "n_layers": 12,          # transformer blocks
+    "drop_rate": 0.1,        # dropout probability everywhere
+    "qkv_bias": False,       # bias in W_query/W_key/W_value (True for OpenAI's weights)
+}
+GPT_CONFIG_355M = {**GPT_CONFIG_124M, "emb_dim": 1024, "n_layers": 24, "n_heads": 16}
+GPT_CONFIG_774M = {**GPT_CONFIG_124M, "emb_dim": 1280, "n_layers": 36, "n_heads": 20}
+GPT_CONFIG_1558M = {**GPT_CONFIG_124M, "emb_dim": 1600, "n_layers": 48, "n_heads": 25}
+
+_INT_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
+
+
+def validate_config(cfg: Mapping) -> dict:
+    """Return a checked copy of a GPT config dict, or raise an error that says what is wrong."""
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"cfg must be a dict like GPT_CONFIG_124M, got {type(cfg).__name__}")
+    expected = set(GPT_CONFIG_124M)
+    missing = sorted(expected - set(cfg))
+    unknown = sorted(set(cfg) - expected)
+    if missing or unknown:
+        raise KeyError(f"GPT config: missing keys {missing}, unknown keys {unknown}; "
+                       f"expected exactly {sorted(expected)} (see GPT_CONFIG_124M)")
+    for key in _INT_KEYS:
+        value = cfg[key]
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"GPT config: {key} must be a positive integer, got {value!r}")
+    if not isinstance(cfg["drop_rate"], (int, float)) or not 0.0 <= cfg["drop_rate"] < 1.0:
+        raise ValueError(f"GPT config: drop_rate must be a number in [0, 1), got {cfg['drop_rate']!r}")
+    if not isinstance(cfg["qkv_bias"], (bool, np.bool_)):
+        raise ValueError(f"GPT config: qkv_bias must be True or False, got {cfg['qkv_bias']!r}")
+    if cfg["emb_dim"] % cfg["n_heads"] != 0:
+        raise ValueError(f"GPT config: emb_dim ({cfg['emb_dim']}) must be divisible by n_heads "
+                         f"({cfg['n_heads']}), each head gets emb_dim // n_heads features")
+    return {key: cfg[key] for key in GPT_CONFIG_124M}
+
+
+class GPTModel(Module):
+    """GPT-2: embeddings, ``n_layers`` TransformerBlocks, final LayerNorm, linear output head.
+
+    ``GPTModel(cfg, seed=None, dtype=np.float32)``. Initialisation (GPT-2 paper, as nanoGPT):
+    every Linear weight and both embedding tables N(0, 0.02^2), biases 0, LayerNorm scale 1 and
+    shift 0, and the two projections that write into the residual stream in each block
+    (``att.out_proj`` and ``ff.layers.2``) scaled down by 1/sqrt(2 * n_layers), so the residual sum
+    over 2 * n_layers branches does not grow with depth. ``np.random.SeedSequence(seed)`` gives two
+    independent streams: the first draws every weight, directly in the model's dtype (the same seed
+    gives the same model), the second seeds ``dropout_rng``.
+
+    Dropout: every Dropout of the model draws its masks from that one generator, ``dropout_rng``;
+    ``set_dropout_seed`` reseeds it in place, and a checkpoint saves its ``bit_generator.state``.
+
+    Backward stops early: it only goes down as far as the lowest part (embeddings, a block,
+    final_norm, out_head) that has a trainable parameter. When fine-tuning only the last block and
+    the head, the other blocks are never back-propagated through, and forward does not even cache
+    their activations. Which parts are frozen is read at forward time: call ``requires_grad_``
+    before the forward pass it should apply to.
+    """
+
+    def __init__(self, cfg: Mapping, seed: int | None = None, dtype: np.dtype | type = np.float32):
+        super().__init__()
+        self.cfg = validate_config(cfg)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"GPTModel dtype must be float32 or float64, got {self.dtype}")
+        weights_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
+        rng = np.random.default_rng(weights_seed)
+        self.dropout_rng = np.random.default_rng(dropout_seed)
+
+        c = self.cfg
+        self.tok_emb = Embedding(c["vocab_size"], c["emb_dim"], rng=rng, dtype=dtype)
+        self.pos_emb = PositionalEmbedding(c["context_length"], c["emb_dim"], rng=rng, dtype=dtype)
+        self.drop_emb = Dropout(c["drop_rate"])
+        self.trf_blocks = Sequential(*[TransformerBlock(c, rng=rng, dtype=dtype)
+                                       for _ in range(c["n_layers"])])
+        self.final_norm = LayerNorm(c["emb_dim"], dtype=dtype)
+        self.out_head = Linear(c["emb_dim"], c["vocab_size"], bias=False, rng=rng, dtype=dtype)
+
+        residual_scale = self.dtype.type(1.0 / math.sqrt(2 * c["n_layers"]))
+        for block in self.trf_blocks:
+            block.att.out_proj.weight.data *= residual_scale
+            block.ff.layers[2].weight.data *= residual_scale
+        for module in self.modules():
+            if isinstance(module, Dropout):
+                module.rng = self.dropout_rng
+        self._cache = None
+
+    def set_dropout_seed(self, seed: int) -> None:
+        """Reseed the shared dropout generator in place (every Dropout of the model sees it)."""
+        self.dropout_rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
+        """An empty KV cache for incremental decoding: one KVCache per TransformerBlock, each with
+        room for ``max_len`` positions (default: context_length). Pass it to ``forward``."""
+        return [block.att.new_kv_cache(batch_size, max_len) for block in self.trf_blocks]
+
+    # -- forward / backward ------------------------------------------------------------------
+    def _check_idx(self, idx: np.ndarray, past: int) -> np.ndarray:
+        if not isinstance(idx, np.ndarray):
+            idx = np.asarray(idx)
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError(f"GPTModel expects integer token ids, got dtype {idx.dtype}; "
+                            f"convert with idx.astype(np.int64)")
+        if idx.ndim == 1:
+            raise ValueError(f"GPTModel expects token ids of shape (batch, tokens), got a 1-D array of "
+                             f"shape {idx.shape}; add a batch axis with idx[None]")
+        if idx.ndim != 2 or idx.shape[0] == 0 or idx.shape[1] == 0:
+            raise ValueError(f"GPTModel expects a non-empty (batch, tokens) array of ids, got shape "
+                             f"{idx.shape}")
+        context_length, vocab_size = self.cfg["context_length"], self.cfg["vocab_size"]
+        if past and past + idx.shape[1] > context_length:
+            raise ValueError(f"the KV cache holds {past} positions and {idx.shape[1]} more tokens would "
+                             f"exceed context_length={context_length}; positions are absolute, so a full "
+                             f"cache cannot slide: start a new cache and feed the last tokens again")
+        if idx.shape[1] > context_length:
+            raise ValueError(f"{idx.shape[1]} tokens exceed context_length={context_length}; crop the "
+                             f"input to its last {context_length} tokens (idx[:, -{context_length}:])")
+        low, high = idx.min(), idx.max()
+        if low < 0 or high >= vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size}); was the text "
+                             f"encoded with a tokenizer of a different vocabulary size?")
+        return idx
+
+    def _check_kv_cache(self, kv_cache: list[KVCache]) -> int:
+        """Validate a cache from new_kv_cache; return the number of positions it already holds."""
+        n_layers = self.cfg["n_layers"]
+        if (not isinstance(kv_cache, (list, tuple)) or len(kv_cache) != n_layers
+                or not all(isinstance(layer, KVCache) for layer in kv_cache)):
+            raise TypeError(f"kv_cache must be the list of {n_layers} KVCache objects made by "
+                            f"model.new_kv_cache(batch_size, max_len)")
+        past = kv_cache[0].length
+        if any(layer.length != past for layer in kv_cache):
+            raise ValueError("the KVCache layers hold different lengths (an earlier forward failed "
+                             "halfway?); start a new cache with model.new_kv_cache")
+        return past
+
+    @staticmethod
+    def _check_kv_room(kv_cache: list[KVCache], idx_shape: tuple[int, int]) -> None:
+        cache = kv_cache[0]
+        if cache.keys.shape[0] != idx_shape[0]:
+            raise ValueError(f"kv_cache was made for batch size {cache.keys.shape[0]}, the input has "
+                             f"{idx_shape[0]} rows")
+        if cache.length + idx_shape[1] > cache.max_len:
+            raise ValueError(f"kv_cache holds {cache.length} of {cache.max_len} positions and has no room "
+                             f"for {idx_shape[1]} more; make a larger one with "
+                             f"model.new_kv_cache(batch_size, max_len)")
+
+    def _lowest_trainable_part(self) -> int:
+        """The lowest part, in forward order, that holds a trainable parameter: 0 = the embeddings,
+        1 .. n_layers = trf_blocks[0 .. n_layers-1], n_layers+1 = final_norm, n_layers+2 = out_head;
+        n_layers+3 when everything is frozen. Backward never needs to go below it."""
+        parts = [(self.tok_emb, self.pos_emb), *[(b,) for b in self.trf_blocks],
+                 (self.final_norm,), (self.out_head,)]
+        for i, modules in enumerate(parts):
+            if any(m.any_trainable() for m in modules):
+                return i
+        return len(parts)
+
+    def forward(self, idx: np.ndarray, kv_cache: list[KVCache] | None = None) -> np.ndarray:
+        """Token ids idx (B, T) -> logits (B, T, vocab_size).
+
+        With ``kv_cache`` (from ``new_kv_cache``), idx holds only the new tokens: their positions
+        start at the number of positions already cached, their keys/values are appended, and nothing
+        is kept for backward (the pass runs as under ``no_grad``).
+        """
+        self._cache = None
+        if kv_cache is not None:
+            past = self._check_kv_cache(kv_cache)
+            idx = self._check_idx(idx, past)
+            self._check_kv_room(kv_cache, idx.shape)
+            with no_grad():
+                return self._forward(idx, past, kv_cache, lowest=0)
+        idx = self._check_idx(idx, past=0)
+        if not is_grad_enabled():
+            return self._forward(idx, 0, None, lowest=0)
+        lowest = self._lowest_trainable_part()
+        logits = self._forward(idx, 0, None, lowest)
+        self._cache = (lowest, logits.shape)
+        return logits
+
+    def _forward(self, idx: np.ndarray, past: int, kv_cache: list[KVCache] | None,
+                 lowest: int) -> np.ndarray:
+        """The layers in order; parts below ``lowest`` run under no_grad (they cache nothing)."""
+        def grads_for(part: int):
+            return no_grad() if part < lowest else contextlib.nullcontext()
+
+        with grads_for(0):
+            x = self.tok_emb(idx)                                     # (B, T, C)
+            t = idx.shape[1]
+            positions = t if past == 0 else np.arange(past, past + t)   # 0..T-1, or after the cache
+            x += self.pos_emb(positions)                              # (T, C) broadcast over B
+            x = self.drop_emb(x)
+        for i, block in enumerate(self.trf_blocks):
+            with grads_for(i + 1):
+                x = block(x, None if kv_cache is None else kv_cache[i])   # (B, T, C)
+        n = self.cfg["n_layers"]
+        with grads_for(n + 1):
+            x = self.final_norm(x)
+        with grads_for(n + 2):
+            return self.out_head(x)                                   # (B, T, V)
+
+    def backward(self, dlogits: np.ndarray) -> None:
+        """dlogits (B, T, V) = dLoss/dlogits, e.g. from cross_entropy. Adds into every trainable
+        parameter's .grad; returns None (integer ids have no gradient).
+
+        Each layer's backward maps the gradient of its output to that of its input. The embedding
+        sum x = tok_emb(idx) + pos_emb(positions) passes the same dx to both tables: tok_emb
+        scatter-adds it into the rows of the ids, pos_emb sums it over the batch. The walk stops
+        below the lowest part with a trainable parameter (see the class docstring).
+        """
+        if self._cache is None:
+            raise RuntimeError("GPTModel.backward called without a forward pass to go back through: "
+                               "run model(idx) first, with gradients enabled (not inside "
+                               "numpy_gpt.no_grad(), and without a kv_cache)")
+        lowest, logits_shape = self._cache
+        if not isinstance(dlogits, np.ndarray) or dlogits.shape != logits_shape:
+            got = dlogits.shape if isinstance(dlogits, np.ndarray) else type(dlogits).__name__
+            raise ValueError(f"dlogits must have the logits' shape {logits_shape}, got {got}")
+        self._cache = None
+        # A float64 gradient from user code would make every activation gradient float64.
+        dlogits = dlogits.astype(self.dtype, copy=False)
+        blocks = list(self.trf_blocks)
+        n = len(blocks)
+        if lowest > n + 2:
+            return None
+        dx = self.out_head.backward(dlogits)                          # (B, T, C)
+        if lowest > n + 1:
+            return None
+        dx = self.final_norm.backward(dx)
+        for i in reversed(range(n)):
+            if lowest > i + 1:
+                return None
+            dx = blocks[i].backward(dx)                               # (B, T, C)
+        if lowest > 0:
+            return None
+        dx = self.drop_emb.backward(dx)
+        self.tok_emb.backward(dx)
+        self.pos_emb.backward(dx)
+        return None

@@ -1,0 +1,235 @@
+"""MultiHeadAttention and KVCache (numpy_gpt/nn/attention.py).
+
+References: central finite differences in float64 (gradcheck), the teaching
+MultiHeadAttentionWrapper (independent per-head code), the PyTorch reference in float32, and the
+uncached forward for the KV cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from numpy_gpt import torch_reference
+from numpy_gpt.attention_steps import MultiHeadAttentionWrapper
+from numpy_gpt.gradcheck import gradcheck
+from numpy_gpt.nn.attention import KVCache, MultiHeadAttention, causal_mask
+from numpy_gpt.nn.module import no_grad
+
+# Finite-difference step: with eps = 1e-6 the float64 rounding of the O(1) outputs, divided by
+# 2 eps, reaches 1e-9 and uses most of the 1e-6 relative budget for the key bias, whose exact
+# gradient is 0; at 1e-5 the rounding is 10x smaller and the O(eps^2) truncation still ~1e-10.
+EPS = 1e-5
+
+
+def make_mha(d_in, num_heads, head_dim, context_length, dropout=0.0, qkv_bias=True, seed=0,
+             dtype=np.float64) -> MultiHeadAttention:
+    """An MHA with O(1) random weights and biases, so every gradient is far from zero."""
+    rng = np.random.default_rng(seed)
+    mha = MultiHeadAttention(d_in, num_heads * head_dim, context_length, dropout, num_heads,
+                             qkv_bias, rng=rng, dtype=dtype)
+    for p in mha.parameters():
+        p.data[...] = rng.standard_normal(p.shape) * 0.5
+    return mha
+
+
+def rewind(dropout):
+    """A before_forward hook that replays the same dropout masks on every forward."""
+    state = dropout.rng.bit_generator.state
+    return lambda: setattr(dropout.rng.bit_generator, "state", state)
+
+
+# -- finite differences ---------------------------------------------------------------------------
+@given(batch=st.integers(1, 2), heads=st.integers(1, 4), head_dim=st.integers(1, 3),
+       d_in=st.integers(1, 5), context_length=st.integers(1, 5), data=st.data(),
+       qkv_bias=st.booleans(), dropout=st.sampled_from([0.0, 0.5]), seed=st.integers(0, 2**16))
+def test_gradcheck_float64(batch, heads, head_dim, d_in, context_length, data, qkv_bias, dropout, seed):
+    seq = data.draw(st.integers(1, context_length), label="seq")
+    mha = make_mha(d_in, heads, head_dim, context_length, dropout, qkv_bias, seed)
+    mha.dropout.rng = np.random.default_rng(seed)
+    x = np.random.default_rng(seed + 1).standard_normal((batch, seq, d_in))
+    report = gradcheck(mha, x, seed=seed, eps=EPS, before_forward=rewind(mha.dropout))
+    assert report.ok, str(report)
+    assert report.max_rel_error < 1e-6
+    names = [row.name for row in report.rows]
+    assert names == [name for name, _ in mha.named_parameters()] + ["input[0]"]
+
+
+def test_dropout_mask_really_applies():
+    """With p = 0.5 in training some attention weights are dropped, so the output changes."""
+    mha = make_mha(3, 2, 2, 6, dropout=0.5)
+    x = np.random.default_rng(1).standard_normal((2, 6, 3))
+    train_out = mha(x)
+    mha.eval()
+    assert not np.allclose(train_out, mha(x))
+
+
+# -- the wrapper of chapter 3.6.1 computes the same thing -----------------------------------------
+@given(batch=st.integers(1, 2), seq=st.integers(1, 6), heads=st.integers(1, 4),
+       head_dim=st.integers(1, 4), d_in=st.integers(1, 5), qkv_bias=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_matches_multihead_wrapper(batch, seq, heads, head_dim, d_in, qkv_bias, seed):
+    rng = np.random.default_rng(seed)
+    wrapper = MultiHeadAttentionWrapper(d_in, head_dim, 6, 0.0, heads, qkv_bias, rng=rng,
+                                        dtype=np.float64)
+    for p in wrapper.parameters():
+        p.data[...] = rng.standard_normal(p.shape)
+    mha = MultiHeadAttention(d_in, heads * head_dim, 6, 0.0, heads, qkv_bias, dtype=np.float64)
+    for h, head in enumerate(wrapper.heads):
+        cols = slice(h * head_dim, (h + 1) * head_dim)     # head h's slice of the features
+        for name in ("W_query", "W_key", "W_value"):
+            getattr(mha, name).weight.data[:, cols] = getattr(head, name).weight.data
+            if qkv_bias:
+                getattr(mha, name).bias.data[cols] = getattr(head, name).bias.data
+    mha.out_proj.weight.data[...] = np.eye(heads * head_dim)    # the wrapper has no out_proj
+    mha.out_proj.bias.data[...] = 0.0
+
+    x = rng.standard_normal((batch, seq, d_in))
+    dout = rng.standard_normal((batch, seq, heads * head_dim))
+    np.testing.assert_allclose(mha(x), wrapper(x), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(mha.backward(dout), wrapper.backward(dout), rtol=1e-10, atol=1e-12)
+    for h, head in enumerate(wrapper.heads):
+        cols = slice(h * head_dim, (h + 1) * head_dim)
+        for name in ("W_query", "W_key", "W_value"):
+            ours, theirs = getattr(mha, name), getattr(head, name)
+            np.testing.assert_allclose(ours.weight.grad[:, cols], theirs.weight.grad, rtol=1e-9, atol=1e-12)
+            if qkv_bias:
+                np.testing.assert_allclose(ours.bias.grad[cols], theirs.bias.grad, rtol=1e-9, atol=1e-12)
+
+
+# -- PyTorch parity in float32 --------------------------------------------------------------------
+@pytest.mark.parametrize("qkv_bias", [False, True])
+def test_matches_torch_float32(qkv_bias):
+    b, t, d_in, d_out, heads, ctx = 2, 7, 12, 16, 4, 10
+    mha = make_mha(d_in, heads, d_out // heads, ctx, qkv_bias=qkv_bias, dtype=np.float32)
+    ref = torch_reference.MultiHeadAttention(d_in, d_out, ctx, 0.0, heads, qkv_bias)
+    torch_reference.load_numpy_state_dict(ref, mha.state_dict())
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((b, t, d_in), dtype=np.float32)
+    dout = rng.standard_normal((b, t, d_out), dtype=np.float32)
+
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = ref(tx)
+    ty.backward(torch.from_numpy(dout))
+    y = mha(x)
+    dx = mha.backward(dout)
+
+    assert y.dtype == dx.dtype == np.float32
+    np.testing.assert_allclose(y, ty.detach().numpy(), atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), atol=1e-5, rtol=1e-4)
+    grads = torch_reference.numpy_grads(ref)
+    for name, p in mha.named_parameters():
+        assert p.grad.dtype == np.float32
+        np.testing.assert_allclose(p.grad, grads[name], atol=1e-4, rtol=1e-4, err_msg=name)
+
+
+# -- properties -----------------------------------------------------------------------------------
+def test_causal_future_tokens_do_not_change_the_past():
+    mha = make_mha(4, 2, 3, 8)
+    x = np.random.default_rng(0).standard_normal((1, 8, 4))
+    y = mha(x)
+    x2 = x.copy()
+    x2[:, 5:] += 10.0
+    np.testing.assert_array_equal(mha(x2)[:, :5], y[:, :5])
+
+
+def test_causal_mask_is_boolean_upper_triangle():
+    mask = causal_mask(4)
+    assert mask.dtype == np.bool_ and not mask.flags.writeable
+    np.testing.assert_array_equal(mask, [[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]])
+
+
+def test_single_token_attends_to_itself():
+    """T = 1: the weight is 1 on the only token, so the output is out_proj(W_value x)."""
+    mha = make_mha(3, 2, 2, 4)
+    x = np.random.default_rng(0).standard_normal((2, 1, 3))
+    expected = (x @ mha.W_value.weight.data + mha.W_value.bias.data) @ mha.out_proj.weight.data
+    np.testing.assert_allclose(mha(x), expected + mha.out_proj.bias.data, rtol=1e-12)
+
+
+def test_float32_stays_float32():
+    mha = make_mha(8, 2, 4, 16, dropout=0.3, dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((2, 5, 8), dtype=np.float32)
+    y = mha(x)
+    assert y.dtype == np.float32
+    assert all(a.dtype == np.float32 for a in mha._cache)
+    assert mha.backward(np.ones_like(y)).dtype == np.float32
+    assert all(p.grad.dtype == np.float32 for p in mha.parameters())
+    cache = mha.new_kv_cache(2)
+    mha.eval()
+    assert mha(x, cache).dtype == np.float32
+
+
+# -- KV cache -------------------------------------------------------------------------------------
+@given(batch=st.integers(1, 2), heads=st.integers(1, 3), head_dim=st.integers(1, 3),
+       chunks=st.lists(st.integers(1, 3), min_size=1, max_size=5), seed=st.integers(0, 2**16))
+def test_kv_cache_equals_full_forward(batch, heads, head_dim, chunks, seed):
+    total = sum(chunks)
+    mha = make_mha(4, heads, head_dim, 16, dropout=0.5, seed=seed).eval()
+    x = np.random.default_rng(seed).standard_normal((batch, total, 4))
+    full = mha(x)
+    cache = mha.new_kv_cache(batch, max_len=total)
+    outs, start = [], 0
+    for n in chunks:
+        outs.append(mha(x[:, start:start + n], cache))
+        start += n
+        assert cache.length == start
+    np.testing.assert_allclose(np.concatenate(outs, axis=1), full, rtol=1e-10, atol=1e-12)
+    keys = x @ mha.W_key.weight.data + mha.W_key.bias.data                         # (B, T, C)
+    np.testing.assert_allclose(cache.keys, keys.reshape(batch, total, heads, head_dim).transpose(0, 2, 1, 3))
+
+
+def test_kv_cache_keeps_nothing_for_backward():
+    mha = make_mha(4, 2, 2, 8)
+    x = np.random.default_rng(0).standard_normal((1, 3, 4))
+    mha(x)                                   # a training forward first ...
+    mha(x, mha.new_kv_cache(1))              # ... then a cached one: backward must not use stale state
+    with pytest.raises(RuntimeError, match="before forward"):
+        mha.backward(np.ones((1, 3, 4)))
+
+
+def test_kv_cache_errors():
+    mha = make_mha(4, 2, 2, 6)
+    x = np.random.default_rng(0).standard_normal((1, 4, 4))
+    cache = mha.new_kv_cache(1, max_len=5)
+    mha(x, cache)
+    with pytest.raises(ValueError, match="full"):
+        mha(x[:, :2], cache)
+    assert cache.length == 4                 # the failed call changed nothing
+    with pytest.raises(ValueError, match="KVCache holds"):
+        mha(np.zeros((2, 1, 4)), cache)      # batch 2 into a batch-1 cache
+    with pytest.raises(ValueError, match="exceeds context_length"):
+        mha.new_kv_cache(1, max_len=7)
+    big = KVCache(1, 2, 10, 2, np.float64)
+    big.length = 5
+    with pytest.raises(ValueError, match="context_length=6"):
+        mha(x[:, :2], big)
+    with pytest.raises(TypeError, match="KVCache dtype"):
+        mha(x[:, :1], KVCache(1, 2, 6, 2, np.float32))
+    with pytest.raises(TypeError, match="must be a KVCache"):
+        mha(x, [cache])
+    with pytest.raises(ValueError, match="positive integer"):
+        KVCache(1, 2, 0, 2)
+
+
+# -- bad input ------------------------------------------------------------------------------------
+def test_bad_construction_and_input():
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        MultiHeadAttention(4, 6, 8, 0.0, num_heads=4)
+    mha = make_mha(4, 2, 2, 6)
+    with pytest.raises(ValueError, match="d_in=4"):
+        mha(np.zeros((1, 3, 5)))
+    with pytest.raises(ValueError, match="d_in=4"):
+        mha(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="context_length=6"):
+        mha(np.zeros((1, 7, 4)))
+    fresh = make_mha(4, 2, 2, 6)
+    with pytest.raises(RuntimeError, match="before forward"):
+        fresh.backward(np.zeros((1, 3, 4)))
+    with no_grad():
+        fresh(np.zeros((1, 3, 4)))
+    with pytest.raises(RuntimeError, match="before forward"):
+        fresh.backward(np.zeros((1, 3, 4)))

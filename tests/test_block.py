@@ -1,0 +1,116 @@
+"""TransformerBlock (numpy_gpt/nn/block.py).
+
+References: central finite differences in float64 (dropout off and on, with replayed masks), the
+PyTorch reference block in float32, and the hand-derived fact that a block whose two branches
+output zero is the identity for values and gradients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from numpy_gpt import torch_reference
+from numpy_gpt.gradcheck import gradcheck
+from numpy_gpt.nn.activations import Dropout
+from numpy_gpt.nn.block import TransformerBlock
+
+EPS = 1e-5   # finite-difference step; see tests/test_attention.py
+
+
+def cfg(emb_dim=4, n_heads=2, context_length=4, drop_rate=0.0, qkv_bias=True) -> dict:
+    return {"vocab_size": 10, "context_length": context_length, "emb_dim": emb_dim, "n_heads": n_heads,
+            "n_layers": 1, "drop_rate": drop_rate, "qkv_bias": qkv_bias}
+
+
+def reference_scale_name(name: str) -> str:
+    """The tensor whose gradient sets the tolerance scale for ``name``'s gradient: itself, except
+    for the key bias. Its exact gradient is 0 (adding q.b_k to a whole row of scores leaves the
+    softmax unchanged), so both frameworks return float32 rounding noise of the size of the terms
+    that cancel, i.e. of the key weight's gradient."""
+    return name.replace("W_key.bias", "W_key.weight")
+
+
+def make_block(config, seed, dtype=np.float64) -> TransformerBlock:
+    """A block with O(1) random parameters (LayerNorm scale near 1) and seeded dropouts."""
+    rng = np.random.default_rng(seed)
+    block = TransformerBlock(config, rng=rng, dtype=dtype)
+    for name, p in block.named_parameters():
+        p.data[...] = (1.0 if name.endswith("scale") else 0.0) + rng.standard_normal(p.shape) * 0.4
+    shared = np.random.default_rng(seed)
+    for m in block.modules():
+        if isinstance(m, Dropout):
+            m.rng = shared
+    return block
+
+
+@settings(max_examples=15)
+@given(batch=st.integers(1, 2), heads=st.integers(1, 4), context_length=st.integers(1, 4),
+       data=st.data(), qkv_bias=st.booleans(), drop_rate=st.sampled_from([0.0, 0.5]),
+       seed=st.integers(0, 2**16))
+def test_gradcheck_float64(batch, heads, context_length, data, qkv_bias, drop_rate, seed):
+    # emb_dim >= 4: a LayerNorm over 2 features maps each row to about (-1, 1) or (1, -1), a step
+    # so sharp where the two are close that finite differences cannot follow it
+    head_dim = data.draw(st.integers(-(-4 // heads), 4 // heads + 1), label="head_dim")
+    seq = data.draw(st.integers(1, context_length), label="seq")
+    block = make_block(cfg(heads * head_dim, heads, context_length, drop_rate, qkv_bias), seed)
+    rng = block.drop_shortcut.rng
+    state = rng.bit_generator.state
+    x = np.random.default_rng(seed + 1).standard_normal((batch, seq, heads * head_dim))
+    report = gradcheck(block, x, seed=seed, eps=EPS,
+                       before_forward=lambda: setattr(rng.bit_generator, "state", state))
+    assert report.ok, str(report)
+    assert [row.name for row in report.rows] == [n for n, _ in block.named_parameters()] + ["input[0]"]
+
+
+def test_matches_torch_float32():
+    config = cfg(emb_dim=16, n_heads=4, context_length=8)
+    block = make_block(config, 0, np.float32)
+    ref = torch_reference.load_numpy_state_dict(torch_reference.TransformerBlock(config), block.state_dict())
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 6, 16), dtype=np.float32)
+    dout = rng.standard_normal((2, 6, 16), dtype=np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = ref(tx)
+    ty.backward(torch.from_numpy(dout))
+    y = block(x)
+    dx = block.backward(dout)
+    assert y.dtype == dx.dtype == np.float32
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-4, atol=1e-4)
+    grads = torch_reference.numpy_grads(ref)
+    for name, p in block.named_parameters():
+        assert p.grad.dtype == np.float32
+        scale = np.abs(grads[reference_scale_name(name)]).max()
+        np.testing.assert_allclose(p.grad, grads[name], rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+
+
+def test_zero_branches_make_the_identity():
+    """With out_proj and the second FF layer all zero, both branches add 0: y = x and dx = dout
+    (the shortcut carries the gradient unchanged; the branches contribute exactly 0)."""
+    block = make_block(cfg(drop_rate=0.5), 0)
+    block.eval()
+    for layer in (block.att.out_proj, block.ff.layers[2]):
+        layer.weight.data[...] = 0.0
+        layer.bias.data[...] = 0.0
+    rng = np.random.default_rng(2)
+    x, dout = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    np.testing.assert_array_equal(block(x), x)
+    np.testing.assert_array_equal(block.backward(dout), dout)
+
+
+def test_kv_cache_passes_through():
+    block = make_block(cfg(context_length=6), 3).eval()
+    x = np.random.default_rng(0).standard_normal((1, 5, 4))
+    cache = block.att.new_kv_cache(1)
+    steps = [block(x[:, :3], cache), block(x[:, 3:4], cache), block(x[:, 4:], cache)]
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), block(x), rtol=1e-12, atol=1e-14)
+
+
+def test_backward_before_forward():
+    block = make_block(cfg(), 0)
+    with pytest.raises(RuntimeError, match="before forward"):
+        block.backward(np.zeros((1, 2, 4)))
