@@ -1,0 +1,262 @@
+"""save_checkpoint / load_checkpoint: exact round trips, atomic writes and clear errors on bad files."""
+
+from __future__ import annotations
+
+import errno
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import numpy_gpt.checkpoint as checkpoint_module
+from numpy_gpt.checkpoint import CheckpointError, load_checkpoint, restore_dropout_rng, save_checkpoint
+from numpy_gpt.model import GPTModel
+from numpy_gpt.nn.module import no_grad
+from numpy_gpt.optim import AdamW, configure_param_groups
+
+CFG = {"vocab_size": 50, "context_length": 8, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
+       "drop_rate": 0.1, "qkv_bias": True}
+
+
+@pytest.fixture
+def model() -> GPTModel:
+    return GPTModel(CFG, seed=1)
+
+
+@pytest.fixture
+def idx() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, CFG["vocab_size"], size=(2, CFG["context_length"]))
+
+
+def random_grads(model, seed: int, steps: int) -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [[rng.standard_normal(p.shape).astype(np.float32) for p in model.parameters()]
+            for _ in range(steps)]
+
+
+def train_steps(model, optimizer, grads_per_step) -> None:
+    for grads in grads_per_step:
+        for p, g in zip(model.parameters(), grads, strict=True):
+            p.grad[...] = g
+        optimizer.step()
+
+
+def rewrite(path, change) -> None:
+    """Re-save the .npz at path after change(entries) edits its dict of arrays (to forge bad files)."""
+    with np.load(path, allow_pickle=False) as npz:
+        entries = {k: npz[k] for k in npz.files}
+    change(entries)
+    with open(path, "wb") as f:
+        np.savez(f, **entries)
+
+
+def edit_meta(entries, **updates) -> None:
+    meta = json.loads(entries["__meta__"].tobytes())
+    meta.update(updates)
+    entries["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+
+# -- round trips ----------------------------------------------------------------------------------
+def test_round_trip_builds_identical_model(tmp_path, model, idx):
+    path = save_checkpoint(tmp_path / "ckpt.npz", model, step=42, extra={"tokenizer": "gpt2", "loss": 3.5})
+    assert path == tmp_path / "ckpt.npz"
+    ckpt = load_checkpoint(path)
+    assert isinstance(ckpt.model, GPTModel)
+    assert ckpt.step == 42 and ckpt.extra == {"tokenizer": "gpt2", "loss": 3.5}
+    assert ckpt.cfg == CFG and ckpt.dtype == "float32" and ckpt.optimizer_state is None
+    loaded = dict(ckpt.model.named_parameters())
+    original = dict(model.named_parameters())
+    assert list(loaded) == list(original)
+    for name, p in original.items():
+        assert loaded[name].data.dtype == np.float32
+        np.testing.assert_array_equal(loaded[name].data, p.data, err_msg=name)
+    model.eval()
+    ckpt.model.eval()
+    with no_grad():
+        np.testing.assert_array_equal(ckpt.model(idx), model(idx))
+
+
+def test_load_into_existing_model_and_no_suffix_added(tmp_path, model):
+    path = save_checkpoint(tmp_path / "ckpt", model)            # np.savez alone would write ckpt.npz
+    assert path == tmp_path / "ckpt" and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    other = GPTModel({**CFG, "drop_rate": 0.0}, seed=2)        # drop_rate may differ
+    ckpt = load_checkpoint(path, other)
+    assert ckpt.model is other
+    for (name, p), q in zip(model.named_parameters(), other.parameters(), strict=True):
+        np.testing.assert_array_equal(q.data, p.data, err_msg=name)
+
+
+def test_file_needs_no_pickle(tmp_path, model):
+    optimizer = AdamW(model.parameters(), lr=1e-3)
+    train_steps(model, optimizer, random_grads(model, seed=3, steps=1))
+    path = save_checkpoint(tmp_path / "ckpt.npz", model, optimizer)
+    with np.load(path, allow_pickle=False) as npz:
+        for key in npz.files:
+            value = npz[key]
+            assert value.dtype != object and (value.dtype.kind in "fiu"), key
+        assert npz["__meta__"].dtype == np.uint8
+        assert {"model/tok_emb.weight", "model/trf_blocks.1.att.W_query.bias",
+                "optimizer/state.0.exp_avg"} <= set(npz.files)
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+
+
+def test_optimizer_and_dropout_rng_resume_exactly(tmp_path, model, idx):
+    optimizer = AdamW(configure_param_groups(model, weight_decay=0.1), lr=1e-3)
+    grads = random_grads(model, seed=4, steps=6)
+    train_steps(model, optimizer, grads[:3])
+    model.dropout_rng.random(7)                                 # advance the dropout stream
+    path = save_checkpoint(tmp_path / "ckpt.npz", model, optimizer, step=3)
+
+    ckpt = load_checkpoint(path)
+    resumed = ckpt.model
+    resumed_optimizer = AdamW(configure_param_groups(resumed, weight_decay=0.1), lr=123.0)
+    resumed_optimizer.load_state_dict(ckpt.optimizer_state)
+    assert ckpt.step == 3 and resumed_optimizer.param_groups[0]["lr"] == 1e-3
+
+    train_steps(model, optimizer, grads[3:])
+    train_steps(resumed, resumed_optimizer, grads[3:])
+    for (name, p), q in zip(model.named_parameters(), resumed.parameters(), strict=True):
+        np.testing.assert_array_equal(q.data, p.data, err_msg=name)
+    model.train()
+    resumed.train()
+    with no_grad():                                             # same dropout masks after the reload
+        np.testing.assert_array_equal(resumed(idx), model(idx))
+
+
+def test_restore_dropout_rng_helper(tmp_path, model):
+    state = model.dropout_rng.bit_generator.state
+    expected = model.dropout_rng.random(4)
+    restore_dropout_rng(model, state)
+    np.testing.assert_array_equal(model.dropout_rng.random(4), expected)
+    with pytest.raises(CheckpointError, match="MT19937"):
+        restore_dropout_rng(model, np.random.MT19937(0).state)
+
+
+def test_load_optimizer_false_skips_it(tmp_path, model):
+    optimizer = AdamW(model.parameters(), lr=1e-3)
+    train_steps(model, optimizer, random_grads(model, seed=5, steps=1))
+    path = save_checkpoint(tmp_path / "ckpt.npz", model, optimizer)
+    assert load_checkpoint(path, load_optimizer=False).optimizer_state is None
+    assert load_checkpoint(path).optimizer_state is not None
+
+
+# -- atomic writes --------------------------------------------------------------------------------
+def test_failed_write_keeps_existing_file_and_leaves_no_temp(tmp_path, model, monkeypatch):
+    path = save_checkpoint(tmp_path / "ckpt.npz", model, step=1)
+    path = save_checkpoint(path, model, step=2)                  # overwriting works
+    good = path.read_bytes()
+
+    def disk_full(file, *args, **kwargs):
+        file.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.np, "savez", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(path, model, step=3)
+    monkeypatch.undo()
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
+    assert load_checkpoint(path).step == 2
+
+
+def test_unserialisable_extra_writes_nothing(tmp_path, model):
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        save_checkpoint(tmp_path / "ckpt.npz", model, extra={"tokenizer": object()})
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        save_checkpoint(tmp_path / "no" / "ckpt.npz", model)
+
+
+# -- bad files ------------------------------------------------------------------------------------
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.npz")
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, I am text\n" * 10, b"\x93NUMPY garbage"])
+def test_not_an_npz(tmp_path, content):
+    path = tmp_path / "ckpt.npz"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"ckpt\.npz is corrupt or truncated"):
+        load_checkpoint(path)
+
+
+def test_truncated_file(tmp_path, model):
+    path = save_checkpoint(tmp_path / "ckpt.npz", model)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(path)
+
+
+def test_corrupt_parameter_bytes(tmp_path, model):
+    path = save_checkpoint(tmp_path / "ckpt.npz", model)
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("model/tok_emb.weight.npy")
+    data = bytearray(path.read_bytes())
+    name_len = int.from_bytes(data[info.header_offset + 26: info.header_offset + 28], "little")
+    extra_len = int.from_bytes(data[info.header_offset + 28: info.header_offset + 30], "little")
+    data[info.header_offset + 30 + name_len + extra_len + 300] ^= 0xFF   # inside the array data
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"corrupt or truncated.*model/tok_emb\.weight"):
+        load_checkpoint(path)
+
+
+def test_single_npy_and_foreign_npz(tmp_path):
+    npy = tmp_path / "array.npy"
+    np.save(npy, np.zeros(3, dtype=np.float32))
+    with pytest.raises(CheckpointError, match="single .npy array"):
+        load_checkpoint(npy)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, weights=np.zeros(3, dtype=np.float32))
+    with pytest.raises(CheckpointError, match="not a numpy_gpt checkpoint"):
+        load_checkpoint(foreign)
+
+
+def test_wrong_shape_names_the_parameter(tmp_path, model):
+    path = save_checkpoint(tmp_path / "ckpt.npz", model)
+
+    def change(entries):
+        entries["model/trf_blocks.0.ff.layers.0.weight"] = np.zeros((16, 32), dtype=np.float32)
+    rewrite(path, change)
+    target = GPTModel(CFG, seed=3)
+    before = target.tok_emb.weight.data.copy()
+    with pytest.raises(CheckpointError, match=r"trf_blocks\.0\.ff\.layers\.0\.weight: checkpoint \(16, 32\) "
+                                              r"vs model \(16, 64\)"):
+        load_checkpoint(path, target)
+    np.testing.assert_array_equal(target.tok_emb.weight.data, before)   # nothing was overwritten
+
+
+def test_config_mismatch_names_the_keys(tmp_path, model):
+    path = save_checkpoint(tmp_path / "ckpt.npz", model)
+    with pytest.raises(CheckpointError, match=r"n_layers: checkpoint 2 vs model 1.*vocab_size: checkpoint 50 "
+                                              r"vs model 60"):
+        load_checkpoint(path, GPTModel({**CFG, "n_layers": 1, "vocab_size": 60}))
+
+
+def test_missing_and_unexpected_keys(tmp_path, model):
+    path = save_checkpoint(tmp_path / "ckpt.npz", model)
+
+    def change(entries):
+        del entries["model/final_norm.scale"]
+        entries["model/final_norm.gain"] = np.ones(16, dtype=np.float32)
+    rewrite(path, change)
+    with pytest.raises(CheckpointError, match=r"missing parameters \['final_norm\.scale'\], unexpected "
+                                              r"parameters \['final_norm\.gain'\]"):
+        load_checkpoint(path)
+
+    rewrite(path, lambda entries: entries.update(stray=np.zeros(1)))
+    with pytest.raises(CheckpointError, match=r"unexpected entries \['stray'\]"):
+        load_checkpoint(path)
+
+
+def test_unsupported_format_version_and_bad_meta(tmp_path, model):
+    path = save_checkpoint(tmp_path / "ckpt.npz", model)
+    rewrite(path, lambda entries: edit_meta(entries, format_version=99))
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(path)
+    rewrite(path, lambda entries: entries.update(__meta__=np.frombuffer(b"{not json", dtype=np.uint8)))
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(path)
