@@ -1,0 +1,486 @@
+"""OpenAI's pretrained GPT-2 in numpy_gpt: download, name mapping, loading and export (chapter 5.5).
+
+The book downloads GPT-2 with ``download_and_load_gpt2`` (TensorFlow reads the checkpoint) and
+copies each array into its GPTModel with ``load_weights_into_gpt``. This module does the same with
+NumPy alone, from any of three sources:
+
+* OpenAI's original TensorFlow checkpoint folder (``gpt2/124M``: read by ``openai_tf.py``);
+* a safetensors file, such as Hugging Face's ``gpt2`` ``model.safetensors`` (``safetensors.py``);
+* numpy_gpt's own ``.npz`` checkpoint (``checkpoint.py``).
+
+The mapping, written out in full below (``_DIRECT``, ``_QKV``), is the book's:
+
+* OpenAI names a tensor ``model/h3/attn/c_attn/w``, Hugging Face ``[transformer.]h.3.attn.c_attn.weight``;
+  ours is the book's ``trf_blocks.3.att.W_query.weight`` and so on.
+* ``c_attn`` packs the query, key and value projections side by side: its weight (C, 3C) is
+  ``[W_query | W_key | W_value]`` and its bias (3C,) likewise, so GPT-2 needs ``qkv_bias=True``.
+* OpenAI's projections are 1x1 convolutions stored (1, in, out); the leading axis is squeezed away.
+  Otherwise no transposes: our Linear weights are (in, out) like GPT-2's, unlike PyTorch's nn.Linear.
+* GPT-2 has no separate output layer: it reuses the token embedding (weight tying), so
+  ``out_head.weight`` (C, V) is a copy of ``tok_emb.weight`` (V, C) transposed.
+* GPT-2's context is 1024 tokens; the LayerNorm epsilon is 1e-5 and GELU the tanh approximation,
+  as in numpy_gpt.
+
+Loading reads each tensor straight into the model's parameter array (except c_attn, read into one
+temporary (C, 3C) array and split), so it never holds a second copy of the weights.
+
+``save_safetensors`` goes the other way: it writes the layout ``transformers.GPT2LMHeadModel``
+loads (with a ``config.json`` beside it), so a model trained here can move to PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from numpy_gpt.checkpoint import load_checkpoint, save_checkpoint
+from numpy_gpt.download import DownloadError, download_file
+from numpy_gpt.gpt2.openai_tf import TFCheckpointReader, checkpoint_prefix, read_hparams
+from numpy_gpt.gpt2.safetensors import SafetensorsReader, save_file
+from numpy_gpt.model import GPTModel
+
+# -- downloading ---------------------------------------------------------------------------------
+GPT2_BASE_URLS = (
+    "https://openaipublic.blob.core.windows.net/gpt-2/models",    # OpenAI's original location
+    "https://f001.backblazeb2.com/file/LLMs-from-scratch/gpt2",   # the book's mirror
+)
+GPT2_FILES = ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
+              "model.ckpt.index", "model.ckpt.meta", "vocab.bpe")
+GPT2_SIZES = ("124M", "355M", "774M", "1558M")
+
+# Byte sizes of OpenAI's files, as both URLs serve them (the book's repository checks 124M and
+# 355M against both). For 774M and 1558M only the files shared by every size are listed; their
+# weights are still verified tensor by tensor (crc32c) when loaded.
+_SHARED_FILE_SIZES = {"checkpoint": 77, "encoder.json": 1042301, "vocab.bpe": 456318}
+GPT2_FILE_SIZES = {
+    "124M": {**_SHARED_FILE_SIZES, "hparams.json": 90, "model.ckpt.data-00000-of-00001": 497759232,
+             "model.ckpt.index": 5215, "model.ckpt.meta": 471155},
+    "355M": {**_SHARED_FILE_SIZES, "hparams.json": 91, "model.ckpt.data-00000-of-00001": 1419292672,
+             "model.ckpt.index": 10399, "model.ckpt.meta": 926519},
+    "774M": dict(_SHARED_FILE_SIZES),
+    "1558M": dict(_SHARED_FILE_SIZES),
+}
+
+
+def _check_model_size(model_size: str) -> None:
+    if model_size not in GPT2_SIZES:
+        raise ValueError(f"unknown GPT-2 size {model_size!r}; choose one of {list(GPT2_SIZES)}")
+
+
+def download_gpt2(model_size: str = "124M", models_dir: str | os.PathLike = "gpt2", *,
+                  base_urls: Sequence[str] = GPT2_BASE_URLS, retries: int = 3,
+                  progress: bool = True) -> Path:
+    """Download OpenAI's seven GPT-2 files into ``models_dir/model_size`` and return that folder.
+
+    Each file is tried at every base URL in turn (``{base}/{model_size}/{file}``: OpenAI's, then
+    the book's mirror), resumed if interrupted, and checked against its size in
+    ``GPT2_FILE_SIZES``. Files already in place with the right size are kept. Offline, the error
+    says where to put the files by hand.
+    """
+    _check_model_size(model_size)
+    model_dir = Path(models_dir) / model_size
+    expected = GPT2_FILE_SIZES[model_size]
+    for name in GPT2_FILES:
+        urls = [f"{base.rstrip('/')}/{model_size}/{name}" for base in base_urls]
+        try:
+            download_file(urls, model_dir / name, size=expected.get(name), retries=retries,
+                          progress=progress, desc=f"GPT-2 {model_size} {name}")
+        except DownloadError as err:
+            raise DownloadError(
+                f"{err}\n\nGPT-2 {model_size} is these {len(GPT2_FILES)} files, all in {model_dir}: "
+                f"{', '.join(GPT2_FILES)} (from {base_urls[0]}/{model_size}/<file>). Once they are "
+                f"there, load_gpt2({str(model_dir)!r}) reads them without the network.") from None
+    return model_dir
+
+
+# -- the name mapping ------------------------------------------------------------------------------
+# numpy_gpt name -> (OpenAI TensorFlow name, Hugging Face name), for tensors copied as they are
+# (after squeezing OpenAI's leading conv axis). {i} is the transformer block's index.
+_DIRECT = {
+    "tok_emb.weight": ("model/wte", "wte.weight"),                        # (V, C)
+    "pos_emb.weight": ("model/wpe", "wpe.weight"),                        # (T, C)
+    "trf_blocks.{i}.norm1.scale": ("model/h{i}/ln_1/g", "h.{i}.ln_1.weight"),
+    "trf_blocks.{i}.norm1.shift": ("model/h{i}/ln_1/b", "h.{i}.ln_1.bias"),
+    "trf_blocks.{i}.att.out_proj.weight": ("model/h{i}/attn/c_proj/w", "h.{i}.attn.c_proj.weight"),
+    "trf_blocks.{i}.att.out_proj.bias": ("model/h{i}/attn/c_proj/b", "h.{i}.attn.c_proj.bias"),
+    "trf_blocks.{i}.norm2.scale": ("model/h{i}/ln_2/g", "h.{i}.ln_2.weight"),
+    "trf_blocks.{i}.norm2.shift": ("model/h{i}/ln_2/b", "h.{i}.ln_2.bias"),
+    "trf_blocks.{i}.ff.layers.0.weight": ("model/h{i}/mlp/c_fc/w", "h.{i}.mlp.c_fc.weight"),      # (C, 4C)
+    "trf_blocks.{i}.ff.layers.0.bias": ("model/h{i}/mlp/c_fc/b", "h.{i}.mlp.c_fc.bias"),
+    "trf_blocks.{i}.ff.layers.2.weight": ("model/h{i}/mlp/c_proj/w", "h.{i}.mlp.c_proj.weight"),  # (4C, C)
+    "trf_blocks.{i}.ff.layers.2.bias": ("model/h{i}/mlp/c_proj/b", "h.{i}.mlp.c_proj.bias"),
+    "final_norm.scale": ("model/ln_f/g", "ln_f.weight"),
+    "final_norm.shift": ("model/ln_f/b", "ln_f.bias"),
+}
+# c_attn = [W_query | W_key | W_value] along its last axis: weight (C, 3C), bias (3C,).
+_QKV = {
+    "weight": ("model/h{i}/attn/c_attn/w", "h.{i}.attn.c_attn.weight"),
+    "bias": ("model/h{i}/attn/c_attn/b", "h.{i}.attn.c_attn.bias"),
+}
+_QKV_PARTS = ("W_query", "W_key", "W_value")
+# Hugging Face keeps an untied output head (V, C) under this name; GPT-2 itself has none.
+_HF_LM_HEAD = "lm_head.weight"
+# Buffers (the causal mask) that older Hugging Face files store beside the weights: not weights.
+_HF_BUFFERS = (".attn.bias", ".attn.masked_bias")
+_GPT2_HEADS = {768: 12, 1024: 16, 1280: 20, 1600: 25}   # n_heads of GPT-2's four sizes, by emb_dim
+
+
+def _block_names(table: Mapping[str, tuple[str, str]], n_layers: int) -> list[tuple[str, str, str]]:
+    """Expand {i} in a name table: [(ours, openai, hf)] for every block (or once if no {i})."""
+    rows = []
+    for ours, (openai, hf) in table.items():
+        blocks = range(n_layers) if "{i}" in ours else [None]
+        rows += [(ours.format(i=i), openai.format(i=i), hf.format(i=i)) for i in blocks]
+    return rows
+
+
+def _copy_transposed(src: np.ndarray, dst: np.ndarray, rows: int = 256) -> None:
+    """dst[...] = src.T, a block of src's rows at a time. In one go, the copy strides across memory
+    at every element and is 5-10x slower for GPT-2's (50257, 768) token embedding."""
+    for start in range(0, src.shape[0], rows):
+        dst[:, start:start + rows] = src[start:start + rows].T
+
+
+def _is_transposed(a: np.ndarray, b: np.ndarray, rows: int = 256) -> bool:
+    """np.array_equal(a, b.T) for a (C, V), b (V, C), by blocks of rows, stopping at the first difference."""
+    return a.shape == b.shape[::-1] and all(
+        np.array_equal(a[:, start:start + rows], b[start:start + rows].T)
+        for start in range(0, b.shape[0], rows))
+
+
+def _squeeze_conv(shape: tuple[int, ...], ndim: int) -> tuple[int, ...]:
+    """OpenAI's 1x1 conv weights (1, in, out) -> (in, out); other shapes unchanged."""
+    return shape[1:] if len(shape) == ndim + 1 and shape[0] == 1 else shape
+
+
+class _Source:
+    """Uniform access to a TF checkpoint or a safetensors file under its own tensor names."""
+
+    def __init__(self, reader: TFCheckpointReader | SafetensorsReader):
+        self.reader = reader
+        if isinstance(reader, TFCheckpointReader):
+            self.style, self.prefix, self.where = "openai", "", str(reader.prefix)
+        elif isinstance(reader, SafetensorsReader):
+            self.style, self.where = "hf", str(reader.path)
+            if "transformer.wte.weight" in reader:
+                self.prefix = "transformer."        # what GPT2LMHeadModel.save_pretrained writes
+            elif "wte.weight" in reader:
+                self.prefix = ""                    # the hub's own gpt2 file (GPT2Model names)
+            else:
+                raise KeyError(f"{self.where} has no 'wte.weight' or 'transformer.wte.weight': it is "
+                               f"not a GPT-2 checkpoint (first keys: {list(reader)[:5]})")
+        else:
+            raise TypeError(f"expected a TFCheckpointReader or SafetensorsReader, got "
+                            f"{type(reader).__name__}")
+
+    def key(self, openai: str, hf: str) -> str:
+        return openai if self.style == "openai" else self.prefix + hf
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        if key not in self.reader:
+            raise KeyError(f"{self.where} has no tensor {key!r}")
+        return self.reader.entries[key].shape
+
+    def check(self, expected: Mapping[str, tuple[int, ...]]) -> None:
+        """Every expected tensor is there with its shape (conv axis squeezed), and nothing else is
+        (apart from the causal-mask buffers of old Hugging Face files)."""
+        missing = [k for k in expected if k not in self.reader]
+        if missing:
+            raise KeyError(f"{self.where} lacks {missing[:10]}{'...' if len(missing) > 10 else ''}: "
+                           f"is it a GPT-2 checkpoint with the layers the config says?")
+        unexpected = [k for k in self.reader if k not in expected and not k.endswith(_HF_BUFFERS)]
+        if unexpected:
+            raise ValueError(f"{self.where} holds tensors GPTModel has no place for: {unexpected[:10]}"
+                             f"{'...' if len(unexpected) > 10 else ''} (a different architecture?)")
+        bad = [f"{k}: {self.shape(k)} vs model {shape}" for k, shape in expected.items()
+               if _squeeze_conv(self.shape(k), len(shape)) != shape]
+        if bad:
+            raise ValueError(f"{self.where} does not match the model config, tensor shapes differ: "
+                             + "; ".join(bad[:10]))
+
+    def read_into(self, key: str, target: np.ndarray) -> None:
+        """Copy tensor ``key`` into ``target``, reading straight into it when the dtypes agree."""
+        if self.reader.entries[key].dtype == target.dtype and target.flags.c_contiguous:
+            self.reader.read(key, out=target)
+        else:
+            target[...] = self.reader.read(key).reshape(target.shape)
+
+    def read(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        return self.reader.read(key).reshape(shape)
+
+
+def load_weights_into_gpt(gpt: GPTModel, checkpoint: TFCheckpointReader | SafetensorsReader) -> None:
+    """Copy GPT-2's weights from an open checkpoint into ``gpt`` (the book's function of this name).
+
+    ``gpt`` must have GPT-2's shapes and ``qkv_bias=True``. Every name and shape is checked before
+    any parameter changes, and the checkpoint may not hold weights the model has no place for (the
+    causal-mask buffers of old Hugging Face files are ignored). Without an ``lm_head.weight``, the
+    output head is tied to the token embedding: ``out_head.weight = tok_emb.weight.T``.
+    """
+    if not gpt.cfg["qkv_bias"]:
+        raise ValueError("GPT-2's weights include query/key/value biases: build the model with "
+                         "qkv_bias=True")
+    source = _Source(checkpoint)
+    params = dict(gpt.named_parameters())
+    n_layers = gpt.cfg["n_layers"]
+    direct = [(source.key(openai, hf), params[ours].data)
+              for ours, openai, hf in _block_names(_DIRECT, n_layers)]
+    packed = [(source.key(openai.format(i=i), hf.format(i=i)),
+               [getattr(getattr(gpt.trf_blocks[i].att, part), kind).data for part in _QKV_PARTS])
+              for kind, (openai, hf) in _QKV.items() for i in range(n_layers)]
+    head = _HF_LM_HEAD if source.style == "hf" and _HF_LM_HEAD in checkpoint else None
+
+    expected = {key: target.shape for key, target in direct}
+    for key, (query, _, _) in packed:                              # c_attn: (C, 3C) and (3C,)
+        expected[key] = (*query.shape[:-1], 3 * query.shape[-1])
+    if head is not None:
+        expected[head] = gpt.out_head.weight.shape[::-1]           # (V, C)
+    source.check(expected)
+
+    for key, target in direct:
+        source.read_into(key, target)
+    for key, targets in packed:
+        qkv = source.read(key, expected[key])                      # squeezes OpenAI's (1, C, 3C)
+        width = targets[0].shape[-1]
+        for j, target in enumerate(targets):                       # [W_query | W_key | W_value]
+            target[...] = qkv[..., j * width:(j + 1) * width]
+    if head is not None:
+        _copy_transposed(source.read(head, expected[head]), gpt.out_head.weight.data)  # untied head
+    else:
+        _copy_transposed(gpt.tok_emb.weight.data, gpt.out_head.weight.data)           # weight tying
+
+
+# -- configs ------------------------------------------------------------------------------------------
+def gpt2_config(hparams: Mapping[str, int], drop_rate: float = 0.0) -> dict:
+    """numpy_gpt config for OpenAI's hparams.json ({n_vocab, n_ctx, n_embd, n_head, n_layer})."""
+    return {"vocab_size": hparams["n_vocab"], "context_length": hparams["n_ctx"],
+            "emb_dim": hparams["n_embd"], "n_heads": hparams["n_head"], "n_layers": hparams["n_layer"],
+            "drop_rate": drop_rate, "qkv_bias": True}
+
+
+def _settings(cfg: Mapping) -> dict[str, int]:
+    """The book's ``settings`` (OpenAI's hparams names) for a numpy_gpt config."""
+    return {"n_vocab": cfg["vocab_size"], "n_ctx": cfg["context_length"], "n_embd": cfg["emb_dim"],
+            "n_head": cfg["n_heads"], "n_layer": cfg["n_layers"]}
+
+
+def _config_from_hf(path: Path, drop_rate: float) -> dict:
+    """numpy_gpt config from a Hugging Face GPT-2 config.json, refusing what GPTModel cannot run."""
+    try:
+        hf = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from err
+    if not isinstance(hf, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    problems = []
+    if hf.get("model_type", "gpt2") != "gpt2":
+        problems.append(f"model_type is {hf['model_type']!r}, not 'gpt2'")
+    if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        problems.append(f"activation_function {hf['activation_function']!r} is not GPT-2's tanh GELU")
+    if hf.get("layer_norm_epsilon", 1e-5) != 1e-5:
+        problems.append(f"layer_norm_epsilon is {hf['layer_norm_epsilon']}, numpy_gpt uses 1e-5")
+    if hf.get("n_inner") not in (None, 4 * hf.get("n_embd", 0)):
+        problems.append(f"n_inner is {hf['n_inner']}, numpy_gpt's feed-forward is 4 * n_embd wide")
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
+        if hf.get(flag):
+            problems.append(f"{flag} is set")
+    if hf.get("scale_attn_weights", True) is not True:
+        problems.append("scale_attn_weights is false")
+    missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer") if k not in hf]
+    if missing:
+        problems.append(f"the keys {missing} are missing")
+    if problems:
+        raise ValueError(f"{path} describes a model GPTModel cannot run: " + "; ".join(problems))
+    return {"vocab_size": hf["vocab_size"], "context_length": hf["n_positions"],
+            "emb_dim": hf["n_embd"], "n_heads": hf["n_head"], "n_layers": hf["n_layer"],
+            "drop_rate": drop_rate, "qkv_bias": True}
+
+
+def _config_from_shapes(reader: SafetensorsReader, drop_rate: float) -> dict:
+    """Infer GPT-2's config from tensor shapes; n_heads from the four GPT-2 sizes' widths."""
+    source = _Source(reader)
+    vocab_size, emb_dim = source.shape(source.prefix + "wte.weight")
+    context_length = source.shape(source.prefix + "wpe.weight")[0]
+    n_layers = 0
+    while source.prefix + f"h.{n_layers}.ln_1.weight" in reader:
+        n_layers += 1
+    if emb_dim not in _GPT2_HEADS:
+        raise ValueError(f"{reader.path}: emb_dim {emb_dim} is not one of GPT-2's sizes, so the number "
+                         f"of attention heads cannot be inferred; put the model's config.json beside "
+                         f"the file or pass cfg=")
+    return {"vocab_size": vocab_size, "context_length": context_length, "emb_dim": emb_dim,
+            "n_heads": _GPT2_HEADS[emb_dim], "n_layers": n_layers, "drop_rate": drop_rate,
+            "qkv_bias": True}
+
+
+# -- loading ------------------------------------------------------------------------------------------
+def load_openai_checkpoint(model_dir: str | os.PathLike, *, drop_rate: float = 0.0,
+                           dtype: np.dtype | type = np.float32) -> GPTModel:
+    """GPTModel (in eval mode) from OpenAI's checkpoint folder: hparams.json + model.ckpt.*."""
+    model_dir = Path(model_dir)
+    reader = TFCheckpointReader(model_dir)
+    gpt = GPTModel(gpt2_config(read_hparams(model_dir), drop_rate), dtype=dtype)
+    load_weights_into_gpt(gpt, reader)
+    return gpt.eval()
+
+
+def load_safetensors(path: str | os.PathLike, cfg: Mapping | None = None, *, drop_rate: float = 0.0,
+                     dtype: np.dtype | type = np.float32) -> GPTModel:
+    """GPTModel (in eval mode) from a GPT-2 safetensors file, with or without ``transformer.`` prefix.
+
+    The config is ``cfg`` if given, else the ``config.json`` beside the file (Hugging Face's), else
+    inferred from the tensor shapes (for GPT-2's four sizes).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    reader = SafetensorsReader(path)
+    config_json = path.parent / "config.json"
+    if cfg is None:
+        cfg = (_config_from_hf(config_json, drop_rate) if config_json.is_file()
+               else _config_from_shapes(reader, drop_rate))
+    gpt = GPTModel(cfg, dtype=dtype)
+    load_weights_into_gpt(gpt, reader)
+    return gpt.eval()
+
+
+def _is_openai_dir(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    try:
+        return Path(f"{checkpoint_prefix(path)}.index").is_file()
+    except ValueError:
+        return False
+
+
+def load_model(path: str | os.PathLike, *, drop_rate: float = 0.0,
+               dtype: np.dtype | type = np.float32) -> GPTModel:
+    """GPTModel (in eval mode) from an OpenAI checkpoint folder, a safetensors file (or a folder
+    holding model.safetensors), or a numpy_gpt .npz checkpoint, told apart by what ``path`` is.
+    A .npz keeps the config and dtype it was saved with (``drop_rate`` and ``dtype`` are ignored)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return load_checkpoint(path, load_optimizer=False).model.eval()
+    if path.suffix == ".safetensors" or (path.is_dir() and (path / "model.safetensors").is_file()):
+        return load_safetensors(path, drop_rate=drop_rate, dtype=dtype)
+    if _is_openai_dir(path):
+        return load_openai_checkpoint(path, drop_rate=drop_rate, dtype=dtype)
+    raise FileNotFoundError(f"{path} is not a GPT-2 checkpoint numpy_gpt can read: expected an OpenAI "
+                            f"folder (hparams.json, checkpoint, model.ckpt.index, model.ckpt.data-*), a "
+                            f".safetensors file (or a folder with model.safetensors), or a .npz "
+                            f"checkpoint; or a size name {list(GPT2_SIZES)} to download")
+
+
+def load_gpt2(model_size_or_path: str | os.PathLike = "124M", models_dir: str | os.PathLike = "gpt2", *,
+              drop_rate: float = 0.0, dtype: np.dtype | type = np.float32,
+              base_urls: Sequence[str] = GPT2_BASE_URLS) -> tuple[GPTModel, dict[str, int]]:
+    """Pretrained GPT-2, ready to generate: ``(model in eval mode, settings)``.
+
+    ``model_size_or_path`` is a size ("124M", "355M", "774M", "1558M": downloaded into
+    ``models_dir/<size>`` unless already there, then read with NumPy) or a path (see
+    ``load_model``). ``settings`` is the book's hparams dict: n_vocab, n_ctx, n_embd, n_head, n_layer.
+    ``drop_rate`` only matters once you train (the book's chapter 5 uses 0.1, chapters 6-7 use 0.0).
+    """
+    if str(model_size_or_path) in GPT2_SIZES:
+        model_dir = download_gpt2(str(model_size_or_path), models_dir, base_urls=base_urls)
+        gpt = load_openai_checkpoint(model_dir, drop_rate=drop_rate, dtype=dtype)
+    else:
+        gpt = load_model(model_size_or_path, drop_rate=drop_rate, dtype=dtype)
+    return gpt, _settings(gpt.cfg)
+
+
+# -- export ---------------------------------------------------------------------------------------------
+def _hf_config(gpt: GPTModel, tied: bool) -> dict:
+    c = gpt.cfg
+    eot = 50256 if c["vocab_size"] > 50256 else None          # GPT-2's <|endoftext|>, if it fits
+    return {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+        "vocab_size": c["vocab_size"], "n_positions": c["context_length"], "n_embd": c["emb_dim"],
+        "n_head": c["n_heads"], "n_layer": c["n_layers"], "n_inner": None,
+        "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+        "embd_pdrop": c["drop_rate"], "attn_pdrop": c["drop_rate"], "resid_pdrop": c["drop_rate"],
+        "initializer_range": 0.02, "scale_attn_weights": True, "use_cache": True,
+        "bos_token_id": eot, "eos_token_id": eot, "tie_word_embeddings": tied,
+        "dtype": gpt.dtype.name,
+    }
+
+
+def gpt_to_hf_tensors(gpt: GPTModel) -> tuple[dict[str, np.ndarray], bool]:
+    """Hugging Face GPT2LMHeadModel tensors for ``gpt`` and whether its head is tied to wte.
+
+    The reverse of ``load_weights_into_gpt``: W_query/W_key/W_value are concatenated into c_attn
+    (with zero biases if the model has none, which computes the same), and ``lm_head.weight`` is
+    written only when ``out_head`` differs from ``tok_emb`` transposed (a model trained here with
+    its own head, as the book's GPTModel has).
+    """
+    params = dict(gpt.named_parameters())
+    tensors = {}
+    for ours, _, hf in _block_names(_DIRECT, gpt.cfg["n_layers"]):
+        tensors["transformer." + hf] = params[ours].data
+    for i, block in enumerate(gpt.trf_blocks):
+        parts = [getattr(block.att, part) for part in _QKV_PARTS]
+        tensors[f"transformer.h.{i}.attn.c_attn.weight"] = np.concatenate(
+            [p.weight.data for p in parts], axis=1)                                   # (C, 3C)
+        tensors[f"transformer.h.{i}.attn.c_attn.bias"] = np.concatenate(
+            [p.bias.data if p.bias is not None else np.zeros(p.out_features, gpt.dtype) for p in parts])
+    tied = _is_transposed(gpt.out_head.weight.data, gpt.tok_emb.weight.data)
+    if not tied:
+        lm_head = np.empty(gpt.out_head.weight.shape[::-1], dtype=gpt.dtype)          # (V, C)
+        _copy_transposed(gpt.out_head.weight.data, lm_head)
+        tensors[_HF_LM_HEAD] = lm_head
+    return tensors, tied
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_safetensors(gpt: GPTModel, path: str | os.PathLike) -> Path:
+    """Write ``gpt`` for ``transformers.GPT2LMHeadModel.from_pretrained``; return the file's path.
+
+    ``path`` is a ``.safetensors`` file or a folder (then ``model.safetensors`` inside it). A
+    ``config.json`` is written beside the file; with the default name, the folder loads with
+    ``GPT2LMHeadModel.from_pretrained(folder)``.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path / "model.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors, tied = gpt_to_hf_tensors(gpt)
+    save_file(tensors, path, metadata={"format": "pt"})     # transformers requires format "pt"
+    _atomic_write_text(path.parent / "config.json", json.dumps(_hf_config(gpt, tied), indent=2) + "\n")
+    return path
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, models_dir: str | os.PathLike = "gpt2",
+            dtype: np.dtype | type = np.float32) -> Path:
+    """Convert a GPT-2 checkpoint between formats; return the path written.
+
+    ``src``: an OpenAI folder, a .safetensors file (or folder with model.safetensors), a numpy_gpt
+    .npz, or a size name (downloaded into ``models_dir``). ``dst``: a ``.npz`` (numpy_gpt checkpoint), a
+    ``.safetensors`` file, or a folder (model.safetensors + config.json, for transformers).
+    Writing OpenAI's TensorFlow format is not supported: TensorFlow and transformers both read
+    safetensors folders.
+    """
+    dst = Path(dst)
+    if _is_openai_dir(dst):
+        raise ValueError(f"{dst} holds an OpenAI checkpoint: writing OpenAI's TensorFlow format is not "
+                         f"supported; convert to a .safetensors file, a new folder (model.safetensors + "
+                         f"config.json) or a .npz instead")
+    gpt, _ = load_gpt2(src, models_dir, dtype=dtype)
+    if dst.suffix == ".npz":
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        return save_checkpoint(dst, gpt)
+    return save_safetensors(gpt, dst)
