@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from numpy_gpt.fileio import atomic_write
 from numpy_gpt.model import GPTModel
 from numpy_gpt.nn.module import Module
 from numpy_gpt.optim import AdamW
@@ -92,23 +92,6 @@ def _rng_state_from_json(state: Any) -> Any:
 
 
 # -- saving ---------------------------------------------------------------------------------------
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez into a temporary file beside ``path``, then rename it over ``path``.
-
-    Writing through an open file also stops np.savez from appending ".npz" to the name.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            np.savez(f, allow_pickle=False, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: AdamW | None = None, *,
                     step: int = 0, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (and ``optimizer``'s state) to the .npz file ``path``, atomically.
@@ -157,7 +140,8 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: AdamW | N
     except (TypeError, ValueError) as err:
         raise TypeError(f"cannot save checkpoint {path}: extra and cfg must be JSON-serialisable "
                         f"(numbers, strings, lists, dicts): {err}") from None
-    _atomic_savez(path, arrays)
+    with atomic_write(path, "wb", fsync=True) as f:      # a file object: np.savez adds no ".npz"
+        np.savez(f, allow_pickle=False, **arrays)
     return path
 
 

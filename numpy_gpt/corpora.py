@@ -16,16 +16,15 @@ It is deterministic for a given Python version and cached as ``data/stdlib-docs-
 from __future__ import annotations
 
 import ast
-import os
 import sys
 import sysconfig
-import tempfile
 import tokenize
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from numpy_gpt.download import download_file
+from numpy_gpt.fileio import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -114,20 +113,8 @@ def stdlib_docs_path(data_dir: str | Path = "data") -> Path:
     """Path of the cached ``stdlib-docs`` corpus, building it (a few seconds) if it is absent."""
     path = Path(data_dir) / f"stdlib-docs-py{sys.version_info.major}.{sys.version_info.minor}.txt"
     if not path.exists():
-        _write_atomically(path, build_stdlib_docs())
+        write_text_atomic(path, build_stdlib_docs())
     return path
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_stdlib_docs(stdlib_dir: str | Path | None = None) -> str:

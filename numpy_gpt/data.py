@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from numpy_gpt.corpora import load_corpus
+from numpy_gpt.fileio import atomic_write
 
 __all__ = ["GPTDatasetV1", "DataLoader", "create_dataloader_v1", "train_val_split", "load_corpus",
            "save_token_ids", "load_token_ids", "encode_text"]
@@ -199,15 +198,8 @@ def save_token_ids(ids: np.ndarray | Sequence[int], path: str | Path) -> Path:
         raise ValueError(f"token id {top} does not fit in uint32")
     array = array.astype(np.uint16 if top < 2**16 else np.uint32)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
     return path
 
 

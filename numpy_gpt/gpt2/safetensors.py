@@ -29,12 +29,13 @@ import difflib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from numpy_gpt.fileio import atomic_write
 
 
 class SafetensorsError(ValueError):
@@ -248,16 +249,9 @@ def save_file(tensors: Mapping[str, np.ndarray], path: str | os.PathLike,
     header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
     header_bytes += b" " * (-len(header_bytes) % 8)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(len(header_bytes).to_bytes(8, "little"))
-            f.write(header_bytes)
-            for array in arrays.values():
-                little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-                f.write(memoryview(little.reshape(-1).view(np.uint8)))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        f.write(len(header_bytes).to_bytes(8, "little"))
+        f.write(header_bytes)
+        for array in arrays.values():
+            little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+            f.write(memoryview(little.reshape(-1).view(np.uint8)))

@@ -13,10 +13,10 @@ character is its position in ``chars``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from numpy_gpt.fileio import write_text_atomic
 
 _FORMAT = "numpy_gpt-char"
 
@@ -67,16 +67,7 @@ class CharTokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write the alphabet as JSON (see the module docstring), atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"format": _FORMAT, "version": 1, "chars": self.chars}, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, json.dumps({"format": _FORMAT, "version": 1, "chars": self.chars}))
 
     @classmethod
     def load(cls, path: str | Path) -> CharTokenizer:

@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import regex
 
+from numpy_gpt.fileio import write_text_atomic
 from numpy_gpt.tokenizers.bpe import (
     ENDOFTEXT,
     GPT2_PATTERN,
@@ -138,7 +137,6 @@ class BPETokenizer(ByteLevelBPE):
     # ---------------------------------------------------------------- save / load
     def save(self, path: str | Path) -> None:
         """Write the tokenizer in the text format described in this module's docstring (atomically)."""
-        path = Path(path)
         lines = [_FORMAT_HEADER,
                  f"pattern {json.dumps(self.pattern)}",
                  "bytes " + " ".join(map(str, self.byte_ids)),
@@ -146,15 +144,7 @@ class BPETokenizer(ByteLevelBPE):
                  *(f"{json.dumps(token)} {token_id}" for token, token_id in self._special_tokens.items()),
                  f"merges {len(self.merges)}",
                  *(f"{left} {right}" for left, right in self.merges)]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write("\n".join(lines) + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, "\n".join(lines) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> BPETokenizer:

@@ -1,0 +1,115 @@
+"""atomic_write / write_text_atomic: the new file replaces the old only when it is complete."""
+
+import errno
+import os
+
+import pytest
+
+import numpy_gpt.fileio as fileio
+from numpy_gpt.fileio import atomic_write, write_text_atomic
+
+
+def test_atomic_write_replaces_existing_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"old")
+    with atomic_write(path) as f:
+        f.write(b"new ")
+        f.write(b"contents")
+        assert path.read_bytes() == b"old"                    # nothing visible before the end
+    assert path.read_bytes() == b"new contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.bin"]
+
+
+def test_atomic_write_creates_missing_parent_folders(tmp_path):
+    path = tmp_path / "a" / "b" / "vocab.txt"
+    with atomic_write(str(path), "w") as f:
+        f.write("hello")
+    assert path.read_text(encoding="utf-8") == "hello"
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+def test_error_inside_block_keeps_old_file_and_removes_temp(tmp_path, error):
+    path = tmp_path / "ckpt.npz"
+    path.write_bytes(b"good checkpoint")
+    with pytest.raises(type(error)):
+        with atomic_write(path) as f:
+            f.write(b"half a checkpoint")
+            f.flush()
+            raise error
+    assert path.read_bytes() == b"good checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
+
+
+def test_error_inside_block_creates_no_file(tmp_path):
+    with pytest.raises(ValueError, match="bad row"):
+        with atomic_write(tmp_path / "train.csv", "w") as f:
+            f.write("Label,Text\n")
+            raise ValueError("bad row")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_rename_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
+    path = tmp_path / "corpus.txt"
+    path.write_text("old corpus", encoding="utf-8")
+
+    def no_rename(src, dst):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(fileio.os, "replace", no_rename)
+    with pytest.raises(PermissionError):
+        write_text_atomic(path, "new corpus")
+    monkeypatch.undo()
+    assert path.read_text(encoding="utf-8") == "old corpus"
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus.txt"]
+
+
+def test_fsync_flushes_the_temp_file_before_the_rename(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.npz"
+    synced = []
+
+    def fsync(fd):
+        synced.append(os.fstat(fd).st_size)                   # the data reached the file by now
+        assert not path.exists()                              # ... and it is not yet renamed
+
+    monkeypatch.setattr(fileio.os, "fsync", fsync)
+    with atomic_write(path, fsync=True) as f:
+        f.write(b"12345")
+    assert synced == [5]
+    with atomic_write(path) as f:
+        f.write(b"no fsync")
+    assert synced == [5]
+
+
+def test_write_text_atomic_keeps_line_ends_and_writes_utf8(tmp_path):
+    text = "caf\u00e9 \u2014 na\u00efve\nwindows line\r\nlast\n"
+    path = write_text_atomic(tmp_path / "t.txt", text)
+    assert path == tmp_path / "t.txt"
+    assert path.read_bytes() == text.encode("utf-8")          # "\n" and "\r\n" left exactly as given
+    crlf = write_text_atomic(tmp_path / "crlf.txt", "a\nb\n", newline="\r\n")
+    assert crlf.read_bytes() == b"a\r\nb\r\n"
+
+
+def test_write_text_atomic_newline_none_matches_plain_open(tmp_path):
+    text = "one\ntwo\n"
+    reference = tmp_path / "reference.txt"
+    with open(reference, "w", encoding="utf-8") as f:        # platform line ends (os.linesep)
+        f.write(text)
+    path = write_text_atomic(tmp_path / "t.txt", text, newline=None)
+    assert path.read_bytes() == reference.read_bytes() == text.replace("\n", os.linesep).encode()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_permissions_match_a_plain_open(tmp_path):
+    reference = tmp_path / "reference.bin"
+    reference.write_bytes(b"x")
+    with atomic_write(tmp_path / "atomic.bin") as f:
+        f.write(b"x")
+    assert (tmp_path / "atomic.bin").stat().st_mode == reference.stat().st_mode
+
+
+@pytest.mark.parametrize("mode", ["a", "ab", "r+", "xb", "w+b"])
+def test_rejects_modes_that_do_not_write_a_whole_new_file(tmp_path, mode):
+    with pytest.raises(ValueError, match="mode must be 'w' or 'wb'"):
+        with atomic_write(tmp_path / "f", mode):
+            pass
+    assert list(tmp_path.iterdir()) == []
