@@ -12,6 +12,26 @@ Forward, as the book's figure 4.15 draws it:
 Backward runs the same path in reverse, each layer adding into its parameters' ``.grad``. The token
 and position embeddings both received x, so both get the same gradient; there is none for the ids.
 
+Activation memory of a training step (float32, N = B*T tokens, C = emb_dim, H = n_heads): what
+forward keeps for backward, and why. Per TransformerBlock:
+
+    norm1, norm2   x_hat (N, C) and rstd (N, 1) each     dx needs the normalised input and 1/std
+    att            its input (N, C), shared by W_query/W_key/W_value (one array, three references);
+                   q, k, v (B, H, T, hd) = 3 (N, C)      dS K, dS^T q, Pd^T dctx
+                   P = softmax (B, H, T, T)              the softmax backward
+                   Pd = dropout(P) (B, H, T, T) and its bool mask, only while dropout is active
+                   out_proj's input, the merged heads (N, C)
+    ff             layers.0 input (N, C); GELU input x and tanh t (N, 4C) each; layers.2 input,
+                   GELU's output (N, 4C)
+    drop_shortcut, drop_shortcut_ff   a bool mask (N, C) each (a quarter of a float mask)
+
+That is 20 N C floats, 2 N C bytes and 4 or 9 bytes per (B, H, T, T) entry: for GPT_CONFIG_124M at
+B=2, T=256, about 46 MB per block, 0.56 GB for the 12 blocks. Outside the blocks: the ids, the
+embedding dropout mask, final_norm's x_hat and out_head's input (N, C); the logits (N, V) that
+forward returns and the dlogits (N, V) of cross_entropy (103 MB each at N = 512). Parameters,
+gradients and AdamW's two moments add 4 x 4 bytes per parameter (2.6 GB for 163M). Frozen parts
+below the lowest trainable one keep nothing (see GPTModel), and under ``no_grad()`` nothing is kept.
+
 Parameter count: GPTModel(GPT_CONFIG_124M) has 163,009,536 parameters, because out_head has its own
 (768, 50257) matrix, as in the book. GPT-2 "124M" ties the output head to the token embedding
 (out_head.weight = tok_emb.weight^T): 163,009,536 - 50257 * 768 = 124,412,160.
@@ -30,7 +50,7 @@ from numpy_gpt.nn.attention import KVCache
 from numpy_gpt.nn.block import TransformerBlock
 from numpy_gpt.nn.embedding import Embedding, PositionalEmbedding
 from numpy_gpt.nn.layernorm import LayerNorm
-from numpy_gpt.nn.linear import Linear
+from numpy_gpt.nn.linear import Linear, skip_init
 from numpy_gpt.nn.module import Module, Sequential, is_grad_enabled, no_grad
 
 GPT_CONFIG_124M = {
@@ -82,7 +102,8 @@ class GPTModel(Module):
     (``att.out_proj`` and ``ff.layers.2``) scaled down by 1/sqrt(2 * n_layers), so the residual sum
     over 2 * n_layers branches does not grow with depth. ``np.random.SeedSequence(seed)`` gives two
     independent streams: the first draws every weight, directly in the model's dtype (the same seed
-    gives the same model), the second seeds ``dropout_rng``.
+    gives the same model), the second seeds ``dropout_rng``. With ``init=False`` the weights are
+    zeros (allocated lazily, nothing drawn): for a model whose weights are loaded right after.
 
     Dropout: every Dropout of the model draws its masks from that one generator, ``dropout_rng``;
     ``set_dropout_seed`` reseeds it in place, and a checkpoint saves its ``bit_generator.state``.
@@ -94,7 +115,8 @@ class GPTModel(Module):
     before the forward pass it should apply to.
     """
 
-    def __init__(self, cfg: Mapping, seed: int | None = None, dtype: np.dtype | type = np.float32):
+    def __init__(self, cfg: Mapping, seed: int | None = None, dtype: np.dtype | type = np.float32, *,
+                 init: bool = True):
         super().__init__()
         self.cfg = validate_config(cfg)
         self.dtype = np.dtype(dtype)
@@ -105,18 +127,20 @@ class GPTModel(Module):
         self.dropout_rng = np.random.default_rng(dropout_seed)
 
         c = self.cfg
-        self.tok_emb = Embedding(c["vocab_size"], c["emb_dim"], rng=rng, dtype=dtype)
-        self.pos_emb = PositionalEmbedding(c["context_length"], c["emb_dim"], rng=rng, dtype=dtype)
-        self.drop_emb = Dropout(c["drop_rate"])
-        self.trf_blocks = Sequential(*[TransformerBlock(c, rng=rng, dtype=dtype)
-                                       for _ in range(c["n_layers"])])
-        self.final_norm = LayerNorm(c["emb_dim"], dtype=dtype)
-        self.out_head = Linear(c["emb_dim"], c["vocab_size"], bias=False, rng=rng, dtype=dtype)
+        with contextlib.nullcontext() if init else skip_init():
+            self.tok_emb = Embedding(c["vocab_size"], c["emb_dim"], rng=rng, dtype=dtype)
+            self.pos_emb = PositionalEmbedding(c["context_length"], c["emb_dim"], rng=rng, dtype=dtype)
+            self.drop_emb = Dropout(c["drop_rate"])
+            self.trf_blocks = Sequential(*[TransformerBlock(c, rng=rng, dtype=dtype)
+                                           for _ in range(c["n_layers"])])
+            self.final_norm = LayerNorm(c["emb_dim"], dtype=dtype)
+            self.out_head = Linear(c["emb_dim"], c["vocab_size"], bias=False, rng=rng, dtype=dtype)
 
-        residual_scale = self.dtype.type(1.0 / math.sqrt(2 * c["n_layers"]))
-        for block in self.trf_blocks:
-            block.att.out_proj.weight.data *= residual_scale
-            block.ff.layers[2].weight.data *= residual_scale
+        if init:
+            residual_scale = self.dtype.type(1.0 / math.sqrt(2 * c["n_layers"]))
+            for block in self.trf_blocks:
+                block.att.out_proj.weight.data *= residual_scale
+                block.ff.layers[2].weight.data *= residual_scale
         for module in self.modules():
             if isinstance(module, Dropout):
                 module.rng = self.dropout_rng

@@ -116,6 +116,20 @@ def test_same_seed_same_model_and_dropout():
     np.testing.assert_array_equal(a(x), b(x))          # training mode: the same dropout masks too
 
 
+def test_init_false_allocates_zeros_then_loads():
+    """init=False draws nothing: Linear/Embedding weights are zeros, LayerNorms as usual; after
+    loading a state dict the model computes what the source model computes."""
+    source = randomize(GPTModel({**TINY, "qkv_bias": True}, seed=3), seed=4)
+    empty = GPTModel({**TINY, "qkv_bias": True}, init=False)
+    for (name, p), (_, q) in zip(empty.named_parameters(), source.named_parameters(), strict=True):
+        assert p.shape == q.shape and p.data.dtype == np.float32
+        expected = 1.0 if name.endswith(".scale") else 0.0
+        assert np.all(p.data == expected), name
+    empty.load_state_dict(source.state_dict())
+    x = ids((2, 4), TINY["vocab_size"])
+    np.testing.assert_array_equal(empty.eval()(x), source.eval()(x))
+
+
 def test_dropout_rng_is_shared_and_reseedable():
     model = GPTModel(SMALL, seed=0)
     drops = [m for m in model.modules() if isinstance(m, Dropout)]

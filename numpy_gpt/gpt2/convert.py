@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import numpy as np
 
 from numpy_gpt.checkpoint import load_checkpoint, save_checkpoint
 from numpy_gpt.download import DownloadError, download_file
+from numpy_gpt.fileio import write_text_atomic
 from numpy_gpt.gpt2.openai_tf import TFCheckpointReader, checkpoint_prefix, read_hparams
 from numpy_gpt.gpt2.safetensors import SafetensorsReader, save_file
 from numpy_gpt.model import GPTModel
@@ -324,7 +324,7 @@ def load_openai_checkpoint(model_dir: str | os.PathLike, *, drop_rate: float = 0
     """GPTModel (in eval mode) from OpenAI's checkpoint folder: hparams.json + model.ckpt.*."""
     model_dir = Path(model_dir)
     reader = TFCheckpointReader(model_dir)
-    gpt = GPTModel(gpt2_config(read_hparams(model_dir), drop_rate), dtype=dtype)
+    gpt = GPTModel(gpt2_config(read_hparams(model_dir), drop_rate), dtype=dtype, init=False)
     load_weights_into_gpt(gpt, reader)
     return gpt.eval()
 
@@ -344,7 +344,7 @@ def load_safetensors(path: str | os.PathLike, cfg: Mapping | None = None, *, dro
     if cfg is None:
         cfg = (_config_from_hf(config_json, drop_rate) if config_json.is_file()
                else _config_from_shapes(reader, drop_rate))
-    gpt = GPTModel(cfg, dtype=dtype)
+    gpt = GPTModel(cfg, dtype=dtype, init=False)
     load_weights_into_gpt(gpt, reader)
     return gpt.eval()
 
@@ -436,17 +436,6 @@ def gpt_to_hf_tensors(gpt: GPTModel) -> tuple[dict[str, np.ndarray], bool]:
     return tensors, tied
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def save_safetensors(gpt: GPTModel, path: str | os.PathLike) -> Path:
     """Write ``gpt`` for ``transformers.GPT2LMHeadModel.from_pretrained``; return the file's path.
 
@@ -460,7 +449,8 @@ def save_safetensors(gpt: GPTModel, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors, tied = gpt_to_hf_tensors(gpt)
     save_file(tensors, path, metadata={"format": "pt"})     # transformers requires format "pt"
-    _atomic_write_text(path.parent / "config.json", json.dumps(_hf_config(gpt, tied), indent=2) + "\n")
+    write_text_atomic(path.parent / "config.json", json.dumps(_hf_config(gpt, tied), indent=2) + "\n",
+                      newline=None)
     return path
 
 

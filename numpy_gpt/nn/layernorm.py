@@ -33,8 +33,10 @@ class LayerNorm(Module):
             raise ValueError(f"LayerNorm expects input of shape (..., {self.emb_dim}), got {x.shape}")
         x2d = x.reshape(-1, self.emb_dim)                           # (N, C)
         x_hat = x2d - x2d.mean(axis=1, keepdims=True)               # (N, C) centred
-        var = np.square(x_hat).mean(axis=1, keepdims=True)          # (N, 1) biased variance
-        rstd = 1.0 / np.sqrt(var + self.eps)                        # (N, 1)
+        # biased variance (N, 1): mean of the squares, as einsum's row-wise dot product, which
+        # forms no (N, C) array of squares
+        var = np.einsum("nc,nc->n", x_hat, x_hat)[:, None] / x_hat.dtype.type(self.emb_dim)
+        rstd = 1.0 / np.sqrt(var + x_hat.dtype.type(self.eps))      # (N, 1)
         x_hat *= rstd                                               # (N, C) normalized
         y = x_hat * self.scale.data
         y += self.shift.data

@@ -8,15 +8,40 @@ the two layers of the feed-forward block and the output head. The weight is stor
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 
 from numpy_gpt.nn.module import Module, Parameter
+
+_SKIP_INIT = False
+
+
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """Inside this context, layers allocate their weights as zeros instead of drawing them.
+
+    For a model whose weights are loaded right after (GPT-2's checkpoints, a saved model): drawing
+    the 163M normal samples of GPT-2 124M only to overwrite them costs seconds, while ``np.zeros``
+    maps its pages lazily and costs nothing until the weights are copied in.
+    """
+    global _SKIP_INIT
+    previous = _SKIP_INIT
+    _SKIP_INIT = True
+    try:
+        yield
+    finally:
+        _SKIP_INIT = previous
 
 
 def normal_init(rng: np.random.Generator | None, shape: tuple[int, ...], std: float,
                 dtype: np.dtype | type = np.float32) -> np.ndarray:
     """N(0, std^2) samples of ``dtype`` drawn without a float64 temporary for float32 weights
-    (the (768, 50257) output head would otherwise allocate 300 MB of float64 first)."""
+    (the (768, 50257) output head would otherwise allocate 300 MB of float64 first); zeros
+    inside ``skip_init()``."""
+    if _SKIP_INIT:
+        return np.zeros(shape, dtype=dtype)
     rng = np.random.default_rng() if rng is None else rng
     dtype = np.dtype(dtype)
     draw_dtype = dtype if dtype in (np.float32, np.float64) else np.float32

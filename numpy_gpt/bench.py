@@ -1,0 +1,447 @@
+"""``numpy-gpt bench``: numpy_gpt against PyTorch and Hugging Face, side by side on this machine.
+
+The project's claim is that a GPT written in NumPy, every backward by hand, trains small models at
+PyTorch's CPU speed. This module measures it, in one run, on the same machine, with the same thread
+count, shapes and dtype (float32):
+
+1. **Training step** (forward + loss + backward + AdamW) for a GPT_CONFIG_124M-shaped model (untied
+   head, batch 2, 256 tokens) and for nanoGPT's shakespeare-char CPU model (4 layers, 4 heads,
+   128 wide, block 64, batch 12, vocab 65): numpy_gpt against the PyTorch eager model of
+   ``numpy_gpt.torch_reference`` holding the same weights. The two step functions are timed
+   interleaved (numpy, torch, numpy, torch, ...) after a warm-up, so a busy neighbour slows both;
+   the table gives medians, the time ratio numpy/torch, tokens/s and the model FLOPs utilisation
+   (MFU) against a float32 matmul peak measured at the start of the run.
+2. **Generation**: batch 1, a 20-token prompt, 200 new tokens, greedy, with numpy_gpt's KV cache,
+   without it, and with transformers' ``GPT2LMHeadModel`` and its cache.
+3. **Peak resident memory** of training steps, numpy_gpt and PyTorch each in a fresh process
+   (``ru_maxrss``, which includes the interpreter and the imported libraries).
+
+torch and transformers are optional: without them their columns are left empty and the table says
+why. ``--quick`` uses small models and few repeats (well under a minute); the full run takes a few
+minutes. The table is printed and written as JSON (``--json``).
+
+FLOPs of a training step (the usual estimate, as in nanoGPT and the PaLM paper): every weight of a
+matmul costs 2 FLOPs per token forward and 4 backward, so 6 * N_matmul * tokens with N_matmul the
+weights of all Linear layers (the embedding tables are lookups, not matmuls); attention adds
+2 * 2 * T * C per token and layer forward (the scores q k^T and the mix P v over the full T x T
+square), three times that with backward: 12 * n_layers * T * C per token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from numpy_gpt.generate import generate
+from numpy_gpt.model import GPT_CONFIG_124M, GPTModel
+from numpy_gpt.nn.loss import cross_entropy
+from numpy_gpt.optim import AdamW
+
+SHAKESPEARE_CHAR_CONFIG = {"vocab_size": 65, "context_length": 64, "emb_dim": 128, "n_heads": 4,
+                           "n_layers": 4, "drop_rate": 0.0, "qkv_bias": False}
+TINY_CONFIG = {"vocab_size": 97, "context_length": 32, "emb_dim": 32, "n_heads": 2, "n_layers": 2,
+               "drop_rate": 0.1, "qkv_bias": False}
+
+# name: (config, batch size, tokens per row)
+TRAIN_CASES = {
+    "124M": (GPT_CONFIG_124M, 2, 256),
+    "shakespeare-char": (SHAKESPEARE_CHAR_CONFIG, 12, 64),
+    "tiny": (TINY_CONFIG, 2, 16),
+}
+FULL = {"train": ["124M", "shakespeare-char"], "generate": "124M", "rss": ["124M", "shakespeare-char"],
+        "repeats": 5, "gen_repeats": 3, "prompt": 20, "new_tokens": 200, "gemm": 2048}
+QUICK = {"train": ["shakespeare-char"], "generate": "shakespeare-char", "rss": ["shakespeare-char"],
+         "repeats": 5, "gen_repeats": 3, "prompt": 20, "new_tokens": 40, "gemm": 1024}
+LR, WEIGHT_DECAY = 1e-4, 0.1
+
+
+def _optional(name: str):
+    """Import an optional module, or return None (its columns are skipped, with a note)."""
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
+
+
+def _time(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def set_threads(n: int, use_torch: bool = True) -> bool:
+    """Use ``n`` threads in NumPy's OpenBLAS and in torch, so both libraries get the same number.
+
+    NumPy has no API for this; its bundled OpenBLAS exports a setter, which we call through
+    ctypes (the library is already loaded, so this reaches the same copy). Returns False when
+    the setter is not found (another BLAS): then numpy keeps its own count (OPENBLAS_NUM_THREADS).
+    """
+    import ctypes
+    torch = _optional("torch") if use_torch else None
+    if torch is not None:
+        torch.set_num_threads(n)
+    libs = Path(np.__file__).parent.parent / "numpy.libs"
+    for path in sorted(libs.glob("*openblas*")):
+        lib = ctypes.CDLL(str(path))
+        for symbol in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
+                       "openblas_set_num_threads"):
+            if hasattr(lib, symbol):
+                getattr(lib, symbol)(ctypes.c_int(n))
+                return True
+    return False
+
+
+def sgemm_peak(n: int = 2048, repeats: int = 5) -> float:
+    """Best float32 matmul rate of this machine, GFLOP/s: the max over ``repeats`` (n x n) @ (n x n)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b                                                           # warm-up: threads, pages
+    best = min(_time(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def train_step_flops(cfg: dict, batch_size: int, num_tokens: int) -> float:
+    """FLOPs of one training step (see the module docstring): 6 N_matmul + 12 L T C per token."""
+    c, n_layers = cfg["emb_dim"], cfg["n_layers"]
+    per_block = 4 * c * c + 8 * c * c                               # W_q, W_k, W_v, out_proj; ff
+    n_matmul = n_layers * per_block + c * cfg["vocab_size"]         # + out_head
+    per_token = 6 * n_matmul + 12 * n_layers * num_tokens * c
+    return float(per_token * batch_size * num_tokens)
+
+
+def _batch(cfg: dict, batch_size: int, num_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    shape = (batch_size, num_tokens)
+    return rng.integers(0, cfg["vocab_size"], shape), rng.integers(0, cfg["vocab_size"], shape)
+
+
+def numpy_train_step(cfg: dict, batch_size: int, num_tokens: int) -> Callable[[], float]:
+    """A function running one numpy_gpt training step on a fixed batch; returns the loss."""
+    model = GPTModel(cfg, seed=0)
+    optimizer = AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    x, y = _batch(cfg, batch_size, num_tokens)
+
+    def step() -> float:
+        optimizer.zero_grad()
+        loss, dlogits = cross_entropy(model(x), y)
+        model.backward(dlogits)
+        optimizer.step()
+        return loss
+    step.model = model                                              # for torch_train_step's weights
+    return step
+
+
+def torch_train_step(cfg: dict, batch_size: int, num_tokens: int, numpy_model: GPTModel | None = None
+                     ) -> Callable[[], float]:
+    """The same step in PyTorch eager (torch.optim.AdamW with its default foreach kernels). With
+    ``numpy_model`` the torch model starts from its weights; else from torch's own init."""
+    import torch
+
+    from numpy_gpt.torch_reference import GPTModel as TorchGPTModel
+    from numpy_gpt.torch_reference import torch_gpt_from_numpy
+    model = torch_gpt_from_numpy(numpy_model) if numpy_model is not None else TorchGPTModel(cfg)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    x, y = (torch.from_numpy(a) for a in _batch(cfg, batch_size, num_tokens))
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+    return step
+
+
+def bench_train(name: str, repeats: int, peak_gflops: float, use_torch: bool = True) -> dict:
+    """Median step times of numpy_gpt and (if available) torch, timed interleaved."""
+    cfg, batch_size, num_tokens = TRAIN_CASES[name]
+    np_step = numpy_train_step(cfg, batch_size, num_tokens)
+    torch_step = None
+    note = ""
+    if use_torch and _optional("torch") is not None:
+        torch_step = torch_train_step(cfg, batch_size, num_tokens, np_step.model)
+    else:
+        note = "torch not installed" if use_torch else "torch skipped"
+    np_step()                                                       # warm-up (allocations, Adam state)
+    if torch_step is not None:
+        torch_step()
+    np_times, torch_times = [], []
+    for _ in range(repeats):
+        np_times.append(_time(np_step))
+        if torch_step is not None:
+            torch_times.append(_time(torch_step))
+    flops = train_step_flops(cfg, batch_size, num_tokens)
+    tokens = batch_size * num_tokens
+
+    def stats(times: list[float]) -> dict | None:
+        if not times:
+            return None
+        median = statistics.median(times)
+        return {"median_s": median, "times_s": times, "tokens_per_s": tokens / median,
+                "mfu": flops / median / (peak_gflops * 1e9)}
+    row = {"case": name, "batch_size": batch_size, "num_tokens": num_tokens, "config": cfg,
+           "flops_per_step": flops, "numpy_gpt": stats(np_times), "torch": stats(torch_times),
+           "note": note}
+    row["ratio"] = (row["numpy_gpt"]["median_s"] / row["torch"]["median_s"]) if torch_times else None
+    return row
+
+
+def bench_generate(name: str, prompt_len: int, new_tokens: int, repeats: int,
+                   use_torch: bool = True) -> dict:
+    """Greedy generation, batch 1: numpy_gpt with and without its KV cache, and transformers'
+    GPT2LMHeadModel (random weights of the same shape) with its cache. Tokens/s counts new tokens.
+
+    The two cached generators are timed interleaved, ``repeats`` times each; the uncached one, the
+    slowest by far, once.
+    """
+    cfg = {**TRAIN_CASES[name][0], "drop_rate": 0.0}
+    model = GPTModel(cfg, seed=0)
+    prompt = np.random.default_rng(2).integers(0, cfg["vocab_size"], (1, prompt_len))
+    context = cfg["context_length"]
+    results: dict[str, Any] = {"case": name, "prompt": prompt_len, "new_tokens": new_tokens,
+                               "hf_cache": None, "vs_hf": None, "note": ""}
+
+    def numpy_cached() -> None:
+        generate(model, prompt, new_tokens, context)
+
+    hf_generate = None
+    transformers = _optional("transformers") if use_torch and _optional("torch") else None
+    if transformers is None:
+        results["note"] = "transformers/torch not installed" if use_torch else "transformers skipped"
+    else:
+        import torch
+        hf_cfg = transformers.GPT2Config(vocab_size=cfg["vocab_size"], n_positions=context,
+                                         n_embd=cfg["emb_dim"], n_layer=cfg["n_layers"],
+                                         n_head=cfg["n_heads"], resid_pdrop=0.0, embd_pdrop=0.0,
+                                         attn_pdrop=0.0)
+        hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
+        ids = torch.from_numpy(prompt)
+
+        def hf_generate() -> None:
+            with torch.no_grad():
+                hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                            min_new_tokens=new_tokens, do_sample=False, use_cache=True,
+                            pad_token_id=0)
+    times: dict[str, list[float]] = {"numpy_gpt_cache": [], "hf_cache": []}
+    numpy_cached()                                                  # warm-up
+    if hf_generate is not None:
+        hf_generate()
+    for _ in range(repeats):
+        times["numpy_gpt_cache"].append(_time(numpy_cached))
+        if hf_generate is not None:
+            times["hf_cache"].append(_time(hf_generate))
+    times["numpy_gpt_no_cache"] = [_time(
+        lambda: generate(model, prompt, new_tokens, context, use_cache=False))]
+    for key, key_times in times.items():
+        if key_times:
+            median = statistics.median(key_times)
+            results[key] = {"median_s": median, "times_s": key_times,
+                            "tokens_per_s": new_tokens / median}
+    cache = results["numpy_gpt_cache"]["tokens_per_s"]
+    results["cache_speedup"] = cache / results["numpy_gpt_no_cache"]["tokens_per_s"]
+    if results["hf_cache"] is not None:
+        results["vs_hf"] = cache / results["hf_cache"]["tokens_per_s"]
+    return results
+
+
+def rss_worker(argv: list[str]) -> None:
+    """Entry point of the child process of ``peak_rss``: ``<numpy|torch> <case> <steps>``; prints
+    {"peak_rss_mb": ...} as JSON after running the steps."""
+    library, name, steps = argv[0], argv[1], int(argv[2])
+    cfg, batch_size, num_tokens = TRAIN_CASES[name]
+    step = (numpy_train_step if library == "numpy" else torch_train_step)(cfg, batch_size, num_tokens)
+    for _ in range(steps):
+        step()
+    print(json.dumps({"peak_rss_mb": _peak_rss_mb()}))
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM is per address space, so (unlike ru_maxrss,
+    which Linux carries over an exec) it does not include the parent that started us."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_rss(library: str, name: str, steps: int = 2, threads: int | None = None) -> float:
+    """Peak resident set size (MB) of a fresh process that runs ``steps`` training steps."""
+    code = "import sys; from numpy_gpt.bench import rss_worker; rss_worker(sys.argv[1:])"
+    env = dict(os.environ)
+    if threads is not None:
+        env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    done = subprocess.run([sys.executable, "-c", code, library, name, str(steps)],
+                          capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"peak-RSS worker for {library}/{name} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+def bench_rss(name: str, use_torch: bool = True, threads: int | None = None) -> dict:
+    has_torch = use_torch and _optional("torch") is not None
+    return {"case": name, "numpy_gpt_mb": peak_rss("numpy", name, threads=threads),
+            "torch_mb": peak_rss("torch", name, threads=threads) if has_torch else None,
+            "note": "" if has_torch else "torch not installed" if use_torch else "torch skipped"}
+
+
+def machine_info(use_torch: bool = True) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "platform": platform.platform()}
+    torch = _optional("torch") if use_torch else None
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    transformers = _optional("transformers") if torch is not None else None
+    if transformers is not None:
+        info["transformers"] = transformers.__version__
+    info["OPENBLAS_NUM_THREADS"] = os.environ.get("OPENBLAS_NUM_THREADS")
+    return info
+
+
+def run_bench(plan: dict, use_torch: bool = True, threads: int | None = None,
+              log: Callable[[str], None] = print) -> dict:
+    """Run every part of ``plan`` (FULL or QUICK, or a custom dict of the same keys) with
+    ``threads`` threads in both libraries (default: as many as CPU cores)."""
+    threads = threads or os.cpu_count() or 1
+    blas_set = set_threads(threads, use_torch)
+    result: dict[str, Any] = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+                              "machine": machine_info(use_torch), "threads": threads,
+                              "numpy_blas_threads_set": blas_set,
+                              "load_average_start": _load_average(), "plan": plan}
+    log("measuring the float32 matmul peak ...")
+    result["sgemm_peak_gflops"] = sgemm_peak(plan["gemm"])
+    result["train"] = []
+    for name in plan["train"]:
+        log(f"training step, {name} ...")
+        result["train"].append(bench_train(name, plan["repeats"], result["sgemm_peak_gflops"], use_torch))
+    log(f"generation, {plan['generate']} ...")
+    result["generate"] = bench_generate(plan["generate"], plan["prompt"], plan["new_tokens"],
+                                        plan["gen_repeats"], use_torch)
+    result["rss"] = []
+    for name in plan["rss"]:
+        log(f"peak RSS, {name} ...")
+        result["rss"].append(bench_rss(name, use_torch, threads))
+    result["load_average_end"] = _load_average()
+    return result
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(result: dict) -> str:
+    """The benchmark result as a Markdown table (what the README shows)."""
+    m = result["machine"]
+    lines = [f"numpy_gpt bench, {result['date']}, {m['cpu']} ({m['cores']} cores), numpy {m['numpy']}, "
+             f"torch {m.get('torch', '-')}, transformers {m.get('transformers', '-')}, "
+             f"{result['threads']} thread(s); "
+             f"float32 matmul peak {result['sgemm_peak_gflops']:.0f} GFLOP/s; load average "
+             f"{result['load_average_start']} -> {result['load_average_end']}", "",
+             "| training step (median) | numpy_gpt | PyTorch eager | numpy/torch | numpy tok/s | "
+             "torch tok/s | numpy MFU | torch MFU |", "|---|---|---|---|---|---|---|---|"]
+    for row in result["train"]:
+        n, t = row["numpy_gpt"], row["torch"] or {}
+        torch_ms = t["median_s"] * 1e3 if t else None
+        lines.append(f"| {row['case']} (B={row['batch_size']}, T={row['num_tokens']}) "
+                     f"| {n['median_s'] * 1e3:.0f} ms | {_fmt(torch_ms, '.0f')}{' ms' if t else ''} "
+                     f"| {_fmt(row['ratio'], '.2f')} | {n['tokens_per_s']:.0f} "
+                     f"| {_fmt(t.get('tokens_per_s'), '.0f')} | {n['mfu']:.0%} "
+                     f"| {_fmt(t.get('mfu'), '.0%')} |")
+    g = result["generate"]
+    hf = g["hf_cache"] or {}
+    lines += ["", f"| generation, {g['case']}, batch 1, prompt {g['prompt']}, {g['new_tokens']} new, greedy "
+              "| tokens/s |", "|---|---|",
+              f"| numpy_gpt, KV cache | {g['numpy_gpt_cache']['tokens_per_s']:.1f} |",
+              f"| numpy_gpt, no cache | {g['numpy_gpt_no_cache']['tokens_per_s']:.1f} |",
+              f"| transformers GPT2LMHeadModel, cache | {_fmt(hf.get('tokens_per_s'), '.1f')} |",
+              f"| cache speed-up {g['cache_speedup']:.1f}x; numpy_gpt/HF {_fmt(g['vs_hf'], '.2f')} | |"]
+    lines += ["", "| peak RSS of training steps | numpy_gpt | PyTorch |", "|---|---|---|"]
+    for row in result["rss"]:
+        lines.append(f"| {row['case']} | {row['numpy_gpt_mb']:.0f} MB | "
+                     f"{_fmt(row['torch_mb'], '.0f')}{' MB' if row['torch_mb'] else ''} |")
+    notes = {r["note"] for r in [*result["train"], result["generate"], *result["rss"]] if r["note"]}
+    if notes:
+        lines += ["", "Notes: " + "; ".join(sorted(notes))]
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: Path) -> None:
+    """Write atomically: a temp file in the same folder, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    plan = dict(QUICK if args.quick else FULL)
+    if args.repeats is not None:
+        if args.repeats < 1:
+            print("error: --repeats must be at least 1", file=sys.stderr)
+            return 2
+        plan["repeats"] = args.repeats
+    result = run_bench(plan, use_torch=not args.no_torch, threads=args.threads,
+                       log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(format_table(result))
+    if args.json is not None:
+        path = Path(args.json)
+    else:
+        path = Path("scripts/results") / ("bench_quick.json" if args.quick else "bench.json")
+    write_json(result, path)
+    print(f"\nwrote {path}")
+    return 0
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench", help="time training steps, generation and memory against PyTorch/transformers",
+        description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="small models and few repeats (well under a minute)")
+    p.add_argument("--repeats", type=int, default=None, help="timed training steps per library")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for both numpy's BLAS and torch (default: CPU cores)")
+    p.add_argument("--no-torch", action="store_true", help="numpy_gpt only, even if torch is installed")
+    p.add_argument("--json", default=None,
+                   help="where to write the JSON (default scripts/results/bench[_quick].json)")
+    p.set_defaults(func=_cmd_bench)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="numpy-gpt")
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)

@@ -1,0 +1,73 @@
+"""The benchmark's plumbing at tiny sizes: a well-formed table and JSON, with and without torch.
+
+No timing is asserted (the machine is shared): only that every part runs, the numbers have the
+right types and signs, and the FLOP count matches a hand count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+import numpy_gpt.bench as bench
+from numpy_gpt.bench import TINY_CONFIG, format_table, run_bench, train_step_flops, write_json
+
+TINY_PLAN = {"train": ["tiny"], "generate": "tiny", "rss": ["tiny"], "repeats": 2, "gen_repeats": 1,
+             "prompt": 4, "new_tokens": 5, "gemm": 64}
+
+
+def _positive(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_train_step_flops_by_hand():
+    # C = 32, L = 2, V = 97: per block 12 C^2 = 12288 matmul weights, head 32 * 97 = 3104
+    n_matmul = 2 * 12288 + 3104
+    per_token = 6 * n_matmul + 12 * 2 * 16 * 32
+    assert train_step_flops(TINY_CONFIG, 2, 16) == per_token * 2 * 16
+
+
+def test_quick_logic_without_torch(tmp_path):
+    result = run_bench(TINY_PLAN, use_torch=False, threads=1, log=lambda s: None)
+    (row,) = result["train"]
+    assert row["torch"] is None and row["ratio"] is None and row["note"] == "torch skipped"
+    assert len(row["numpy_gpt"]["times_s"]) == 2
+    assert all(_positive(row["numpy_gpt"][k]) for k in ("median_s", "tokens_per_s", "mfu"))
+    gen = result["generate"]
+    assert gen["hf_cache"] is None and gen["vs_hf"] is None
+    assert _positive(gen["numpy_gpt_cache"]["tokens_per_s"]) and _positive(gen["cache_speedup"])
+    (rss,) = result["rss"]
+    assert _positive(rss["numpy_gpt_mb"]) and rss["torch_mb"] is None
+    table = format_table(result)
+    assert "| tiny (B=2, T=16) |" in table and "Notes:" in table and "torch skipped" in table
+    path = tmp_path / "out" / "bench.json"
+    write_json(result, path)
+    assert json.loads(path.read_text())["train"][0]["case"] == "tiny"
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_quick_logic_with_torch_and_transformers():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    result = run_bench(TINY_PLAN, use_torch=True, threads=1, log=lambda s: None)
+    (row,) = result["train"]
+    assert _positive(row["ratio"]) and _positive(row["torch"]["mfu"])
+    assert abs(row["ratio"] - row["numpy_gpt"]["median_s"] / row["torch"]["median_s"]) < 1e-12
+    assert _positive(result["generate"]["vs_hf"])
+    assert _positive(result["rss"][0]["torch_mb"])
+    assert result["machine"]["torch"] and result["threads"] == 1
+    assert "Notes:" not in format_table(result)
+
+
+def test_subcommand_is_registered(tmp_path, monkeypatch):
+    parser = argparse.ArgumentParser()
+    bench.add_subcommands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "--quick", "--no-torch", "--threads", "1",
+                              "--json", str(tmp_path / "b.json")])
+    assert args.quick and args.no_torch and args.threads == 1 and callable(args.func)
+    monkeypatch.setattr(bench, "QUICK", TINY_PLAN)
+    assert args.func(args) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["plan"] == TINY_PLAN
