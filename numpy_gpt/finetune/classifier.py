@@ -1,0 +1,408 @@
+"""Fine-tuning a GPT as a spam classifier (chapter 6 of the book).
+
+The recipe of the book, step by step:
+
+1. ``SpamDataset`` tokenizes every message and pads it with the end-of-text id 50256 to one length
+   (the longest training message, or a given ``max_length``, truncating longer ones).
+2. ``add_classification_head`` replaces the (C, vocab_size) output head by a Linear(C, 2): the model
+   now outputs two logits per position, "ham" (0) and "spam" (1).
+3. ``set_trainable`` chooses what is trained: the book's last transformer block + final LayerNorm +
+   head (``"last-block"``), the last N blocks (``"last-n"``), everything (``"all"``) or LoRA
+   adapters only (``"lora"``, appendix E). Everything else is frozen. GPTModel.backward stops below
+   the lowest part that has something trainable, and frozen layers form no weight gradients, so
+   fine-tuning the last block costs a fraction of a pretraining step.
+4. The loss is the cross-entropy of the *last* token's logits (the only position that has attended
+   to the whole message): ``calc_loss_batch``, ``calc_accuracy_loader``, ``train_classifier_simple``.
+5. ``classify_review`` labels a new text.
+
+``save_classifier`` / ``load_classifier`` keep a fine-tuned classifier in a numpy_gpt checkpoint,
+with the head size and the padding length in its ``extra`` metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from numpy_gpt.checkpoint import META_KEY, load_checkpoint, save_checkpoint
+from numpy_gpt.data import DataLoader
+from numpy_gpt.fileio import atomic_write
+from numpy_gpt.finetune.data import read_spam_csv
+from numpy_gpt.model import GPTModel
+from numpy_gpt.nn.linear import Linear
+from numpy_gpt.nn.lora import LoRALayer, merge_lora, replace_linear_with_lora
+from numpy_gpt.nn.loss import cross_entropy
+from numpy_gpt.nn.module import no_grad
+from numpy_gpt.optim import AdamW
+
+TRAINABLE_CHOICES = ("last-block", "last-n", "all", "lora")
+LABELS = ("not spam", "spam")
+
+
+class SpamDataset:
+    """Messages of a ``Label,Text`` CSV as one padded int64 array.
+
+    ``inputs`` (N, max_length) holds the token ids, right-padded with ``pad_token_id``; ``labels``
+    (N,) the classes. Without ``max_length`` the longest encoded message sets it (the book then passes
+    the training set's ``max_length`` to the validation and test sets); with it, longer messages are
+    truncated. Item i is ``(inputs[i], labels[i])``.
+    """
+
+    def __init__(self, csv_file: str | os.PathLike | None, tokenizer, max_length: int | None = None,
+                 pad_token_id: int = 50256, *, texts: Sequence[str] | None = None,
+                 labels: Sequence[int] | None = None):
+        if (csv_file is None) == (texts is None):
+            raise ValueError("SpamDataset needs either csv_file or texts (with labels), not both")
+        if csv_file is not None:
+            texts, label_array = read_spam_csv(csv_file)
+        else:
+            if labels is None or len(labels) != len(texts):
+                raise ValueError("SpamDataset(texts=...) needs one label per text")
+            label_array = np.asarray(labels, dtype=np.int64)
+        if len(texts) == 0:
+            raise ValueError("SpamDataset got no messages")
+        encoded = [list(tokenizer.encode(text)) for text in texts]
+        if max_length is None:
+            max_length = max(len(ids) for ids in encoded)
+        elif max_length < 1:
+            raise ValueError(f"max_length must be positive, got {max_length}")
+        self.max_length = int(max_length)
+        self.inputs = np.full((len(encoded), self.max_length), pad_token_id, dtype=np.int64)
+        for row, ids in zip(self.inputs, encoded, strict=True):
+            ids = ids[:self.max_length]
+            row[:len(ids)] = ids
+        self.labels = label_array
+        self.texts = list(texts)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.int64]:
+        return self.inputs[index], self.labels[index]
+
+    def get_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs (B, max_length), labels (B,)) for ``numpy_gpt.data.DataLoader``."""
+        return self.inputs[indices], self.labels[indices]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# -- the model -------------------------------------------------------------------------------------
+def add_classification_head(model: GPTModel, num_classes: int = 2, seed: int = 123) -> GPTModel:
+    """Replace ``model.out_head`` by a fresh Linear(emb_dim, num_classes) with bias (as the book's
+    ``torch.nn.Linear``), drawn from ``seed``; returns the model."""
+    model.out_head = Linear(model.cfg["emb_dim"], num_classes, bias=True,
+                            rng=np.random.default_rng(seed), dtype=model.dtype)
+    return model
+
+
+def set_trainable(model: GPTModel, trainable: str = "last-block", *, n_blocks: int = 1, lora_rank: int = 16,
+                  lora_alpha: float = 16.0, seed: int = 123) -> GPTModel:
+    """Freeze the model, then unfreeze what ``trainable`` names; returns the model.
+
+    * ``"last-block"`` -- the last TransformerBlock, final_norm and out_head (the book's choice);
+    * ``"last-n"``     -- the last ``n_blocks`` blocks (0 = only final_norm and the head), final_norm
+      and out_head;
+    * ``"all"``        -- every parameter, embeddings included;
+    * ``"lora"``       -- every Linear, the head included, becomes a LinearWithLoRA of rank
+      ``lora_rank`` and scale ``lora_alpha / lora_rank`` (A drawn from ``seed``); only the A and B
+      matrices train (appendix E).
+    """
+    if trainable not in TRAINABLE_CHOICES:
+        raise ValueError(f"trainable must be one of {TRAINABLE_CHOICES}, got {trainable!r}")
+    n_layers = model.cfg["n_layers"]
+    model.requires_grad_(trainable == "all")
+    if trainable == "lora":
+        replace_linear_with_lora(model, lora_rank, lora_alpha, seed=seed)
+        for module in model.modules():                  # adapters added by an earlier call train too
+            if isinstance(module, LoRALayer):
+                module.requires_grad_(True)
+    elif trainable in ("last-block", "last-n"):
+        n = 1 if trainable == "last-block" else n_blocks
+        if not 0 <= n <= n_layers:
+            raise ValueError(f"n_blocks must be between 0 and n_layers={n_layers}, got {n}")
+        for block in list(model.trf_blocks)[n_layers - n:]:
+            block.requires_grad_(True)
+        model.final_norm.requires_grad_(True)
+        model.out_head.requires_grad_(True)
+    return model
+
+
+# -- loss and accuracy on the last token -----------------------------------------------------------
+def _last_token_logits(model: GPTModel, input_batch: np.ndarray) -> np.ndarray:
+    return model(input_batch)[:, -1, :]                                   # (B, num_classes)
+
+
+def last_token_cross_entropy(logits: np.ndarray, target_batch: np.ndarray) -> tuple[float, np.ndarray]:
+    """Cross-entropy of the last position's logits against the labels, and its gradient.
+
+    logits (B, T, num_classes), target_batch (B,) -> (loss, dlogits (B, T, num_classes)). Only the
+    last position has a loss, so dlogits is zero at every other position.
+    """
+    loss, dlast = cross_entropy(logits[:, -1, :], target_batch)          # dlast (B, num_classes)
+    dlogits = np.zeros_like(logits)
+    dlogits[:, -1, :] = dlast
+    return loss, dlogits
+
+
+def calc_loss_batch(input_batch: np.ndarray, target_batch: np.ndarray, model: GPTModel, *,
+                    backward: bool = False) -> float:
+    """The loss of one batch (``last_token_cross_entropy``); with ``backward`` its gradient is also
+    added into the model's trainable parameters."""
+    logits = model(input_batch)                                           # (B, T, num_classes)
+    if not backward:
+        return cross_entropy(logits[:, -1, :], target_batch)[0]
+    loss, dlogits = last_token_cross_entropy(logits, target_batch)
+    model.backward(dlogits)
+    return loss
+
+
+def calc_loss_loader(data_loader: Iterable, model: GPTModel, num_batches: int | None = None) -> float:
+    """Mean of ``calc_loss_batch`` over the first ``num_batches`` batches (all by default), without
+    gradients; nan for an empty loader."""
+    losses = []
+    with no_grad():
+        for i, (input_batch, target_batch) in enumerate(data_loader):
+            if num_batches is not None and i >= num_batches:
+                break
+            losses.append(calc_loss_batch(input_batch, target_batch, model))
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def calc_accuracy_loader(data_loader: Iterable, model: GPTModel, num_batches: int | None = None) -> float:
+    """Fraction of examples whose last-token argmax equals the label, over the first ``num_batches``
+    batches (all by default). Runs in eval mode without gradients; restores the model's mode."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        with no_grad():
+            for i, (input_batch, target_batch) in enumerate(data_loader):
+                if num_batches is not None and i >= num_batches:
+                    break
+                predicted = _last_token_logits(model, input_batch).argmax(axis=-1)   # (B,)
+                correct += int((predicted == target_batch).sum())
+                total += len(target_batch)
+    finally:
+        model.train(was_training)
+    return correct / total if total else float("nan")
+
+
+def evaluate_model(model: GPTModel, train_loader: Iterable, val_loader: Iterable,
+                   eval_iter: int | None) -> tuple[float, float]:
+    """(training loss, validation loss) over ``eval_iter`` batches each, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        return (calc_loss_loader(train_loader, model, eval_iter),
+                calc_loss_loader(val_loader, model, eval_iter))
+    finally:
+        model.train(was_training)
+
+
+def train_classifier_simple(model: GPTModel, train_loader: Iterable, val_loader: Iterable, optimizer,
+                            num_epochs: int, eval_freq: int, eval_iter: int | None,
+                            verbose: bool = True) -> tuple[list[float], list[float], list[float],
+                                                           list[float], int]:
+    """The book's classification training loop.
+
+    Each step: zero the gradients, loss and backward on one batch, one optimizer step. Every
+    ``eval_freq`` steps the training and validation losses (``eval_iter`` batches each) are recorded;
+    after each epoch the training and validation accuracies. Returns (train_losses, val_losses,
+    train_accs, val_accs, examples_seen).
+    """
+    train_losses, val_losses, train_accs, val_accs = [], [], [], []
+    examples_seen, global_step = 0, -1
+    for epoch in range(num_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            calc_loss_batch(input_batch, target_batch, model, backward=True)
+            optimizer.step()
+            examples_seen += input_batch.shape[0]
+            global_step += 1
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, eval_iter)
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                if verbose:
+                    print(f"Ep {epoch + 1} (Step {global_step:06d}): "
+                          f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+        train_accuracy = calc_accuracy_loader(train_loader, model, num_batches=eval_iter)
+        val_accuracy = calc_accuracy_loader(val_loader, model, num_batches=eval_iter)
+        train_accs.append(train_accuracy)
+        val_accs.append(val_accuracy)
+        if verbose:
+            print(f"Training accuracy: {train_accuracy * 100:.2f}% | "
+                  f"Validation accuracy: {val_accuracy * 100:.2f}%")
+    return train_losses, val_losses, train_accs, val_accs, examples_seen
+
+
+def classify_review(text: str, model: GPTModel, tokenizer, max_length: int | None = None,
+                    pad_token_id: int = 50256) -> str:
+    """"spam" or "not spam" for one text, padded (or truncated) as the training data was.
+
+    ``max_length`` is the training set's padding length; it is capped at the model's context length.
+    Without it the text is used unpadded.
+    """
+    ids = list(tokenizer.encode(text))
+    context_length = model.cfg["context_length"]
+    length = context_length if max_length is None else min(max_length, context_length)
+    ids = ids[:length]
+    if max_length is not None:
+        ids += [pad_token_id] * (length - len(ids))
+    if not ids:
+        raise ValueError("classify_review got an empty text and no max_length to pad it to")
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            predicted = int(_last_token_logits(model, np.asarray([ids], dtype=np.int64)).argmax(axis=-1)[0])
+    finally:
+        model.train(was_training)
+    return LABELS[predicted] if predicted < len(LABELS) else str(predicted)
+
+
+# -- plots -----------------------------------------------------------------------------------------
+def plot_values(epochs_seen: Sequence[float], examples_seen: Sequence[float], train_values: Sequence[float],
+                val_values: Sequence[float], label: str = "loss",
+                path: str | os.PathLike | None = None) -> Path:
+    """The book's figure: training and validation ``label`` (loss or accuracy) against epochs, with
+    examples seen on the top axis. Saved (PNG, or PDF by suffix) to ``path``, default
+    ``{label}-plot.png``; returns the path."""
+    path = Path(path if path is not None else f"{label}-plot.png")
+    fig = Figure(figsize=(5, 3), dpi=120)
+    ax_epochs = fig.add_subplot()
+    ax_epochs.plot(epochs_seen, train_values, label=f"Training {label}")
+    ax_epochs.plot(epochs_seen, val_values, linestyle="-.", label=f"Validation {label}")
+    ax_epochs.set_xlabel("Epochs")
+    ax_epochs.set_ylabel(label.capitalize())
+    ax_epochs.legend()
+    ax_examples = ax_epochs.twiny()                  # invisible copy of the curve sets the top axis
+    ax_examples.plot(examples_seen, train_values, alpha=0)
+    ax_examples.set_xlabel("Examples seen")
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="pdf" if path.suffix.lower() == ".pdf" else "png")
+    return path
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+def save_classifier(path: str | os.PathLike, model: GPTModel, *, max_length: int,
+                    pad_token_id: int = 50256, extra: dict[str, Any] | None = None) -> Path:
+    """Save a classifier as a numpy_gpt checkpoint. LoRA adapters are merged into their weights
+    first (the model is changed in place), so the file holds a plain GPTModel with a small head."""
+    merge_lora(model)
+    info = {"task": "classifier", "num_classes": int(model.out_head.out_features),
+            "max_length": int(max_length), "pad_token_id": int(pad_token_id), **(extra or {})}
+    return save_checkpoint(path, model, extra=info)
+
+
+def _checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON metadata of a numpy_gpt checkpoint (cfg, dtype, extra), read without the weights, to
+    know the head size before building the model (``load_checkpoint`` then checks everything)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            raw = npz[META_KEY] if META_KEY in npz.files else None
+            if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
+                raise ValueError(f"no valid {META_KEY} entry")
+            meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError) as err:
+        raise ValueError(f"{path} is not a readable numpy_gpt checkpoint ({err})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} is not a numpy_gpt checkpoint (its metadata is not a JSON object)")
+    return meta
+
+
+def load_classifier(path: str | os.PathLike) -> tuple[GPTModel, dict[str, Any]]:
+    """Load a checkpoint written by ``save_classifier``; returns (model in eval mode, its extra dict
+    with ``num_classes``, ``max_length`` and ``pad_token_id``)."""
+    meta = _checkpoint_meta(path)
+    extra = meta.get("extra") or {}
+    if extra.get("task") != "classifier" or not isinstance(meta.get("cfg"), dict):
+        raise ValueError(f"{path} is not a classifier checkpoint (written by save_classifier / "
+                         f"numpy-gpt finetune-spam); for a plain GPT checkpoint use load_checkpoint")
+    dtype = np.float64 if meta.get("dtype") == "float64" else np.float32
+    model = add_classification_head(GPTModel(meta["cfg"], dtype=dtype), int(extra["num_classes"]))
+    load_checkpoint(path, model, load_optimizer=False)
+    model.eval()
+    return model, extra
+
+
+def format_accuracies(accuracies: dict[str, float]) -> str:
+    """{"train": 0.9721, ...} -> "train 97.21%, ..." """
+    return ", ".join(f"{name} {value * 100:.2f}%" for name, value in accuracies.items())
+
+
+# -- the whole of chapter 6 in one call ------------------------------------------------------------
+@dataclass
+class SpamFinetuneResult:
+    """What ``finetune_spam_classifier`` did: the fine-tuned model, the padding length, the accuracies
+    (fractions) on the full train/validation/test sets before and after training, the curves of
+    ``train_classifier_simple`` and the training time in seconds (evaluation included, as the book
+    times it)."""
+
+    model: GPTModel
+    max_length: int
+    accuracy_before: dict[str, float]
+    accuracy_after: dict[str, float]
+    train_losses: list[float]
+    val_losses: list[float]
+    train_accs: list[float]
+    val_accs: list[float]
+    examples_seen: int
+    train_seconds: float
+    num_epochs: int
+    trainable_parameters: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def finetune_spam_classifier(model: GPTModel, tokenizer, csv_paths: dict[str, str | os.PathLike], *,
+                             trainable: str = "last-block", n_blocks: int = 1, lora_rank: int = 16,
+                             lora_alpha: float = 16.0, num_epochs: int = 5, lr: float = 5e-5,
+                             weight_decay: float = 0.1, batch_size: int = 8, eval_freq: int = 50,
+                             eval_iter: int | None = 5, max_length: int | None = None,
+                             pad_token_id: int = 50256, seed: int = 123,
+                             verbose: bool = True) -> SpamFinetuneResult:
+    """Chapter 6 end to end on the ``train``/``validation``/``test`` CSVs of ``prepare_spam_data``:
+    datasets padded to the longest training message (or ``max_length``), a 2-class head, the chosen
+    trainable part, accuracy before, ``train_classifier_simple`` with AdamW (the book's settings are
+    the defaults), accuracy after. The model is changed in place and returned in the result."""
+    train_ds = SpamDataset(csv_paths["train"], tokenizer, max_length, pad_token_id)
+    context_length = model.cfg["context_length"]
+    if train_ds.max_length > context_length:
+        raise ValueError(f"the longest training message has {train_ds.max_length} tokens, more than the "
+                         f"model's context length {context_length}: pass max_length={context_length} "
+                         f"(--max-length) to truncate")
+    val_ds = SpamDataset(csv_paths["validation"], tokenizer, train_ds.max_length, pad_token_id)
+    test_ds = SpamDataset(csv_paths["test"], tokenizer, train_ds.max_length, pad_token_id)
+    loaders = {"train": DataLoader(train_ds, batch_size, shuffle=True, drop_last=True, seed=seed),
+               "validation": DataLoader(val_ds, batch_size),
+               "test": DataLoader(test_ds, batch_size)}
+
+    add_classification_head(model, 2, seed=seed)
+    set_trainable(model, trainable, n_blocks=n_blocks, lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed)
+    accuracy_before = {name: calc_accuracy_loader(loader, model) for name, loader in loaders.items()}
+    if verbose:
+        print(f"Accuracy before fine-tuning: {format_accuracies(accuracy_before)}")
+
+    model.set_dropout_seed(seed)
+    optimizer = AdamW(model.parameters(trainable_only=True), lr=lr, weight_decay=weight_decay)
+    start = time.perf_counter()
+    curves = train_classifier_simple(model, loaders["train"], loaders["validation"], optimizer, num_epochs,
+                                     eval_freq, eval_iter, verbose=verbose)
+    train_seconds = time.perf_counter() - start
+    accuracy_after = {name: calc_accuracy_loader(loader, model) for name, loader in loaders.items()}
+    if verbose:
+        print(f"Training completed in {train_seconds / 60:.2f} minutes.")
+        print(f"Accuracy after fine-tuning: {format_accuracies(accuracy_after)}")
+    return SpamFinetuneResult(model, train_ds.max_length, accuracy_before, accuracy_after, *curves,
+                              train_seconds=train_seconds, num_epochs=num_epochs,
+                              trainable_parameters=model.num_parameters(trainable_only=True))

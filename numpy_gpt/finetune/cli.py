@@ -1,0 +1,381 @@
+"""``numpy-gpt finetune-spam | classify | finetune-instruct | chat``: chapters 6 and 7 from the command line.
+
+    numpy-gpt finetune-spam                          # the book: GPT-2 124M, last block + norm + head
+    numpy-gpt finetune-spam --init scratch --spam-file SMSSpamCollection --trainable all --lr 3e-4
+    numpy-gpt classify "You are a winner! Call now to claim your prize."
+    numpy-gpt finetune-instruct --init gpt2-355M     # the book's chapter 7 model
+    numpy-gpt chat                                   # talk to runs/instruct/instruct.npz
+
+Every command takes ``--init``: ``gpt2-124M`` (or another size: OpenAI's weights, downloaded into
+``--models-dir`` once), ``checkpoint`` (a file given with ``--checkpoint``) or ``scratch`` (a random
+model of ``--preset`` size). The GPT-2 tokenizer is read from (or downloaded into) ``--data-dir``.
+``numpy_gpt/cli.py`` adds these parsers through ``add_finetune_subcommands`` (also available as
+``add_subcommands``, the name its extension hook calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from numpy_gpt.checkpoint import CheckpointError, save_checkpoint
+from numpy_gpt.download import DownloadError
+from numpy_gpt.finetune.classifier import (
+    TRAINABLE_CHOICES,
+    add_classification_head,
+    classify_review,
+    finetune_spam_classifier,
+    load_classifier,
+    plot_values,
+    save_classifier,
+    set_trainable,
+)
+from numpy_gpt.finetune.data import (
+    download_instruction_data,
+    load_instruction_data,
+    prepare_spam_data,
+    save_json,
+    split_instruction_data,
+)
+from numpy_gpt.finetune.instruct import (
+    InstructionDataLoader,
+    InstructionDataset,
+    format_input,
+    generate_responses,
+    respond,
+    save_responses,
+)
+from numpy_gpt.finetune.judge import (
+    OLLAMA_URL,
+    JudgeError,
+    evaluate_responses,
+    generate_model_scores,
+    ollama_is_running,
+)
+from numpy_gpt.gpt2.convert import GPT2_SIZES, load_gpt2, load_model
+from numpy_gpt.model import GPTModel
+from numpy_gpt.nn.lora import merge_lora
+from numpy_gpt.optim import AdamW
+
+GPT2_INITS = tuple(f"gpt2-{size}" for size in GPT2_SIZES)
+INIT_CHOICES = (*GPT2_INITS, "checkpoint", "scratch")
+# Random models for --init scratch; vocab_size is GPT-2's (50257), context 256 covers SMS messages.
+SCRATCH_PRESETS = {
+    "tiny": {"context_length": 256, "emb_dim": 64, "n_heads": 4, "n_layers": 2},
+    "small": {"context_length": 256, "emb_dim": 128, "n_heads": 4, "n_layers": 4},
+    "medium": {"context_length": 512, "emb_dim": 384, "n_heads": 6, "n_layers": 6},
+}
+# What a missing file, a failed download or bad input raises: one line on stderr, exit code 1.
+_USER_ERRORS = (DownloadError, CheckpointError, JudgeError, ValueError, KeyError, OSError)
+
+
+class _Fail(Exception):
+    """A user-facing error of these commands."""
+
+
+# -- shared pieces --------------------------------------------------------------------------------
+def _tokenizer(args: argparse.Namespace):
+    from numpy_gpt.tokenizers.bpe import GPT2Tokenizer, get_gpt2_tokenizer
+    if args.vocab_dir is not None:
+        return GPT2Tokenizer.from_files(args.vocab_dir / "encoder.json", args.vocab_dir / "vocab.bpe")
+    return get_gpt2_tokenizer(args.data_dir)
+
+
+def _base_model(args: argparse.Namespace) -> GPTModel:
+    """The GPT a command starts from, as ``--init`` says (a plain GPTModel with its LM head)."""
+    if args.init in GPT2_INITS:
+        size = args.init.removeprefix("gpt2-")
+        try:
+            model, _ = load_gpt2(size, args.models_dir, drop_rate=args.drop_rate)
+        except DownloadError as err:
+            raise _Fail(f"GPT-2 {size} weights are not in {args.models_dir}/{size} and could not be "
+                        f"downloaded ({str(err).splitlines()[0]}). Put OpenAI's files there by hand, or "
+                        f"start from --init checkpoint --checkpoint FILE or --init scratch") from None
+        return model
+    if args.init == "checkpoint":
+        if args.checkpoint is None:
+            raise _Fail("--init checkpoint needs --checkpoint FILE (.npz, .safetensors or an OpenAI folder)")
+        return load_model(args.checkpoint, drop_rate=args.drop_rate)
+    cfg = {"vocab_size": 50257, "drop_rate": args.drop_rate, "qkv_bias": False,
+           **SCRATCH_PRESETS[args.preset]}
+    return GPTModel(cfg, seed=args.seed)
+
+
+def _add_init_arguments(parser: argparse.ArgumentParser, default_init: str, checkpoint_help: str,
+                        default_checkpoint: Path | None = None) -> None:
+    parser.add_argument("--init", choices=INIT_CHOICES, default=default_init,
+                        help=f"where the model comes from (default: {default_init})")
+    parser.add_argument("--checkpoint", type=Path, default=default_checkpoint, help=checkpoint_help)
+    parser.add_argument("--models-dir", type=Path, default=Path("gpt2"),
+                        help="where GPT-2 weights are downloaded to / read from (default: gpt2)")
+    parser.add_argument("--preset", choices=tuple(SCRATCH_PRESETS), default="small",
+                        help="model size for --init scratch (default: small)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"),
+                        help="folder for the GPT-2 vocabulary and the data sets (default: data)")
+    parser.add_argument("--vocab-dir", type=Path,
+                        help="read GPT-2's encoder.json and vocab.bpe from this folder instead of "
+                             "DATA_DIR/gpt2 (nothing is downloaded)")
+    parser.add_argument("--seed", type=int, default=123, help="random seed (default: 123)")
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser, *, trainable: str, epochs: int, lr: float,
+                            eval_freq: int) -> None:
+    parser.add_argument("--trainable", choices=TRAINABLE_CHOICES, default=trainable,
+                        help=f"what is trained, the rest is frozen (default: {trainable})")
+    parser.add_argument("--n-blocks", type=int, default=1, help="blocks trained with --trainable last-n")
+    parser.add_argument("--lora-rank", type=int, default=16, help="rank with --trainable lora (default: 16)")
+    parser.add_argument("--lora-alpha", type=float, default=16.0,
+                        help="alpha with --trainable lora (default: 16)")
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default: {epochs})")
+    parser.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate (default: {lr:g})")
+    parser.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default: 0.1)")
+    parser.add_argument("--batch-size", type=int, default=8, help="batch size (default: 8)")
+    parser.add_argument("--eval-freq", type=int, default=eval_freq,
+                        help=f"evaluate every this many steps (default: {eval_freq})")
+    parser.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation (default: 5)")
+    parser.add_argument("--drop-rate", type=float, default=0.0, help="dropout while training (default: 0.0)")
+
+
+def _run(handler):
+    """Wrap a handler: user errors become one line on stderr and exit code 1."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (_Fail, *_USER_ERRORS) as err:
+            print(f"numpy-gpt {args.command}: error: {err}", file=sys.stderr)
+            return 1
+    return run
+
+
+# -- finetune-spam / classify (chapter 6) ---------------------------------------------------------
+def _cmd_finetune_spam(args: argparse.Namespace) -> int:
+    csv_paths = prepare_spam_data(args.data_dir / "sms_spam_collection", source=args.spam_file,
+                                  seed=args.seed)
+    tokenizer = _tokenizer(args)
+    model = _base_model(args)
+    result = finetune_spam_classifier(
+        model, tokenizer, csv_paths, trainable=args.trainable, n_blocks=args.n_blocks,
+        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, num_epochs=args.epochs, lr=args.lr,
+        weight_decay=args.weight_decay, batch_size=args.batch_size, eval_freq=args.eval_freq,
+        eval_iter=args.eval_iter, max_length=args.max_length, seed=args.seed)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    epochs = np.linspace(0, result.num_epochs, len(result.train_losses))
+    examples = np.linspace(0, result.examples_seen, len(result.train_losses))
+    plot_values(epochs, examples, result.train_losses, result.val_losses, "loss", out / "loss-plot.png")
+    epochs = np.linspace(0, result.num_epochs, len(result.train_accs))
+    examples = np.linspace(0, result.examples_seen, len(result.train_accs))
+    plot_values(epochs, examples, result.train_accs, result.val_accs, "accuracy", out / "accuracy-plot.png")
+    metrics = {"init": args.init, "trainable": args.trainable, "epochs": args.epochs, "lr": args.lr,
+               "batch_size": args.batch_size, "max_length": result.max_length,
+               "trainable_parameters": result.trainable_parameters,
+               "accuracy_before": result.accuracy_before, "accuracy_after": result.accuracy_after,
+               "train_seconds": round(result.train_seconds, 1)}
+    save_json(metrics, out / "metrics.json")
+    path = save_classifier(out / "spam-classifier.npz", result.model, max_length=result.max_length,
+                           extra={"tokenizer": {"kind": "gpt2"}, "init": args.init})
+    print(f"Wrote {path}, {out / 'metrics.json'}, {out / 'loss-plot.png'} and {out / 'accuracy-plot.png'}")
+    return 0
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    tokenizer = _tokenizer(args)
+    max_length = args.max_length
+    if args.init == "checkpoint":
+        if args.checkpoint is None or not args.checkpoint.exists():
+            raise _Fail(f"no classifier checkpoint at {args.checkpoint}: train one with `numpy-gpt "
+                        f"finetune-spam` or pass --checkpoint FILE")
+        model, extra = load_classifier(args.checkpoint)
+        max_length = extra.get("max_length") if max_length is None else max_length
+    else:
+        model = add_classification_head(_base_model(args), 2, seed=args.seed)
+        print("note: the classification head is untrained (random), so is the answer", file=sys.stderr)
+    for text in args.text:
+        print(classify_review(text, model, tokenizer, max_length))
+    return 0
+
+
+# -- finetune-instruct / chat (chapter 7) ---------------------------------------------------------
+def _load_instruction_entries(args: argparse.Namespace) -> list[dict]:
+    if args.data is not None:
+        return load_instruction_data(args.data)
+    return download_instruction_data(args.data_dir)
+
+
+def _judge(args: argparse.Namespace, answered: list[dict]) -> dict:
+    scores = {"offline": evaluate_responses(answered)}
+    print(f"Offline metrics over {len(answered)} test entries: exact match "
+          f"{scores['offline']['exact_match'] * 100:.2f}%, token F1 {scores['offline']['f1'] * 100:.2f}%")
+    if args.judge == "none":
+        return scores
+    if not ollama_is_running(args.ollama_url):
+        message = f"no Ollama server answers at {args.ollama_url}"
+        if args.judge == "ollama":
+            raise _Fail(f"{message}: start it (`ollama serve`, `ollama pull {args.judge_model}`) or use "
+                        f"--judge auto / none")
+        print(f"{message}: skipping the LLM judge (the offline metrics above need no server)")
+        return scores
+    judged = generate_model_scores(answered, "model_response", args.judge_model, args.ollama_url)
+    scores["ollama"] = {"model": args.judge_model, "n": len(judged),
+                        "average_score": float(np.mean(judged)) if judged else float("nan")}
+    print(f"{args.judge_model} scored {len(judged)} of {len(answered)} responses: average "
+          f"{scores['ollama']['average_score']:.2f} / 100")
+    return scores
+
+
+def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
+    from numpy_gpt.plots import plot_losses
+    from numpy_gpt.train import calc_loss_loader, train_model_simple
+
+    data = _load_instruction_entries(args)
+    train_data, val_data, test_data = split_instruction_data(data)
+    if args.limit is not None:
+        train_data, val_data, test_data = (part[:args.limit] for part in (train_data, val_data, test_data))
+    print(f"Training set length: {len(train_data)}, validation: {len(val_data)}, test: {len(test_data)}")
+    tokenizer = _tokenizer(args)
+    model = _base_model(args)
+    set_trainable(model, args.trainable, n_blocks=args.n_blocks, lora_rank=args.lora_rank,
+                  lora_alpha=args.lora_alpha, seed=args.seed)
+    allowed = min(args.allowed_max_length, model.cfg["context_length"])
+    loader_options = {"allowed_max_length": allowed, "mask_prompt": args.mask_prompt}
+    train_loader = InstructionDataLoader(InstructionDataset(train_data, tokenizer), args.batch_size,
+                                         shuffle=True, drop_last=True, seed=args.seed, **loader_options)
+    val_loader = InstructionDataLoader(InstructionDataset(val_data, tokenizer), args.batch_size,
+                                       **loader_options)
+    model.eval()
+    print(f"Initial losses: training {calc_loss_loader(train_loader, model, 5):.3f}, "
+          f"validation {calc_loss_loader(val_loader, model, 5):.3f}")
+
+    model.set_dropout_seed(args.seed)
+    optimizer = AdamW(model.parameters(trainable_only=True), lr=args.lr, weight_decay=args.weight_decay)
+    start = time.perf_counter()
+    train_losses, val_losses, tokens_seen = train_model_simple(
+        model, train_loader, val_loader, optimizer, args.epochs, args.eval_freq, args.eval_iter,
+        start_context=format_input((val_data or train_data)[0]), tokenizer=tokenizer)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"Training completed in {minutes:.2f} minutes.")
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    merge_lora(model)
+    steps = [i * args.eval_freq for i in range(len(train_losses))]
+    plot_losses(steps, tokens_seen, train_losses, val_losses, out / "loss-plot.png")
+    path = save_checkpoint(out / "instruct.npz", model,
+                           extra={"task": "instruct", "tokenizer": {"kind": "gpt2"}, "init": args.init})
+    answered = generate_responses(model, tokenizer, test_data, args.max_new_tokens, progress=True)
+    save_responses(answered, out / "instruction-data-with-response.json")
+    scores = _judge(args, answered)
+    save_json({"init": args.init, "trainable": args.trainable, "mask_prompt": args.mask_prompt,
+               "epochs": args.epochs, "train_minutes": round(minutes, 2), **scores}, out / "metrics.json")
+    print(f"Wrote {path}, {out / 'instruction-data-with-response.json'} and {out / 'metrics.json'}")
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    tokenizer = _tokenizer(args)
+    if args.init == "checkpoint" and (args.checkpoint is None or not args.checkpoint.exists()):
+        raise _Fail(f"no instruction-tuned checkpoint at {args.checkpoint}: train one with `numpy-gpt "
+                    f"finetune-instruct` or pass --checkpoint FILE")
+    model = _base_model(args).eval()
+    options = {"eos_id": 50256, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+               "seed": args.seed}
+
+    def answer(instruction: str, input_text: str) -> str:
+        entry = {"instruction": instruction, "input": input_text}
+        return respond(model, tokenizer, entry, args.max_new_tokens, **options)
+
+    if args.instruction is not None:
+        print(answer(args.instruction, args.input or ""))
+        return 0
+    print("Type an instruction (and, when asked, an optional input); an empty instruction, 'quit' or "
+          "Ctrl-D ends.")
+    while True:
+        try:
+            instruction = input("Instruction> ").strip()
+            if instruction.lower() in ("", "quit", "exit"):
+                return 0
+            input_text = input("Input (optional)> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        print(answer(instruction, input_text), flush=True)
+
+
+# -- the parsers ----------------------------------------------------------------------------------
+def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``finetune-spam``, ``classify``, ``finetune-instruct`` and ``chat`` to the main parser."""
+    spam = subparsers.add_parser(
+        "finetune-spam", help="fine-tune a GPT as an SMS spam classifier (chapter 6)",
+        description="Download the SMS Spam Collection (or read --spam-file), balance it, split it "
+                    "70/10/20, fine-tune a 2-class head plus the --trainable part, and write the "
+                    "classifier, accuracy/loss plots and metrics.json (accuracy before/after, time) to "
+                    "--out.")
+    _add_init_arguments(spam, "gpt2-124M", "pretrained GPT to start from with --init checkpoint")
+    spam.add_argument("--spam-file", type=Path,
+                      help="a local SMSSpamCollection file or its zip (no download)")
+    spam.add_argument("--max-length", type=int, help="pad/truncate messages to this many tokens "
+                                                     "(default: the longest training message)")
+    spam.add_argument("--out", type=Path, default=Path("runs/spam"),
+                      help="output folder (default: runs/spam)")
+    _add_training_arguments(spam, trainable="last-block", epochs=5, lr=5e-5, eval_freq=50)
+    spam.set_defaults(func=_run(_cmd_finetune_spam))
+
+    classify = subparsers.add_parser("classify", help="label texts spam / not spam with a fine-tuned "
+                                                      "classifier",
+                                     description="Print 'spam' or 'not spam' for each TEXT.")
+    classify.add_argument("text", nargs="+", help="text(s) to classify")
+    _add_init_arguments(classify, "checkpoint", "classifier written by finetune-spam "
+                                                "(default: runs/spam/spam-classifier.npz)",
+                        Path("runs/spam/spam-classifier.npz"))
+    classify.add_argument("--max-length", type=int, help="padding length (default: the checkpoint's)")
+    classify.add_argument("--drop-rate", type=float, default=0.0, help=argparse.SUPPRESS)
+    classify.set_defaults(func=_run(_cmd_classify))
+
+    instruct = subparsers.add_parser(
+        "finetune-instruct", help="instruction fine-tuning on Alpaca-format data (chapter 7)",
+        description="Fine-tune on instruction-data.json (downloaded, or --data), split 85/10/5, generate "
+                    "answers for the test set and score them (exact match and token F1 offline; an "
+                    "Ollama judge when a server runs). Writes instruct.npz, the responses JSON, a loss "
+                    "plot and metrics.json to --out.")
+    _add_init_arguments(instruct, "gpt2-124M", "pretrained GPT to start from with --init checkpoint")
+    instruct.add_argument("--data", type=Path, help="a JSON list of {instruction, input, output} "
+                                                   "(default: download the book's instruction-data.json)")
+    instruct.add_argument("--mask-prompt", action="store_true",
+                          help="leave the prompt tokens out of the loss (exercise 7.2)")
+    instruct.add_argument("--allowed-max-length", type=int, default=1024,
+                          help="truncate training sequences to this many tokens (default: 1024)")
+    instruct.add_argument("--max-new-tokens", type=int, default=256,
+                          help="answer length limit (default: 256)")
+    instruct.add_argument("--limit", type=int, help="use only the first N entries of each split (quick runs)")
+    instruct.add_argument("--judge", choices=("auto", "ollama", "none"), default="auto",
+                          help="score with an Ollama judge: auto = when a server answers (default)")
+    instruct.add_argument("--judge-model", default="llama3",
+                          help="the Ollama model that judges (default: llama3)")
+    instruct.add_argument("--ollama-url", default=OLLAMA_URL,
+                          help=f"Ollama chat endpoint (default: {OLLAMA_URL})")
+    instruct.add_argument("--out", type=Path, default=Path("runs/instruct"),
+                          help="output folder (default: runs/instruct)")
+    _add_training_arguments(instruct, trainable="all", epochs=2, lr=5e-5, eval_freq=5)
+    instruct.set_defaults(func=_run(_cmd_finetune_instruct))
+
+    chat = subparsers.add_parser("chat", help="answer instructions with an instruction-tuned model",
+                                 description="An interactive prompt loop in the Alpaca format, or one "
+                                             "answer with --instruction.")
+    _add_init_arguments(chat, "checkpoint", "instruction-tuned checkpoint "
+                                            "(default: runs/instruct/instruct.npz)",
+                        Path("runs/instruct/instruct.npz"))
+    chat.add_argument("--instruction", help="answer this one instruction and exit")
+    chat.add_argument("--input", help="the optional input for --instruction")
+    chat.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default: 256)")
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    chat.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
+    chat.add_argument("--top-p", type=float, help="nucleus sampling threshold")
+    chat.add_argument("--drop-rate", type=float, default=0.0, help=argparse.SUPPRESS)
+    chat.set_defaults(func=_run(_cmd_chat))
+
+
+add_subcommands = add_finetune_subcommands

@@ -1,0 +1,195 @@
+"""Tests for numpy_gpt/finetune/data.py: safe zip extraction, the spam data pipeline, instruction JSON.
+
+All data is made by the tests; downloads go to an HTTP server on 127.0.0.1 started here.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import stat
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from numpy_gpt.finetune.data import (
+    create_balanced_dataset,
+    download_spam_data,
+    load_instruction_data,
+    prepare_spam_data,
+    random_split,
+    read_sms_spam,
+    read_spam_csv,
+    safe_extract_zip,
+    split_instruction_data,
+    write_spam_csv,
+)
+
+
+def make_zip(path: Path, members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def sms_lines(n_ham: int, n_spam: int) -> str:
+    lines = [f"ham\tHey, are we still meeting at {i}? \"ok\"" for i in range(n_ham)]
+    lines += [f"spam\tWIN a FREE prize no. {i}, call now!" for i in range(n_spam)]
+    return "\n".join(lines) + "\n"
+
+
+# -- safe_extract_zip -----------------------------------------------------------------------------
+def test_extracts_regular_members(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", {"SMSSpamCollection": b"ham\thi\n", "sub/readme": b"read me"})
+    written = safe_extract_zip(archive, tmp_path / "out")
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in written) == ["SMSSpamCollection",
+                                                                                   "sub/readme"]
+    assert (tmp_path / "out" / "sub" / "readme").read_bytes() == b"read me"
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "ok/../../evil.txt", "/tmp/evil.txt", "..\\evil.txt",
+                                  "C:/evil.txt"])
+def test_refuses_members_outside_the_target(tmp_path, name):
+    archive = make_zip(tmp_path / "bad.zip", {"fine.txt": b"x", name: b"owned"})
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(ValueError, match="outside|absolute"):
+        safe_extract_zip(archive, out)
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "deep" / "evil.txt").exists()
+    assert not out.exists()                          # checked before anything is written
+
+
+def test_refuses_symlinks(tmp_path):
+    info = zipfile.ZipInfo("link")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(tmp_path / "l.zip", "w") as zf:
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(ValueError, match="symbolic link"):
+        safe_extract_zip(tmp_path / "l.zip", tmp_path / "out")
+
+
+def test_refuses_zip_bombs(tmp_path):
+    archive = make_zip(tmp_path / "bomb.zip", {"zeros": bytes(5_000_000)})
+    with pytest.raises(ValueError, match="zip bomb"):
+        safe_extract_zip(archive, tmp_path / "out")
+    stored = make_zip(tmp_path / "big.zip", {"data": bytes(3000)}, compression=zipfile.ZIP_STORED)
+    with pytest.raises(ValueError, match="limit"):
+        safe_extract_zip(stored, tmp_path / "out", max_total_size=2000)
+
+
+def test_refuses_non_zip_and_missing_members(tmp_path):
+    (tmp_path / "x.zip").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a valid zip"):
+        safe_extract_zip(tmp_path / "x.zip", tmp_path / "out")
+    archive = make_zip(tmp_path / "a.zip", {"readme": b"r"})
+    with pytest.raises(ValueError, match="SMSSpamCollection"):
+        safe_extract_zip(archive, tmp_path / "out", members=["SMSSpamCollection"])
+
+
+# -- spam data ------------------------------------------------------------------------------------
+def test_read_sms_spam_plain_and_zipped(tmp_path):
+    text = "ham\tOk lar... Joking wif u oni...\nspam\tFree entry in 2 a wkly comp\tto win\n\n"
+    (tmp_path / "SMSSpamCollection").write_text(text, encoding="utf-8")
+    rows = read_sms_spam(tmp_path / "SMSSpamCollection")
+    assert rows == [("ham", "Ok lar... Joking wif u oni..."), ("spam", "Free entry in 2 a wkly comp\tto win")]
+    archive = make_zip(tmp_path / "c.zip", {"SMSSpamCollection": text.encode(), "readme": b"r"})
+    assert read_sms_spam(archive) == rows
+
+
+def test_read_sms_spam_rejects_bad_lines(tmp_path):
+    (tmp_path / "f").write_text("ham\tfine\nmaybe\tspam?\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2"):
+        read_sms_spam(tmp_path / "f")
+
+
+def test_balance_and_split_match_the_book_sizes():
+    rows = [("ham", f"h{i}") for i in range(4825)] + [("spam", f"s{i}") for i in range(747)]
+    balanced = create_balanced_dataset(rows, seed=123)
+    labels = [label for label, _ in balanced]
+    assert labels.count("spam") == labels.count("ham") == 747
+    assert {r for r in balanced if r[0] == "spam"} == {r for r in rows if r[0] == "spam"}
+    assert len(set(balanced)) == len(balanced)                       # ham drawn without replacement
+    assert balanced == create_balanced_dataset(rows, seed=123)       # seeded
+    assert balanced != create_balanced_dataset(rows, seed=1)
+    train, val, test = random_split(balanced, 0.7, 0.1, seed=123)
+    assert (len(train), len(val), len(test)) == (1045, 149, 300)
+    assert sorted(train + val + test) == sorted(balanced)
+
+
+def test_spam_csv_round_trip(tmp_path):
+    rows = [("ham", 'He said "hi", then left'), ("spam", "multi\nline, with comma"), ("ham", "ünïcode ☺")]
+    write_spam_csv(rows, tmp_path / "t.csv")
+    assert (tmp_path / "t.csv").read_text(encoding="utf-8").splitlines()[0] == "Label,Text"
+    texts, labels = read_spam_csv(tmp_path / "t.csv")
+    assert texts == [t for _, t in rows]
+    assert labels.dtype == np.int64 and labels.tolist() == [0, 1, 0]
+    (tmp_path / "bad.csv").write_text("Label,Text\n2,what\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="row 2"):
+        read_spam_csv(tmp_path / "bad.csv")
+
+
+def test_prepare_spam_data_from_a_local_zip(tmp_path):
+    archive = make_zip(tmp_path / "sms.zip", {"SMSSpamCollection": sms_lines(300, 50).encode()})
+    paths = prepare_spam_data(tmp_path / "out", source=archive, seed=123)
+    sizes = {name: len(read_spam_csv(p)[0]) for name, p in paths.items()}
+    assert sizes == {"train": 70, "validation": 10, "test": 20}
+    all_labels = np.concatenate([read_spam_csv(p)[1] for p in paths.values()])
+    assert all_labels.sum() == 50 and len(all_labels) == 100
+
+
+@pytest.fixture()
+def http_dir(tmp_path):
+    """Serve tmp_path/'www' on 127.0.0.1; yields (directory, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=root))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_download_spam_data_falls_back_to_the_mirror(tmp_path, http_dir):
+    root, base = http_dir
+    make_zip(root / "mirror.zip", {"SMSSpamCollection": sms_lines(5, 2).encode(), "readme": b"r"})
+    out = tmp_path / "data"
+    path = download_spam_data(out, urls=(f"{base}/missing.zip", f"{base}/mirror.zip"))
+    assert path == out / "SMSSpamCollection"
+    assert [label for label, _ in read_sms_spam(path)] == ["ham"] * 5 + ["spam"] * 2
+    assert not (out / "readme").exists()                            # only the data file is extracted
+
+
+# -- instruction data -----------------------------------------------------------------------------
+def test_load_and_split_instruction_data(tmp_path):
+    data = [{"instruction": f"Do {i}", "input": "" if i % 2 else "x", "output": f"done {i}"}
+            for i in range(1100)]
+    (tmp_path / "d.json").write_text(json.dumps(data), encoding="utf-8")
+    loaded = load_instruction_data(tmp_path / "d.json")
+    assert loaded == data
+    train, val, test = split_instruction_data(loaded)
+    assert (len(train), len(val), len(test)) == (935, 55, 110)
+    assert train == data[:935] and test == data[935:1045] and val == data[1045:]
+
+
+@pytest.mark.parametrize("content, match", [
+    ("{not json", "not valid JSON"),
+    ("[]", "non-empty JSON list"),
+    ('[{"instruction": "a", "input": "", "output": 3}]', "entry 0"),
+    ('[{"instruction": "a", "output": "b"}]', "entry 0"),
+])
+def test_load_instruction_data_rejects_bad_files(tmp_path, content, match):
+    (tmp_path / "d.json").write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=match):
+        load_instruction_data(tmp_path / "d.json")
