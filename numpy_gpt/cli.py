@@ -1,0 +1,525 @@
+"""The command line: ``numpy-gpt <command>`` (or ``python -m numpy_gpt <command>``).
+
+Commands defined here (chapter 5 and the gradient proofs):
+
+* ``pretrain`` -- train a GPT on a corpus and write a run folder: checkpoint, loss plot, samples.
+  With no arguments it trains a small model on the offline default corpus (the standard
+  library's documentation, see corpora.py) in a couple of minutes on a laptop CPU, then prints
+  generated text.
+* ``generate`` -- continue a prompt with a checkpoint (greedy, temperature, top-k, top-p).
+* ``gradcheck`` -- finite-difference check of every layer's hand-written backward, as a table.
+
+Other commands live beside their feature and are added by ``build_parser``:
+``numpy_gpt/gpt2/cli.py`` (download, convert) and ``numpy_gpt/finetune/cli.py`` (finetune-spam,
+classify, finetune-instruct, chat), ``numpy_gpt/bench.py`` (bench). Each adds its parsers to the
+subparsers with ``set_defaults(func=handler)``; ``handler(args)`` returns the exit code. A new
+group of commands follows the same pattern: an ``add_subcommands`` beside its feature, one line
+in ``build_parser``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from numpy_gpt.fileio import write_text_atomic
+
+DEFAULT_CORPUS = "stdlib-docs"
+GPT2_VOCAB_SIZE = 50257
+DEFAULT_RUNS_DIR = Path("runs")
+
+# Model sizes for `pretrain --preset` (vocab_size always comes from the tokenizer), each with the
+# peak learning rate it trains well with (GPT-2 124M: 6e-4, as in the GPT-3 paper's table).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2, "drop_rate": 0.0,
+             "qkv_bias": False, "lr": 2e-3},
+    "small": {"context_length": 64, "emb_dim": 128, "n_heads": 4, "n_layers": 4, "drop_rate": 0.0,
+              "qkv_bias": False, "lr": 2e-3},
+    "medium": {"context_length": 256, "emb_dim": 384, "n_heads": 6, "n_layers": 6, "drop_rate": 0.1,
+               "qkv_bias": False, "lr": 1e-3},
+    "124M": {"context_length": 1024, "emb_dim": 768, "n_heads": 12, "n_layers": 12, "drop_rate": 0.1,
+             "qkv_bias": False, "lr": 6e-4},
+}
+
+# Defaults of `numpy-gpt pretrain`: about two minutes on 2 CPU cores. Measured on stdlib-docs with
+# the small preset, 1000 steps of 12 x 64 tokens at lr 2e-3: characters reach 2.49 bits per
+# character of validation text, a trained BPE of 512 tokens 2.30 and of 1024 tokens 2.06, and the
+# 1024-token BPE writes the most recognisable English ("Found parsers internal errors if the ...").
+DEFAULT_TOKENIZER = "bpe"
+DEFAULT_BPE_VOCAB = 1024
+DEFAULT_PRESET = "small"
+DEFAULT_STEPS = 1000
+DEFAULT_BATCH = 12
+DEFAULT_WARMUP = 100
+DEFAULT_EVAL_FREQ = 100
+DEFAULT_PROMPT = "Return the"
+DEFAULT_SAMPLE_TOKENS = 200
+
+
+class CLIError(Exception):
+    """A problem with the command's input, reported as one line without a traceback."""
+
+
+# -- tokenizers recorded in checkpoints ----------------------------------------------------------
+# A checkpoint's extra["tokenizer"] says how to rebuild the tokenizer it was trained with; char and
+# trained-BPE vocabularies are stored inline, so the .npz file is all `generate` needs.
+def tokenizer_spec(tokenizer) -> dict[str, Any]:
+    """The JSON description of ``tokenizer`` that ``tokenizer_from_spec`` rebuilds it from."""
+    from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
+    from numpy_gpt.tokenizers.char import CharTokenizer
+    from numpy_gpt.tokenizers.train_bpe import BPETokenizer
+
+    if isinstance(tokenizer, CharTokenizer):
+        return {"kind": "char", "chars": tokenizer.chars}
+    if isinstance(tokenizer, BPETokenizer):
+        return {"kind": "bpe", "merges": tokenizer.merges, "byte_ids": tokenizer.byte_ids,
+                "special_tokens": tokenizer.special_tokens, "pattern": tokenizer.pattern}
+    if isinstance(tokenizer, GPT2Tokenizer):
+        return {"kind": "gpt2"}
+    raise TypeError(f"cannot record a {type(tokenizer).__name__} in a checkpoint")
+
+
+def tokenizer_from_spec(spec: dict[str, Any], data_dir: str | os.PathLike = "data"):
+    """Rebuild the tokenizer described by ``tokenizer_spec`` (GPT-2's is read from ``data_dir``,
+    downloaded there once if absent)."""
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    if kind == "char":
+        from numpy_gpt.tokenizers.char import CharTokenizer
+        return CharTokenizer(spec["chars"])
+    if kind == "bpe":
+        from numpy_gpt.tokenizers.train_bpe import BPETokenizer
+        return BPETokenizer([tuple(pair) for pair in spec["merges"]], spec["special_tokens"], spec["pattern"],
+                            spec["byte_ids"])
+    if kind == "gpt2":
+        from numpy_gpt.tokenizers.bpe import get_gpt2_tokenizer
+        return get_gpt2_tokenizer(data_dir)
+    raise CLIError(f"unknown tokenizer description {spec!r}: expected kind char, bpe or gpt2")
+
+
+def _build_tokenizer(kind: str, train_text: str, full_text: str, vocab_size: int, data_dir: str,
+                     out_dir: Path):
+    """A tokenizer for a new run. A trained BPE is cached in the run folder under a name made of
+    its vocabulary size and a hash of the training text, and reused when both match."""
+    if kind == "char":
+        from numpy_gpt.tokenizers.char import CharTokenizer
+        return CharTokenizer.from_text(full_text)        # every character, val included
+    if kind == "bpe":
+        from numpy_gpt.tokenizers.train_bpe import BPETokenizer
+        digest = hashlib.sha256(train_text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        cached = out_dir / f"tokenizer-bpe{vocab_size}-{digest}.bpe"
+        if cached.is_file():
+            print(f"Reusing the BPE tokenizer trained before: {cached}")
+            return BPETokenizer.load(cached)
+        print(f"Training a {vocab_size}-token BPE tokenizer on the training split...", flush=True)
+        tokenizer = BPETokenizer.train(train_text, vocab_size)
+        tokenizer.save(cached)
+        return tokenizer
+    from numpy_gpt.tokenizers.bpe import get_gpt2_tokenizer
+    return get_gpt2_tokenizer(data_dir)
+
+
+# -- pretrain -------------------------------------------------------------------------------------
+def _model_config(args: argparse.Namespace, vocab_size: int) -> dict[str, Any]:
+    cfg = {"vocab_size": vocab_size, **{k: v for k, v in PRESETS[args.preset].items() if k != "lr"}}
+    for key in ("context_length", "emb_dim", "n_heads", "n_layers", "drop_rate"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if args.qkv_bias:
+        cfg["qkv_bias"] = True
+    return cfg
+
+
+def _default_out_dir(args: argparse.Namespace) -> Path:
+    corpus = Path(args.corpus).stem if Path(args.corpus).suffix else str(args.corpus)
+    return DEFAULT_RUNS_DIR / f"{corpus}-{args.preset}-{args.tokenizer}"
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from numpy_gpt.checkpoint import load_checkpoint
+    from numpy_gpt.data import create_dataloader_v1, encode_text, load_corpus, train_val_split
+    from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
+    from numpy_gpt.model import GPTModel
+    from numpy_gpt.optim import AdamW, ConstantLR, WarmupCosineLR, configure_param_groups
+    from numpy_gpt.plots import plot_losses
+    from numpy_gpt.train import perplexity, train_model
+
+    started = time.perf_counter()
+    out_dir = Path(args.out_dir) if args.out_dir else _default_out_dir(args)
+    checkpoint_path = out_dir / "model.npz"
+    resume = args.resume and checkpoint_path.exists()
+    if args.resume and not resume:
+        print(f"--resume: no checkpoint at {checkpoint_path} yet, starting a new run")
+
+    print(f"Corpus {args.corpus!r}", flush=True)
+    text = load_corpus(args.corpus, data_dir=args.data_dir)
+    if args.max_chars is not None:
+        text = text[:args.max_chars]
+    train_text, val_text = train_val_split(text, 1.0 - args.val_fraction)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        saved = load_checkpoint(checkpoint_path, load_optimizer=False)
+        tokenizer = tokenizer_from_spec(saved.extra.get("tokenizer"), args.data_dir)
+        cfg = saved.cfg
+    else:
+        tokenizer = _build_tokenizer(args.tokenizer, train_text, text, args.vocab_size, args.data_dir,
+                                     out_dir)
+        cfg = _model_config(args, tokenizer.n_vocab)
+    train_ids = np.asarray(encode_text(tokenizer, train_text), dtype=np.int64)
+    val_ids = np.asarray(encode_text(tokenizer, val_text), dtype=np.int64)
+    context = cfg["context_length"]
+    if len(val_ids) <= context:
+        raise CLIError(f"the validation split has {len(val_ids)} tokens, fewer than one window of "
+                       f"context_length + 1 = {context + 1}: use more text, a larger --val-fraction or a "
+                       f"smaller --context-length")
+    print(f"{len(text):,} characters -> {len(train_ids):,} training and {len(val_ids):,} validation tokens "
+          f"({tokenizer_spec(tokenizer)['kind']} tokenizer, vocabulary {tokenizer.n_vocab:,})")
+
+    stride = args.stride or context
+    train_loader = create_dataloader_v1(train_ids, batch_size=args.batch_size, max_length=context,
+                                        stride=stride, shuffle=True, drop_last=True, seed=args.seed)
+    val_loader = create_dataloader_v1(val_ids, batch_size=args.batch_size, max_length=context,
+                                      stride=context, shuffle=False, drop_last=False)
+    if len(train_loader) == 0:
+        raise CLIError(f"the training split makes fewer windows than one batch of {args.batch_size}: "
+                       f"use more text or a smaller --batch-size")
+    steps_per_epoch = len(train_loader) // args.grad_accum
+    if args.max_steps is not None:
+        max_steps = args.max_steps
+    else:
+        max_steps = args.epochs * steps_per_epoch if args.epochs is not None else DEFAULT_STEPS
+
+    model = GPTModel(cfg, seed=args.seed)
+    lr = args.lr if args.lr is not None else PRESETS[args.preset]["lr"]
+    optimizer = AdamW(configure_param_groups(model, args.weight_decay), lr=lr, betas=(0.9, args.beta2))
+    if args.schedule == "constant":
+        schedule = ConstantLR(lr)
+    else:
+        warmup = min(args.warmup_steps, max_steps - 1)
+        schedule = WarmupCosineLR(lr, max_steps, warmup, initial_lr=lr / (warmup + 1), min_lr=args.min_lr)
+    print(f"Model {cfg} ({model.num_parameters():,} parameters); {max_steps:,} steps of "
+          f"{args.batch_size * args.grad_accum} x {context} tokens "
+          f"({max_steps / steps_per_epoch:.2f} epochs); output in {out_dir}/", flush=True)
+
+    history = train_model(
+        model, train_loader, val_loader, optimizer, max_steps=max_steps, eval_freq=args.eval_freq,
+        eval_iter=args.eval_iter, lr_schedule=schedule, grad_clip=args.grad_clip or None,
+        grad_accum_steps=args.grad_accum, tokenizer=tokenizer, start_context=args.prompt,
+        sample_tokens=args.sample_tokens, checkpoint_path=checkpoint_path,
+        sampling={"temperature": args.temperature, "top_k": args.top_k, "seed": args.seed},
+        checkpoint_freq=args.checkpoint_freq, checkpoint_extra={
+            "tokenizer": tokenizer_spec(tokenizer), "corpus": str(args.corpus), "prompt": args.prompt},
+        resume_from=checkpoint_path if resume else None, progress=not args.no_progress)
+
+    plot_path = plot_losses(history.eval_steps, history.tokens_seen, history.train_losses,
+                            history.val_losses, out_dir / "loss.png",
+                            title=f"{args.corpus}: {model.num_parameters():,} parameters")
+    samples = []                    # seeds after the one of the sample printed by the training loop
+    seeds = [args.seed + 1 + i for i in range(args.num_samples)]
+    for seed in seeds:
+        ids = generate(model, text_to_token_ids(args.prompt, tokenizer), args.sample_tokens, context,
+                       temperature=args.temperature, top_k=args.top_k, seed=seed)
+        samples.append(token_ids_to_text(ids, tokenizer))
+    samples_path = out_dir / "samples.txt"
+    header = f"temperature {args.temperature}" + (f", top-k {args.top_k}" if args.top_k else "")
+    write_text_atomic(samples_path, "".join(f"--- sample {i + 1} ({header}, seed {seed}) ---\n{sample}\n"
+                                      for i, (seed, sample) in enumerate(zip(seeds, samples, strict=True))))
+
+    val_loss = history.val_losses[-1]
+    print(f"\nFinal: train loss {history.train_losses[-1]:.3f}, val loss {val_loss:.3f} "
+          f"(perplexity {perplexity(val_loss):.2f}); {history.train_tokens:,} tokens trained on at "
+          f"{history.tokens_per_second:,.0f} tokens/s; {time.perf_counter() - started:.0f} s in all")
+    for i, (seed, sample) in enumerate(zip(seeds, samples, strict=True)):
+        print(f"\n--- sample {i + 1} ({header}, seed {seed}) ---\n{sample}")
+    print(f"\nCheckpoint: {checkpoint_path}\nLoss plot:  {plot_path}\nSamples:    {samples_path}")
+    print(f"Generate more: numpy-gpt generate --checkpoint {checkpoint_path} "
+          f"--prompt {json.dumps(args.prompt)}")
+    return 0
+
+
+# -- generate -------------------------------------------------------------------------------------
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from numpy_gpt.checkpoint import load_checkpoint
+    from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
+    from numpy_gpt.plots import plot_attention
+
+    checkpoint = load_checkpoint(args.checkpoint, load_optimizer=False)
+    model = checkpoint.model
+    if args.tokenizer is not None:
+        spec = {"kind": args.tokenizer}
+    elif "tokenizer" in checkpoint.extra:
+        spec = checkpoint.extra["tokenizer"]
+    elif model.cfg["vocab_size"] == GPT2_VOCAB_SIZE:              # e.g. converted OpenAI weights
+        spec = {"kind": "gpt2"}
+    else:
+        raise CLIError(f"{args.checkpoint} does not record its tokenizer and its vocabulary "
+                       f"({model.cfg['vocab_size']}) is not GPT-2's; pass --tokenizer")
+    tokenizer = tokenizer_from_spec(spec, args.data_dir)
+    prompt = args.prompt if args.prompt is not None else checkpoint.extra.get("prompt", "\n")
+    idx = text_to_token_ids(prompt, tokenizer)
+    context_size = args.context_size or model.cfg["context_length"]
+    eos_id = getattr(tokenizer, "eot_token", None) if args.stop_at_eos else None
+    for i in range(args.num_samples):
+        seed = None if args.seed is None else args.seed + i
+        out = generate(model, idx, args.max_new_tokens, context_size, temperature=args.temperature,
+                       top_k=args.top_k, top_p=args.top_p, eos_id=eos_id, use_cache=not args.no_cache,
+                       seed=seed)
+        if args.num_samples > 1:
+            print(f"--- sample {i + 1} ---")
+        print(token_ids_to_text(out, tokenizer))
+    if args.attention_plot:
+        ids = idx[:, -context_size:]
+        tokens = [tokenizer.decode([int(t)]) for t in ids[0]]
+        path = plot_attention(model, ids, args.attention_plot, tokens=tokens)
+        print(f"Attention heatmaps of the prompt: {path}")
+    return 0
+
+
+# -- gradcheck ------------------------------------------------------------------------------------
+# Central differences in float64 have two errors: truncation (~eps^2 times the third derivative)
+# and rounding (~1e-16 * |L| / eps). The default step 1e-6 suits most layers; a LayerNorm fed unit
+# inputs is almost linear, so rounding dominates and a larger step is more accurate, while the
+# whole GPTModel (small init weights, strongly curved) needs the small step.
+GRADCHECK_EPS = {"LayerNorm": 1e-5, "TransformerBlock": 1e-5}
+
+
+def _gradcheck_cases(seed: int) -> list[tuple[str, Callable[[], Any]]]:
+    """(layer name, thunk returning its GradcheckReport) for every layer with a backward."""
+    from numpy_gpt.gradcheck import gradcheck as check
+    from numpy_gpt.model import GPTModel
+    from numpy_gpt.nn.activations import GELU, Dropout
+    from numpy_gpt.nn.attention import MultiHeadAttention
+    from numpy_gpt.nn.block import TransformerBlock
+    from numpy_gpt.nn.embedding import Embedding, PositionalEmbedding
+    from numpy_gpt.nn.feedforward import FeedForward
+    from numpy_gpt.nn.layernorm import LayerNorm
+    from numpy_gpt.nn.linear import Linear
+    from numpy_gpt.nn.lora import LinearWithLoRA
+    from numpy_gpt.nn.loss import cross_entropy
+
+    def gradcheck(fn_or_module, inputs, **kwargs):
+        name = type(fn_or_module).__name__
+        return check(fn_or_module, inputs, eps=GRADCHECK_EPS.get(name, 1e-6), seed=seed, **kwargs)
+
+    rng = np.random.default_rng(seed)
+    f64 = np.float64                      # layers are built in float64, as the check runs in it
+    B, T, C, V = 2, 5, 8, 11
+    cfg = {"vocab_size": V, "context_length": 8, "emb_dim": C, "n_heads": 2, "n_layers": 2,
+           "drop_rate": 0.0, "qkv_bias": True}
+    x = rng.standard_normal((B, T, C))
+    ids = rng.integers(0, V, (B, T))
+    targets = rng.integers(0, V, (B, T))
+
+    def dropout_case():
+        drop = Dropout(0.3, rng=np.random.default_rng(seed))
+        state = drop.rng.bit_generator.state
+        return gradcheck(drop, x, before_forward=lambda: setattr(drop.rng.bit_generator, "state", state))
+
+    def lora_case():
+        layer = LinearWithLoRA(Linear(C, 6, rng=rng, dtype=f64), rank=2, alpha=4.0, rng=rng)
+        for p in layer.parameters(trainable_only=True):      # LoRA's B starts at zero: move it off
+            p.data += rng.standard_normal(p.shape).astype(p.data.dtype)
+        return gradcheck(layer, x)
+
+    def loss_case():
+        def ce(logits):
+            loss, dlogits = cross_entropy(logits, targets)
+            return loss, lambda dloss: dloss * dlogits
+        return gradcheck(ce, rng.standard_normal((B, T, V)))
+
+    return [
+        ("Linear", lambda: gradcheck(Linear(C, 6, rng=rng, dtype=f64), x)),
+        ("Embedding", lambda: gradcheck(Embedding(V, C, rng=rng, dtype=f64), [ids])),
+        ("PositionalEmbedding", lambda: gradcheck(PositionalEmbedding(8, C, rng=rng, dtype=f64), [T])),
+        ("LayerNorm", lambda: gradcheck(LayerNorm(C, dtype=f64), x)),
+        ("GELU", lambda: gradcheck(GELU(), x)),
+        ("Dropout", dropout_case),
+        ("MultiHeadAttention", lambda: gradcheck(MultiHeadAttention(C, C, 8, 0.0, 2, qkv_bias=True,
+                                                                    rng=rng, dtype=f64), x)),
+        ("FeedForward", lambda: gradcheck(FeedForward(cfg, rng=rng, dtype=f64), x)),
+        ("TransformerBlock", lambda: gradcheck(TransformerBlock(cfg, rng=rng, dtype=f64), x)),
+        ("LinearWithLoRA", lora_case),
+        ("cross_entropy", loss_case),
+        ("GPTModel", lambda: gradcheck(GPTModel(cfg, seed=seed, dtype=f64), [ids])),
+    ]
+
+
+def _cmd_gradcheck(args: argparse.Namespace) -> int:
+    print("Central finite differences in float64 against every hand-written backward "
+          "(pass: max relative error <= 1e-6).")
+    header = f"{'layer':<20} {'eps':>6} {'tensors':>7} {'checked':>8} {'max rel err':>12}  result"
+    print(header)
+    print("-" * len(header))
+    failed = []
+    for name, run in _gradcheck_cases(args.seed):
+        report = run()
+        checked = sum(row.n_checked for row in report.rows)
+        print(f"{name:<20} {report.eps:>6.0e} {len(report.rows):>7} {checked:>8} "
+              f"{report.max_rel_error:>12.2e}  {'ok' if report.ok else 'FAIL'}")
+        if args.verbose or not report.ok:
+            print("  " + str(report).replace("\n", "\n  "))
+        if not report.ok:
+            failed.append(name)
+    print("-" * len(header))
+    print("all gradients match" if not failed else f"gradient check FAILED for: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+# -- the parser -----------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_pretrain(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pretrain", help="train a GPT on a corpus (chapter 5); no arguments: a quick demo run",
+        description="Pretrain a GPT model and write a run folder with the checkpoint (model.npz), the "
+                    "loss plot (loss.png) and generated samples (samples.txt). With no arguments: a "
+                    "small model with a 1024-token BPE trained on the offline corpus (the standard "
+                    "library's documentation), about two minutes on 2 cores.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--corpus", default=DEFAULT_CORPUS,
+                      help="a registered corpus (stdlib-docs: offline; the-verdict, tinyshakespeare: "
+                           "downloaded) or the path of a UTF-8 text file")
+    data.add_argument("--data-dir", default="data", help="where corpora and vocabularies are kept")
+    data.add_argument("--max-chars", type=_positive_int, default=None,
+                      help="use only the first N characters of the corpus")
+    data.add_argument("--val-fraction", type=float, default=0.1, help="share of the text kept for validation")
+    data.add_argument("--tokenizer", choices=("char", "bpe", "gpt2"), default=DEFAULT_TOKENIZER,
+                      help="characters; a byte-level BPE trained on the corpus; or GPT-2's vocabulary")
+    data.add_argument("--vocab-size", type=_positive_int, default=DEFAULT_BPE_VOCAB,
+                      help="vocabulary size of the trained BPE (--tokenizer bpe)")
+    model = p.add_argument_group("model (a preset, then any overrides)")
+    model.add_argument("--preset", choices=tuple(PRESETS), default=DEFAULT_PRESET,
+                       help="; ".join(f"{k}: {v['n_layers']} layers x {v['emb_dim']} wide, context "
+                                      f"{v['context_length']}" for k, v in PRESETS.items()))
+    model.add_argument("--context-length", type=_positive_int)
+    model.add_argument("--emb-dim", type=_positive_int)
+    model.add_argument("--n-layers", type=_positive_int)
+    model.add_argument("--n-heads", type=_positive_int)
+    model.add_argument("--drop-rate", type=float)
+    model.add_argument("--qkv-bias", action="store_true")
+    train = p.add_argument_group("training")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--max-steps", type=_positive_int, default=None,
+                        help=f"optimizer steps (default {DEFAULT_STEPS} unless --epochs is given)")
+    length.add_argument("--epochs", type=_positive_int, default=None, help="passes over the training split")
+    train.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH)
+    train.add_argument("--grad-accum", type=_positive_int, default=1, help="batches per optimizer step")
+    train.add_argument("--stride", type=_positive_int, default=None,
+                       help="distance between training windows (default: the context length)")
+    train.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    train.add_argument("--min-lr", type=float, default=1e-4, help="learning rate at the end of the cosine")
+    train.add_argument("--warmup-steps", type=int, default=DEFAULT_WARMUP)
+    train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                       help="linear warmup + cosine decay to --min-lr, or a constant --lr")
+    train.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay of the weight matrices")
+    train.add_argument("--beta2", type=float, default=0.99)
+    train.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm (0: off)")
+    train.add_argument("--seed", type=int, default=123)
+    out = p.add_argument_group("evaluation and output")
+    out.add_argument("--eval-freq", type=_positive_int, default=DEFAULT_EVAL_FREQ,
+                     help="evaluate every N steps")
+    out.add_argument("--eval-iter", type=_positive_int, default=10, help="batches per evaluation")
+    out.add_argument("--checkpoint-freq", type=_positive_int, default=None,
+                     help="also save the checkpoint every N steps (it is always saved at the end)")
+    out.add_argument("--out-dir", default=None,
+                     help="run folder (default: runs/<corpus>-<preset>-<tokenizer>)")
+    out.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
+    out.add_argument("--prompt", default=DEFAULT_PROMPT, help="start of the generated samples")
+    out.add_argument("--sample-tokens", type=_positive_int, default=DEFAULT_SAMPLE_TOKENS)
+    out.add_argument("--num-samples", type=int, default=2, help="samples printed at the end")
+    out.add_argument("--temperature", type=float, default=0.8, help="temperature of the final samples")
+    out.add_argument("--top-k", type=_positive_int, default=None, help="top-k of the final samples")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_pretrain)
+
+
+def _add_generate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate", help="continue a prompt with a trained checkpoint",
+        description="Generate text with a checkpoint: greedy (--temperature 0), or sampled with "
+                    "temperature, top-k and top-p, using the KV cache.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a model.npz written by pretrain (or save_checkpoint)")
+    p.add_argument("--prompt", default=None, help="the text to continue (default: the run's sample prompt)")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=_positive_int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None, help="seed of the sampling (default: random)")
+    p.add_argument("--num-samples", type=_positive_int, default=1)
+    p.add_argument("--context-size", type=_positive_int, default=None,
+                   help="tokens the model sees (default: its context length)")
+    p.add_argument("--stop-at-eos", action="store_true", help="stop at the tokenizer's <|endoftext|>")
+    p.add_argument("--no-cache", action="store_true", help="recompute every step instead of the KV cache")
+    p.add_argument("--tokenizer", choices=("gpt2",), default=None,
+                   help="override the tokenizer recorded in the checkpoint")
+    p.add_argument("--data-dir", default="data", help="where GPT-2's vocabulary is kept")
+    p.add_argument("--attention-plot", default=None, metavar="PNG",
+                   help="also save attention heatmaps (every layer and head) of the prompt")
+    p.set_defaults(func=_cmd_generate)
+
+
+def _add_gradcheck(subparsers) -> None:
+    p = subparsers.add_parser(
+        "gradcheck", help="check every layer's backward against finite differences",
+        description="Run the float64 finite-difference gradient check on every layer (Linear ... "
+                    "GPTModel) and print a table; the exit code is 1 if any check fails.")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights")
+    p.add_argument("--verbose", action="store_true", help="print every tensor's row")
+    p.set_defaults(func=_cmd_gradcheck)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from numpy_gpt import bench
+    from numpy_gpt.finetune import cli as finetune_cli
+    from numpy_gpt.gpt2 import cli as gpt2_cli
+
+    parser = argparse.ArgumentParser(
+        prog="numpy-gpt", description="GPT-2 in pure NumPy, every backward written by hand: "
+                                      "a companion to 'Build a Large Language Model (From Scratch)'.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    _add_pretrain(subparsers)
+    _add_generate(subparsers)
+    _add_gradcheck(subparsers)
+    gpt2_cli.add_subcommands(subparsers)
+    finetune_cli.add_finetune_subcommands(subparsers)
+    bench.add_subcommands(subparsers)
+    return parser
+
+
+def _version() -> str:
+    from numpy_gpt import __version__
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 on success)."""
+    from numpy_gpt.checkpoint import CheckpointError
+    from numpy_gpt.download import DownloadError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (CLIError, CheckpointError, DownloadError, FileNotFoundError, FloatingPointError,
+            ValueError) as err:
+        print(f"numpy-gpt {args.command}: error: {err}", file=sys.stderr)
+        return 1

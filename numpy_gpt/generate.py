@@ -1,0 +1,207 @@
+"""Text generation: greedy decoding, temperature, top-k, top-p, and a KV cache (chapters 4-5).
+
+The book grows ``generate`` in two steps: ``generate_text_simple`` (chapter 4) always takes the most
+likely next token; chapter 5 adds temperature scaling and top-k filtering. This module adds nucleus
+(top-p) sampling, stopping at an end-of-text id, and a KV cache (the book's bonus material):
+
+* ``top_k_filter``, ``top_p_filter`` and ``sample_next_token`` are pure functions on arrays of logits
+  ``(B, V)``: easy to read and to test on their own.
+* ``generate`` runs the model. Without a cache it recomputes the whole (cropped) sequence for every
+  new token, exactly as in the book. With ``use_cache=True`` it feeds the prompt once ("prefill"),
+  then one token per step, each attending to the keys and values cached for the earlier positions.
+
+GPT-2 has *absolute* positional embeddings, so a cache cannot slide: once the sequence fills the
+context window, the next window starts one token later and every cached token would sit at a new
+position. From then on each step recomputes the last ``context_size`` tokens in one forward pass
+(a re-prefill), which costs what an uncached step costs. Both paths give the same tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from numpy_gpt.nn.module import no_grad
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis; ``-inf`` logits get probability 0. Keeps the input's dtype."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    return probs
+
+
+def _check_top_k(top_k: int) -> None:
+    if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer (or None for no top-k), got {top_k!r}")
+
+
+def _check_top_p(top_p: float) -> None:
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float, np.floating)) or not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be a number in (0, 1] (or None for no top-p), got {top_p!r}")
+
+
+def _check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature!r}")
+    if top_k is not None:
+        _check_top_k(top_k)
+    if top_p is not None:
+        _check_top_p(top_p)
+
+
+def top_k_filter(logits: np.ndarray, top_k: int) -> np.ndarray:
+    """Keep the ``top_k`` largest logits of each row (B, V); set the rest to ``-inf``.
+
+    As in the book, a logit equal to the k-th largest is kept, so ties may keep a few more than k.
+    """
+    _check_top_k(top_k)
+    vocab_size = logits.shape[-1]
+    if top_k >= vocab_size:
+        return logits
+    kth_largest = np.partition(logits, vocab_size - top_k, axis=-1)[..., vocab_size - top_k, None]
+    return np.where(logits < kth_largest, -np.inf, logits).astype(logits.dtype, copy=False)
+
+
+def top_p_filter(logits: np.ndarray, top_p: float) -> np.ndarray:
+    """Nucleus filtering: keep, per row (B, V), the smallest set of most likely tokens whose total
+    probability reaches ``top_p``; set the rest to ``-inf``.
+
+    A token is kept when the probability of the tokens ranked above it is still below ``top_p``,
+    so the most likely token is always kept.
+    """
+    _check_top_p(top_p)
+    if top_p == 1.0:
+        return logits
+    order = np.argsort(-logits, axis=-1, kind="stable")               # (B, V) most likely first
+    sorted_probs = np.take_along_axis(softmax(logits), order, axis=-1)
+    cumulative = np.cumsum(sorted_probs, axis=-1)                     # (B, V)
+    keep_sorted = np.ones_like(cumulative, dtype=bool)
+    keep_sorted[..., 1:] = cumulative[..., :-1] < top_p                # mass ranked above < top_p
+    keep = np.empty_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=-1)
+    return np.where(keep, logits, -np.inf).astype(logits.dtype, copy=False)
+
+
+def sample_next_token(logits: np.ndarray, rng: np.random.Generator, temperature: float = 0.0,
+                      top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
+    """Pick one token id per row from next-token logits (B, V) -> (B,) int64.
+
+    ``temperature == 0`` is greedy decoding (argmax; top-k and top-p cannot change the argmax).
+    Otherwise the logits are divided by the temperature, filtered by top-k then top-p, and one
+    token is drawn from the softmax with ``rng``. A filtered-out token has probability 0 and is
+    never drawn.
+    """
+    _check_sampling(temperature, top_k, top_p)
+    if temperature == 0:
+        return logits.argmax(axis=-1).astype(np.int64)
+    logits = logits / np.asarray(temperature, dtype=logits.dtype)
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    # Inverse-CDF sampling, vectorised over rows. The running sum is taken in float64 so that the
+    # last of 50k small probabilities is not lost to rounding. The chosen index is the first whose
+    # cumulative sum exceeds u * total; a zero-probability token never raises the sum, so it can
+    # never be that first index.
+    cdf = np.cumsum(softmax(logits), axis=-1, dtype=np.float64)       # (B, V)
+    targets = rng.random(cdf.shape[0]) * cdf[:, -1]                   # (B,)
+    return (cdf <= targets[:, None]).sum(axis=-1).astype(np.int64)
+
+
+def _check_generate_args(model, idx: np.ndarray, max_new_tokens: int, context_size: int) -> None:
+    if not isinstance(idx, np.ndarray) or idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
+        got = (f"an array of shape {idx.shape} and dtype {idx.dtype}" if isinstance(idx, np.ndarray)
+               else type(idx).__name__)
+        raise ValueError("idx must be a 2-D integer array (batch, tokens); for a single prompt pass "
+                         f"ids[None, :]. Got {got}")
+    if idx.shape[0] < 1 or idx.shape[1] < 1:
+        raise ValueError(f"idx must hold at least one token per row, got shape {idx.shape}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    model_context = model.cfg["context_length"]
+    if not 1 <= context_size <= model_context:
+        raise ValueError(f"context_size must be between 1 and the model's context_length "
+                         f"({model_context}), got {context_size}")
+
+
+def generate(model, idx: np.ndarray, max_new_tokens: int, context_size: int, temperature: float = 0.0,
+             top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
+             use_cache: bool = True, seed: int | None = None) -> np.ndarray:
+    """Extend each row of ``idx`` (B, T) by up to ``max_new_tokens`` tokens -> (B, T + n) int64.
+
+    The model sees at most the last ``context_size`` tokens. Decoding is greedy at
+    ``temperature=0``, otherwise sampled (see ``sample_next_token``) from
+    ``np.random.default_rng(seed)``, so the same seed gives the same text.
+
+    With ``eos_id``, generation stops once every row has produced it. As in the book, the step on
+    which the last row(s) produce it is not appended; a row that finished earlier is padded with
+    ``eos_id`` while the others go on.
+
+    Runs in evaluation mode (no dropout) and under ``no_grad``; the model's train/eval mode is
+    restored afterwards.
+    """
+    _check_generate_args(model, idx, max_new_tokens, context_size)
+    _check_sampling(temperature, top_k, top_p)
+    rng = np.random.default_rng(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            return _decode(model, idx.astype(np.int64), max_new_tokens, context_size,
+                           lambda logits: sample_next_token(logits, rng, temperature, top_k, top_p),
+                           eos_id, use_cache)
+    finally:
+        model.train(was_training)
+
+
+def _decode(model, idx: np.ndarray, max_new_tokens: int, context_size: int, pick, eos_id: int | None,
+            use_cache: bool) -> np.ndarray:
+    batch_size, _ = idx.shape
+    if max_new_tokens == 0:
+        return idx
+    tokens = [idx]                                        # pieces of the output, joined at the end
+    window = idx[:, -context_size:]                       # (B, <=context_size) what the model sees
+    cache = model.new_kv_cache(batch_size, max_len=context_size) if use_cache else None
+    logits = model(window, kv_cache=cache)[:, -1, :]      # prefill: (B, V) for the next position
+    cached_len = window.shape[1]
+    finished = np.zeros(batch_size, dtype=bool)
+    for step in range(max_new_tokens):
+        next_ids = pick(logits)                           # (B,)
+        if eos_id is not None:
+            next_ids[finished] = eos_id
+            finished |= next_ids == eos_id
+            if finished.all():
+                break
+        next_col = next_ids[:, None]                      # (B, 1)
+        tokens.append(next_col)
+        if step == max_new_tokens - 1:
+            break
+        window = np.concatenate([window, next_col], axis=1)[:, -context_size:]
+        if cache is None:
+            logits = model(window)[:, -1, :]
+        elif cached_len < context_size:                   # room left: feed just the new token
+            logits = model(next_col, kv_cache=cache)[:, -1, :]
+            cached_len += 1
+        else:                                             # window slid: positions moved, re-prefill
+            cache = model.new_kv_cache(batch_size, max_len=context_size)
+            logits = model(window, kv_cache=cache)[:, -1, :]
+    return np.concatenate(tokens, axis=1)
+
+
+def text_to_token_ids(text: str, tokenizer) -> np.ndarray:
+    """Encode ``text`` into a (1, T) int64 batch, as the book's helper of the same name."""
+    ids = tokenizer.encode(text)
+    return np.asarray(ids, dtype=np.int64)[None, :]
+
+
+def token_ids_to_text(token_ids: np.ndarray | Sequence[int], tokenizer) -> str:
+    """Decode a (1, T) or (T,) array of ids back into text."""
+    ids = np.asarray(token_ids)
+    if ids.ndim == 2:
+        if ids.shape[0] != 1:
+            raise ValueError(f"token_ids_to_text decodes one sequence, got a batch of {ids.shape[0]}")
+        ids = ids[0]
+    return tokenizer.decode(ids.tolist())

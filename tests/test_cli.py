@@ -1,0 +1,134 @@
+"""Tests for numpy_gpt/cli.py: pretrain -> generate on a tiny text, resume, gradcheck, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from numpy_gpt.checkpoint import load_checkpoint
+from numpy_gpt.cli import main
+
+TINY_FLAGS = ["--preset", "tiny", "--context-length", "16", "--emb-dim", "16", "--n-layers", "1",
+              "--n-heads", "2", "--batch-size", "4", "--eval-freq", "3", "--eval-iter", "1",
+              "--warmup-steps", "2", "--sample-tokens", "12", "--num-samples", "1", "--no-progress",
+              "--tokenizer", "char"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text("the cat sat on the mat. the dog sat on the log. " * 60, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def char_run(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    code = main(["pretrain", "--corpus", str(corpus), "--max-steps", "6", "--prompt", "the ",
+                 "--out-dir", str(out), *TINY_FLAGS])
+    assert code == 0
+    return out
+
+
+def test_pretrain_writes_checkpoint_plot_and_samples(char_run, capsys):
+    for name in ("model.npz", "loss.png", "samples.txt"):
+        assert (char_run / name).is_file(), name
+    checkpoint = load_checkpoint(char_run / "model.npz")
+    assert checkpoint.step == 6
+    assert checkpoint.extra["tokenizer"]["kind"] == "char"
+    assert checkpoint.model.cfg["vocab_size"] == len(checkpoint.extra["tokenizer"]["chars"])
+    assert (char_run / "samples.txt").read_text(encoding="utf-8").count("the ") >= 1
+
+
+def test_pretrain_reports_where_things_went(corpus, tmp_path, capsys):
+    assert main(["pretrain", "--corpus", str(corpus), "--max-steps", "3", "--out-dir", str(tmp_path),
+                 "--prompt", "the", *TINY_FLAGS]) == 0
+    out = capsys.readouterr().out
+    assert f"Checkpoint: {tmp_path / 'model.npz'}" in out
+    assert f"Loss plot:  {tmp_path / 'loss.png'}" in out
+    assert "Final: train loss" in out and "sample 1" in out
+
+
+def test_generate_from_the_checkpoint(char_run, capsys):
+    capsys.readouterr()
+    args = ["generate", "--checkpoint", str(char_run / "model.npz"), "--prompt", "the cat",
+            "--max-new-tokens", "20", "--seed", "3"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("the cat") and len(first.rstrip("\n")) == len("the cat") + 20
+    assert main([*args, "--no-cache"]) == 0
+    assert capsys.readouterr().out == first, "cached and uncached sampling agree"
+    assert main([*args[:-2], "--temperature", "0", "--top-k", "3"]) == 0
+
+
+def test_generate_uses_the_recorded_prompt_and_plots_attention(char_run, tmp_path, capsys):
+    png = tmp_path / "att.png"
+    assert main(["generate", "--checkpoint", str(char_run / "model.npz"), "--max-new-tokens", "5",
+                 "--attention-plot", str(png)]) == 0
+    assert capsys.readouterr().out.startswith("the ")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pretrain_with_a_trained_bpe_and_resume(corpus, tmp_path, capsys):
+    flags = [*TINY_FLAGS, "--corpus", str(corpus), "--tokenizer", "bpe", "--vocab-size", "270",
+             "--out-dir", str(tmp_path), "--prompt", "the"]
+    assert main(["pretrain", "--max-steps", "3", *flags]) == 0
+    assert len(list(tmp_path.glob("tokenizer-bpe270-*.bpe"))) == 1, "the trained BPE is cached"
+    assert main(["pretrain", "--max-steps", "6", "--resume", *flags]) == 0
+    checkpoint = load_checkpoint(tmp_path / "model.npz")
+    assert checkpoint.step == 6
+    history = checkpoint.extra["training"]["history"]
+    assert len(history["step_losses"]) == 6
+    assert checkpoint.extra["tokenizer"]["kind"] == "bpe"
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(tmp_path / "model.npz"), "--prompt", "the dog",
+                 "--max-new-tokens", "8", "--seed", "0"]) == 0
+    assert capsys.readouterr().out.startswith("the dog")
+
+
+def test_a_new_run_reuses_the_cached_bpe(corpus, tmp_path, capsys):
+    flags = [*TINY_FLAGS, "--corpus", str(corpus), "--tokenizer", "bpe", "--vocab-size", "270",
+             "--out-dir", str(tmp_path), "--max-steps", "1"]
+    assert main(["pretrain", *flags]) == 0
+    assert "Training a 270-token BPE" in capsys.readouterr().out
+    assert main(["pretrain", *flags]) == 0
+    assert "Reusing the BPE tokenizer" in capsys.readouterr().out
+
+
+def test_gradcheck_prints_a_passing_table(capsys):
+    assert main(["gradcheck"]) == 0
+    out = capsys.readouterr().out
+    for layer in ("Linear", "LayerNorm", "MultiHeadAttention", "TransformerBlock", "GPTModel",
+                  "cross_entropy"):
+        assert f"\n{layer} " in out
+    assert "all gradients match" in out and "FAIL" not in out
+
+
+def test_errors_are_one_clear_line(char_run, corpus, tmp_path, capsys):
+    assert main(["generate", "--checkpoint", str(tmp_path / "missing.npz")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    truncated = tmp_path / "truncated.npz"
+    data = (char_run / "model.npz").read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    assert main(["generate", "--checkpoint", str(truncated)]) == 1
+    assert "corrupt or truncated" in capsys.readouterr().err
+    assert main(["pretrain", "--corpus", str(corpus), "--context-length", "4000", "--out-dir",
+                 str(tmp_path / "x"), *TINY_FLAGS[4:]]) == 1
+    assert "validation split" in capsys.readouterr().err
+    assert main(["pretrain", "--corpus", str(tmp_path / "nope.txt"), "--out-dir", str(tmp_path / "y")]) == 1
+    assert "neither a registered corpus" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists(), "no run folder for a run that could not start"
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "pretrain" in capsys.readouterr().out
+
+
+def test_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "numpy_gpt", "--help"], capture_output=True, text=True,
+                            check=True)
+    for command in ("pretrain", "generate", "gradcheck"):
+        assert command in result.stdout

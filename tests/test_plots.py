@@ -1,0 +1,90 @@
+"""Tests for numpy_gpt/plots.py: PNG files written, and the attention weights behind the heatmaps.
+
+The weights are checked against the model's own attention layer: used with the value projection
+and out_proj they must reproduce MultiHeadAttention's output (computed by different code).
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from numpy_gpt.model import GPTModel
+from numpy_gpt.nn.module import no_grad
+from numpy_gpt.plots import attention_weights, plot_attention, plot_losses
+
+TINY = {"vocab_size": 40, "context_length": 10, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
+        "drop_rate": 0.2, "qkv_bias": True}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def model() -> GPTModel:
+    return GPTModel(TINY, seed=3)
+
+
+def test_plot_losses_writes_a_png(tmp_path):
+    path = plot_losses([0, 5, 10], [0, 1000, 2000], [4.0, 3.1, 2.5], [4.1, 3.5, 3.3],
+                       tmp_path / "sub" / "loss.png", title="tiny run")
+    assert path == tmp_path / "sub" / "loss.png"
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    height, width, _ = imread(path).shape
+    assert width > 300 and height > 200
+    assert [p.name for p in path.parent.iterdir()] == ["loss.png"], "no temporary file left behind"
+
+
+def test_plot_losses_rejects_ragged_histories(tmp_path):
+    with pytest.raises(ValueError, match="one length"):
+        plot_losses([0, 1], [0, 10], [1.0], [1.0, 2.0], tmp_path / "x.png")
+
+
+def test_plotting_leaves_the_global_backend_alone(tmp_path):
+    backend = matplotlib.get_backend()
+    plot_losses([0], [0], [1.0], [1.0], tmp_path / "a.png")
+    assert matplotlib.get_backend() == backend
+
+
+def test_attention_weights_are_causal_distributions(model):
+    idx = np.random.default_rng(0).integers(0, 40, (2, 7))
+    weights = attention_weights(model, idx)
+    assert weights.shape == (2, 2, 2, 7, 7) and weights.dtype == np.float32
+    np.testing.assert_allclose(weights.sum(axis=-1), 1.0, rtol=1e-5)
+    assert (weights[..., np.triu_indices(7, k=1)[0], np.triu_indices(7, k=1)[1]] == 0).all()
+    assert model.training, "the model's mode is restored"
+
+
+def test_attention_weights_reproduce_the_attention_layer(model):
+    idx = np.random.default_rng(1).integers(0, 40, (1, 6))
+    weights = attention_weights(model, idx)
+    model.eval()
+    with no_grad():
+        x = model.tok_emb(idx) + model.pos_emb(6)
+        for layer, block in enumerate(model.trf_blocks):
+            h = block.norm1(x)
+            v = block.att.W_value(h).reshape(1, 6, 2, 8).transpose(0, 2, 1, 3)    # (B, H, T, hd)
+            context = (weights[layer] @ v).transpose(0, 2, 1, 3).reshape(1, 6, 16)
+            np.testing.assert_allclose(block.att.out_proj(context), block.att(h), rtol=1e-5, atol=1e-6)
+            x = block(x)
+    model.train()
+
+
+def test_plot_attention_writes_one_panel_per_layer_and_head(model, tmp_path):
+    tokens = list("abcde")
+    path = plot_attention(model, np.arange(5), tmp_path / "att.png", tokens=tokens)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    one = plot_attention(model, np.arange(5)[None], tmp_path / "one.png", layers=[1], heads=[0])
+    assert imread(one).shape[1] < imread(path).shape[1]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"layers": [2]}, "layer"), ({"heads": [-1]}, "head"), ({"tokens": ["a"]}, "labels")])
+def test_plot_attention_rejects_bad_selections(model, tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        plot_attention(model, np.arange(4), tmp_path / "x.png", **kwargs)
+
+
+def test_plot_attention_wants_one_prompt(model, tmp_path):
+    with pytest.raises(ValueError, match="one prompt"):
+        plot_attention(model, np.zeros((2, 3), np.int64), tmp_path / "x.png")
