@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_gpt.data import create_dataloader_v1, load_corpus, train_val_split
+from numpy_gpt.fileio import write_text_atomic
 from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
 from numpy_gpt.model import GPT_CONFIG_124M, GPTModel
 from numpy_gpt.nn.embedding import Embedding, PositionalEmbedding
@@ -80,9 +81,7 @@ def torch_default_init(model: GPTModel, seed: int) -> None:
 
 
 def write_json(path: Path, document: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(document, indent=2) + "\n")
 
 
 def main() -> None:
