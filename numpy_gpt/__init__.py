@@ -65,6 +65,7 @@ from numpy_gpt.nn.loss import cross_entropy
 from numpy_gpt.nn.module import Module, Parameter, Sequential, is_grad_enabled, no_grad
 from numpy_gpt.optim import AdamW, ConstantLR, WarmupCosineLR, clip_grad_norm, configure_param_groups
 from numpy_gpt.plots import plot_losses
+from numpy_gpt.runtime import reuse_freed_memory, set_threads
 from numpy_gpt.tokenizers.bpe import GPT2Tokenizer, get_gpt2_tokenizer
 from numpy_gpt.tokenizers.char import CharTokenizer
 from numpy_gpt.tokenizers.simple import SimpleTokenizerV1, SimpleTokenizerV2
@@ -85,6 +86,6 @@ __all__ = [
     "get_gpt2_tokenizer", "gradcheck", "is_grad_enabled", "load_checkpoint", "load_corpus",
     "load_gpt2", "load_openai_checkpoint", "load_safetensors", "load_token_ids",
     "load_weights_into_gpt", "merge_lora", "no_grad", "plot_losses", "replace_linear_with_lora",
-    "save_checkpoint", "save_safetensors", "save_token_ids", "sinusoidal_positional_encoding",
-    "train_model", "train_model_simple", "train_val_split",
+    "reuse_freed_memory", "save_checkpoint", "save_safetensors", "save_token_ids", "set_threads",
+    "sinusoidal_positional_encoding", "train_model", "train_model_simple", "train_val_split",
 ]

@@ -16,6 +16,10 @@ count, shapes and dtype (float32):
 3. **Peak resident memory** of training steps, numpy_gpt and PyTorch each in a fresh process
    (``ru_maxrss``, which includes the interpreter and the imported libraries).
 
+Both libraries run in a process where ``numpy_gpt.runtime.reuse_freed_memory()`` is on (glibc keeps
+freed memory for reuse instead of page-faulting it back in every step), as in numpy_gpt's own
+training loops; the JSON records whether it was available.
+
 torch and transformers are optional: without them their columns are left empty and the table says
 why. ``--quick`` uses small models and few repeats (well under a minute); the full run takes a few
 minutes. The table is printed and written as JSON (``--json``).
@@ -49,6 +53,7 @@ from numpy_gpt.generate import generate
 from numpy_gpt.model import GPT_CONFIG_124M, GPTModel
 from numpy_gpt.nn.loss import cross_entropy
 from numpy_gpt.optim import AdamW
+from numpy_gpt.runtime import reuse_freed_memory, set_threads
 
 SHAKESPEARE_CHAR_CONFIG = {"vocab_size": 65, "context_length": 64, "emb_dim": 128, "n_heads": 4,
                            "n_layers": 4, "drop_rate": 0.0, "qkv_bias": False}
@@ -87,28 +92,6 @@ def _load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
-
-
-def set_threads(n: int, use_torch: bool = True) -> bool:
-    """Use ``n`` threads in NumPy's OpenBLAS and in torch, so both libraries get the same number.
-
-    NumPy has no API for this; its bundled OpenBLAS exports a setter, which we call through
-    ctypes (the library is already loaded, so this reaches the same copy). Returns False when
-    the setter is not found (another BLAS): then numpy keeps its own count (OPENBLAS_NUM_THREADS).
-    """
-    import ctypes
-    torch = _optional("torch") if use_torch else None
-    if torch is not None:
-        torch.set_num_threads(n)
-    libs = Path(np.__file__).parent.parent / "numpy.libs"
-    for path in sorted(libs.glob("*openblas*")):
-        lib = ctypes.CDLL(str(path))
-        for symbol in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-                       "openblas_set_num_threads"):
-            if hasattr(lib, symbol):
-                getattr(lib, symbol)(ctypes.c_int(n))
-                return True
-    return False
 
 
 def sgemm_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -270,6 +253,7 @@ def rss_worker(argv: list[str]) -> None:
     """Entry point of the child process of ``peak_rss``: ``<numpy|torch> <case> <steps>``; prints
     {"peak_rss_mb": ...} as JSON after running the steps."""
     library, name, steps = argv[0], argv[1], int(argv[2])
+    reuse_freed_memory()                                            # as in run_bench, for both libraries
     cfg, batch_size, num_tokens = TRAIN_CASES[name]
     step = (numpy_train_step if library == "numpy" else torch_train_step)(cfg, batch_size, num_tokens)
     for _ in range(steps):
@@ -337,9 +321,11 @@ def run_bench(plan: dict, use_torch: bool = True, threads: int | None = None,
     ``threads`` threads in both libraries (default: as many as CPU cores)."""
     threads = threads or os.cpu_count() or 1
     blas_set = set_threads(threads, use_torch)
+    # Process-wide, so torch's tensors get it too (see numpy_gpt.runtime).
+    memory_reused = reuse_freed_memory()
     result: dict[str, Any] = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                               "machine": machine_info(use_torch), "threads": threads,
-                              "numpy_blas_threads_set": blas_set,
+                              "numpy_blas_threads_set": blas_set, "reuse_freed_memory": memory_reused,
                               "load_average_start": _load_average(), "plan": plan}
     log("measuring the float32 matmul peak ...")
     result["sgemm_peak_gflops"] = sgemm_peak(plan["gemm"])

@@ -511,12 +511,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 on success)."""
     from numpy_gpt.checkpoint import CheckpointError
     from numpy_gpt.download import DownloadError
+    from numpy_gpt.runtime import reuse_freed_memory
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    reuse_freed_memory()                                            # faster steps: numpy_gpt/runtime.py
     try:
         return args.func(args)
     except (CLIError, CheckpointError, DownloadError, FileNotFoundError, FloatingPointError,

@@ -33,6 +33,7 @@ from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
 from numpy_gpt.nn.loss import cross_entropy
 from numpy_gpt.nn.module import no_grad
 from numpy_gpt.optim import AdamW, clip_grad_norm
+from numpy_gpt.runtime import reuse_freed_memory
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -160,6 +161,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer: AdamW, num_ep
     """The book's ``train_model_simple``: returns (train_losses, val_losses, track_tokens_seen),
     one entry per evaluation, i.e. every ``eval_freq`` steps starting with the first step. After
     each epoch it prints a greedy continuation of ``start_context``."""
+    reuse_freed_memory()                      # no page faults on each step's arrays: numpy_gpt/runtime.py
     train_losses, val_losses, track_tokens_seen = [], [], []
     tokens_seen, global_step = 0, -1
     speed = _Speedometer()
@@ -314,6 +316,7 @@ def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs
     layout = {"grad_accum_steps": grad_accum_steps, "batches_per_epoch": per_epoch,
               "batch_size": int(batch_shape[0]), "context_length": int(batch_shape[1])}
 
+    reuse_freed_memory()                      # no page faults on each step's arrays: numpy_gpt/runtime.py
     history, start_step = TrainingHistory(), 0
     if resume_from is not None:
         start_step, history = _resume(resume_from, model, optimizer, layout)

@@ -43,6 +43,7 @@ from numpy_gpt.nn.lora import LoRALayer, merge_lora, replace_linear_with_lora
 from numpy_gpt.nn.loss import cross_entropy
 from numpy_gpt.nn.module import no_grad
 from numpy_gpt.optim import AdamW
+from numpy_gpt.runtime import reuse_freed_memory
 
 TRAINABLE_CHOICES = ("last-block", "last-n", "all", "lora")
 LABELS = ("not spam", "spam")
@@ -218,6 +219,7 @@ def train_classifier_simple(model: GPTModel, train_loader: Iterable, val_loader:
     after each epoch the training and validation accuracies. Returns (train_losses, val_losses,
     train_accs, val_accs, examples_seen).
     """
+    reuse_freed_memory()                      # no page faults on each step's arrays: numpy_gpt/runtime.py
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
     for epoch in range(num_epochs):

@@ -12,9 +12,46 @@ import math
 import numpy as np
 
 from numpy_gpt.nn.module import Module
+from numpy_gpt.runtime import parallel_for
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_COEF = 0.044715
+
+
+BLOCK = 65536      # elements per slice of GELU's passes: its few arrays (256 KB each) stay in cache
+
+
+def _blocks(size: int) -> list[slice]:
+    """Consecutive slices of BLOCK elements covering range(size)."""
+    return [slice(start, min(start + BLOCK, size)) for start in range(0, size, BLOCK)]
+
+
+def _gelu_forward(x: np.ndarray, y: np.ndarray, t: np.ndarray) -> None:
+    """y = GELU(x) and t = tanh(u), written into y and t (all three the same shape)."""
+    np.multiply(x, x, out=t)                                         # building u in place:
+    t *= _GELU_COEF
+    t += 1.0
+    t *= x
+    t *= _SQRT_2_OVER_PI                                             # u = sqrt(2/pi) (x + 0.044715 x^3)
+    np.tanh(t, out=t)                                                # t = tanh(u)
+    np.add(t, 1.0, out=y)
+    y *= x
+    y *= 0.5                                                         # y = 0.5 x (1 + t)
+
+
+def _gelu_backward(x: np.ndarray, t: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> None:
+    """dx = dy * GELU'(x), written into dx; t = tanh(u) from forward."""
+    du_dx = x * x
+    du_dx *= 3.0 * _GELU_COEF
+    du_dx += 1.0
+    du_dx *= _SQRT_2_OVER_PI                              # du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    np.multiply(t, t, out=dx)
+    np.subtract(1.0, dx, out=dx)                                     # 1 - t^2 = tanh'(u)
+    dx *= du_dx
+    dx *= x
+    dx += 1.0 + t                                                    # 0.5 factor applied to both terms
+    dx *= 0.5
+    dx *= dy
 
 
 class GELU(Module):
@@ -23,6 +60,12 @@ class GELU(Module):
         y = 0.5 * x * (1 + tanh(u)),   u = sqrt(2/pi) * (x + 0.044715 * x^3).
 
     Caches x and t = tanh(u) for backward.
+
+    Speed: the formula is a chain of ten elementwise NumPy passes. Run over a whole (B*T, 4C)
+    activation (6 MB at GPT-2 size) each pass would stream it from memory again; run over slices
+    of ``BLOCK`` elements the chain stays in the CPU cache, and the slices, being independent, are
+    shared out to ``numpy_gpt.runtime.num_threads()`` threads. The maths is in ``_gelu_forward``
+    and ``_gelu_backward``; forward and backward only cut the arrays into slices.
     """
 
     def __init__(self) -> None:
@@ -30,15 +73,10 @@ class GELU(Module):
         self._cache = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        t = x * x                                                    # building u in place:
-        t *= _GELU_COEF
-        t += 1.0
-        t *= x
-        t *= _SQRT_2_OVER_PI                                         # u = sqrt(2/pi) (x + 0.044715 x^3)
-        np.tanh(t, out=t)                                            # t = tanh(u)
-        y = t + 1.0
-        y *= x
-        y *= 0.5
+        x = np.ascontiguousarray(x)
+        y, t = np.empty_like(x), np.empty_like(x)
+        xf, yf, tf = x.reshape(-1), y.reshape(-1), t.reshape(-1)     # flat views, same memory
+        parallel_for(_blocks(x.size), lambda s, worker: _gelu_forward(xf[s], yf[s], tf[s]))
         if self._need_cache():
             self._cache = (x, t)
         return y
@@ -47,17 +85,10 @@ class GELU(Module):
         """dy/dx = 0.5 * (1 + t) + 0.5 * x * (1 - t^2) * du/dx,
         with t = tanh(u) (tanh' = 1 - tanh^2) and du/dx = sqrt(2/pi) * (1 + 3 * 0.044715 * x^2)."""
         x, t = self._pop_cache()
-        du_dx = x * x
-        du_dx *= 3.0 * _GELU_COEF
-        du_dx += 1.0
-        du_dx *= _SQRT_2_OVER_PI
-        dx = t * t
-        np.subtract(1.0, dx, out=dx)                                 # 1 - t^2
-        dx *= du_dx
-        dx *= x
-        dx += 1.0 + t                                                # 0.5 factor applied to both terms
-        dx *= 0.5
-        dx *= dy
+        dy = np.ascontiguousarray(dy, dtype=x.dtype)
+        dx = np.empty_like(x)
+        xf, tf, dyf, dxf = x.reshape(-1), t.reshape(-1), dy.reshape(-1), dx.reshape(-1)
+        parallel_for(_blocks(x.size), lambda s, worker: _gelu_backward(xf[s], tf[s], dyf[s], dxf[s]))
         return dx
 
 
