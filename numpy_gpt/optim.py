@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from numpy_gpt.nn.embedding import Embedding
-from numpy_gpt.nn.module import Module, Parameter
+from numpy_gpt.nn.module import Module, Parameter, zero_grads
 from numpy_gpt.runtime import parallel_for
 
 _GROUP_OPTIONS = ("lr", "betas", "eps", "weight_decay")
@@ -194,9 +194,7 @@ class AdamW:
 
     def zero_grad(self) -> None:
         """Set the gradient of every trainable parameter handled by this optimizer to zero."""
-        for _, p, _ in self._indexed_params():
-            if p.trainable:
-                p.grad.fill(0)
+        zero_grads(p for _, p, _ in self._indexed_params() if p.trainable)
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

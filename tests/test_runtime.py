@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import numpy_gpt
@@ -86,3 +87,15 @@ def test_num_threads_follows_set_threads_then_the_environment(monkeypatch):
     assert runtime.num_threads() == (os.cpu_count() or 1)
     with pytest.raises(ValueError, match="at least 1 thread"):
         runtime.set_threads(0, use_torch=False)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_zero_grads_clears_every_gradient_on_any_thread_count(threads, monkeypatch):
+    from numpy_gpt.nn.module import ZERO_SLICE, Parameter, zero_grads
+    monkeypatch.setattr(runtime, "_threads", threads)
+    params = [Parameter(np.ones(s, dtype=np.float32)) for s in [(3,), (2 * ZERO_SLICE + 5,), (4, 7)]]
+    for p in params:
+        p.grad[...] = 2.5
+    zero_grads(params[:2])
+    assert not params[0].grad.any() and not params[1].grad.any()
+    assert (params[2].grad == 2.5).all()                 # only the parameters passed are cleared
