@@ -21,6 +21,7 @@ import torch
 from safetensors.numpy import load_file as reference_load_file
 from transformers import GPT2LMHeadModel
 
+from numpy_gpt.checkpoint import load_checkpoint
 from numpy_gpt.download import DownloadError
 from numpy_gpt.generate import generate
 from numpy_gpt.gpt2 import convert as convert_module
@@ -173,6 +174,7 @@ def test_convert_in_every_direction(fixture, tmp_path):
     npz2 = convert(folder, tmp_path / "d.npz")
     for path in (npz, st_file, folder, npz2):
         np.testing.assert_array_equal(load_gpt2(path)[0](fixture["ids"]), expected, err_msg=str(path))
+    assert load_checkpoint(npz).extra == {"tokenizer": {"kind": "gpt2"}}   # generate knows the tokenizer
     with pytest.raises(ValueError, match="not supported"):
         convert(npz, fixture["openai"])
 

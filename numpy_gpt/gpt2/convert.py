@@ -472,5 +472,6 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, models_dir: str |
     gpt, _ = load_gpt2(src, models_dir, dtype=dtype)
     if dst.suffix == ".npz":
         dst.parent.mkdir(parents=True, exist_ok=True)
-        return save_checkpoint(dst, gpt)
+        # Name the tokenizer, so `numpy-gpt generate --checkpoint` needs no guess from the vocab size.
+        return save_checkpoint(dst, gpt, extra={"tokenizer": {"kind": "gpt2"}})
     return save_safetensors(gpt, dst)
