@@ -10,7 +10,7 @@ count, shapes and dtype (float32):
    ``numpy_gpt.torch_reference`` holding the same weights. The two step functions are timed
    interleaved (numpy, torch, numpy, torch, ...) after a warm-up, so a busy neighbour slows both;
    the table gives medians, the time ratio numpy/torch, tokens/s and the model FLOPs utilisation
-   (MFU) against a float32 matmul peak measured at the start of the run.
+   (MFU) against a float32 matmul peak measured at the start and the end of the run (the higher).
 2. **Generation**: batch 1, a 20-token prompt, 200 new tokens, greedy, with numpy_gpt's KV cache,
    without it, and with transformers' ``GPT2LMHeadModel`` and its cache.
 3. **Peak resident memory** of training steps, numpy_gpt and PyTorch each in a fresh process
@@ -157,6 +157,11 @@ def torch_train_step(cfg: dict, batch_size: int, num_tokens: int, numpy_model: G
     return step
 
 
+def mfu(flops: float, seconds: float, peak_gflops: float) -> float:
+    """Model FLOPs utilisation: the achieved FLOP rate as a fraction of the measured matmul peak."""
+    return flops / seconds / (peak_gflops * 1e9)
+
+
 def bench_train(name: str, repeats: int, peak_gflops: float, use_torch: bool = True) -> dict:
     """Median step times of numpy_gpt and (if available) torch, timed interleaved."""
     cfg, batch_size, num_tokens = TRAIN_CASES[name]
@@ -167,9 +172,10 @@ def bench_train(name: str, repeats: int, peak_gflops: float, use_torch: bool = T
         torch_step = torch_train_step(cfg, batch_size, num_tokens, np_step.model)
     else:
         note = "torch not installed" if use_torch else "torch skipped"
-    np_step()                                                       # warm-up (allocations, Adam state)
-    if torch_step is not None:
-        torch_step()
+    for _ in range(2):               # warm-up: Adam state, then the heap settles (runtime.reuse_freed_memory)
+        np_step()
+        if torch_step is not None:
+            torch_step()
     np_times, torch_times = [], []
     for _ in range(repeats):
         np_times.append(_time(np_step))
@@ -183,7 +189,7 @@ def bench_train(name: str, repeats: int, peak_gflops: float, use_torch: bool = T
             return None
         median = statistics.median(times)
         return {"median_s": median, "times_s": times, "tokens_per_s": tokens / median,
-                "mfu": flops / median / (peak_gflops * 1e9)}
+                "mfu": mfu(flops, median, peak_gflops)}
     row = {"case": name, "batch_size": batch_size, "num_tokens": num_tokens, "config": cfg,
            "flops_per_step": flops, "numpy_gpt": stats(np_times), "torch": stats(torch_times),
            "note": note}
@@ -327,7 +333,7 @@ def run_bench(plan: dict, use_torch: bool = True, threads: int | None = None,
                               "machine": machine_info(use_torch), "threads": threads,
                               "numpy_blas_threads_set": blas_set, "reuse_freed_memory": memory_reused,
                               "load_average_start": _load_average(), "plan": plan}
-    log("measuring the float32 matmul peak ...")
+    log("measuring the float32 matmul peak (again at the end) ...")
     result["sgemm_peak_gflops"] = sgemm_peak(plan["gemm"])
     result["train"] = []
     for name in plan["train"]:
@@ -340,6 +346,16 @@ def run_bench(plan: dict, use_torch: bool = True, threads: int | None = None,
     for name in plan["rss"]:
         log(f"peak RSS, {name} ...")
         result["rss"].append(bench_rss(name, use_torch, threads))
+    # The host of a shared VM can take cycles away for seconds at a time, which makes one peak
+    # measurement read low (seen: 127 instead of ~240 GFLOP/s). Measure again at the end and keep
+    # the higher value, so MFU is not overstated.
+    start = result["sgemm_peak_gflops_start"] = result["sgemm_peak_gflops"]
+    end = result["sgemm_peak_gflops_end"] = sgemm_peak(plan["gemm"])
+    peak = result["sgemm_peak_gflops"] = max(start, end)
+    for row in result["train"]:
+        for library in ("numpy_gpt", "torch"):
+            if row[library] is not None:
+                row[library]["mfu"] = mfu(row["flops_per_step"], row[library]["median_s"], peak)
     result["load_average_end"] = _load_average()
     return result
 

@@ -36,6 +36,10 @@ def test_quick_logic_without_torch(tmp_path):
     assert row["torch"] is None and row["ratio"] is None and row["note"] == "torch skipped"
     assert len(row["numpy_gpt"]["times_s"]) == 2
     assert all(_positive(row["numpy_gpt"][k]) for k in ("median_s", "tokens_per_s", "mfu"))
+    peak = result["sgemm_peak_gflops"]                 # the higher of two measurements
+    assert peak == max(result["sgemm_peak_gflops_start"], result["sgemm_peak_gflops_end"])
+    assert row["numpy_gpt"]["mfu"] == pytest.approx(row["flops_per_step"] / row["numpy_gpt"]["median_s"]
+                                                    / (peak * 1e9))
     gen = result["generate"]
     assert gen["hf_cache"] is None and gen["vs_hf"] is None
     assert _positive(gen["numpy_gpt_cache"]["tokens_per_s"]) and _positive(gen["cache_speedup"])
