@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from numpy_gpt.gpt2.openai_tf import crc32c, mask_crc32c
+from numpy_gpt.gpt2.openai_tf import crc32c
+from numpy_gpt.gpt2.tf_bundle_writer import write_tf_bundle
 
 MB = 1e6
 C, V, T, N_LAYERS, N_HEADS = 768, 50257, 1024, 12, 12     # GPT-2 124M
@@ -44,54 +45,13 @@ def gpt2_124m_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-# -- a minimal TensorFlow bundle writer (float32 only), the mirror of openai_tf's reader --------------
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, value: int | bytes) -> bytes:
-    if isinstance(value, bytes):
-        return _varint(number << 3 | 2) + _varint(len(value)) + value
-    return _varint(number << 3) + _varint(value)
-
-
-def _block(entries: list[tuple[bytes, bytes]]) -> bytes:
-    """An uncompressed SSTable block, every entry a restart point, plus its 5-byte trailer."""
-    body, restarts = b"", []
-    for key, value in entries:
-        restarts.append(len(body))
-        body += _varint(0) + _varint(len(key)) + _varint(len(value)) + key + value
-    content = body + b"".join(r.to_bytes(4, "little") for r in restarts) + len(restarts).to_bytes(4, "little")
-    return content + b"\x00" + mask_crc32c(crc32c(content + b"\x00")).to_bytes(4, "little")
-
-
 def write_random_openai_checkpoint(folder: Path, seed: int = 0) -> None:
     """GPT-2 124M's files (hparams.json, checkpoint, model.ckpt.index/.data) with N(0, 0.02) weights."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    entries = [(b"", _field(1, 1))]                                   # header: num_shards = 1
-    offset = 0
-    with open(folder / "model.ckpt.data-00000-of-00001", "wb") as f:
-        for name, shape in sorted(gpt2_124m_shapes().items()):
-            tensor = rng.standard_normal(shape, dtype=np.float32)
-            tensor *= np.float32(0.02)
-            f.write(memoryview(tensor.reshape(-1).view(np.uint8)))
-            dims = b"".join(_field(2, _field(1, d)) for d in shape)
-            entry = (_field(1, 1) + _field(2, dims) + _field(4, offset) + _field(5, tensor.nbytes)
-                     + _varint(6 << 3 | 5) + mask_crc32c(crc32c(tensor)).to_bytes(4, "little"))
-            entries.append((name.encode(), entry))
-            offset += tensor.nbytes
-    data_block, meta_block = _block(entries), _block([])
-    index_block = _block([(entries[-1][0], _varint(0) + _varint(len(data_block) - 5))])
-    footer = (_varint(len(data_block)) + _varint(len(meta_block) - 5)
-              + _varint(len(data_block) + len(meta_block)) + _varint(len(index_block) - 5))
-    footer += bytes(40 - len(footer)) + (0xDB4775248B80FB57).to_bytes(8, "little")
-    (folder / "model.ckpt.index").write_bytes(data_block + meta_block + index_block + footer)
+    weights = {name: rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
+               for name, shape in gpt2_124m_shapes().items()}
+    write_tf_bundle(folder / "model.ckpt", weights)
     (folder / "checkpoint").write_text('model_checkpoint_path: "model.ckpt"\n'
                                        'all_model_checkpoint_paths: "model.ckpt"\n')
     (folder / "hparams.json").write_text(json.dumps(

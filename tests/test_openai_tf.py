@@ -26,6 +26,7 @@ from numpy_gpt.gpt2.openai_tf import (
     read_hparams,
     unmask_crc32c,
 )
+from numpy_gpt.gpt2.tf_bundle_writer import field, write_tf_bundle
 
 DATA = "model.ckpt.data-00000-of-00001"
 INDEX = "model.ckpt.index"
@@ -239,54 +240,9 @@ def test_corrupted_index_block_is_caught(ckpt_copy, position):
 
 
 # -- hand-built bundles: features the fixture does not have ------------------------------------------------
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def field(number: int, value: int | bytes, fixed32: bool = False) -> bytes:
-    if fixed32:
-        return varint(number << 3 | 5) + value.to_bytes(4, "little")
-    if isinstance(value, bytes):
-        return varint(number << 3 | 2) + varint(len(value)) + value
-    return varint(number << 3) + varint(value)
-
-
-def block(entries: list[tuple[bytes, bytes]], compression: int = 0) -> bytes:
-    """One SSTable block (every entry a restart point, no prefix sharing) with its 5-byte trailer."""
-    body, restarts = b"", []
-    for key, value in entries:
-        restarts.append(len(body))
-        body += varint(0) + varint(len(key)) + varint(len(value)) + key + value
-    content = body + b"".join(r.to_bytes(4, "little") for r in restarts) + len(restarts).to_bytes(4, "little")
-    kind = bytes([compression])
-    return content + kind + mask_crc32c(crc32c(content + kind)).to_bytes(4, "little")
-
-
 def write_bundle(prefix: Path, tensors: dict[str, np.ndarray], dtype_codes: dict[str, int],
-                 endianness: int = 0, compression: int = 0, entry_extra: bytes = b"") -> None:
-    """A TensorFlow V2 checkpoint: data file + index (header, entries, index block, footer)."""
-    data, entries = b"", [(b"", field(1, 1) + field(2, endianness))]
-    for name in sorted(tensors):
-        raw = np.ascontiguousarray(tensors[name]).tobytes()
-        shape = b"".join(field(2, field(1, d)) for d in tensors[name].shape)
-        entry = (field(1, dtype_codes[name]) + field(2, shape) + field(4, len(data)) + field(5, len(raw))
-                 + field(6, mask_crc32c(crc32c(raw)), fixed32=True) + entry_extra)
-        entries.append((name.encode(), entry))
-        data += raw
-    data_block = block(entries, compression)
-    meta_block = block([])
-    index_block = block([(entries[-1][0], varint(0) + varint(len(data_block) - 5))])
-    meta_at, index_at = len(data_block), len(data_block) + len(meta_block)
-    footer = (varint(meta_at) + varint(len(meta_block) - 5) + varint(index_at)
-              + varint(len(index_block) - 5))
-    footer += bytes(40 - len(footer)) + (0xDB4775248B80FB57).to_bytes(8, "little")
-    Path(f"{prefix}.index").write_bytes(data_block + meta_block + index_block + footer)
-    Path(f"{prefix}.data-00000-of-00001").write_bytes(data)
+                 **options) -> None:
+    write_tf_bundle(prefix, tensors, dtype_codes=dtype_codes, **options)
 
 
 def test_hand_built_bundle_of_many_dtypes(tmp_path):
