@@ -172,6 +172,15 @@ def numpy_grads(model: nn.Module) -> dict[str, np.ndarray]:
     return grads
 
 
+def forward_backward(fn, x: np.ndarray, dout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Autograd's answer for one layer: y = fn(x) and dL/dx for the upstream gradient ``dout``,
+    both as NumPy arrays, where ``fn`` maps a torch tensor to a torch tensor (a module, a function)."""
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = fn(tx)
+    ty.backward(torch.from_numpy(dout))
+    return ty.detach().numpy(), tx.grad.numpy()
+
+
 def torch_gpt_from_numpy(numpy_model, dtype: torch.dtype = torch.float32) -> GPTModel:
     """A torch GPTModel with numpy_model's config and weights (``numpy_model.cfg``, ``.state_dict()``).
 

@@ -14,6 +14,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from numpy_gpt import torch_reference
 from numpy_gpt.attention_steps import (
     CausalAttention,
     MultiHeadAttentionWrapper,
@@ -156,15 +157,14 @@ def test_matches_torch_float32(cls):
     names = ("W_query", "W_key", "W_value")
     tw = [torch.from_numpy(getattr(attn, n).weight.data.copy()).requires_grad_() for n in names]
     tb = [torch.from_numpy(getattr(attn, n).bias.data.copy()).requires_grad_() for n in names]
-    tx = torch.from_numpy(x).requires_grad_()
-    ty = torch_causal_attention(tx, *tw, tb, mask_future=cls is CausalAttention)
-    ty.backward(torch.from_numpy(dout))
+    ref_y, ref_dx = torch_reference.forward_backward(
+        lambda tx: torch_causal_attention(tx, *tw, tb, mask_future=cls is CausalAttention), x, dout)
 
     y = attn(x)
     dx = attn.backward(dout)
     assert y.dtype == dx.dtype == np.float32
-    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(y, ref_y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-4, atol=1e-5)
     for n, w, b in zip(names, tw, tb, strict=True):
         np.testing.assert_allclose(getattr(attn, n).weight.grad, w.grad.numpy(), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(getattr(attn, n).bias.grad, b.grad.numpy(), rtol=1e-4, atol=1e-4)

@@ -6,6 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from numpy_gpt import torch_reference
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.module import no_grad
@@ -36,14 +37,12 @@ def test_matches_torch_float32(shape):
     with torch.no_grad():
         ref.weight.copy_(torch.from_numpy(layer.weight.data.T.copy()))   # torch stores (out, in)
         ref.bias.copy_(torch.from_numpy(layer.bias.data))
-    tx = torch.from_numpy(x).requires_grad_()
-    ty = ref(tx)
-    ty.backward(torch.from_numpy(dy))
+    ref_y, ref_dx = torch_reference.forward_backward(ref, x, dy)
 
     y = layer(x)
     dx = layer.backward(dy)
-    np.testing.assert_allclose(y, ty.detach().numpy(), atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(dx, tx.grad.numpy(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(y, ref_y, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(dx, ref_dx, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(layer.weight.grad, ref.weight.grad.numpy().T, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(layer.bias.grad, ref.bias.grad.numpy(), atol=1e-5, rtol=1e-5)
 
