@@ -14,7 +14,7 @@ count, shapes and dtype (float32):
 2. **Generation**: batch 1, a 20-token prompt, 200 new tokens, greedy, with numpy_gpt's KV cache,
    without it, and with transformers' ``GPT2LMHeadModel`` and its cache.
 3. **Peak resident memory** of training steps, numpy_gpt and PyTorch each in a fresh process
-   (``ru_maxrss``, which includes the interpreter and the imported libraries).
+   (VmHWM, or ``ru_maxrss`` where /proc is missing; it includes the interpreter and the imported libraries).
 
 Both libraries run in a process where ``numpy_gpt.runtime.reuse_freed_memory()`` is on (glibc keeps
 freed memory for reuse instead of page-faulting it back in every step), as in numpy_gpt's own

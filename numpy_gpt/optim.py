@@ -27,7 +27,7 @@ import numpy as np
 
 from numpy_gpt.nn.embedding import Embedding
 from numpy_gpt.nn.module import Module, Parameter, zero_grads
-from numpy_gpt.runtime import parallel_for
+from numpy_gpt.runtime import parallel_for, slices
 
 _GROUP_OPTIONS = ("lr", "betas", "eps", "weight_decay")
 _GROUP_KEYS = {"params", "name", *_GROUP_OPTIONS}
@@ -180,8 +180,7 @@ class AdamW:
                      "step_size": lr / (1.0 - beta1 ** state["step"]),
                      "bias_correction2_sqrt": math.sqrt(1.0 - beta2 ** state["step"]), "eps": group["eps"]}
             flat = [a.reshape(-1) for a in (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"])]
-            for start in range(0, p.size, CHUNK):
-                pieces.append(([a[start:start + CHUNK] for a in flat], hyper))
+            pieces += [([a[s] for a in flat], hyper) for s in slices(p.size, CHUNK)]
 
         def update(piece: tuple[list[np.ndarray], dict[str, float]], worker: int) -> None:
             (w, g, m, v), hyper = piece
@@ -321,9 +320,8 @@ def clip_grad_norm(params: Iterable[Parameter], max_norm: float, *,
     sum_of_squares = 0.0
     for g in grads:
         flat = g.reshape(-1)
-        for start in range(0, flat.size, CHUNK):
-            piece = flat[start:start + CHUNK]
-            sum_of_squares += float(np.dot(piece, piece))
+        for s in slices(flat.size, CHUNK):
+            sum_of_squares += float(np.dot(flat[s], flat[s]))
     total_norm = math.sqrt(sum_of_squares)
     if not math.isfinite(total_norm):
         if error_if_nonfinite:

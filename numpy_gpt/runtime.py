@@ -125,6 +125,12 @@ def num_threads() -> int:
     return os.cpu_count() or 1
 
 
+def slices(size: int, step: int) -> list[slice]:
+    """Consecutive slices of ``step`` elements (the last one shorter) covering range(size): the
+    pieces of a flat array that ``parallel_for`` hands out, or that a loop keeps in cache."""
+    return [slice(start, min(start + step, size)) for start in range(0, size, step)]
+
+
 def parallel_for(items: Sequence[T], fn: Callable[[T, int], None]) -> None:
     """Call ``fn(item, worker)`` for every item, the items dealt round-robin to ``num_threads()``
     workers (``worker`` in [0, n) lets fn pick its own scratch buffer). Worker 0 is the calling
@@ -143,6 +149,8 @@ def parallel_for(items: Sequence[T], fn: Callable[[T, int], None]) -> None:
             fn(item, worker)
 
     if _pool is None or _pool_size < n - 1:
+        if _pool is not None:
+            _pool.shutdown(wait=False)                # its threads exit once idle
         _pool, _pool_size = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="numpy_gpt"), n - 1
     futures = [_pool.submit(work, worker) for worker in range(1, n)]
     try:

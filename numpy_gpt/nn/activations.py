@@ -12,18 +12,13 @@ import math
 import numpy as np
 
 from numpy_gpt.nn.module import Module
-from numpy_gpt.runtime import parallel_for
+from numpy_gpt.runtime import parallel_for, slices
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_COEF = 0.044715
 
 
 BLOCK = 65536      # elements per slice of GELU's passes: its few arrays (256 KB each) stay in cache
-
-
-def _blocks(size: int) -> list[slice]:
-    """Consecutive slices of BLOCK elements covering range(size)."""
-    return [slice(start, min(start + BLOCK, size)) for start in range(0, size, BLOCK)]
 
 
 def _gelu_forward(x: np.ndarray, y: np.ndarray, t: np.ndarray) -> None:
@@ -73,10 +68,10 @@ class GELU(Module):
         self._cache = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x)
+        x = np.asarray(x, order="C")
         y, t = np.empty_like(x), np.empty_like(x)
         xf, yf, tf = x.reshape(-1), y.reshape(-1), t.reshape(-1)     # flat views, same memory
-        parallel_for(_blocks(x.size), lambda s, worker: _gelu_forward(xf[s], yf[s], tf[s]))
+        parallel_for(slices(x.size, BLOCK), lambda s, worker: _gelu_forward(xf[s], yf[s], tf[s]))
         if self._need_cache():
             self._cache = (x, t)
         return y
@@ -85,10 +80,10 @@ class GELU(Module):
         """dy/dx = 0.5 * (1 + t) + 0.5 * x * (1 - t^2) * du/dx,
         with t = tanh(u) (tanh' = 1 - tanh^2) and du/dx = sqrt(2/pi) * (1 + 3 * 0.044715 * x^2)."""
         x, t = self._pop_cache()
-        dy = np.ascontiguousarray(dy, dtype=x.dtype)
+        dy = np.asarray(dy, dtype=x.dtype, order="C")
         dx = np.empty_like(x)
         xf, tf, dyf, dxf = x.reshape(-1), t.reshape(-1), dy.reshape(-1), dx.reshape(-1)
-        parallel_for(_blocks(x.size), lambda s, worker: _gelu_backward(xf[s], tf[s], dyf[s], dxf[s]))
+        parallel_for(slices(x.size, BLOCK), lambda s, worker: _gelu_backward(xf[s], tf[s], dyf[s], dxf[s]))
         return dx
 
 

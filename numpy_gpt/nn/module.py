@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from numpy_gpt.runtime import parallel_for
+from numpy_gpt.runtime import parallel_for, slices
 
 _GRAD_ENABLED = True
 
@@ -50,9 +50,8 @@ def zero_grads(params: Iterable[Parameter]) -> None:
     core does not saturate, so flat slices are shared out to ``numpy_gpt.runtime.num_threads()``
     threads (``ndarray.fill`` releases the GIL).
     """
-    slices = [flat[start:start + ZERO_SLICE] for p in params for flat in (p.grad.reshape(-1),)
-              for start in range(0, flat.size, ZERO_SLICE)]
-    parallel_for(slices, lambda piece, worker: piece.fill(0))
+    pieces = [flat[s] for flat in (p.grad.reshape(-1) for p in params) for s in slices(flat.size, ZERO_SLICE)]
+    parallel_for(pieces, lambda piece, worker: piece.fill(0))
 
 
 def is_grad_enabled() -> bool:
