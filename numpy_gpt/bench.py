@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from numpy_gpt.fileio import write_json_atomic
 from numpy_gpt.generate import generate
 from numpy_gpt.model import GPT_CONFIG_124M, GPTModel
 from numpy_gpt.nn.loss import cross_entropy
@@ -401,11 +402,8 @@ def format_table(result: dict) -> str:
 
 
 def write_json(result: dict, path: Path) -> None:
-    """Write atomically: a temp file in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, path)
+    """Write the result as JSON, atomically (fileio.write_json_atomic)."""
+    write_json_atomic(path, result, indent=1)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ temporary file is removed and the old file is left untouched.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -63,3 +64,9 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, newline: str | None
     with atomic_write(path, "w", newline=newline) as f:
         f.write(text)
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int = 2) -> Path:
+    """Write ``data`` as indented UTF-8 JSON (non-ASCII kept as is) to ``path`` atomically; returns
+    the path. Results, metrics and datasets all go through here."""
+    return write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")

@@ -31,7 +31,6 @@ beside it). Wall time depends on the machine and on whatever else runs on it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_gpt.data import create_dataloader_v1, load_corpus, train_val_split
-from numpy_gpt.fileio import write_text_atomic
+from numpy_gpt.fileio import write_json_atomic
 from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
 from numpy_gpt.model import GPT_CONFIG_124M, GPTModel
 from numpy_gpt.nn.embedding import Embedding, PositionalEmbedding
@@ -78,10 +77,6 @@ def torch_default_init(model: GPTModel, seed: int) -> None:
                 module.bias.data[...] = rng.uniform(-bound, bound, module.bias.shape)
         elif isinstance(module, (Embedding, PositionalEmbedding)):
             module.weight.data[...] = rng.standard_normal(module.weight.shape, dtype=np.float32)
-
-
-def write_json(path: Path, document: dict) -> None:
-    write_text_atomic(path, json.dumps(document, indent=2) + "\n")
 
 
 def main() -> None:
@@ -160,7 +155,7 @@ def main() -> None:
         "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "unset (OpenBLAS default)"),
     }
     json_path = args.out / f"{name}.json"
-    write_json(json_path, results)
+    write_json_atomic(json_path, results)
 
     print(f"\nAfter {args.epochs} epochs ({results['optimizer_steps']} steps, {wall / 60:.1f} min wall, "
           f"{history.tokens_per_second:.0f} training tokens/s):")

@@ -27,7 +27,6 @@ it). Wall time depends on the machine and on whatever else runs on it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_gpt.data import create_dataloader_v1, load_corpus, train_val_split
-from numpy_gpt.fileio import write_text_atomic
+from numpy_gpt.fileio import write_json_atomic
 from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
 from numpy_gpt.model import GPTModel
 from numpy_gpt.optim import AdamW, WarmupCosineLR, configure_param_groups
@@ -47,10 +46,6 @@ from numpy_gpt.train import calc_loss_loader, train_model
 HERE = Path(__file__).resolve().parent
 SHARED_TEXT = HERE.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
 NANOGPT_VAL_LOSS = 1.88
-
-
-def write_json(path: Path, document: dict) -> None:
-    write_text_atomic(path, json.dumps(document, indent=2) + "\n")
 
 
 def main() -> None:
@@ -112,7 +107,7 @@ def main() -> None:
         "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "unset (OpenBLAS default)"),
     }
     json_path = args.out / "repro_nanogpt_shakespeare_char.json"
-    write_json(json_path, results)
+    write_json_atomic(json_path, results)
 
     print(f"\nAfter {args.iters} steps ({wall / 60:.1f} min wall, {history.tokens_per_second:,.0f} training "
           f"tokens/s):")

@@ -1,12 +1,13 @@
 """atomic_write / write_text_atomic: the new file replaces the old only when it is complete."""
 
 import errno
+import json
 import os
 
 import pytest
 
 import numpy_gpt.fileio as fileio
-from numpy_gpt.fileio import atomic_write, write_text_atomic
+from numpy_gpt.fileio import atomic_write, write_json_atomic, write_text_atomic
 
 
 def test_atomic_write_replaces_existing_file_and_leaves_no_temp(tmp_path):
@@ -113,3 +114,10 @@ def test_rejects_modes_that_do_not_write_a_whole_new_file(tmp_path, mode):
         with atomic_write(tmp_path / "f", mode):
             pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_json_atomic_round_trips_and_keeps_non_ascii(tmp_path):
+    path = write_json_atomic(tmp_path / "sub" / "r.json", {"loss": 3.5, "text": "café"}, indent=1)
+    assert json.loads(path.read_text(encoding="utf-8")) == {"loss": 3.5, "text": "café"}
+    assert "café" in path.read_text(encoding="utf-8") and path.read_text(encoding="utf-8").endswith("}\n")
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]       # no temporary file left

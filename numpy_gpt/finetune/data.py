@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from numpy_gpt.download import download_file
-from numpy_gpt.fileio import atomic_write, write_text_atomic
+from numpy_gpt.fileio import atomic_write, write_json_atomic, write_text_atomic
 
 SPAM_URLS = (
     "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
@@ -273,6 +273,4 @@ def split_instruction_data(data: Sequence[dict], train_frac: float = 0.85, test_
 
 def save_json(data, path: str | os.PathLike) -> Path:
     """Write ``data`` as indented UTF-8 JSON, atomically."""
-    path = Path(path)
-    write_text_atomic(path, json.dumps(data, indent=4, ensure_ascii=False) + "\n")
-    return path
+    return write_json_atomic(path, data, indent=4)
