@@ -132,7 +132,7 @@ class SelfAttention_v1(Module):
         dx = np.zeros_like(x)
         for W, dproj in ((self.W_query, dQ), (self.W_key, dK), (self.W_value, dV)):
             if W.trainable:
-                W.grad += x2d.T @ dproj.reshape(-1, self.d_out)
+                W.add_matmul(x2d.T, dproj.reshape(-1, self.d_out))
             dx += dproj @ W.data.T
         return dx
 

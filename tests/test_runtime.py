@@ -99,3 +99,23 @@ def test_zero_grads_clears_every_gradient_on_any_thread_count(threads, monkeypat
     zero_grads(params[:2])
     assert not params[0].grad.any() and not params[1].grad.any()
     assert (params[2].grad == 2.5).all()                 # only the parameters passed are cleared
+
+
+def test_add_matmul_after_zero_grads_overwrites_stale_values_then_accumulates():
+    from numpy_gpt.nn.module import Parameter, zero_grads
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((5, 3)), rng.standard_normal((5, 4))
+    p = Parameter(np.zeros((3, 4)))
+    p.grad[...] = 7.0                                    # a stale gradient from an earlier step
+    zero_grads([p])
+    p.add_matmul(a.T, b)                                 # written straight in: 0 + a.T b
+    np.testing.assert_allclose(p.grad, a.T @ b, rtol=1e-12)
+    p.add_matmul(a.T, b)                                 # no longer marked zero: adds
+    np.testing.assert_allclose(p.grad, 2 * (a.T @ b), rtol=1e-12)
+    q = Parameter(np.zeros((3, 4)))
+    q.grad[...] = 1.0
+    q.add_matmul(a.T, b)                                 # never zeroed: accumulates onto the 1s
+    np.testing.assert_allclose(q.grad, 1.0 + a.T @ b, rtol=1e-12)
+    zero_grads([q])
+    q.grad += 0.5                                        # any other writer sees zeros first
+    assert (q.grad == 0.5).all()

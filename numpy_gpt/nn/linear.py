@@ -84,7 +84,7 @@ class Linear(Module):
         x = self._pop_cache()
         dy2d = dy.reshape(-1, self.out_features)                     # (N, out)
         if self.weight.trainable:
-            self.weight.grad += x.reshape(-1, self.in_features).T @ dy2d
+            self.weight.add_matmul(x.reshape(-1, self.in_features).T, dy2d)
         if self.bias is not None and self.bias.trainable:
             self.bias.grad += dy2d.sum(axis=0)
         return (dy2d @ self.weight.data.T).reshape(x.shape)          # (N, out) @ (out, in)

@@ -43,15 +43,28 @@ def no_grad() -> Iterator[None]:
 ZERO_SLICE = 1 << 20     # elements per slice when zeroing gradients (4 MB of float32)
 
 
-def zero_grads(params: Iterable[Parameter]) -> None:
-    """Set ``p.grad`` to zero for every Parameter in ``params``, in place.
+def fill_zeros(arrays: Iterable[np.ndarray]) -> None:
+    """Write zeros into every array, in place.
 
     The 163M gradients of GPT-2 124M are 650 MB: the fill is limited by memory bandwidth, which one
     core does not saturate, so flat slices are shared out to ``numpy_gpt.runtime.num_threads()``
     threads (``ndarray.fill`` releases the GIL).
     """
-    pieces = [flat[s] for flat in (p.grad.reshape(-1) for p in params) for s in slices(flat.size, ZERO_SLICE)]
+    pieces = [flat[s] for flat in (a.reshape(-1) for a in arrays) for s in slices(flat.size, ZERO_SLICE)]
     parallel_for(pieces, lambda piece, worker: piece.fill(0))
+
+
+def zero_grads(params: Iterable[Parameter]) -> None:
+    """Set ``p.grad`` to zero for every Parameter in ``params``.
+
+    Deferred, like PyTorch's ``zero_grad(set_to_none=True)``: each gradient is only marked as zero.
+    In the usual training step every gradient is then overwritten by the first layer that computes
+    it (``Parameter.add_matmul`` writes the product straight into ``grad``), so the 650 MB of zeros
+    of GPT-2 124M are never written, nor read back to be added to. Reading ``p.grad`` while it is
+    still marked writes the zeros then, so no caller can see a stale gradient.
+    """
+    for p in params:
+        p.grad_is_zero = True
 
 
 def is_grad_enabled() -> bool:
@@ -65,17 +78,48 @@ class Parameter:
     ``data`` and ``grad`` have the same shape and dtype. ``grad`` starts at zero (``np.zeros`` maps
     untouched pages lazily, so a frozen parameter's grad costs no resident memory). When
     ``trainable`` is False, layers skip computing this parameter's gradient altogether.
+
+    ``grad_is_zero`` is set by ``zero_grads`` instead of writing zeros (see there): while it is
+    True the stored array holds stale values, and the ``grad`` property writes the zeros before
+    handing the array out. Layers add a matmul's result with ``add_matmul``, which skips both the
+    zeros and the temporary when the gradient is still marked zero.
     """
 
-    __slots__ = ("data", "grad", "trainable")
+    __slots__ = ("data", "_grad", "grad_is_zero", "trainable")
 
     def __init__(self, data: np.ndarray, trainable: bool = True):
         if not isinstance(data, np.ndarray) or not np.issubdtype(data.dtype, np.floating):
             raise TypeError(f"Parameter data must be a floating-point ndarray, got {type(data).__name__}"
                             f"{'' if not isinstance(data, np.ndarray) else ' of dtype ' + str(data.dtype)}")
         self.data = data
-        self.grad = np.zeros(data.shape, dtype=data.dtype)   # calloc: pages mapped lazily
+        self._grad = np.zeros(data.shape, dtype=data.dtype)  # calloc: pages mapped lazily
+        self.grad_is_zero = False
         self.trainable = trainable
+
+    @property
+    def grad(self) -> np.ndarray:
+        if self.grad_is_zero:                                 # zero_grads deferred the fill to here
+            fill_zeros([self._grad])
+            self.grad_is_zero = False
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: np.ndarray) -> None:
+        self._grad = value
+        self.grad_is_zero = False
+
+    def add_matmul(self, a: np.ndarray, b: np.ndarray) -> None:
+        """grad += a @ b, for 2-D a and b (a weight gradient such as x.T @ dy).
+
+        When the gradient is marked zero, zero + a @ b = a @ b: BLAS writes the product straight
+        into ``grad`` (``out=``) instead of into a temporary that is then added to a zero-filled
+        array, which saves three passes over the weight's memory.
+        """
+        if self.grad_is_zero:
+            np.matmul(a, b, out=self._grad)
+            self.grad_is_zero = False
+        else:
+            self._grad += a @ b
 
     @property
     def shape(self) -> tuple[int, ...]:
