@@ -3,7 +3,8 @@
 * ``set_threads(n)`` / ``num_threads()`` -- the number of threads of NumPy's OpenBLAS (and of
   torch, for side-by-side benchmarks) and of numpy_gpt's own elementwise work;
 * ``parallel_for(items, fn)`` -- run ``fn`` over independent pieces of an elementwise job (AdamW's
-  update, GELU) on ``num_threads()`` threads. NumPy releases the GIL inside its ufunc loops, so
+  update, GELU, dropout, LayerNorm, the softmaxes of attention and of the loss) on
+  ``num_threads()`` threads. NumPy releases the GIL inside its ufunc loops, so
   Python threads do run ufuncs on separate cores; BLAS already threads the matmuls, but every
   other NumPy operation is single-threaded;
 * ``reuse_freed_memory()`` -- keep freed memory in the process instead of returning it to the
@@ -49,6 +50,8 @@ import numpy as np
 _M_TRIM_THRESHOLD = -1            # glibc's malloc.h parameter numbers
 _M_MMAP_MAX = -4
 _TRIM_THRESHOLD = 2 ** 31 - 1     # an int: return heap memory to the kernel only above 2 GB free at the top
+
+BLOCK = 65536                     # elements per piece of an elementwise job: a few such arrays fit in L2
 
 _done = False
 _threads: int | None = None       # set by set_threads; None: from the environment
@@ -129,6 +132,12 @@ def slices(size: int, step: int) -> list[slice]:
     """Consecutive slices of ``step`` elements (the last one shorter) covering range(size): the
     pieces of a flat array that ``parallel_for`` hands out, or that a loop keeps in cache."""
     return [slice(start, min(start + step, size)) for start in range(0, size, step)]
+
+
+def row_slices(n_rows: int, row_size: int, block: int = BLOCK) -> list[slice]:
+    """Slices of whole rows of an (n_rows, row_size) array, about ``block`` elements each (at least
+    one row): the pieces of a row-wise job (a softmax, a LayerNorm) for ``parallel_for``."""
+    return slices(n_rows, max(1, block // max(row_size, 1)))
 
 
 def parallel_for(items: Sequence[T], fn: Callable[[T, int], None]) -> None:

@@ -59,3 +59,12 @@ def shakespeare_path() -> Path:
 def gpt2_tiny_dir() -> Path:
     """The tiny random GPT-2 written by TensorFlow (openai/) and transformers (hf/)."""
     return _shared_path("fixtures", "gpt2-tiny")
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request, monkeypatch) -> int:
+    """Run the test with numpy_gpt's parallel_for on 1 and on 2 threads (the layers cut their work
+    into the same pieces either way, so both must give the reference's answer)."""
+    from numpy_gpt import runtime
+    monkeypatch.setattr(runtime, "_threads", request.param)
+    return request.param

@@ -100,6 +100,29 @@ def test_dropout_same_seed_same_mask():
     assert isinstance(Dropout(0.1).rng, np.random.Generator)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("make_bitgen", [np.random.PCG64, np.random.Philox, np.random.MT19937])
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 65536 + 7), (1, 3 * 65536)])
+def test_dropout_mask_is_the_stream_of_32_bit_numbers_on_any_thread_count(shape, make_bitgen, threads,
+                                                                           monkeypatch):
+    from numpy_gpt import runtime
+    monkeypatch.setattr(runtime, "_threads", threads)
+    p, n = 0.3, math.prod(shape)
+    drop = Dropout(p, rng=np.random.Generator(make_bitgen(11)))
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    y = drop(x)
+    # The specification, from a second generator with the same seed: one long draw of 64-bit
+    # words, read as 32-bit numbers, element kept iff its number >= p * 2^32.
+    reference = make_bitgen(11)
+    u = reference.random_raw((n + 1) // 2).view(np.uint32)[:n].reshape(shape)
+    keep = u >= round(p * 2**32)
+    np.testing.assert_array_equal(y, np.where(keep, x * np.float32(1 / (1 - p)), np.float32(0)))
+    assert y.dtype == np.float32
+    # The shared generator stands where that one long draw left it: the next layer's mask is the
+    # continuation of the stream, whatever the thread count.
+    assert drop.rng.bit_generator.random_raw(4).tolist() == reference.random_raw(4).tolist()
+
+
 @given(shape=shapes, p=st.sampled_from([0.0, 0.1, 0.5, 0.9]), seed=st.integers(0, 2**16))
 def test_dropout_gradcheck_with_fixed_mask(shape, p, seed):
     drop = Dropout(p, rng=np.random.default_rng(seed))

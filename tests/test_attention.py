@@ -100,9 +100,10 @@ def test_matches_multihead_wrapper(batch, seq, heads, head_dim, d_in, qkv_bias, 
 
 
 # -- PyTorch parity in float32 --------------------------------------------------------------------
-@pytest.mark.parametrize("qkv_bias", [False, True])
-def test_matches_torch_float32(qkv_bias):
-    b, t, d_in, d_out, heads, ctx = 2, 7, 12, 16, 4, 10
+# t=128: the 2 x 4 heads of 128 x 128 scores are cut into two groups (runtime.row_slices)
+@pytest.mark.parametrize("qkv_bias,t", [(False, 7), (True, 7), (False, 128)])
+def test_matches_torch_float32(qkv_bias, t, threads):
+    b, d_in, d_out, heads, ctx = 2, 12, 16, 4, 128
     mha = make_mha(d_in, heads, d_out // heads, ctx, qkv_bias=qkv_bias, dtype=np.float32)
     ref = torch_reference.MultiHeadAttention(d_in, d_out, ctx, 0.0, heads, qkv_bias)
     torch_reference.load_numpy_state_dict(ref, mha.state_dict())

@@ -43,13 +43,14 @@ def test_gradcheck_float64(batch, seq, dim, seed):
     assert [row.name for row in report.rows] == ["scale", "shift", "input[0]"]
 
 
-@pytest.mark.parametrize("shape", [(6, 32), (2, 5, 32)])
+@pytest.mark.parametrize("shape", [(6, 32), (2, 5, 32), (2, 150, 768)])
 def test_matches_torch_float32(shape):
     rng = np.random.default_rng(1)
-    norm = _random_norm(32, rng)
+    dim = shape[-1]
+    norm = _random_norm(dim, rng)
     x = rng.standard_normal(shape, dtype=np.float32) * 3 + 1
     dy = rng.standard_normal(shape, dtype=np.float32)
-    ref = torch.nn.LayerNorm(32, eps=1e-5)
+    ref = torch.nn.LayerNorm(dim, eps=1e-5)
     with torch.no_grad():
         ref.weight.copy_(torch.from_numpy(norm.scale.data))
         ref.bias.copy_(torch.from_numpy(norm.shift.data))

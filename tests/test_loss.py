@@ -47,9 +47,9 @@ def test_gradcheck_float64(batch, seq, vocab, seed):
     assert report.ok and report.max_rel_error < 1e-6, str(report)
 
 
-@pytest.mark.parametrize("shape", [(2, 7, 33), (9, 33)])
+@pytest.mark.parametrize("shape", [(2, 7, 33), (9, 33), (2, 5, 20000)])   # the last: several row groups
 @pytest.mark.parametrize("ignore_index", [-100, 3])
-def test_matches_torch_float32(shape, ignore_index):
+def test_matches_torch_float32(shape, ignore_index, threads):
     rng = np.random.default_rng(0)
     logits = rng.standard_normal(shape, dtype=np.float32) * 4
     targets = rng.integers(0, shape[-1], shape[:-1])

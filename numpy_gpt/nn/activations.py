@@ -12,13 +12,10 @@ import math
 import numpy as np
 
 from numpy_gpt.nn.module import Module
-from numpy_gpt.runtime import parallel_for, slices
+from numpy_gpt.runtime import BLOCK, parallel_for, slices
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_COEF = 0.044715
-
-
-BLOCK = 65536      # elements per slice of GELU's passes: its few arrays (256 KB each) stay in cache
 
 
 def _gelu_forward(x: np.ndarray, y: np.ndarray, t: np.ndarray) -> None:
@@ -87,6 +84,16 @@ class GELU(Module):
         return dx
 
 
+def _dropout_threshold(p: float) -> np.uint32:
+    """The uint32 t with P(u >= t) = 1 - p for uniform 32-bit u: t = p * 2^32, rounded (the kept
+    fraction is then within 2^-33 of 1 - p, finer than a float32 uniform's 2^-24 steps)."""
+    return np.uint32(min(round(p * 2.0 ** 32), 2 ** 32 - 1))
+
+
+# Bit generators whose advance(k) skips exactly k 64-bit words (Philox's counts blocks of four).
+_SKIP_AHEAD = (np.random.PCG64, np.random.PCG64DXSM)
+
+
 class Dropout(Module):
     """Inverted dropout: in training each element is kept with probability 1 - p and divided by
     1 - p, so the expected output equals the input and inference needs no rescaling. Identity in
@@ -94,7 +101,16 @@ class Dropout(Module):
 
     Masks are drawn from ``self.rng``, an ``np.random.Generator`` that a model shares between all
     its Dropouts (one seed reproduces a whole run); a fresh ``default_rng()`` when none is given.
-    The uniform numbers are drawn in the input's dtype, so a float32 path never touches float64.
+
+    How the mask is drawn: element i is kept when the i-th 32-bit number of ``self.rng``'s bit
+    generator stream (its ``random_raw`` 64-bit words viewed as pairs of 32-bit numbers) is
+    >= p * 2^32. Integers are
+    compared directly, with no float conversion, which makes the draw about twice as fast as
+    ``rng.random`` and touches no float64. Generators that can skip ahead one word at a time
+    (``advance``: NumPy's default PCG64, and PCG64DXSM) also let the draw run on several threads: each
+    ``BLOCK``-sized slice of the mask gets its own copy of the generator moved ahead to that
+    slice's place in the stream. The mask is therefore the same, bit for bit, for any number of
+    threads, and afterwards ``self.rng`` stands exactly where one long draw would have left it.
     """
 
     def __init__(self, p: float, rng: np.random.Generator | None = None):
@@ -104,21 +120,52 @@ class Dropout(Module):
         self.p = float(p)
         self.rng = np.random.default_rng() if rng is None else rng
         self._cache = None
+        self._worker_bitgens: dict[int, np.random.BitGenerator] = {}
+
+    def _draw_and_apply(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.generic]:
+        """keep (bool, x's shape), y = x * keep / (1 - p) and the scale 1 / (1 - p)."""
+        x = np.asarray(x, order="C")
+        threshold = _dropout_threshold(self.p)
+        scale = x.dtype.type(1.0 / (1.0 - self.p))                   # x's dtype: no float64 leak
+        keep, y = np.empty(x.shape, dtype=bool), np.empty_like(x)
+        xf, keepf, yf = x.reshape(-1), keep.reshape(-1), y.reshape(-1)
+        n_words = (x.size + 1) // 2                                  # two 32-bit numbers per word
+        bitgen = self.rng.bit_generator
+
+        def apply(s: slice, u: np.ndarray) -> None:                  # u: the slice's 32-bit numbers
+            np.greater_equal(u, threshold, out=keepf[s])             # P(keep) = 1 - p
+            np.multiply(xf[s], keepf[s], out=yf[s])
+            yf[s] *= scale
+
+        if not isinstance(bitgen, _SKIP_AHEAD):                      # e.g. MT19937: one draw, one thread
+            u = bitgen.random_raw(n_words).view(np.uint32)
+            apply(slice(0, x.size), u[:x.size])
+            return keep, y, scale
+        start = bitgen.state
+
+        def block(s: slice, worker: int) -> None:
+            if worker not in self._worker_bitgens:
+                self._worker_bitgens[worker] = type(bitgen)()
+            gen = self._worker_bitgens[worker]
+            gen.state = start
+            gen.advance(s.start // 2)                                # BLOCK is even: s.start // 2 words in
+            u = gen.random_raw((s.stop - s.start + 1) // 2).view(np.uint32)
+            apply(s, u[:s.stop - s.start])
+
+        parallel_for(slices(x.size, BLOCK), block)
+        bitgen.advance(n_words)                                      # as if it had drawn them all
+        return keep, y, scale
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if not self.training or self.p == 0.0:
             if self._need_cache():
                 self._cache = (None, None)                           # no mask: backward passes dy on
             return x
-        draw_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
-        keep = self.rng.random(x.shape, dtype=draw_dtype) >= self.p  # bool, P(keep) = 1 - p
-        scale = x.dtype.type(1.0 / (1.0 - self.p))                   # x's dtype: no float64 leak
+        keep, y, scale = self._draw_and_apply(x)
         # y = x * keep * scale. Caching the bool mask and the scalar instead of a float mask
         # keep / (1 - p) gives the same y and dL/dx with a quarter of the memory per element.
         if self._need_cache():
             self._cache = (keep, scale)
-        y = np.multiply(x, keep)
-        y *= scale
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -126,8 +173,15 @@ class Dropout(Module):
         keep, scale = self._pop_cache()
         if keep is None:
             return dy
-        dx = np.multiply(dy, keep)
-        dx *= scale
+        dy = np.asarray(dy, order="C")
+        dx = np.empty_like(dy)
+        dyf, keepf, dxf = dy.reshape(-1), keep.reshape(-1), dx.reshape(-1)
+
+        def block(s: slice, worker: int) -> None:
+            np.multiply(dyf[s], keepf[s], out=dxf[s])
+            dxf[s] *= scale
+
+        parallel_for(slices(dy.size, BLOCK), block)
         return dx
 
     def extra_repr(self) -> str:

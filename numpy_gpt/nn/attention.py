@@ -32,6 +32,7 @@ import numpy as np
 from numpy_gpt.nn.activations import Dropout
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.module import Module, no_grad
+from numpy_gpt.runtime import parallel_for, row_slices
 
 
 @functools.lru_cache(maxsize=8)
@@ -159,14 +160,23 @@ class MultiHeadAttention(Module):
         tokens at positions past .. past+T-1, so query i may see keys 0 .. past+i: the rows
         past .. past+T-1 of the causal mask. Returns P (B, H, T, past+T).
         """
-        t = q.shape[2]
+        t, n_keys = q.shape[2], k.shape[2]
         att = q @ k.swapaxes(-1, -2)                                  # (B, H, T, past+T) scores
-        np.copyto(att, -np.inf, where=causal_mask(self.context_length)[past:past + t, :past + t])
-        # Softmax over the keys, in place. Subtracting the row max (finite: every row sees at least
-        # its own token) keeps exp() from overflowing and leaves the result unchanged; exp(-inf) = 0.
-        att -= att.max(axis=-1, keepdims=True)
-        np.exp(att, out=att)
-        att /= att.sum(axis=-1, keepdims=True)
+        future = causal_mask(self.context_length)[past:past + t, :past + t]   # (T, past+T)
+        heads = att.reshape(-1, t, n_keys)                            # (B*H, T, past+T), same memory
+
+        def softmax(s: slice, worker: int) -> None:
+            a = heads[s]                                              # a few heads: stays in cache
+            np.copyto(a, -np.inf, where=future)
+            # Softmax over the keys, in place. Subtracting the row max (finite: every row sees at
+            # least its own token) keeps exp() from overflowing and leaves the result unchanged;
+            # exp(-inf) = 0.
+            a -= a.max(axis=-1, keepdims=True)
+            np.exp(a, out=a)
+            a /= a.sum(axis=-1, keepdims=True)
+
+        # Heads are independent, so groups of them go to parallel_for's threads.
+        parallel_for(row_slices(len(heads), t * n_keys), softmax)
         return att
 
     # -- forward / backward ------------------------------------------------------------------
@@ -214,10 +224,17 @@ class MultiHeadAttention(Module):
         dv = Pd.swapaxes(-1, -2) @ dctx                               # (B, H, T, hd)
         dPd = dctx @ v.swapaxes(-1, -2)                               # (B, H, T, T)
         dS = self.dropout.backward(dPd)                               # (B, H, T, T) = dP
-        # Softmax backward in place: dS = P * (dP - rowsum(dP * P)). einsum forms the row sums
-        # without a (B, H, T, T) temporary.
-        dS -= np.einsum("bhij,bhij->bhi", dS, P)[..., None]
-        dS *= P
+        t = dS.shape[2]
+        heads_dS, heads_P = dS.reshape(-1, t, t), P.reshape(-1, t, t)  # (B*H, T, T) views
+
+        def softmax_backward(s: slice, worker: int) -> None:
+            # In place, a few heads per call (on parallel_for's threads): dS = P * (dP -
+            # rowsum(dP * P)). einsum forms the row sums without a temporary of dS's size.
+            d, p = heads_dS[s], heads_P[s]
+            d -= np.einsum("hij,hij->hi", d, p)[..., None]
+            d *= p
+
+        parallel_for(row_slices(len(heads_dS), t * t), softmax_backward)
         dq = dS @ k                                                   # (B, H, T, hd) = d(q_s)
         dq *= self.scale
         dk = dS.swapaxes(-1, -2) @ q                                  # (B, H, T, hd)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from numpy_gpt.runtime import parallel_for, row_slices
+
 
 def cross_entropy(logits: np.ndarray, targets: np.ndarray,
                   ignore_index: int = -100) -> tuple[float, np.ndarray]:
@@ -56,18 +58,26 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray,
                          f"compute the loss on; drop this batch or check how targets are masked "
                          f"and truncated")
 
-    rows = np.arange(t.size)
     t_safe = np.where(valid, t, 0)                                  # any in-range index for ignored rows
-    row_max = logits2d.max(axis=1, keepdims=True)                   # (N, 1)
-    dlogits = np.subtract(logits2d, row_max)                        # (N, V) shifted logits
-    target_shifted = dlogits[rows, t_safe]                          # (N,) logit of the target - max
-    np.exp(dlogits, out=dlogits)                                    # (N, V) exp(shifted logits)
-    sum_exp = dlogits.sum(axis=1, keepdims=True)                    # (N, 1)
+    logits2d = np.asarray(logits2d, order="C")
+    dlogits = np.empty_like(logits2d)                               # (N, V)
+    target_shifted = np.empty(len(t), dtype=logits2d.dtype)         # (N,) logit of the target - max
+    sum_exp = np.empty((len(t), 1), dtype=logits2d.dtype)           # (N, 1)
+
+    def softmax_rows(s: slice, worker: int) -> None:
+        # A few rows at a time (on parallel_for's threads), so they stay in cache through the passes.
+        d = dlogits[s]
+        np.subtract(logits2d[s], logits2d[s].max(axis=1, keepdims=True), out=d)  # shifted logits
+        target_shifted[s] = d[np.arange(len(d)), t_safe[s]]
+        np.exp(d, out=d)                                            # exp(shifted logits)
+        d.sum(axis=1, keepdims=True, out=sum_exp[s])
+        d *= 1.0 / (sum_exp[s] * n_valid)                           # softmax / N_valid
+
+    parallel_for(row_slices(len(t), V), softmax_rows)
     nll = np.log(sum_exp[:, 0]) - target_shifted                    # (N,) -log softmax[target]
     loss = float(nll.sum(where=valid, dtype=np.float64)) / n_valid
 
-    dlogits *= 1.0 / (sum_exp * n_valid)                            # softmax / N_valid
-    dlogits[rows[valid], t[valid]] -= logits.dtype.type(1.0 / n_valid)    # minus onehot / N_valid
+    dlogits[np.flatnonzero(valid), t[valid]] -= logits.dtype.type(1.0 / n_valid)    # minus onehot / N_valid
     if n_valid < t.size:
         dlogits[~valid] = 0.0
     return loss, dlogits.reshape(logits.shape)
