@@ -29,6 +29,12 @@ matmul costs 2 FLOPs per token forward and 4 backward, so 6 * N_matmul * tokens 
 weights of all Linear layers (the embedding tables are lookups, not matmuls); attention adds
 2 * 2 * T * C per token and layer forward (the scores q k^T and the mix P v over the full T x T
 square), three times that with backward: 12 * n_layers * T * C per token.
+
+The issue that set the targets quotes PyTorch at "about 54 % of the peak" with a looser count:
+6 * (all parameters, embedding tables included) * tokens, 500 GFLOP per 124M step against the 394
+GFLOP above. The JSON records that figure too (``mfu_6n_all_params``) and the table prints it
+under the main one, so both conventions can be read off the same run; the table's MFU columns
+use the count above.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ TRAIN_CASES = {
     "tiny": (TINY_CONFIG, 2, 16),
 }
 FULL = {"train": ["124M", "shakespeare-char"], "generate": "124M", "rss": ["124M", "shakespeare-char"],
-        "repeats": 5, "gen_repeats": 3, "prompt": 20, "new_tokens": 200, "gemm": 2048}
+        "repeats": 7, "gen_repeats": 3, "prompt": 20, "new_tokens": 200, "gemm": 2048}
 QUICK = {"train": ["shakespeare-char"], "generate": "shakespeare-char", "rss": ["shakespeare-char"],
          "repeats": 5, "gen_repeats": 3, "prompt": 20, "new_tokens": 40, "gemm": 1024}
 LR, WEIGHT_DECAY = 1e-4, 0.1
@@ -103,6 +109,11 @@ def sgemm_peak(n: int = 2048, repeats: int = 5) -> float:
     a @ b                                                           # warm-up: threads, pages
     best = min(_time(lambda: a @ b) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9
+
+
+def flops_6n_all_params(model: GPTModel, batch_size: int, num_tokens: int) -> float:
+    """The looser count: 6 FLOPs per parameter (embeddings included) per token (module docstring)."""
+    return 6.0 * model.num_parameters() * batch_size * num_tokens
 
 
 def train_step_flops(cfg: dict, batch_size: int, num_tokens: int) -> float:
@@ -183,6 +194,7 @@ def bench_train(name: str, repeats: int, peak_gflops: float, use_torch: bool = T
         if torch_step is not None:
             torch_times.append(_time(torch_step))
     flops = train_step_flops(cfg, batch_size, num_tokens)
+    flops_all = flops_6n_all_params(np_step.model, batch_size, num_tokens)
     tokens = batch_size * num_tokens
 
     def stats(times: list[float]) -> dict | None:
@@ -190,10 +202,11 @@ def bench_train(name: str, repeats: int, peak_gflops: float, use_torch: bool = T
             return None
         median = statistics.median(times)
         return {"median_s": median, "times_s": times, "tokens_per_s": tokens / median,
-                "mfu": mfu(flops, median, peak_gflops)}
+                "mfu": mfu(flops, median, peak_gflops),
+                "mfu_6n_all_params": mfu(flops_all, median, peak_gflops)}
     row = {"case": name, "batch_size": batch_size, "num_tokens": num_tokens, "config": cfg,
-           "flops_per_step": flops, "numpy_gpt": stats(np_times), "torch": stats(torch_times),
-           "note": note}
+           "flops_per_step": flops, "flops_6n_all_params": flops_all, "numpy_gpt": stats(np_times),
+           "torch": stats(torch_times), "note": note}
     row["ratio"] = (row["numpy_gpt"]["median_s"] / row["torch"]["median_s"]) if torch_times else None
     return row
 
@@ -357,6 +370,8 @@ def run_bench(plan: dict, use_torch: bool = True, threads: int | None = None,
         for library in ("numpy_gpt", "torch"):
             if row[library] is not None:
                 row[library]["mfu"] = mfu(row["flops_per_step"], row[library]["median_s"], peak)
+                row[library]["mfu_6n_all_params"] = mfu(row["flops_6n_all_params"],
+                                                        row[library]["median_s"], peak)
     result["load_average_end"] = _load_average()
     return result
 
@@ -383,6 +398,10 @@ def format_table(result: dict) -> str:
                      f"| {_fmt(row['ratio'], '.2f')} | {n['tokens_per_s']:.0f} "
                      f"| {_fmt(t.get('tokens_per_s'), '.0f')} | {n['mfu']:.0%} "
                      f"| {_fmt(t.get('mfu'), '.0%')} |")
+    lines += ["", "MFU with 6 x all parameters x tokens (embeddings included, the convention of the issue's "
+              "targets): " + "; ".join(
+                  f"{row['case']} numpy_gpt {row['numpy_gpt']['mfu_6n_all_params']:.0%}, torch "
+                  f"{_fmt((row['torch'] or {}).get('mfu_6n_all_params'), '.0%')}" for row in result["train"])]
     g = result["generate"]
     hf = g["hf_cache"] or {}
     lines += ["", f"| generation, {g['case']}, batch 1, prompt {g['prompt']}, {g['new_tokens']} new, greedy "

@@ -40,6 +40,14 @@ def test_quick_logic_without_torch(tmp_path):
     assert peak == max(result["sgemm_peak_gflops_start"], result["sgemm_peak_gflops_end"])
     assert row["numpy_gpt"]["mfu"] == pytest.approx(row["flops_per_step"] / row["numpy_gpt"]["median_s"]
                                                     / (peak * 1e9))
+    # The looser count, by hand for TINY_CONFIG (C = 32, L = 2, V = 97, context 32, qkv_bias False):
+    # token and position tables 97*32 + 32*32; per block W_q, W_k, W_v 3*32*32, out_proj 32*32 + 32,
+    # feed-forward 32*128 + 128 + 128*32 + 32, two LayerNorms 4*32; final LayerNorm 2*32; head 32*97.
+    per_block = 3 * 32 * 32 + 32 * 32 + 32 + 32 * 128 + 128 + 128 * 32 + 32 + 4 * 32
+    n_params = 97 * 32 + 32 * 32 + 2 * per_block + 2 * 32 + 32 * 97
+    assert row["flops_6n_all_params"] == 6 * n_params * 2 * 16
+    assert row["numpy_gpt"]["mfu_6n_all_params"] == pytest.approx(
+        row["flops_6n_all_params"] / row["numpy_gpt"]["median_s"] / (peak * 1e9))
     gen = result["generate"]
     assert gen["hf_cache"] is None and gen["vs_hf"] is None
     assert _positive(gen["numpy_gpt_cache"]["tokens_per_s"]) and _positive(gen["cache_speedup"])
