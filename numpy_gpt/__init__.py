@@ -5,6 +5,9 @@ A companion to "Build a Large Language Model (From Scratch)": the names below ar
 which file implements which chapter is in README.md.
 """
 
+# First, before anything imports NumPy: see numpy_gpt/_openblas_env.py.
+import numpy_gpt._openblas_env  # noqa: F401
+
 __version__ = "0.1.0"
 
 # Chapter 2: text to tokens to batches

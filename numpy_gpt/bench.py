@@ -16,6 +16,14 @@ count, shapes and dtype (float32):
 3. **Peak resident memory** of training steps, numpy_gpt and PyTorch each in a fresh process
    (VmHWM, or ``ru_maxrss`` where /proc is missing; it includes the interpreter and the imported libraries).
 
+One library must not slow the other down. After a product, OpenBLAS's worker threads (NumPy's)
+keep spinning on their core for up to 2^28 cycles (~0.1 s here, ``OPENBLAS_THREAD_TIMEOUT``)
+waiting for the next one, and torch's OpenMP threads briefly do the same. Timed back to back, the
+second library would share its cores with the first one's spinning threads: measured, that made
+PyTorch's shakespeare-char step 150 instead of 85 ms. So every timed call starts after a pause of
+``SETTLE_S`` seconds, when every idle thread has gone to sleep; each library then pays for waking
+its own threads, as it would at the start of any step.
+
 Both libraries run in a process where ``numpy_gpt.runtime.reuse_freed_memory()`` is on (glibc keeps
 freed memory for reuse instead of page-faulting it back in every step), as in numpy_gpt's own
 training loops; the JSON records whether it was available.
@@ -60,7 +68,7 @@ from numpy_gpt.generate import generate
 from numpy_gpt.model import GPT_CONFIG_124M, GPTModel
 from numpy_gpt.nn.loss import cross_entropy
 from numpy_gpt.optim import AdamW
-from numpy_gpt.runtime import reuse_freed_memory, set_threads
+from numpy_gpt.runtime import openblas_thread_timeout, reuse_freed_memory, set_threads
 
 SHAKESPEARE_CHAR_CONFIG = {"vocab_size": 65, "context_length": 64, "emb_dim": 128, "n_heads": 4,
                            "n_layers": 4, "drop_rate": 0.0, "qkv_bias": False}
@@ -78,6 +86,7 @@ FULL = {"train": ["124M", "shakespeare-char"], "generate": "124M", "rss": ["124M
 QUICK = {"train": ["shakespeare-char"], "generate": "shakespeare-char", "rss": ["shakespeare-char"],
          "repeats": 5, "gen_repeats": 3, "prompt": 20, "new_tokens": 40, "gemm": 1024}
 LR, WEIGHT_DECAY = 1e-4, 0.1
+SETTLE_S = 0.25   # pause before each timed call, longer than OpenBLAS's default ~0.1 s of spinning
 
 
 def _optional(name: str):
@@ -89,6 +98,8 @@ def _optional(name: str):
 
 
 def _time(fn: Callable[[], Any]) -> float:
+    """Wall time of one call, after a pause that lets idle BLAS threads stop spinning (docstring)."""
+    time.sleep(SETTLE_S)
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -332,6 +343,7 @@ def machine_info(use_torch: bool = True) -> dict:
     if transformers is not None:
         info["transformers"] = transformers.__version__
     info["OPENBLAS_NUM_THREADS"] = os.environ.get("OPENBLAS_NUM_THREADS")
+    info["openblas_thread_timeout"] = openblas_thread_timeout()   # None: OpenBLAS's default spin
     return info
 
 

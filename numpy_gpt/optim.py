@@ -189,7 +189,7 @@ class AdamW:
                 self._scratch[key] = np.empty(CHUNK, dtype=w.dtype)
             _adamw_update(w, g, m, v, self._scratch[key][:w.size], **hyper)
 
-        parallel_for(pieces, update)
+        parallel_for(pieces, update, size=sum(piece[0][0].size for piece in pieces))
 
     def zero_grad(self) -> None:
         """Set the gradient of every trainable parameter handled by this optimizer to zero."""

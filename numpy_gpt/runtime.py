@@ -9,7 +9,9 @@
   other NumPy operation is single-threaded;
 * ``reuse_freed_memory()`` -- keep freed memory in the process instead of returning it to the
   kernel after every step. The CLI, ``train_model``/``train_model_simple`` and ``numpy-gpt bench``
-  call it.
+  call it;
+* ``openblas_thread_timeout()`` -- how long NumPy's idle BLAS threads spin, which numpy_gpt sets
+  when it is imported (below).
 
 ``reuse_freed_memory()``, or why a training step spends a fifth of its time in the kernel
 otherwise:
@@ -33,6 +35,22 @@ measured +3 % for 124M).
 Only glibc (Linux) has ``mallopt``; elsewhere the function does nothing and returns False. It
 changes how the whole process allocates, PyTorch's CPU tensors included, so ``numpy-gpt bench``
 turns it on for both libraries alike.
+
+Idle BLAS threads, or why ``import numpy_gpt`` sets ``OPENBLAS_THREAD_TIMEOUT=24``:
+
+After a matrix product, OpenBLAS's worker threads do not sleep at once: they spin on their core,
+waiting for the next product, for 2^28 cycles by default (~0.1 s at 2.8 GHz), which keeps the
+next product from paying for waking them. But most of a training step between two products is
+elementwise work that numpy_gpt spreads over its own threads (``parallel_for``), and a spinning
+BLAS thread takes a core from them: measured, AdamW over 47M parameters took 150 ms right after a
+product against 110 ms once the spinning stopped. It also takes a core from anything else in the
+process, PyTorch included (``numpy-gpt bench`` pauses between the two libraries for that reason).
+At 2^24 cycles (~6 ms) the threads are still awake from one product to the next within a layer,
+and asleep during AdamW and the longer elementwise passes; a shorter timeout (2^20-2^22) made the
+small shakespeare-char model slower, because waking a sleeping thread on this VM costs 0.1-0.3 ms
+per product. OpenBLAS reads the variable once, when NumPy loads it, so ``numpy_gpt/__init__.py``
+sets it (unless it is already set) before anything imports NumPy. Imported after NumPy, numpy_gpt
+cannot change it; ``openblas_thread_timeout()`` then returns None.
 """
 
 from __future__ import annotations
@@ -52,6 +70,7 @@ _M_MMAP_MAX = -4
 _TRIM_THRESHOLD = 2 ** 31 - 1     # an int: return heap memory to the kernel only above 2 GB free at the top
 
 BLOCK = 65536                     # elements per piece of an elementwise job: a few such arrays fit in L2
+PARALLEL_MIN_SIZE = 1 << 20       # parallel_for runs smaller jobs on one thread (see there)
 
 _done = False
 _threads: int | None = None       # set by set_threads; None: from the environment
@@ -83,6 +102,18 @@ def reuse_freed_memory() -> bool:
     # mallopt returns 1 on success, 0 on error.
     _done = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
     return _done
+
+
+def openblas_thread_timeout() -> int | None:
+    """OPENBLAS_THREAD_TIMEOUT as NumPy's OpenBLAS read it when it was loaded (log2 of the cycles an
+    idle BLAS thread spins; the module docstring says why numpy_gpt sets 24), or None if unknown:
+    NumPy was imported before numpy_gpt and the variable was not set, so OpenBLAS spins for its
+    default 2^28 cycles."""
+    from numpy_gpt import _openblas_env
+    value = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "")
+    if _openblas_env.numpy_loaded_first and not value:
+        return None
+    return int(value) if value.strip().isdigit() else None
 
 
 def set_threads(n: int, use_torch: bool = True) -> bool:
@@ -140,14 +171,21 @@ def row_slices(n_rows: int, row_size: int, block: int = BLOCK) -> list[slice]:
     return slices(n_rows, max(1, block // max(row_size, 1)))
 
 
-def parallel_for(items: Sequence[T], fn: Callable[[T, int], None]) -> None:
+def parallel_for(items: Sequence[T], fn: Callable[[T, int], None], size: int | None = None) -> None:
     """Call ``fn(item, worker)`` for every item, the items dealt round-robin to ``num_threads()``
     workers (``worker`` in [0, n) lets fn pick its own scratch buffer). Worker 0 is the calling
     thread. The items must be independent (disjoint slices of the arrays they write); the result
     is then the same for any thread count. An exception in any worker is re-raised here.
+
+    ``size`` is the number of array elements the whole job touches. Jobs below
+    ``PARALLEL_MIN_SIZE`` run on the calling thread alone: handing work to a sleeping thread
+    costs 0.1-0.3 ms here, more than a small job saves (measured on the shakespeare-char model,
+    whose arrays are 50K-400K elements: 80-89 ms per step on one thread against 90-93 ms on two).
     """
     global _pool, _pool_size
     n = min(num_threads(), len(items))
+    if size is not None and size < PARALLEL_MIN_SIZE:
+        n = 1
     if n <= 1:
         for item in items:
             fn(item, 0)

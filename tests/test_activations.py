@@ -107,6 +107,7 @@ def test_dropout_mask_is_the_stream_of_32_bit_numbers_on_any_thread_count(shape,
                                                                            monkeypatch):
     from numpy_gpt import runtime
     monkeypatch.setattr(runtime, "_threads", threads)
+    monkeypatch.setattr(runtime, "PARALLEL_MIN_SIZE", 0)                 # small arrays on threads too
     p, n = 0.3, math.prod(shape)
     drop = Dropout(p, rng=np.random.Generator(make_bitgen(11)))
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)

@@ -67,6 +67,7 @@ def test_adamw_matches_torch(weight_decay):
 @pytest.mark.parametrize("threads", [2, 3])
 def test_adamw_on_several_threads_matches_one_thread_bit_for_bit_and_torch(threads, monkeypatch):
     """The CHUNK slices are spread over threads (runtime.parallel_for): same bits as one thread."""
+    monkeypatch.setattr(runtime, "PARALLEL_MIN_SIZE", 0)                 # small arrays on threads too
     params_1, params_n = make_params(4), make_params(4)
     tparams = torch_copies(params_1)
     opt_1, opt_n = (AdamW(p, lr=1e-2, weight_decay=0.1) for p in (params_1, params_n))

@@ -68,6 +68,10 @@ def test_parallel_for_runs_every_item_once_and_reraises(threads, monkeypatch):
     runtime.parallel_for(list(range(10)), lambda item, worker: seen.append((item, worker)))
     assert sorted(item for item, _ in seen) == list(range(10))
     assert {worker for _, worker in seen} == set(range(threads))
+    seen.clear()                                         # a job below PARALLEL_MIN_SIZE: caller only
+    runtime.parallel_for(list(range(10)), lambda item, worker: seen.append((item, worker)),
+                         size=runtime.PARALLEL_MIN_SIZE - 1)
+    assert sorted(seen) == [(item, 0) for item in range(10)]
 
     def fail(item, worker):
         if item == 7:
@@ -119,3 +123,19 @@ def test_add_matmul_after_zero_grads_overwrites_stale_values_then_accumulates():
     zero_grads([q])
     q.grad += 0.5                                        # any other writer sees zeros first
     assert (q.grad == 0.5).all()
+
+
+@pytest.mark.parametrize("code,env,expected", [
+    ("import numpy_gpt", None, "24 24"),                         # numpy_gpt first: it sets 24
+    ("import numpy_gpt", "26", "26 26"),                         # a value the user set wins
+    ("import numpy; import numpy_gpt", None, "None None"),       # too late: OpenBLAS has read its env
+])
+def test_openblas_thread_timeout_is_set_before_numpy_loads(code, env, expected):
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if env is not None:
+        environ["OPENBLAS_THREAD_TIMEOUT"] = env
+    probe = (f"{code}; import os; from numpy_gpt.runtime import openblas_thread_timeout; "
+             f"print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), openblas_thread_timeout())")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environ,
+                          check=True)
+    assert done.stdout.strip() == expected

@@ -68,7 +68,7 @@ class GELU(Module):
         x = np.asarray(x, order="C")
         y, t = np.empty_like(x), np.empty_like(x)
         xf, yf, tf = x.reshape(-1), y.reshape(-1), t.reshape(-1)     # flat views, same memory
-        parallel_for(slices(x.size, BLOCK), lambda s, worker: _gelu_forward(xf[s], yf[s], tf[s]))
+        parallel_for(slices(x.size, BLOCK), lambda s, worker: _gelu_forward(xf[s], yf[s], tf[s]), x.size)
         if self._need_cache():
             self._cache = (x, t)
         return y
@@ -80,7 +80,8 @@ class GELU(Module):
         dy = np.asarray(dy, dtype=x.dtype, order="C")
         dx = np.empty_like(x)
         xf, tf, dyf, dxf = x.reshape(-1), t.reshape(-1), dy.reshape(-1), dx.reshape(-1)
-        parallel_for(slices(x.size, BLOCK), lambda s, worker: _gelu_backward(xf[s], tf[s], dyf[s], dxf[s]))
+        parallel_for(slices(x.size, BLOCK), lambda s, worker: _gelu_backward(xf[s], tf[s], dyf[s], dxf[s]),
+                     x.size)
         return dx
 
 
@@ -152,7 +153,7 @@ class Dropout(Module):
             u = gen.random_raw((s.stop - s.start + 1) // 2).view(np.uint32)
             apply(s, u[:s.stop - s.start])
 
-        parallel_for(slices(x.size, BLOCK), block)
+        parallel_for(slices(x.size, BLOCK), block, x.size)
         bitgen.advance(n_words)                                      # as if it had drawn them all
         return keep, y, scale
 
@@ -181,7 +182,7 @@ class Dropout(Module):
             np.multiply(dyf[s], keepf[s], out=dxf[s])
             dxf[s] *= scale
 
-        parallel_for(slices(dy.size, BLOCK), block)
+        parallel_for(slices(dy.size, BLOCK), block, dy.size)
         return dx
 
     def extra_repr(self) -> str:

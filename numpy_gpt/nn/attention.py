@@ -176,7 +176,7 @@ class MultiHeadAttention(Module):
             a /= a.sum(axis=-1, keepdims=True)
 
         # Heads are independent, so groups of them go to parallel_for's threads.
-        parallel_for(row_slices(len(heads), t * n_keys), softmax)
+        parallel_for(row_slices(len(heads), t * n_keys), softmax, att.size)
         return att
 
     # -- forward / backward ------------------------------------------------------------------
@@ -234,7 +234,7 @@ class MultiHeadAttention(Module):
             d -= np.einsum("hij,hij->hi", d, p)[..., None]
             d *= p
 
-        parallel_for(row_slices(len(heads_dS), t * t), softmax_backward)
+        parallel_for(row_slices(len(heads_dS), t * t), softmax_backward, dS.size)
         dq = dS @ k                                                   # (B, H, T, hd) = d(q_s)
         dq *= self.scale
         dk = dS.swapaxes(-1, -2) @ q                                  # (B, H, T, hd)

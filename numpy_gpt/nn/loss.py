@@ -73,7 +73,7 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray,
         d.sum(axis=1, keepdims=True, out=sum_exp[s])
         d *= 1.0 / (sum_exp[s] * n_valid)                           # softmax / N_valid
 
-    parallel_for(row_slices(len(t), V), softmax_rows)
+    parallel_for(row_slices(len(t), V), softmax_rows, dlogits.size)
     nll = np.log(sum_exp[:, 0]) - target_shifted                    # (N,) -log softmax[target]
     loss = float(nll.sum(where=valid, dtype=np.float64)) / n_valid
 

@@ -51,7 +51,7 @@ def fill_zeros(arrays: Iterable[np.ndarray]) -> None:
     threads (``ndarray.fill`` releases the GIL).
     """
     pieces = [flat[s] for flat in (a.reshape(-1) for a in arrays) for s in slices(flat.size, ZERO_SLICE)]
-    parallel_for(pieces, lambda piece, worker: piece.fill(0))
+    parallel_for(pieces, lambda piece, worker: piece.fill(0), size=sum(piece.size for piece in pieces))
 
 
 def zero_grads(params: Iterable[Parameter]) -> None:
