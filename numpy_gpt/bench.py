@@ -219,6 +219,10 @@ def bench_train(name: str, repeats: int, peak_gflops: float, use_torch: bool = T
            "flops_per_step": flops, "flops_6n_all_params": flops_all, "numpy_gpt": stats(np_times),
            "torch": stats(torch_times), "note": note}
     row["ratio"] = (row["numpy_gpt"]["median_s"] / row["torch"]["median_s"]) if torch_times else None
+    # The steps were timed in pairs, numpy then torch, a few seconds apart: the median of the pairs'
+    # ratios is less moved by the host slowing down or speeding up during the run.
+    row["ratio_of_pairs"] = (statistics.median(a / b for a, b in zip(np_times, torch_times, strict=True))
+                             if torch_times else None)
     return row
 
 
@@ -410,6 +414,9 @@ def format_table(result: dict) -> str:
                      f"| {_fmt(row['ratio'], '.2f')} | {n['tokens_per_s']:.0f} "
                      f"| {_fmt(t.get('tokens_per_s'), '.0f')} | {n['mfu']:.0%} "
                      f"| {_fmt(t.get('mfu'), '.0%')} |")
+    pair_ratios = "; ".join(f"{row['case']} {_fmt(row['ratio_of_pairs'], '.2f')}" for row in result["train"])
+    lines += ["", "Median of the per-pair ratios (each numpy step against the torch step timed right after "
+              f"it): {pair_ratios}"]
     lines += ["", "MFU with 6 x all parameters x tokens (embeddings included, the convention of the issue's "
               "targets): " + "; ".join(
                   f"{row['case']} numpy_gpt {row['numpy_gpt']['mfu_6n_all_params']:.0%}, torch "

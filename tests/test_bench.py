@@ -34,6 +34,7 @@ def test_quick_logic_without_torch(tmp_path):
     result = run_bench(TINY_PLAN, use_torch=False, threads=1, log=lambda s: None)
     (row,) = result["train"]
     assert row["torch"] is None and row["ratio"] is None and row["note"] == "torch skipped"
+    assert row["ratio_of_pairs"] is None
     assert len(row["numpy_gpt"]["times_s"]) == 2
     assert all(_positive(row["numpy_gpt"][k]) for k in ("median_s", "tokens_per_s", "mfu"))
     peak = result["sgemm_peak_gflops"]                 # the higher of two measurements
@@ -68,6 +69,8 @@ def test_quick_logic_with_torch_and_transformers():
     (row,) = result["train"]
     assert _positive(row["ratio"]) and _positive(row["torch"]["mfu"])
     assert abs(row["ratio"] - row["numpy_gpt"]["median_s"] / row["torch"]["median_s"]) < 1e-12
+    pairs = sorted(a / b for a, b in zip(row["numpy_gpt"]["times_s"], row["torch"]["times_s"], strict=True))
+    assert row["ratio_of_pairs"] == pytest.approx((pairs[0] + pairs[1]) / 2)      # 2 pairs: their mean
     assert _positive(result["generate"]["vs_hf"])
     assert _positive(result["rss"][0]["torch_mb"])
     assert result["machine"]["torch"] and result["threads"] == 1
