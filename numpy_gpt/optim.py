@@ -160,6 +160,7 @@ class AdamW:
         threads (1.4-1.6x faster with two at GPT-2 size); every thread count gives the same bits.
         """
         pieces = []                                   # (w, g, m, v slices, hyperparameters)
+        n_elements = 0
         for index, p, group in self._indexed_params():
             if not p.trainable:
                 continue
@@ -181,6 +182,7 @@ class AdamW:
                      "bias_correction2_sqrt": math.sqrt(1.0 - beta2 ** state["step"]), "eps": group["eps"]}
             flat = [a.reshape(-1) for a in (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"])]
             pieces += [([a[s] for a in flat], hyper) for s in slices(p.size, CHUNK)]
+            n_elements += p.size
 
         def update(piece: tuple[list[np.ndarray], dict[str, float]], worker: int) -> None:
             (w, g, m, v), hyper = piece
@@ -189,7 +191,7 @@ class AdamW:
                 self._scratch[key] = np.empty(CHUNK, dtype=w.dtype)
             _adamw_update(w, g, m, v, self._scratch[key][:w.size], **hyper)
 
-        parallel_for(pieces, update, size=sum(piece[0][0].size for piece in pieces))
+        parallel_for(pieces, update, size=n_elements)
 
     def zero_grad(self) -> None:
         """Set the gradient of every trainable parameter handled by this optimizer to zero."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from numpy_gpt.fileio import atomic_write
+from numpy_gpt.nn.attention import causal_mask
 from numpy_gpt.nn.module import no_grad
 
 if TYPE_CHECKING:   # matplotlib is imported when a plot is drawn: it costs ~1 s at `import numpy_gpt`
@@ -78,7 +79,7 @@ def attention_weights(model, idx: np.ndarray) -> np.ndarray:
     batch_size, num_tokens = idx.shape
     n_heads = model.cfg["n_heads"]
     head_dim = model.cfg["emb_dim"] // n_heads
-    causal = np.triu(np.ones((num_tokens, num_tokens), dtype=bool), k=1)     # (T, T) True = masked
+    causal = causal_mask(num_tokens)                                          # (T, T) True = masked
     scale = np.asarray(1.0 / np.sqrt(head_dim), dtype=model.dtype)
     weights = []
     was_training = model.training

@@ -3,10 +3,9 @@
 * ``set_threads(n)`` / ``num_threads()`` -- the number of threads of NumPy's OpenBLAS (and of
   torch, for side-by-side benchmarks) and of numpy_gpt's own elementwise work;
 * ``parallel_for(items, fn)`` -- run ``fn`` over independent pieces of an elementwise job (AdamW's
-  update, GELU, dropout, LayerNorm, the softmaxes of attention and of the loss) on
-  ``num_threads()`` threads. NumPy releases the GIL inside its ufunc loops, so
-  Python threads do run ufuncs on separate cores; BLAS already threads the matmuls, but every
-  other NumPy operation is single-threaded;
+  update, GELU, dropout, the softmaxes of attention and of the loss) on ``num_threads()`` threads.
+  NumPy releases the GIL inside its ufunc loops, so Python threads do run ufuncs on separate
+  cores; BLAS already threads the matmuls, but every other NumPy operation is single-threaded;
 * ``reuse_freed_memory()`` -- keep freed memory in the process instead of returning it to the
   kernel after every step. The CLI, ``train_model``/``train_model_simple`` and ``numpy-gpt bench``
   call it;
@@ -65,6 +64,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from numpy_gpt import _openblas_env
+
 _M_TRIM_THRESHOLD = -1            # glibc's malloc.h parameter numbers
 _M_MMAP_MAX = -4
 _TRIM_THRESHOLD = 2 ** 31 - 1     # an int: return heap memory to the kernel only above 2 GB free at the top
@@ -109,7 +110,6 @@ def openblas_thread_timeout() -> int | None:
     idle BLAS thread spins; the module docstring says why numpy_gpt sets 24), or None if unknown:
     NumPy was imported before numpy_gpt and the variable was not set, so OpenBLAS spins for its
     default 2^28 cycles."""
-    from numpy_gpt import _openblas_env
     value = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "")
     if _openblas_env.numpy_loaded_first and not value:
         return None
@@ -167,7 +167,7 @@ def slices(size: int, step: int) -> list[slice]:
 
 def row_slices(n_rows: int, row_size: int, block: int = BLOCK) -> list[slice]:
     """Slices of whole rows of an (n_rows, row_size) array, about ``block`` elements each (at least
-    one row): the pieces of a row-wise job (a softmax, a LayerNorm) for ``parallel_for``."""
+    one row): the pieces of a row-wise job (a softmax over rows) for ``parallel_for``."""
     return slices(n_rows, max(1, block // max(row_size, 1)))
 
 

@@ -320,7 +320,6 @@ def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs
     history, start_step = TrainingHistory(), 0
     if resume_from is not None:
         start_step, history = _resume(resume_from, model, optimizer, layout)
-    if resume_from is not None:
         checkpoint_note = f"The last good checkpoint is {resume_from} (step {start_step}). "
     elif checkpoint_path is not None:
         checkpoint_note = f"No checkpoint was written to {checkpoint_path} yet. "

@@ -105,11 +105,10 @@ class Dropout(Module):
 
     How the mask is drawn: element i is kept when the i-th 32-bit number of ``self.rng``'s bit
     generator stream (its ``random_raw`` 64-bit words viewed as pairs of 32-bit numbers) is
-    >= p * 2^32. Integers are
-    compared directly, with no float conversion, which makes the draw about twice as fast as
-    ``rng.random`` and touches no float64. Generators that can skip ahead one word at a time
-    (``advance``: NumPy's default PCG64, and PCG64DXSM) also let the draw run on several threads: each
-    ``BLOCK``-sized slice of the mask gets its own copy of the generator moved ahead to that
+    >= p * 2^32. Integers are compared directly, with no float conversion: about 1.4x faster than
+    ``rng.random`` on one thread, and no float64 anywhere. Generators that can skip ahead one word
+    at a time (``advance``: NumPy's default PCG64, and PCG64DXSM) also let the draw run on several
+    threads: each ``BLOCK``-sized slice of the mask gets its own copy of the generator moved ahead to that
     slice's place in the stream. The mask is therefore the same, bit for bit, for any number of
     threads, and afterwards ``self.rng`` stands exactly where one long draw would have left it.
     """
