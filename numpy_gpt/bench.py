@@ -6,14 +6,19 @@ count, shapes and dtype (float32):
 
 1. **Training step** (forward + loss + backward + AdamW) for a GPT_CONFIG_124M-shaped model (untied
    head, batch 2, 256 tokens) and for nanoGPT's shakespeare-char CPU model (4 layers, 4 heads,
-   128 wide, block 64, batch 12, vocab 65): numpy_gpt against the PyTorch eager model of
-   ``numpy_gpt.torch_reference`` holding the same weights. The two step functions are timed
-   interleaved (numpy, torch, numpy, torch, ...) after a warm-up, so a busy neighbour slows both;
-   the table gives medians, the time ratio numpy/torch, tokens/s and the model FLOPs utilisation
-   (MFU) against a float32 matmul peak measured at the start and the end of the run (the higher).
+   128 wide, block 64, batch 12, vocab 65): numpy_gpt against two PyTorch eager models of
+   ``numpy_gpt.torch_reference`` holding the same weights: the book's, whose LayerNorm, GELU and
+   attention softmax are chains of elementwise torch operations, and the same model on torch's
+   fused kernels (``F.layer_norm``, ``F.gelu``, ``F.scaled_dot_product_attention``), as nanoGPT
+   writes it. On the small model the fused one is much faster (measured 40-56 against 74-95
+   ms per step), so both are shown: the first is the book's code, the second what a PyTorch user
+   would run. The step functions are timed in turns (numpy, torch book, torch fused, numpy, ...)
+   after a warm-up, so a busy neighbour slows all of them; the table gives medians, the time ratios,
+   tokens/s and the model FLOPs utilisation (MFU) against a float32 matmul peak measured at the
+   start and the end of the run (the higher).
 2. **Generation**: batch 1, a 20-token prompt, 200 new tokens, greedy, with numpy_gpt's KV cache,
    without it, and with transformers' ``GPT2LMHeadModel`` and its cache.
-3. **Peak resident memory** of training steps, numpy_gpt and PyTorch each in a fresh process
+3. **Peak resident memory** of training steps, numpy_gpt and both PyTorch models each in a fresh process
    (VmHWM, or ``ru_maxrss`` where /proc is missing; it includes the interpreter and the imported libraries).
 
 One library must not slow the other down. After a product, OpenBLAS's worker threads (NumPy's)
@@ -86,6 +91,8 @@ FULL = {"train": ["124M", "shakespeare-char"], "generate": "124M", "rss": ["124M
 QUICK = {"train": ["shakespeare-char"], "generate": "shakespeare-char", "rss": ["shakespeare-char"],
          "repeats": 5, "gen_repeats": 3, "prompt": 20, "new_tokens": 40, "gemm": 1024}
 LR, WEIGHT_DECAY = 1e-4, 0.1
+# The two PyTorch models timed against numpy_gpt: JSON key -> torch_reference's builtin_kernels
+TORCH_FORMS = {"torch": False, "torch_builtin": True}
 SETTLE_S = 0.25   # pause before each timed call, longer than OpenBLAS's default ~0.1 s of spinning
 
 
@@ -158,15 +165,17 @@ def numpy_train_step(cfg: dict, batch_size: int, num_tokens: int) -> Callable[[]
     return step
 
 
-def torch_train_step(cfg: dict, batch_size: int, num_tokens: int, numpy_model: GPTModel | None = None
-                     ) -> Callable[[], float]:
+def torch_train_step(cfg: dict, batch_size: int, num_tokens: int, numpy_model: GPTModel | None = None,
+                     builtin_kernels: bool = False) -> Callable[[], float]:
     """The same step in PyTorch eager (torch.optim.AdamW with its default foreach kernels). With
-    ``numpy_model`` the torch model starts from its weights; else from torch's own init."""
+    ``numpy_model`` the torch model starts from its weights; else from torch's own init.
+    ``builtin_kernels``: torch's fused LayerNorm, GELU and attention (``torch_reference``)."""
     import torch
 
     from numpy_gpt.torch_reference import GPTModel as TorchGPTModel
     from numpy_gpt.torch_reference import torch_gpt_from_numpy
-    model = torch_gpt_from_numpy(numpy_model) if numpy_model is not None else TorchGPTModel(cfg)
+    model = (torch_gpt_from_numpy(numpy_model, builtin_kernels=builtin_kernels) if numpy_model is not None
+             else TorchGPTModel(cfg, builtin_kernels))
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     x, y = (torch.from_numpy(a) for a in _batch(cfg, batch_size, num_tokens))
@@ -186,42 +195,45 @@ def mfu(flops: float, seconds: float, peak_gflops: float) -> float:
 
 
 def bench_train(name: str, repeats: int, use_torch: bool = True) -> dict:
-    """Median step times of numpy_gpt and (if available) torch, timed interleaved. MFU is added by
+    """Median step times of numpy_gpt and (if available) of torch in both forms (the book's model,
+    ``torch``, and with torch's fused kernels, ``torch_builtin``), timed interleaved. MFU is added by
     ``run_bench`` once the matmul peak has been measured at the end of the run too."""
     cfg, batch_size, num_tokens = TRAIN_CASES[name]
-    np_step = numpy_train_step(cfg, batch_size, num_tokens)
-    torch_step = None
+    steps = {"numpy_gpt": numpy_train_step(cfg, batch_size, num_tokens)}
     note = ""
     if use_torch and _optional("torch") is not None:
-        torch_step = torch_train_step(cfg, batch_size, num_tokens, np_step.model)
+        for library, builtin in TORCH_FORMS.items():
+            steps[library] = torch_train_step(cfg, batch_size, num_tokens, steps["numpy_gpt"].model, builtin)
     else:
         note = "torch not installed" if use_torch else "torch skipped"
     for _ in range(2):               # warm-up: Adam state, then the heap settles (runtime.reuse_freed_memory)
-        np_step()
-        if torch_step is not None:
-            torch_step()
-    np_times, torch_times = [], []
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {library: [] for library in steps}
     for _ in range(repeats):
-        np_times.append(_time(np_step))
-        if torch_step is not None:
-            torch_times.append(_time(torch_step))
-    flops = train_step_flops(cfg, batch_size, num_tokens)
-    flops_all = flops_6n_all_params(np_step.model, batch_size, num_tokens)
+        for library, step in steps.items():
+            times[library].append(_time(step))
     tokens = batch_size * num_tokens
 
-    def stats(times: list[float]) -> dict | None:
-        if not times:
+    def stats(library: str) -> dict | None:
+        if library not in times:
             return None
-        median = statistics.median(times)
-        return {"median_s": median, "times_s": times, "tokens_per_s": tokens / median}
+        median = statistics.median(times[library])
+        return {"median_s": median, "times_s": times[library], "tokens_per_s": tokens / median}
     row = {"case": name, "batch_size": batch_size, "num_tokens": num_tokens, "config": cfg,
-           "flops_per_step": flops, "flops_6n_all_params": flops_all, "numpy_gpt": stats(np_times),
-           "torch": stats(torch_times), "note": note}
-    row["ratio"] = (row["numpy_gpt"]["median_s"] / row["torch"]["median_s"]) if torch_times else None
-    # The steps were timed in pairs, numpy then torch, a few seconds apart: the median of the pairs'
-    # ratios is less moved by the host slowing down or speeding up during the run.
-    row["ratio_of_pairs"] = (statistics.median(a / b for a, b in zip(np_times, torch_times, strict=True))
-                             if torch_times else None)
+           "flops_per_step": train_step_flops(cfg, batch_size, num_tokens),
+           "flops_6n_all_params": flops_6n_all_params(steps["numpy_gpt"].model, batch_size, num_tokens),
+           "numpy_gpt": stats("numpy_gpt"), "note": note}
+    for library in TORCH_FORMS:
+        suffix = library.removeprefix("torch")                        # "" or "_builtin"
+        row[library] = stats(library)
+        row["ratio" + suffix] = row["ratio_of_pairs" + suffix] = None
+        if row[library] is not None:
+            row["ratio" + suffix] = row["numpy_gpt"]["median_s"] / row[library]["median_s"]
+            # The steps were timed in turns a few seconds apart: the median of each turn's ratio is
+            # less moved by the host slowing down or speeding up during the run.
+            row["ratio_of_pairs" + suffix] = statistics.median(
+                a / b for a, b in zip(times["numpy_gpt"], times[library], strict=True))
     return row
 
 
@@ -284,12 +296,15 @@ def bench_generate(name: str, prompt_len: int, new_tokens: int, repeats: int,
 
 
 def rss_worker(argv: list[str]) -> None:
-    """Entry point of the child process of ``peak_rss``: ``<numpy|torch> <case> <steps>``; prints
-    {"peak_rss_mb": ...} as JSON after running the steps."""
+    """Entry point of the child process of ``peak_rss``: ``<numpy|torch|torch_builtin> <case> <steps>``;
+    prints {"peak_rss_mb": ...} as JSON after running the steps."""
     library, name, steps = argv[0], argv[1], int(argv[2])
     reuse_freed_memory()                                            # as in run_bench, for both libraries
     cfg, batch_size, num_tokens = TRAIN_CASES[name]
-    step = (numpy_train_step if library == "numpy" else torch_train_step)(cfg, batch_size, num_tokens)
+    if library == "numpy":
+        step = numpy_train_step(cfg, batch_size, num_tokens)
+    else:
+        step = torch_train_step(cfg, batch_size, num_tokens, builtin_kernels=TORCH_FORMS[library])
     for _ in range(steps):
         step()
     print(json.dumps({"peak_rss_mb": _peak_rss_mb()}))
@@ -322,9 +337,11 @@ def peak_rss(library: str, name: str, steps: int = 2, threads: int | None = None
 
 def bench_rss(name: str, use_torch: bool = True, threads: int | None = None) -> dict:
     has_torch = use_torch and _optional("torch") is not None
-    return {"case": name, "numpy_gpt_mb": peak_rss("numpy", name, threads=threads),
-            "torch_mb": peak_rss("torch", name, threads=threads) if has_torch else None,
-            "note": "" if has_torch else "torch not installed" if use_torch else "torch skipped"}
+    row = {"case": name, "numpy_gpt_mb": peak_rss("numpy", name, threads=threads),
+           "note": "" if has_torch else "torch not installed" if use_torch else "torch skipped"}
+    for library in TORCH_FORMS:                                   # keys torch_mb, torch_builtin_mb
+        row[library + "_mb"] = peak_rss(library, name, threads=threads) if has_torch else None
+    return row
 
 
 def machine_info(use_torch: bool = True) -> dict:
@@ -382,7 +399,7 @@ def run_bench(plan: dict, use_torch: bool = True, threads: int | None = None,
     result["sgemm_peak_gflops_start"], result["sgemm_peak_gflops_end"] = peak_start, peak_end
     peak = result["sgemm_peak_gflops"] = max(peak_start, peak_end)
     for row in result["train"]:
-        for library in ("numpy_gpt", "torch"):
+        for library in ("numpy_gpt", *TORCH_FORMS):
             if row[library] is not None:
                 row[library]["mfu"] = mfu(row["flops_per_step"], row[library]["median_s"], peak)
                 row[library]["mfu_6n_all_params"] = mfu(row["flops_6n_all_params"],
@@ -403,23 +420,32 @@ def format_table(result: dict) -> str:
              f"{result['threads']} thread(s); "
              f"float32 matmul peak {result['sgemm_peak_gflops']:.0f} GFLOP/s; load average "
              f"{result['load_average_start']} -> {result['load_average_end']}", "",
-             "| training step (median) | numpy_gpt | PyTorch eager | numpy/torch | numpy tok/s | "
-             "torch tok/s | numpy MFU | torch MFU |", "|---|---|---|---|---|---|---|---|"]
+             "Two PyTorch eager models with the same weights: the book's (LayerNorm, GELU and softmax "
+             "written out of torch operations) and one with torch's fused kernels (F.layer_norm, "
+             "F.gelu, F.scaled_dot_product_attention).", "",
+             "| training step (median) | numpy_gpt | torch, book | torch, fused | numpy/book | "
+             "numpy/fused | numpy tok/s | numpy MFU | book MFU | fused MFU |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["train"]:
-        n, t = row["numpy_gpt"], row["torch"] or {}
-        torch_ms = t["median_s"] * 1e3 if t else None
+        n, t, f = row["numpy_gpt"], row["torch"] or {}, row["torch_builtin"] or {}
+
+        def ms(stats: dict) -> str:
+            return f"{stats['median_s'] * 1e3:.0f} ms" if stats else "-"
         lines.append(f"| {row['case']} (B={row['batch_size']}, T={row['num_tokens']}) "
-                     f"| {n['median_s'] * 1e3:.0f} ms | {_fmt(torch_ms, '.0f')}{' ms' if t else ''} "
-                     f"| {_fmt(row['ratio'], '.2f')} | {n['tokens_per_s']:.0f} "
-                     f"| {_fmt(t.get('tokens_per_s'), '.0f')} | {n['mfu']:.0%} "
-                     f"| {_fmt(t.get('mfu'), '.0%')} |")
-    pair_ratios = "; ".join(f"{row['case']} {_fmt(row['ratio_of_pairs'], '.2f')}" for row in result["train"])
-    lines += ["", "Median of the per-pair ratios (each numpy step against the torch step timed right after "
+                     f"| {ms(n)} | {ms(t)} | {ms(f)} | {_fmt(row['ratio'], '.2f')} "
+                     f"| {_fmt(row['ratio_builtin'], '.2f')} | {n['tokens_per_s']:.0f} | {n['mfu']:.0%} "
+                     f"| {_fmt(t.get('mfu'), '.0%')} | {_fmt(f.get('mfu'), '.0%')} |")
+    pair_ratios = "; ".join(f"{row['case']} {_fmt(row['ratio_of_pairs'], '.2f')} (book), "
+                            f"{_fmt(row['ratio_of_pairs_builtin'], '.2f')} (fused)"
+                            for row in result["train"])
+    lines += ["", "Median of the per-turn ratios (each numpy step against the torch steps timed right after "
               f"it): {pair_ratios}"]
     lines += ["", "MFU with 6 x all parameters x tokens (embeddings included, the convention of the issue's "
               "targets): " + "; ".join(
-                  f"{row['case']} numpy_gpt {row['numpy_gpt']['mfu_6n_all_params']:.0%}, torch "
-                  f"{_fmt((row['torch'] or {}).get('mfu_6n_all_params'), '.0%')}" for row in result["train"])]
+                  f"{row['case']} numpy_gpt {row['numpy_gpt']['mfu_6n_all_params']:.0%}, torch book "
+                  f"{_fmt((row['torch'] or {}).get('mfu_6n_all_params'), '.0%')}, fused "
+                  f"{_fmt((row['torch_builtin'] or {}).get('mfu_6n_all_params'), '.0%')}"
+                  for row in result["train"])]
     g = result["generate"]
     hf = g["hf_cache"] or {}
     lines += ["", f"| generation, {g['case']}, batch 1, prompt {g['prompt']}, {g['new_tokens']} new, greedy "
@@ -428,10 +454,12 @@ def format_table(result: dict) -> str:
               f"| numpy_gpt, no cache | {g['numpy_gpt_no_cache']['tokens_per_s']:.1f} |",
               f"| transformers GPT2LMHeadModel, cache | {_fmt(hf.get('tokens_per_s'), '.1f')} |",
               f"| cache speed-up {g['cache_speedup']:.1f}x; numpy_gpt/HF {_fmt(g['vs_hf'], '.2f')} | |"]
-    lines += ["", "| peak RSS of training steps | numpy_gpt | PyTorch |", "|---|---|---|"]
+    lines += ["", "| peak RSS of training steps | numpy_gpt | torch, book | torch, fused |",
+              "|---|---|---|---|"]
     for row in result["rss"]:
-        lines.append(f"| {row['case']} | {row['numpy_gpt_mb']:.0f} MB | "
-                     f"{_fmt(row['torch_mb'], '.0f')}{' MB' if row['torch_mb'] else ''} |")
+        cells = [f"{_fmt(row[key], '.0f')}{' MB' if row[key] else ''}"
+                 for key in ("numpy_gpt_mb", "torch_mb", "torch_builtin_mb")]
+        lines.append(f"| {row['case']} | " + " | ".join(cells) + " |")
     notes = {r["note"] for r in [*result["train"], result["generate"], *result["rss"]] if r["note"]}
     if notes:
         lines += ["", "Notes: " + "; ".join(sorted(notes))]

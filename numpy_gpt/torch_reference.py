@@ -8,6 +8,15 @@ times its training step against ours.
 torch is an optional dependency (the ``test`` extra): nothing in numpy_gpt imports this module, and
 importing it without torch installed raises an ImportError saying how to install it.
 
+Two forms of the same model, with the same parameters (``GPTModel(cfg, builtin_kernels=...)``):
+
+* the book's (default): LayerNorm, GELU and the attention softmax written out of elementwise torch
+  operations, as chapters 3-4 write them. Autograd then records and replays each of them;
+* ``builtin_kernels=True``: ``F.layer_norm``, ``F.gelu(approximate="tanh")`` and
+  ``F.scaled_dot_product_attention``, the fused kernels a PyTorch user would call (nanoGPT does).
+  Same maths, so the same logits and gradients up to float rounding, and much less time on a small
+  model. ``numpy-gpt bench`` times numpy_gpt against both.
+
 Layout difference: numpy_gpt stores a Linear weight as (in, out) (``y = x @ W``), ``nn.Linear`` as
 (out, in) (``y = x @ W.T``), so Linear weights are transposed when copying, and their gradients when
 reading back. Embedding tables and LayerNorm vectors have the same layout in both.
@@ -22,6 +31,7 @@ import numpy as np
 
 try:
     import torch
+    import torch.nn.functional as F
     from torch import nn
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("numpy_gpt.torch_reference needs PyTorch, an optional test/benchmark dependency: "
@@ -31,13 +41,16 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 class LayerNorm(nn.Module):
     """Normalise over the last dim with the biased variance, then scale and shift (book, ch. 4)."""
 
-    def __init__(self, emb_dim: int, eps: float = 1e-5):
+    def __init__(self, emb_dim: int, eps: float = 1e-5, builtin_kernels: bool = False):
         super().__init__()
         self.eps = eps
+        self.builtin_kernels = builtin_kernels
         self.scale = nn.Parameter(torch.ones(emb_dim))
         self.shift = nn.Parameter(torch.zeros(emb_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.builtin_kernels:
+            return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
         mean = x.mean(dim=-1, keepdim=True)
         var = x.var(dim=-1, keepdim=True, unbiased=False)
         return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
@@ -46,15 +59,21 @@ class LayerNorm(nn.Module):
 class GELU(nn.Module):
     """The tanh approximation of GELU used by GPT-2."""
 
+    def __init__(self, builtin_kernels: bool = False):
+        super().__init__()
+        self.builtin_kernels = builtin_kernels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.builtin_kernels:
+            return F.gelu(x, approximate="tanh")
         return 0.5 * x * (1 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
 class FeedForward(nn.Module):
-    def __init__(self, cfg: Mapping):
+    def __init__(self, cfg: Mapping, builtin_kernels: bool = False):
         super().__init__()
         c = cfg["emb_dim"]
-        self.layers = nn.Sequential(nn.Linear(c, 4 * c), GELU(), nn.Linear(4 * c, c))
+        self.layers = nn.Sequential(nn.Linear(c, 4 * c), GELU(builtin_kernels), nn.Linear(4 * c, c))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -64,9 +83,10 @@ class MultiHeadAttention(nn.Module):
     """Causal multi-head self-attention with a boolean upper-triangular mask (book, ch. 3)."""
 
     def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
-                 qkv_bias: bool = False):
+                 qkv_bias: bool = False, builtin_kernels: bool = False):
         super().__init__()
         assert d_out % num_heads == 0, "d_out must be divisible by num_heads"
+        self.builtin_kernels = builtin_kernels
         self.d_out = d_out
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
@@ -85,6 +105,10 @@ class MultiHeadAttention(nn.Module):
         queries = self.W_query(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         keys = self.W_key(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         values = self.W_value(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        if self.builtin_kernels:            # the same scale, mask, softmax, dropout and mix, fused
+            context = F.scaled_dot_product_attention(queries, keys, values, is_causal=True,
+                                                     dropout_p=self.dropout.p if self.training else 0.0)
+            return self.out_proj(context.transpose(1, 2).reshape(b, t, self.d_out))
         attn_scores = queries @ keys.transpose(2, 3)                       # (B, H, T, T)
         attn_scores = attn_scores.masked_fill(self.mask[:t, :t], -torch.inf)
         attn_weights = torch.softmax(attn_scores / self.head_dim ** 0.5, dim=-1)
@@ -96,13 +120,13 @@ class MultiHeadAttention(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm block: x + drop(att(norm1(x))), then + drop(ff(norm2(x)))."""
 
-    def __init__(self, cfg: Mapping):
+    def __init__(self, cfg: Mapping, builtin_kernels: bool = False):
         super().__init__()
         self.att = MultiHeadAttention(cfg["emb_dim"], cfg["emb_dim"], cfg["context_length"],
-                                      cfg["drop_rate"], cfg["n_heads"], cfg["qkv_bias"])
-        self.ff = FeedForward(cfg)
-        self.norm1 = LayerNorm(cfg["emb_dim"])
-        self.norm2 = LayerNorm(cfg["emb_dim"])
+                                      cfg["drop_rate"], cfg["n_heads"], cfg["qkv_bias"], builtin_kernels)
+        self.ff = FeedForward(cfg, builtin_kernels)
+        self.norm1 = LayerNorm(cfg["emb_dim"], builtin_kernels=builtin_kernels)
+        self.norm2 = LayerNorm(cfg["emb_dim"], builtin_kernels=builtin_kernels)
         self.drop_shortcut = nn.Dropout(cfg["drop_rate"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,15 +135,18 @@ class TransformerBlock(nn.Module):
 
 
 class GPTModel(nn.Module):
-    """Token + position embeddings, n_layers TransformerBlocks, final LayerNorm, untied output head."""
+    """Token + position embeddings, n_layers TransformerBlocks, final LayerNorm, untied output head.
+    ``builtin_kernels``: torch's fused LayerNorm, GELU and attention instead of the book's (module
+    docstring)."""
 
-    def __init__(self, cfg: Mapping):
+    def __init__(self, cfg: Mapping, builtin_kernels: bool = False):
         super().__init__()
         self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
         self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
         self.drop_emb = nn.Dropout(cfg["drop_rate"])
-        self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg["n_layers"])])
-        self.final_norm = LayerNorm(cfg["emb_dim"])
+        self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg, builtin_kernels)
+                                          for _ in range(cfg["n_layers"])])
+        self.final_norm = LayerNorm(cfg["emb_dim"], builtin_kernels=builtin_kernels)
         self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
 
     def forward(self, in_idx: torch.Tensor) -> torch.Tensor:
@@ -181,14 +208,16 @@ def forward_backward(fn, x: np.ndarray, dout: np.ndarray) -> tuple[np.ndarray, n
     return ty.detach().numpy(), tx.grad.numpy()
 
 
-def torch_gpt_from_numpy(numpy_model, dtype: torch.dtype = torch.float32) -> GPTModel:
-    """A torch GPTModel with numpy_model's config and weights (``numpy_model.cfg``, ``.state_dict()``).
+def torch_gpt_from_numpy(numpy_model, dtype: torch.dtype = torch.float32,
+                         builtin_kernels: bool = False) -> GPTModel:
+    """A torch GPTModel with numpy_model's config and weights (``numpy_model.cfg``, ``.state_dict()``),
+    in the book's form or with torch's fused kernels (``builtin_kernels``, module docstring).
 
     The model is built on the "meta" device (shapes only) and then given uninitialised CPU memory,
     which the copy fills: torch's own random initialisation of 163M parameters would be wasted.
     """
     with torch.device("meta"):
-        model = GPTModel(numpy_model.cfg)
+        model = GPTModel(numpy_model.cfg, builtin_kernels)
     model = model.to_empty(device="cpu").to(dtype)
     model.trf_blocks.apply(_rebuild_mask)
     return load_numpy_state_dict(model, numpy_model.state_dict())

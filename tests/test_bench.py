@@ -34,7 +34,8 @@ def test_quick_logic_without_torch(tmp_path):
     result = run_bench(TINY_PLAN, use_torch=False, threads=1, log=lambda s: None)
     (row,) = result["train"]
     assert row["torch"] is None and row["ratio"] is None and row["note"] == "torch skipped"
-    assert row["ratio_of_pairs"] is None
+    assert row["torch_builtin"] is None and row["ratio_builtin"] is None
+    assert row["ratio_of_pairs"] is None and row["ratio_of_pairs_builtin"] is None
     assert len(row["numpy_gpt"]["times_s"]) == 2
     assert all(_positive(row["numpy_gpt"][k]) for k in ("median_s", "tokens_per_s", "mfu"))
     peak = result["sgemm_peak_gflops"]                 # the higher of two measurements
@@ -53,7 +54,7 @@ def test_quick_logic_without_torch(tmp_path):
     assert gen["hf_cache"] is None and gen["vs_hf"] is None
     assert _positive(gen["numpy_gpt_cache"]["tokens_per_s"]) and _positive(gen["cache_speedup"])
     (rss,) = result["rss"]
-    assert _positive(rss["numpy_gpt_mb"]) and rss["torch_mb"] is None
+    assert _positive(rss["numpy_gpt_mb"]) and rss["torch_mb"] is None and rss["torch_builtin_mb"] is None
     table = format_table(result)
     assert "| tiny (B=2, T=16) |" in table and "Notes:" in table and "torch skipped" in table
     path = tmp_path / "out" / "bench.json"
@@ -67,12 +68,14 @@ def test_quick_logic_with_torch_and_transformers():
     pytest.importorskip("transformers")
     result = run_bench(TINY_PLAN, use_torch=True, threads=1, log=lambda s: None)
     (row,) = result["train"]
-    assert _positive(row["ratio"]) and _positive(row["torch"]["mfu"])
-    assert abs(row["ratio"] - row["numpy_gpt"]["median_s"] / row["torch"]["median_s"]) < 1e-12
-    pairs = sorted(a / b for a, b in zip(row["numpy_gpt"]["times_s"], row["torch"]["times_s"], strict=True))
-    assert row["ratio_of_pairs"] == pytest.approx((pairs[0] + pairs[1]) / 2)      # 2 pairs: their mean
+    for torch_key, suffix in (("torch", ""), ("torch_builtin", "_builtin")):
+        ratio, times = row["ratio" + suffix], row[torch_key]["times_s"]
+        assert _positive(ratio) and _positive(row[torch_key]["mfu"]) and len(times) == 2
+        assert abs(ratio - row["numpy_gpt"]["median_s"] / row[torch_key]["median_s"]) < 1e-12
+        pairs = sorted(a / b for a, b in zip(row["numpy_gpt"]["times_s"], times, strict=True))
+        assert row["ratio_of_pairs" + suffix] == pytest.approx((pairs[0] + pairs[1]) / 2)   # 2: the mean
+        assert _positive(result["rss"][0][torch_key + "_mb"])
     assert _positive(result["generate"]["vs_hf"])
-    assert _positive(result["rss"][0]["torch_mb"])
     assert result["machine"]["torch"] and result["threads"] == 1
     assert "Notes:" not in format_table(result)
 

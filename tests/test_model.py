@@ -182,10 +182,13 @@ def test_gradcheck_float64(batch, seq, n_layers, n_heads, qkv_bias, drop_rate, s
 
 
 # -- PyTorch parity on the 124M shape -------------------------------------------------------------
-def test_matches_torch_124m_float32(gpt124):
-    """Logits, the loss with some ignored (-100) targets, and every gradient, against PyTorch."""
+@pytest.mark.parametrize("builtin_kernels", [False, True], ids=["book", "builtin"])
+def test_matches_torch_124m_float32(gpt124, builtin_kernels):
+    """Logits, the loss with some ignored (-100) targets, and every gradient, against PyTorch: the
+    book's torch model, and the one with torch's fused kernels that the benchmark also times."""
     model = gpt124.eval()
-    ref = torch_reference.torch_gpt_from_numpy(model).eval()
+    model.zero_grad()                                   # the fixture is shared by both parameters
+    ref = torch_reference.torch_gpt_from_numpy(model, builtin_kernels=builtin_kernels).eval()
     idx = ids((2, 8), 50257, seed=1)
     targets = ids((2, 8), 50257, seed=2)
     targets[0, :3] = -100
