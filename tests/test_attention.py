@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from numpy_gpt import torch_reference
 from numpy_gpt.attention_steps import MultiHeadAttentionWrapper
 from numpy_gpt.gradcheck import gradcheck
-from numpy_gpt.nn.attention import KVCache, MultiHeadAttention, causal_mask
+from numpy_gpt.nn.attention import KVCache, MultiHeadAttention, additive_causal_mask, causal_mask
 from numpy_gpt.nn.module import no_grad
 
 # Finite-difference step: with eps = 1e-6 the float64 rounding of the O(1) outputs, divided by
@@ -138,6 +138,14 @@ def test_causal_mask_is_boolean_upper_triangle():
     mask = causal_mask(4)
     assert mask.dtype == np.bool_ and not mask.flags.writeable
     np.testing.assert_array_equal(mask, [[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_additive_causal_mask_is_minus_inf_above_the_diagonal(dtype):
+    mask = additive_causal_mask(3, np.dtype(dtype))
+    assert mask.dtype == dtype and not mask.flags.writeable
+    inf = np.inf
+    np.testing.assert_array_equal(mask, [[0, -inf, -inf], [0, 0, -inf], [0, 0, 0]])
 
 
 def test_single_token_attends_to_itself():

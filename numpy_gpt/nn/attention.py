@@ -48,6 +48,19 @@ def causal_mask(context_length: int) -> np.ndarray:
     return mask
 
 
+@functools.lru_cache(maxsize=8)
+def additive_causal_mask(context_length: int, dtype: np.dtype) -> np.ndarray:
+    """``causal_mask`` as numbers of ``dtype``: -inf where it is True, 0 elsewhere (read-only).
+
+    Adding it to the scores masks them as ``np.copyto(scores, -inf, where=mask)`` does (s + 0 = s,
+    s + -inf = -inf for finite s) in one plain elementwise pass, about twice as fast on attention's
+    short rows. Built in the scores' own dtype, so float32 scores stay float32.
+    """
+    mask = np.where(causal_mask(context_length), -np.inf, 0.0).astype(dtype)
+    mask.flags.writeable = False
+    return mask
+
+
 class KVCache:
     """Keys and values of ONE attention layer, kept across forward passes while generating.
 
@@ -162,18 +175,23 @@ class MultiHeadAttention(Module):
         """
         t, n_keys = q.shape[2], k.shape[2]
         att = q @ k.swapaxes(-1, -2)                                  # (B, H, T, past+T) scores
-        future = causal_mask(self.context_length)[past:past + t, :past + t]   # (T, past+T)
+        # (T, past+T): 0 where query i may see key j, -inf for the future keys
+        future = additive_causal_mask(self.context_length, att.dtype)[past:past + t, :past + t]
         heads = att.reshape(-1, t, n_keys)                            # (B*H, T, past+T), same memory
+        ones = np.ones(n_keys, dtype=att.dtype)
 
         def softmax(s: slice, worker: int) -> None:
             a = heads[s]                                              # a few heads: stays in cache
-            np.copyto(a, -np.inf, where=future)
+            a += future
             # Softmax over the keys, in place. Subtracting the row max (finite: every row sees at
             # least its own token) keeps exp() from overflowing and leaves the result unchanged;
-            # exp(-inf) = 0.
+            # exp(-inf) = 0. The row sums are a matrix-vector product with a vector of ones (BLAS,
+            # faster than .sum on rows this short), and one reciprocal per row replaces T divisions.
             a -= a.max(axis=-1, keepdims=True)
             np.exp(a, out=a)
-            a /= a.sum(axis=-1, keepdims=True)
+            inv_sum = a @ ones                                        # (heads, T) row sums
+            np.reciprocal(inv_sum, out=inv_sum)
+            a *= inv_sum[..., None]
 
         # Heads are independent, so groups of them go to parallel_for's threads.
         parallel_for(row_slices(len(heads), t * n_keys), softmax, att.size)
