@@ -12,10 +12,11 @@ count, shapes and dtype (float32):
    fused kernels (``F.layer_norm``, ``F.gelu``, ``F.scaled_dot_product_attention``), as nanoGPT
    writes it. On the small model the fused one is much faster (measured 40-56 against 74-95
    ms per step), so both are shown: the first is the book's code, the second what a PyTorch user
-   would run. The step functions are timed in turns (numpy, torch book, torch fused, numpy, ...)
-   after a warm-up, so a busy neighbour slows all of them; the table gives medians, the time ratios,
-   tokens/s and the model FLOPs utilisation (MFU) against a float32 matmul peak measured at the
-   start and the end of the run (the higher).
+   would run. The step functions are timed in turns (numpy, torch book, torch fused; then torch
+   book, torch fused, numpy; ...: each turn starts with the next library) after a warm-up, so a
+   busy neighbour slows all of them; the table gives medians, the time ratios, tokens/s and the
+   model FLOPs utilisation (MFU) against a float32 matmul peak measured at the start and the end
+   of the run (the higher).
 2. **Generation**: batch 1, a 20-token prompt, 200 new tokens, greedy, with numpy_gpt's KV cache,
    without it, and with transformers' ``GPT2LMHeadModel`` and its cache.
 3. **Peak resident memory** of training steps, numpy_gpt and both PyTorch models each in a fresh process
@@ -210,9 +211,12 @@ def bench_train(name: str, repeats: int, use_torch: bool = True) -> dict:
         for step in steps.values():
             step()
     times: dict[str, list[float]] = {library: [] for library in steps}
-    for _ in range(repeats):
-        for library, step in steps.items():
-            times[library].append(_time(step))
+    order = list(steps)
+    for turn in range(repeats):
+        # Each turn starts with another library: whatever the first (or last) step of a turn
+        # gains or loses is shared out evenly.
+        for library in order[turn % len(order):] + order[:turn % len(order)]:
+            times[library].append(_time(steps[library]))
     tokens = batch_size * num_tokens
 
     def stats(library: str) -> dict | None:
