@@ -31,12 +31,13 @@ def test_train_step_flops_by_hand():
 
 
 def test_quick_logic_without_torch(tmp_path):
-    result = run_bench(TINY_PLAN, use_torch=False, threads=1, log=lambda s: None)
+    plan = {**TINY_PLAN, "case_repeats": {"tiny": 3, "124M": 1}}     # a case's own count wins
+    result = run_bench(plan, use_torch=False, threads=1, log=lambda s: None)
     (row,) = result["train"]
     assert row["torch"] is None and row["ratio"] is None and row["note"] == "torch skipped"
     assert row["torch_builtin"] is None and row["ratio_builtin"] is None
     assert row["ratio_of_pairs"] is None and row["ratio_of_pairs_builtin"] is None
-    assert len(row["numpy_gpt"]["times_s"]) == 2
+    assert len(row["numpy_gpt"]["times_s"]) == 3
     assert all(_positive(row["numpy_gpt"][k]) for k in ("median_s", "tokens_per_s", "mfu"))
     peak = result["sgemm_peak_gflops"]                 # the higher of two measurements
     assert peak == max(result["sgemm_peak_gflops_start"], result["sgemm_peak_gflops_end"])
