@@ -446,8 +446,8 @@ def format_table(result: dict) -> str:
     pair_ratios = "; ".join(f"{row['case']} {_fmt(row['ratio_of_pairs'], '.2f')} (book), "
                             f"{_fmt(row['ratio_of_pairs_builtin'], '.2f')} (fused)"
                             for row in result["train"])
-    lines += ["", "Median of the per-turn ratios (each numpy step against the torch steps timed right after "
-              f"it): {pair_ratios}"]
+    lines += ["", "Median of the per-turn ratios (each numpy step against the torch steps of the same "
+              f"turn): {pair_ratios}"]
     lines += ["", "MFU with 6 x all parameters x tokens (embeddings included, the convention of the issue's "
               "targets): " + "; ".join(
                   f"{row['case']} numpy_gpt {row['numpy_gpt']['mfu_6n_all_params']:.0%}, torch book "
