@@ -1,8 +1,8 @@
 """``numpy-gpt bench``: numpy_gpt against PyTorch and Hugging Face, side by side on this machine.
 
-The project's claim is that a GPT written in NumPy, every backward by hand, trains small models at
-PyTorch's CPU speed. This module measures it, in one run, on the same machine, with the same thread
-count, shapes and dtype (float32):
+The project aims to train small models at PyTorch's CPU speed with a GPT written in NumPy, every
+backward by hand. This module measures how close it gets, in one run, on the same machine, with the
+same thread count, shapes and dtype (float32):
 
 1. **Training step** (forward + loss + backward + AdamW) for a GPT_CONFIG_124M-shaped model (untied
    head, batch 2, 256 tokens) and for nanoGPT's shakespeare-char CPU model (4 layers, 4 heads,
@@ -10,7 +10,7 @@ count, shapes and dtype (float32):
    ``numpy_gpt.torch_reference`` holding the same weights: the book's, whose LayerNorm, GELU and
    attention softmax are chains of elementwise torch operations, and the same model on torch's
    fused kernels (``F.layer_norm``, ``F.gelu``, ``F.scaled_dot_product_attention``), as nanoGPT
-   writes it. On the small model the fused one is much faster (measured 40-56 against 74-95
+   writes it. On the small model the fused one is much faster (measured 40-58 against 74-100
    ms per step), so both are shown: the first is the book's code, the second what a PyTorch user
    would run. The step functions are timed in turns (numpy, torch book, torch fused; then torch
    book, torch fused, numpy; ...: each turn starts with the next library) after a warm-up, so a
