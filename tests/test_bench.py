@@ -90,3 +90,51 @@ def test_subcommand_is_registered(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "QUICK", TINY_PLAN)
     assert args.func(args) == 0
     assert json.loads((tmp_path / "b.json").read_text())["plan"] == TINY_PLAN
+
+
+def _profile_step_script():
+    """scripts/profile_step.py, imported as a module (scripts/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "profile_step.py"
+    spec = importlib.util.spec_from_file_location("profile_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_step_self_time_by_hand(monkeypatch):
+    """With a clock that only moves when told: outer runs 1 s, calls inner (2 s), runs 3 s more.
+    Self time is outer 4 s, inner 2 s: the nested call is counted once, for inner."""
+    script = _profile_step_script()
+    clock = [0.0]
+    monkeypatch.setattr(script.time, "perf_counter", lambda: clock[0])
+    timer = script.SelfTimer()
+
+    def tick(seconds):
+        clock[0] += seconds
+
+    inner = timer.wrap(lambda: tick(2.0), "inner")
+    outer = timer.wrap(lambda: (tick(1.0), inner(), tick(3.0)), "outer")
+    outer()
+    outer()
+    assert timer.totals == {"outer": 8.0, "inner": 4.0}
+
+
+def test_profile_step_script_runs():
+    """The script end to end on the tiny model, in its own process (it wraps the layer classes'
+    methods in timers): a row for every layer type, none negative."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "profile_step.py"
+    done = subprocess.run([sys.executable, str(script), "--case", "tiny", "--steps", "2", "--threads", "1"],
+                          capture_output=True, text=True, check=True, timeout=120)
+    rows = dict(re.findall(r"^  (.+?)\s+(-?[\d.]+) ms$", done.stdout, flags=re.M))
+    for name in ("Linear forward", "Linear backward", "attention (outside its Linears) forward",
+                 "LayerNorm backward", "GELU forward", "AdamW", "Embedding backward", "other"):
+        assert name in rows, (name, done.stdout)
+    assert all(float(v) >= 0 for k, v in rows.items() if k != "other"), done.stdout
