@@ -19,8 +19,9 @@ same thread count, shapes and dtype (float32):
    of the run (the higher).
 2. **Generation**: batch 1, a 20-token prompt, 200 new tokens, greedy, with numpy_gpt's KV cache,
    without it, and with transformers' ``GPT2LMHeadModel`` and its cache.
-3. **Peak resident memory** of training steps, numpy_gpt and both PyTorch models each in a fresh process
-   (VmHWM, or ``ru_maxrss`` where /proc is missing; it includes the interpreter and the imported libraries).
+3. **Peak resident memory** of training steps, numpy_gpt and both PyTorch models each in a fresh
+   process (VmHWM, or ``ru_maxrss`` where /proc is missing; it includes the interpreter and the
+   imported libraries).
 
 One library must not slow the other down. After a product, OpenBLAS's worker threads (NumPy's)
 keep spinning on their core for up to 2^28 cycles (~0.1 s here, ``OPENBLAS_THREAD_TIMEOUT``)
@@ -200,7 +201,7 @@ def mfu(flops: float, seconds: float, peak_gflops: float) -> float:
 
 def bench_train(name: str, repeats: int, use_torch: bool = True) -> dict:
     """Median step times of numpy_gpt and (if available) of torch in both forms (the book's model,
-    ``torch``, and with torch's fused kernels, ``torch_builtin``), timed interleaved. MFU is added by
+    ``torch``, and with torch's fused kernels, ``torch_builtin``), timed in turns. MFU is added by
     ``run_bench`` once the matmul peak has been measured at the end of the run too."""
     cfg, batch_size, num_tokens = TRAIN_CASES[name]
     steps = {"numpy_gpt": numpy_train_step(cfg, batch_size, num_tokens)}

@@ -41,9 +41,10 @@ After a matrix product, OpenBLAS's worker threads do not sleep at once: they spi
 waiting for the next product, for 2^28 cycles by default (~0.1 s at 2.8 GHz), which keeps the
 next product from paying for waking them. But most of a training step between two products is
 elementwise work that numpy_gpt spreads over its own threads (``parallel_for``), and a spinning
-BLAS thread takes a core from them: measured (best of 12), AdamW over 47M parameters took 136-153 ms
-right after a product, 105-115 ms with a 2^20-2^24-cycle spin. It also takes a core from anything else in the
-process, PyTorch included (``numpy-gpt bench`` pauses between the two libraries for that reason).
+BLAS thread takes a core from them: measured (best of 12), AdamW over 47M parameters took 136-153
+ms right after a product, 105-115 ms with a 2^20-2^24-cycle spin. It also takes a core from
+anything else in the process, PyTorch included (``numpy-gpt bench`` pauses before every timed step
+for that reason).
 At 2^24 cycles (~6 ms) the threads are still awake from one product to the next within a layer,
 and asleep during AdamW and the longer elementwise passes; a shorter timeout (2^20-2^22) made the
 small shakespeare-char model slower, because waking a sleeping thread on this VM costs 0.1-0.3 ms

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import time
 
 from numpy_gpt import bench, optim
@@ -96,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps < 1:
         parser.error("--steps must be at least 1")
-    set_threads(args.threads or bench.os.cpu_count() or 1, use_torch=args.torch != "none")
+    set_threads(args.threads or os.cpu_count() or 1, use_torch=args.torch != "none")
     reuse_freed_memory()                                   # as the benchmark and the training loops
     profile_numpy(args.case, args.steps)
     if args.torch != "none":

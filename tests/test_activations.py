@@ -100,14 +100,9 @@ def test_dropout_same_seed_same_mask():
     assert isinstance(Dropout(0.1).rng, np.random.Generator)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("make_bitgen", [np.random.PCG64, np.random.Philox, np.random.MT19937])
 @pytest.mark.parametrize("shape", [(3, 5), (2, 3, 65536 + 7), (1, 3 * 65536)])
-def test_dropout_mask_is_the_stream_of_32_bit_numbers_on_any_thread_count(shape, make_bitgen, threads,
-                                                                           monkeypatch):
-    from numpy_gpt import runtime
-    monkeypatch.setattr(runtime, "_threads", threads)
-    monkeypatch.setattr(runtime, "PARALLEL_MIN_SIZE", 0)                 # small arrays on threads too
+def test_dropout_mask_is_the_stream_of_32_bit_numbers_on_any_thread_count(shape, make_bitgen, threads):
     p, n = 0.3, math.prod(shape)
     drop = Dropout(p, rng=np.random.Generator(make_bitgen(11)))
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -122,6 +117,18 @@ def test_dropout_mask_is_the_stream_of_32_bit_numbers_on_any_thread_count(shape,
     # The shared generator stands where that one long draw left it: the next layer's mask is the
     # continuation of the stream, whatever the thread count.
     assert drop.rng.bit_generator.random_raw(4).tolist() == reference.random_raw(4).tolist()
+
+
+def test_dropout_takes_a_new_generator_of_another_type(threads):
+    """Replacing ``rng`` by a generator of another skip-ahead type (PCG64 -> PCG64DXSM) works: the
+    per-thread copies are kept per generator type, and the mask follows the new stream."""
+    drop = Dropout(0.5, rng=np.random.Generator(np.random.PCG64(1)))
+    x = np.ones((2, 65536 + 3), dtype=np.float32)
+    drop(x)
+    drop.rng = np.random.Generator(np.random.PCG64DXSM(2))
+    y = drop(x)
+    u = np.random.PCG64DXSM(2).random_raw((x.size + 1) // 2).view(np.uint32)[:x.size].reshape(x.shape)
+    np.testing.assert_array_equal(y, np.where(u >= 2**31, np.float32(2), np.float32(0)))
 
 
 @given(shape=shapes, p=st.sampled_from([0.0, 0.1, 0.5, 0.9]), seed=st.integers(0, 2**16))

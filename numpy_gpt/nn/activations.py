@@ -91,6 +91,13 @@ def _dropout_threshold(p: float) -> np.uint32:
     return np.uint32(min(round(p * 2.0 ** 32), 2 ** 32 - 1))
 
 
+def _mask_and_scale(a: np.ndarray, keep: np.ndarray, scale: np.generic, out: np.ndarray) -> None:
+    """out = a * keep * scale: dropout's forward (a = x) and, with the same mask, its backward
+    (a = dL/dy)."""
+    np.multiply(a, keep, out=out)
+    out *= scale
+
+
 # Bit generators whose advance(k) skips exactly k 64-bit words (Philox's counts blocks of four).
 _SKIP_AHEAD = (np.random.PCG64, np.random.PCG64DXSM)
 
@@ -108,8 +115,8 @@ class Dropout(Module):
     >= p * 2^32. Integers are compared directly, with no float conversion: about 1.4x faster than
     ``rng.random`` on one thread, and no float64 anywhere. Generators that can skip ahead one word
     at a time (``advance``: NumPy's default PCG64, and PCG64DXSM) also let the draw run on several
-    threads: each ``BLOCK``-sized slice of the mask gets its own copy of the generator moved ahead to that
-    slice's place in the stream. The mask is therefore the same, bit for bit, for any number of
+    threads: each ``BLOCK``-sized slice of the mask gets its own copy of the generator moved ahead
+    to that slice's place in the stream. The mask is therefore the same, bit for bit, for any number of
     threads, and afterwards ``self.rng`` stands exactly where one long draw would have left it.
     """
 
@@ -120,7 +127,8 @@ class Dropout(Module):
         self.p = float(p)
         self.rng = np.random.default_rng() if rng is None else rng
         self._cache = None
-        self._worker_bitgens: dict[int, np.random.BitGenerator] = {}
+        # per (worker, generator type): the copy of self.rng a parallel_for worker draws its slices from
+        self._worker_bitgens: dict[tuple[int, type], np.random.BitGenerator] = {}
 
     def _draw_and_apply(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.generic]:
         """keep (bool, x's shape), y = x * keep / (1 - p) and the scale 1 / (1 - p)."""
@@ -134,8 +142,7 @@ class Dropout(Module):
 
         def apply(s: slice, u: np.ndarray) -> None:                  # u: the slice's 32-bit numbers
             np.greater_equal(u, threshold, out=keepf[s])             # P(keep) = 1 - p
-            np.multiply(xf[s], keepf[s], out=yf[s])
-            yf[s] *= scale
+            _mask_and_scale(xf[s], keepf[s], scale, yf[s])
 
         if not isinstance(bitgen, _SKIP_AHEAD):                      # e.g. MT19937: one draw, one thread
             u = bitgen.random_raw(n_words).view(np.uint32)
@@ -144,9 +151,10 @@ class Dropout(Module):
         start = bitgen.state
 
         def block(s: slice, worker: int) -> None:
-            if worker not in self._worker_bitgens:
-                self._worker_bitgens[worker] = type(bitgen)()
-            gen = self._worker_bitgens[worker]
+            key = (worker, type(bitgen))                             # self.rng may be replaced
+            if key not in self._worker_bitgens:
+                self._worker_bitgens[key] = type(bitgen)()
+            gen = self._worker_bitgens[key]
             gen.state = start
             gen.advance(s.start // 2)                                # BLOCK is even: s.start // 2 words in
             u = gen.random_raw((s.stop - s.start + 1) // 2).view(np.uint32)
@@ -177,11 +185,8 @@ class Dropout(Module):
         dx = np.empty_like(dy)
         dyf, keepf, dxf = dy.reshape(-1), keep.reshape(-1), dx.reshape(-1)
 
-        def block(s: slice, worker: int) -> None:
-            np.multiply(dyf[s], keepf[s], out=dxf[s])
-            dxf[s] *= scale
-
-        parallel_for(slices(dy.size, BLOCK), block, dy.size)
+        parallel_for(slices(dy.size, BLOCK),
+                     lambda s, worker: _mask_and_scale(dyf[s], keepf[s], scale, dxf[s]), dy.size)
         return dx
 
     def extra_repr(self) -> str:
