@@ -21,7 +21,11 @@ costs one regex pass and a dict lookup per chunk.
 
 One subtlety: which characters are letters and numbers depends on the Unicode version of the regex
 engine. tiktoken's tables are Unicode 16.0, the ``regex`` module's are newer, so ``PreTokenizer``
-pins the pattern to Unicode 16.0 for the rare text that holds a newer letter or number.
+pins the pattern to Unicode 16.0 for the rare text that holds a newer letter or number (the tables
+are in unicode16.py).
+
+naive_bpe.py is the same algorithm written the slow, obvious way (recount and rescan after every
+merge); read it first. tests/test_naive_bpe.py checks that the two give identical ids.
 
 ``ByteLevelBPE`` is that engine for any vocabulary; ``GPT2Tokenizer`` loads OpenAI's files into it
 (``encoder.json`` + ``vocab.bpe``, or a ``.tiktoken`` rank file); ``get_gpt2_tokenizer`` downloads
@@ -33,7 +37,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import bisect
 import functools
 import heapq
 import json
@@ -45,6 +48,7 @@ import regex
 
 from numpy_gpt.corpora import GPT2_VOCAB_FILES
 from numpy_gpt.download import download_file
+from numpy_gpt.tokenizers.unicode16 import has_unicode_17_letters, pin_to_unicode_16
 
 # GPT-2's pre-tokenization pattern, as tiktoken writes it for "gpt2". OpenAI's original release
 # (encoder.py) spells it  's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
@@ -54,72 +58,6 @@ from numpy_gpt.download import download_file
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 
 ENDOFTEXT = "<|endoftext|>"
-
-# Letters (\p{L}) and numbers (\p{N}) first assigned in Unicode 17.0, as inclusive hex ranges. The
-# `regex` module's tables already know them; tiktoken's (Rust) tables stop at Unicode 16.0, where these
-# code points were unassigned, hence "other" characters. To split text exactly as tiktoken does, a
-# text that contains any of them is split with \p{L} and \p{N} pinned to Unicode 16.0 (the pinned
-# pattern is twice as slow in the regex module, so ordinary text keeps the plain one).
-_UNICODE_17_LETTERS = (
-    "0558 058B-058C 088F 0C5C 0CDC 208F 209D-209F A7CE-A7CF A7D2 A7D4 A7DD A7E2 A7F1 AB6C-AB6D "
-    "107BB-107BF 10940-10959 10EC5-10EC7 10ED9-10EEE 11B0A 11DB0-11DDB 11DF1 16EA0-16EB8 16EBB-16ED3 "
-    "16FF2-16FF3 187F8-187FF 18CD6-18CDA 18D09-18D20 18D80-18DF2 18E00-19191 191A0-191D2 1B123-1B128 "
-    "1B168 1D6A6 1DF1F-1DF24 1DF2B-1DF81 1DF90-1DF96 1DFCD-1DFFF 1E6C0-1E6DE 1E6E0-1E6E2 1E6E4-1E6E5 "
-    "1E6E7-1E6ED 1E6F0-1E6F4 1E6FE-1E6FF 2B73A-2B73F 2B81E 2CEA2-2CEAD 323B0-33479 3D000-3FC3F")
-_UNICODE_17_NUMBERS = "11DE0-11DE9 1246F 12475-1247F 12550-12686 16FF4-16FF6"
-
-
-def _parse_ranges(spec: str) -> list[tuple[int, int]]:
-    return [(int(a, 16), int(b or a, 16)) for a, _, b in (item.partition("-") for item in spec.split())]
-
-
-def _class_items(ranges: list[tuple[int, int]]) -> str:
-    return "".join(f"\\U{a:08X}" + (f"-\\U{b:08X}" if b != a else "") for a, b in ranges)
-
-
-_NEW_RANGES = sorted(_parse_ranges(_UNICODE_17_LETTERS) + _parse_ranges(_UNICODE_17_NUMBERS))
-_NEW_STARTS = [a for a, _ in _NEW_RANGES]
-_FIRST_NEW = chr(_NEW_STARTS[0])
-
-
-def pin_to_unicode_16(pattern: str) -> str:
-    """``pattern`` with ``\\p{L}`` and ``\\p{N}`` limited to Unicode 16.0 (compile with ``regex.V1``)."""
-    letters = f"[\\p{{L}}--[{_class_items(_parse_ranges(_UNICODE_17_LETTERS))}]]"
-    numbers = f"[\\p{{N}}--[{_class_items(_parse_ranges(_UNICODE_17_NUMBERS))}]]"
-    return pattern.replace(r"\p{L}", letters).replace(r"\p{N}", numbers)
-
-
-def _has_unicode_17_letters(text: str) -> bool:
-    """True if ``text`` holds a letter or number that Unicode 16.0 did not have."""
-    if text.isascii():
-        return False
-    for ch in set(text):
-        if ch >= _FIRST_NEW:
-            i = bisect.bisect_right(_NEW_STARTS, ord(ch)) - 1
-            if i >= 0 and ord(ch) <= _NEW_RANGES[i][1]:
-                return True
-    return False
-
-
-class PreTokenizer:
-    """Splits text into the chunks BPE works on, with ``pattern``, exactly as tiktoken would."""
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        self._plain = regex.compile(pattern)
-        pinned = pin_to_unicode_16(pattern)
-        self._pinned = regex.compile(pinned, flags=regex.V1) if pinned != pattern else self._plain
-
-    def findall(self, text: str) -> list[str]:
-        compiled = self._pinned if _has_unicode_17_letters(text) else self._plain
-        return compiled.findall(text)
-
-
-# Pieces up to this many characters are remembered with their ids; the cache is emptied when it holds
-# this many pieces, so memory stays bounded on any corpus.
-_CACHE_MAX_PIECE_CHARS = 256
-_CACHE_MAX_ENTRIES = 200_000
-
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map from the 256 byte values to printable Unicode characters.
@@ -137,6 +75,26 @@ def bytes_to_unicode() -> dict[int, str]:
             mapping[b] = chr(256 + shifted)
             shifted += 1
     return mapping
+
+
+class PreTokenizer:
+    """Splits text into the chunks BPE works on, with ``pattern``, exactly as tiktoken would."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._plain = regex.compile(pattern)
+        pinned = pin_to_unicode_16(pattern)
+        self._pinned = regex.compile(pinned, flags=regex.V1) if pinned != pattern else self._plain
+
+    def findall(self, text: str) -> list[str]:
+        compiled = self._pinned if has_unicode_17_letters(text) else self._plain
+        return compiled.findall(text)
+
+
+# Pieces up to this many characters are remembered with their ids; the cache is emptied when it holds
+# this many pieces, so memory stays bounded on any corpus.
+_CACHE_MAX_PIECE_CHARS = 256
+_CACHE_MAX_ENTRIES = 200_000
 
 
 def _fix_surrogates(text: str) -> str:

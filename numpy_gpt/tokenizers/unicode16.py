@@ -1,0 +1,57 @@
+"""Unicode 16 letter and number classes for GPT-2's pre-tokenizer: a compatibility detail, not the lesson.
+
+Which characters are letters (``\\p{L}``) and numbers (``\\p{N}``) decides where GPT-2's regular
+expression cuts a text into chunks, and it depends on the Unicode version of the regex engine.
+tiktoken's (Rust) tables are Unicode 16.0; the ``regex`` module's are newer: in Unicode 17.0 some
+code points that Unicode 16.0 left unassigned, hence "other" characters, became letters or numbers.
+To split text exactly as tiktoken does, bpe.py's ``PreTokenizer`` splits a text that holds any of
+them with ``\\p{L}`` and ``\\p{N}`` pinned to Unicode 16.0 (``pin_to_unicode_16``). The pinned
+pattern is twice as slow in the regex module, so ordinary text keeps the plain one
+(``has_unicode_17_letters`` decides). tests/test_bpe.py checks every code point of planes 0-3
+against tiktoken's engine.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+# Letters (\p{L}) and numbers (\p{N}) first assigned in Unicode 17.0, as inclusive hex ranges.
+_UNICODE_17_LETTERS = (
+    "0558 058B-058C 088F 0C5C 0CDC 208F 209D-209F A7CE-A7CF A7D2 A7D4 A7DD A7E2 A7F1 AB6C-AB6D "
+    "107BB-107BF 10940-10959 10EC5-10EC7 10ED9-10EEE 11B0A 11DB0-11DDB 11DF1 16EA0-16EB8 16EBB-16ED3 "
+    "16FF2-16FF3 187F8-187FF 18CD6-18CDA 18D09-18D20 18D80-18DF2 18E00-19191 191A0-191D2 1B123-1B128 "
+    "1B168 1D6A6 1DF1F-1DF24 1DF2B-1DF81 1DF90-1DF96 1DFCD-1DFFF 1E6C0-1E6DE 1E6E0-1E6E2 1E6E4-1E6E5 "
+    "1E6E7-1E6ED 1E6F0-1E6F4 1E6FE-1E6FF 2B73A-2B73F 2B81E 2CEA2-2CEAD 323B0-33479 3D000-3FC3F")
+_UNICODE_17_NUMBERS = "11DE0-11DE9 1246F 12475-1247F 12550-12686 16FF4-16FF6"
+
+
+def _parse_ranges(spec: str) -> list[tuple[int, int]]:
+    return [(int(a, 16), int(b or a, 16)) for a, _, b in (item.partition("-") for item in spec.split())]
+
+
+def _class_items(ranges: list[tuple[int, int]]) -> str:
+    return "".join(f"\\U{a:08X}" + (f"-\\U{b:08X}" if b != a else "") for a, b in ranges)
+
+
+_NEW_RANGES = sorted(_parse_ranges(_UNICODE_17_LETTERS) + _parse_ranges(_UNICODE_17_NUMBERS))
+_NEW_STARTS = [a for a, _ in _NEW_RANGES]
+_FIRST_NEW = chr(_NEW_STARTS[0])
+
+
+def pin_to_unicode_16(pattern: str) -> str:
+    """``pattern`` with ``\\p{L}`` and ``\\p{N}`` limited to Unicode 16.0 (compile with ``regex.V1``)."""
+    letters = f"[\\p{{L}}--[{_class_items(_parse_ranges(_UNICODE_17_LETTERS))}]]"
+    numbers = f"[\\p{{N}}--[{_class_items(_parse_ranges(_UNICODE_17_NUMBERS))}]]"
+    return pattern.replace(r"\p{L}", letters).replace(r"\p{N}", numbers)
+
+
+def has_unicode_17_letters(text: str) -> bool:
+    """True if ``text`` holds a letter or number that Unicode 16.0 did not have."""
+    if text.isascii():
+        return False
+    for ch in set(text):
+        if ch >= _FIRST_NEW:
+            i = bisect.bisect_right(_NEW_STARTS, ord(ch)) - 1
+            if i >= 0 and ord(ch) <= _NEW_RANGES[i][1]:
+                return True
+    return False
