@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from numpy_gpt.fileio import write_text_atomic
 DEFAULT_CORPUS = "stdlib-docs"
 GPT2_VOCAB_SIZE = 50257
 DEFAULT_RUNS_DIR = Path("runs")
+GPT2_SIZE_CHOICES = ("124M", "355M", "774M", "1558M")     # gpt2.convert.GPT2_SIZES, without importing it
 
 # Model sizes for `pretrain --preset` (vocab_size always comes from the tokenizer), each with the
 # peak learning rate it trains well with (GPT-2 124M: 6e-4, as in the GPT-3 paper's table).
@@ -138,6 +140,11 @@ def _model_config(args: argparse.Namespace, vocab_size: int) -> dict[str, Any]:
     return cfg
 
 
+def _show_bars(args: argparse.Namespace) -> bool:
+    """tqdm bars only on a terminal: piped or logged output gets one event per line."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def _default_out_dir(args: argparse.Namespace) -> Path:
     corpus = Path(args.corpus).stem if Path(args.corpus).suffix else str(args.corpus)
     return DEFAULT_RUNS_DIR / f"{corpus}-{args.preset}-{args.tokenizer}"
@@ -217,7 +224,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         sampling={"temperature": args.temperature, "top_k": args.top_k, "seed": args.seed},
         checkpoint_freq=args.checkpoint_freq, checkpoint_extra={
             "tokenizer": tokenizer_spec(tokenizer), "corpus": str(args.corpus), "prompt": args.prompt},
-        resume_from=checkpoint_path if resume else None, progress=not args.no_progress)
+        resume_from=checkpoint_path if resume else None, progress=_show_bars(args))
 
     plot_path = plot_losses(history.eval_steps, history.tokens_seen, history.train_losses,
                             history.val_losses, out_dir / "loss.png",
@@ -246,24 +253,69 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 # -- generate -------------------------------------------------------------------------------------
-def _cmd_generate(args: argparse.Namespace) -> int:
+def checkpoint_format(path: str | os.PathLike) -> str:
+    """What ``path`` holds, from its first bytes: "npz", "safetensors" or "openai" (a folder); any
+    other file raises CLIError saying what it looks like and what to pass instead."""
+    path = Path(path)
+    expected = ("pass a model.npz written by `numpy-gpt pretrain`, a .safetensors file or an OpenAI "
+                "GPT-2 folder, or use --gpt2 124M")
+    if path.is_dir():
+        if any(path.glob("*.index")) or (path / "hparams.json").is_file():
+            return "openai"
+        if (path / "model.safetensors").is_file():
+            return "safetensors"
+        raise CLIError(f"{path} is a folder without a checkpoint in it: {expected}")
+    if not path.is_file():
+        raise CLIError(f"{path} does not exist: {expected}")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return "npz"
+    header_size = int.from_bytes(head[:8], "little")         # safetensors: u64 size, then a JSON header
+    if len(head) >= 9 and head[8:9] == b"{" and 2 <= header_size <= path.stat().st_size:
+        return "safetensors"
+    looks = "empty" if not head else ("text" if _is_text(head) else "binary data of an unknown format")
+    raise CLIError(f"{path} is not a model checkpoint (it is {looks}): {expected}")
+
+
+def _is_text(head: bytes) -> bool:
+    return b"\x00" not in head and head.decode("utf-8", "replace").count("\ufffd") <= 1   # a cut last char
+
+
+def _load_for_generate(args: argparse.Namespace):
+    """(model in eval mode, tokenizer spec or None, extra) for `generate` from --gpt2 or --checkpoint."""
     from numpy_gpt.checkpoint import load_checkpoint
+    from numpy_gpt.gpt2.convert import load_gpt2, load_model, read_tokenizer_spec
+
+    if args.gpt2 is not None:
+        model, _ = load_gpt2(args.gpt2, args.models_dir)
+        return model, {"kind": "gpt2"}, {}
+    fmt = checkpoint_format(args.checkpoint)
+    if fmt == "npz":
+        checkpoint = load_checkpoint(args.checkpoint, load_optimizer=False)
+        return checkpoint.model.eval(), checkpoint.extra.get("tokenizer"), checkpoint.extra
+    spec = {"kind": "gpt2"} if fmt == "openai" else read_tokenizer_spec(args.checkpoint)
+    return load_model(args.checkpoint), spec, {}
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
     from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
     from numpy_gpt.plots import plot_attention
 
-    checkpoint = load_checkpoint(args.checkpoint, load_optimizer=False)
-    model = checkpoint.model
+    model, recorded, extra = _load_for_generate(args)
     if args.tokenizer is not None:
         spec = {"kind": args.tokenizer}
-    elif "tokenizer" in checkpoint.extra:
-        spec = checkpoint.extra["tokenizer"]
+    elif recorded is not None:
+        spec = recorded
     elif model.cfg["vocab_size"] == GPT2_VOCAB_SIZE:              # e.g. converted OpenAI weights
         spec = {"kind": "gpt2"}
     else:
         raise CLIError(f"{args.checkpoint} does not record its tokenizer and its vocabulary "
                        f"({model.cfg['vocab_size']}) is not GPT-2's; pass --tokenizer")
     tokenizer = tokenizer_from_spec(spec, args.data_dir)
-    prompt = args.prompt if args.prompt is not None else checkpoint.extra.get("prompt", "\n")
+    prompt = args.prompt if args.prompt is not None else extra.get("prompt", "\n")
+    if not prompt:
+        raise CLIError('the prompt is empty: give some text to continue, e.g. --prompt "The"')
     idx = text_to_token_ids(prompt, tokenizer)
     context_size = args.context_size or model.cfg["context_length"]
     eos_id = getattr(tokenizer, "eot_token", None) if args.stop_at_eos else None
@@ -295,11 +347,12 @@ def _gradcheck_cases(seed: int) -> list[tuple[str, Callable[[], Any]]]:
     """(layer name, thunk returning its GradcheckReport) for every layer with a backward."""
     from numpy_gpt.gradcheck import gradcheck as check
     from numpy_gpt.model import GPTModel
-    from numpy_gpt.nn.activations import GELU, Dropout
     from numpy_gpt.nn.attention import MultiHeadAttention
     from numpy_gpt.nn.block import TransformerBlock
+    from numpy_gpt.nn.dropout import Dropout
     from numpy_gpt.nn.embedding import Embedding, PositionalEmbedding
     from numpy_gpt.nn.feedforward import FeedForward
+    from numpy_gpt.nn.gelu import GELU
     from numpy_gpt.nn.layernorm import LayerNorm
     from numpy_gpt.nn.linear import Linear
     from numpy_gpt.nn.lora import LinearWithLoRA
@@ -387,8 +440,7 @@ def _add_pretrain(subparsers) -> None:
         description="Pretrain a GPT model and write a run folder with the checkpoint (model.npz), the "
                     "loss plot (loss.png) and generated samples (samples.txt). With no arguments: a "
                     "small model with a 1024-token BPE trained on the offline corpus (the standard "
-                    "library's documentation), about two minutes on 2 cores.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "library's documentation), about two minutes on 2 cores.")
     data = p.add_argument_group("data")
     data.add_argument("--corpus", default=DEFAULT_CORPUS,
                       help="a registered corpus (stdlib-docs: offline; the-verdict, tinyshakespeare: "
@@ -405,30 +457,32 @@ def _add_pretrain(subparsers) -> None:
     model.add_argument("--preset", choices=tuple(PRESETS), default=DEFAULT_PRESET,
                        help="; ".join(f"{k}: {v['n_layers']} layers x {v['emb_dim']} wide, context "
                                       f"{v['context_length']}" for k, v in PRESETS.items()))
-    model.add_argument("--context-length", type=_positive_int)
-    model.add_argument("--emb-dim", type=_positive_int)
-    model.add_argument("--n-layers", type=_positive_int)
-    model.add_argument("--n-heads", type=_positive_int)
-    model.add_argument("--drop-rate", type=float)
-    model.add_argument("--qkv-bias", action="store_true")
+    model.add_argument("--context-length", type=_positive_int, help="tokens the model sees at once")
+    model.add_argument("--emb-dim", type=_positive_int, help="width of the embeddings and residual stream")
+    model.add_argument("--n-layers", type=_positive_int, help="transformer blocks")
+    model.add_argument("--n-heads", type=_positive_int, help="attention heads per block (divides --emb-dim)")
+    model.add_argument("--drop-rate", type=float, help="dropout probability while training")
+    model.add_argument("--qkv-bias", action="store_true", help="bias in the query, key and value projections")
     train = p.add_argument_group("training")
     length = train.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=_positive_int, default=None,
                         help=f"optimizer steps (default {DEFAULT_STEPS} unless --epochs is given)")
     length.add_argument("--epochs", type=_positive_int, default=None, help="passes over the training split")
-    train.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH)
+    train.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH,
+                       help="windows per batch")
     train.add_argument("--grad-accum", type=_positive_int, default=1, help="batches per optimizer step")
     train.add_argument("--stride", type=_positive_int, default=None,
                        help="distance between training windows (default: the context length)")
     train.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
     train.add_argument("--min-lr", type=float, default=1e-4, help="learning rate at the end of the cosine")
-    train.add_argument("--warmup-steps", type=int, default=DEFAULT_WARMUP)
+    train.add_argument("--warmup-steps", type=int, default=DEFAULT_WARMUP,
+                       help="steps of linear warmup before the cosine")
     train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                        help="linear warmup + cosine decay to --min-lr, or a constant --lr")
     train.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay of the weight matrices")
-    train.add_argument("--beta2", type=float, default=0.99)
+    train.add_argument("--beta2", type=float, default=0.99, help="AdamW's second-moment decay")
     train.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm (0: off)")
-    train.add_argument("--seed", type=int, default=123)
+    train.add_argument("--seed", type=int, default=123, help="seed of the weights, batches and samples")
     out = p.add_argument_group("evaluation and output")
     out.add_argument("--eval-freq", type=_positive_int, default=DEFAULT_EVAL_FREQ,
                      help="evaluate every N steps")
@@ -437,13 +491,16 @@ def _add_pretrain(subparsers) -> None:
                      help="also save the checkpoint every N steps (it is always saved at the end)")
     out.add_argument("--out-dir", default=None,
                      help="run folder (default: runs/<corpus>-<preset>-<tokenizer>)")
-    out.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
+    out.add_argument("--resume", action="store_true",
+                     help="continue the run saved in --out-dir (after Ctrl-C or --checkpoint-freq saves)")
     out.add_argument("--prompt", default=DEFAULT_PROMPT, help="start of the generated samples")
-    out.add_argument("--sample-tokens", type=_positive_int, default=DEFAULT_SAMPLE_TOKENS)
+    out.add_argument("--sample-tokens", type=_positive_int, default=DEFAULT_SAMPLE_TOKENS,
+                     help="length of each generated sample, in tokens")
     out.add_argument("--num-samples", type=int, default=2, help="samples printed at the end")
     out.add_argument("--temperature", type=float, default=0.8, help="temperature of the final samples")
     out.add_argument("--top-k", type=_positive_int, default=None, help="top-k of the final samples")
-    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (there is none either when stderr is not a terminal)")
     p.set_defaults(func=_cmd_pretrain)
 
 
@@ -451,16 +508,24 @@ def _add_generate(subparsers) -> None:
     p = subparsers.add_parser(
         "generate", help="continue a prompt with a trained checkpoint",
         description="Generate text with a checkpoint: greedy (--temperature 0), or sampled with "
-                    "temperature, top-k and top-p, using the KV cache.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a model.npz written by pretrain (or save_checkpoint)")
+                    "temperature, top-k and top-p, using the KV cache. The model is a checkpoint "
+                    "(--checkpoint: .npz, .safetensors or an OpenAI folder) or OpenAI's GPT-2 (--gpt2 SIZE).")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a model.npz written by pretrain, a .safetensors file or an "
+                                             "OpenAI GPT-2 folder")
+    source.add_argument("--gpt2", choices=GPT2_SIZE_CHOICES, metavar="SIZE",
+                        help=f"OpenAI's GPT-2 weights of this size ({', '.join(GPT2_SIZE_CHOICES)}), "
+                             f"read from --models-dir/SIZE, downloaded there once")
+    p.add_argument("--models-dir", default="gpt2", help="where GPT-2 weights are kept (with --gpt2)")
     p.add_argument("--prompt", default=None, help="the text to continue (default: the run's sample prompt)")
-    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=200, help="tokens to generate")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=_positive_int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--top-k", type=_positive_int, default=None,
+                   help="sample only from the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="sample only from the most likely tokens whose probabilities add up to p")
     p.add_argument("--seed", type=int, default=None, help="seed of the sampling (default: random)")
-    p.add_argument("--num-samples", type=_positive_int, default=1)
+    p.add_argument("--num-samples", type=_positive_int, default=1, help="samples to print")
     p.add_argument("--context-size", type=_positive_int, default=None,
                    help="tokens the model sees (default: its context length)")
     p.add_argument("--stop-at-eos", action="store_true", help="stop at the tokenizer's <|endoftext|>")
@@ -484,9 +549,9 @@ def _add_gradcheck(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from numpy_gpt import bench
     from numpy_gpt.finetune import cli as finetune_cli
     from numpy_gpt.gpt2 import cli as gpt2_cli
+    from numpy_gpt.tools import bench
 
     parser = argparse.ArgumentParser(
         prog="numpy-gpt", description="GPT-2 in pure NumPy, every backward written by hand: "
@@ -499,7 +564,22 @@ def build_parser() -> argparse.ArgumentParser:
     gpt2_cli.add_subcommands(subparsers)
     finetune_cli.add_finetune_subcommands(subparsers)
     bench.add_subcommands(subparsers)
+    for command in subparsers.choices.values():
+        command.formatter_class = _HelpFormatter
+        command.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to a flag's help, once: not when the help already states its default,
+    nor for flags whose default is None or False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or not action.option_strings or action.default is None
+                or action.default is False or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _version() -> str:
@@ -507,21 +587,48 @@ def _version() -> str:
     return __version__
 
 
+def _with_flag_names(message: str, args: argparse.Namespace) -> str:
+    """``message`` with the Python names of this command's options (max_new_tokens) written as the
+    flags the user typed (--max-new-tokens)."""
+    import re
+    for dest in vars(args):
+        if "_" in dest:
+            message = re.sub(rf"(?<![\w-]){dest}(?!\w)", "--" + dest.replace("_", "-"), message)
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 on success)."""
+    """Run the command line; returns the exit code: 0 on success, 1 on an error (one line on stderr,
+    the traceback only with --debug), 130 after Ctrl-C (the shell's code for SIGINT)."""
     from numpy_gpt.checkpoint import CheckpointError
     from numpy_gpt.download import DownloadError
-    from numpy_gpt.runtime import reuse_freed_memory
+    from numpy_gpt.interrupt import TrainingInterrupted, resume_hint
+    from numpy_gpt.runtime import configure
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    reuse_freed_memory()                                            # faster steps: numpy_gpt/runtime.py
+    configure()                                                     # entry point's speed settings
     try:
         return args.func(args)
-    except (CLIError, CheckpointError, DownloadError, FileNotFoundError, FloatingPointError,
-            ValueError) as err:
-        print(f"numpy-gpt {args.command}: error: {err}", file=sys.stderr)
+    except TrainingInterrupted as stop:
+        if args.debug:
+            raise
+        signal.signal(signal.SIGINT, signal.SIG_IGN)              # the work is saved: finish the line
+        hint = f"; continue with: {resume_hint(argv)}" if stop.checkpoint is not None else ""
+        print(f"numpy-gpt {args.command}: {stop}{hint}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print(f"numpy-gpt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, CheckpointError, DownloadError, OSError, FloatingPointError, ValueError) as err:
+        if args.debug:
+            raise
+        print(f"numpy-gpt {args.command}: error: {_with_flag_names(str(err), args)}", file=sys.stderr)
         return 1

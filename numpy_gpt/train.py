@@ -22,6 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,10 +31,10 @@ from tqdm.auto import tqdm
 
 from numpy_gpt.checkpoint import load_checkpoint, save_checkpoint
 from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
+from numpy_gpt.interrupt import TrainingInterrupted, stop_on_interrupt
 from numpy_gpt.nn.loss import cross_entropy
 from numpy_gpt.nn.module import no_grad
 from numpy_gpt.optim import AdamW, clip_grad_norm
-from numpy_gpt.runtime import reuse_freed_memory
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -161,7 +162,6 @@ def train_model_simple(model, train_loader, val_loader, optimizer: AdamW, num_ep
     """The book's ``train_model_simple``: returns (train_losses, val_losses, track_tokens_seen),
     one entry per evaluation, i.e. every ``eval_freq`` steps starting with the first step. After
     each epoch it prints a greedy continuation of ``start_context``."""
-    reuse_freed_memory()                      # no page faults on each step's arrays: numpy_gpt/runtime.py
     train_losses, val_losses, track_tokens_seen = [], [], []
     tokens_seen, global_step = 0, -1
     speed = _Speedometer()
@@ -298,6 +298,10 @@ def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs
     function continues that run: with the same seed, data and settings, the losses are exactly those
     of a run that was never interrupted.
 
+    Ctrl-C. The first one lets the current step finish, saves the checkpoint and raises
+    ``TrainingInterrupted`` (resuming from it continues exactly); a second one stops at once
+    (numpy_gpt/interrupt.py).
+
     A nan or inf loss (or gradient norm) raises ``NonFiniteLossError`` naming the step; the weights
     are not updated with it and the last checkpoint file is left as it was.
     """
@@ -316,7 +320,6 @@ def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs
     layout = {"grad_accum_steps": grad_accum_steps, "batches_per_epoch": per_epoch,
               "batch_size": int(batch_shape[0]), "context_length": int(batch_shape[1])}
 
-    reuse_freed_memory()                      # no page faults on each step's arrays: numpy_gpt/runtime.py
     history, start_step = TrainingHistory(), 0
     if resume_from is not None:
         start_step, history = _resume(resume_from, model, optimizer, layout)
@@ -341,12 +344,14 @@ def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs
                                       **(sampling or {}))
 
     say = _printer(progress)
+    if resume_from is not None:
+        say(f"resumed from step {start_step} of {max_steps} ({resume_from})")
     speed = _Speedometer()
     stream = _micro_batches(train_loader, start_step * grad_accum_steps)
     params = list(model.parameters(trainable_only=True))
     bar = _progress_bar(max_steps, start_step, progress)
     model.train()
-    try:
+    with stop_on_interrupt() as stop, closing(bar):      # first Ctrl-C: save after this step, then stop
         for global_step in range(start_step, max_steps):
             speed.start()
             if lr_schedule is not None:
@@ -387,8 +392,9 @@ def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs
             batches_done = (global_step + 1) * grad_accum_steps
             if batches_done // per_epoch > (batches_done - grad_accum_steps) // per_epoch and not last:
                 sample()                                   # an epoch ended during this step
-    finally:
-        bar.close()
+            if stop.requested and not last:
+                save(global_step + 1)
+                raise TrainingInterrupted(global_step + 1, max_steps, checkpoint_path)
     save(max_steps)
     sample()
     return history

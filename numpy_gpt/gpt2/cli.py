@@ -54,6 +54,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"wrote {written}")
+    if written.suffix == ".safetensors":
+        print(f"wrote {written.parent / 'config.json'} beside it (the model's shape, for transformers)")
     return 0
 
 

@@ -52,6 +52,7 @@ GPT2_BASE_URLS = (
 GPT2_FILES = ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
               "model.ckpt.index", "model.ckpt.meta", "vocab.bpe")
 GPT2_SIZES = ("124M", "355M", "774M", "1558M")
+TOKENIZER_METADATA_KEY = "numpy_gpt.tokenizer"     # safetensors metadata: the tokenizer spec as JSON
 
 # Byte sizes of OpenAI's files, as both URLs serve them (the book's repository checks 124M and
 # 355M against both). For 774M and 1558M only the files shared by every size are listed; their
@@ -436,19 +437,47 @@ def gpt_to_hf_tensors(gpt: GPTModel) -> tuple[dict[str, np.ndarray], bool]:
     return tensors, tied
 
 
-def save_safetensors(gpt: GPTModel, path: str | os.PathLike) -> Path:
+def read_tokenizer_spec(path: str | os.PathLike) -> dict | None:
+    """The tokenizer a checkpoint records (``cli.tokenizer_spec``'s JSON), or None if it records none:
+    a .npz's ``extra["tokenizer"]``, a safetensors file's metadata under ``TOKENIZER_METADATA_KEY``;
+    an OpenAI folder is GPT-2's."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return load_checkpoint(path, load_optimizer=False).extra.get("tokenizer")
+    if path.suffix == ".safetensors" or (path.is_dir() and (path / "model.safetensors").is_file()):
+        st_path = path if path.suffix == ".safetensors" else path / "model.safetensors"
+        text = SafetensorsReader(st_path).metadata.get(TOKENIZER_METADATA_KEY)
+        if text is None:
+            return None
+        try:
+            spec = json.loads(text)
+        except (ValueError, RecursionError):
+            raise ValueError(f"{st_path}: the tokenizer in its metadata ({TOKENIZER_METADATA_KEY}) is not "
+                             f"valid JSON") from None
+        if not isinstance(spec, dict):
+            raise ValueError(f"{st_path}: the tokenizer in its metadata is not a JSON object")
+        return spec
+    return {"kind": "gpt2"} if _is_openai_dir(path) else None
+
+
+def save_safetensors(gpt: GPTModel, path: str | os.PathLike, tokenizer: Mapping | None = None) -> Path:
     """Write ``gpt`` for ``transformers.GPT2LMHeadModel.from_pretrained``; return the file's path.
 
     ``path`` is a ``.safetensors`` file or a folder (then ``model.safetensors`` inside it). A
     ``config.json`` is written beside the file; with the default name, the folder loads with
-    ``GPT2LMHeadModel.from_pretrained(folder)``.
+    ``GPT2LMHeadModel.from_pretrained(folder)``. ``tokenizer`` (a tokenizer spec, see
+    ``read_tokenizer_spec``) is stored as JSON in the file's metadata, so a model with its own
+    tokenizer converts back without loss.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path / "model.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors, tied = gpt_to_hf_tensors(gpt)
-    save_file(tensors, path, metadata={"format": "pt"})     # transformers requires format "pt"
+    metadata = {"format": "pt"}                             # transformers requires format "pt"
+    if tokenizer is not None:
+        metadata[TOKENIZER_METADATA_KEY] = json.dumps(dict(tokenizer), separators=(",", ":"))
+    save_file(tensors, path, metadata=metadata)
     write_text_atomic(path.parent / "config.json", json.dumps(_hf_config(gpt, tied), indent=2) + "\n",
                       newline=None)
     return path
@@ -470,8 +499,11 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, models_dir: str |
                          f"supported; convert to a .safetensors file, a new folder (model.safetensors + "
                          f"config.json) or a .npz instead")
     gpt, _ = load_gpt2(src, models_dir, dtype=dtype)
+    # The tokenizer travels with the weights, so `numpy-gpt generate` reads the result as the source.
+    tokenizer = {"kind": "gpt2"} if str(src) in GPT2_SIZES else read_tokenizer_spec(src)
+    if tokenizer is None and gpt.cfg["vocab_size"] == 50257:
+        tokenizer = {"kind": "gpt2"}                       # e.g. Hugging Face's gpt2 file
     if dst.suffix == ".npz":
         dst.parent.mkdir(parents=True, exist_ok=True)
-        # Name the tokenizer, so `numpy-gpt generate --checkpoint` needs no guess from the vocab size.
-        return save_checkpoint(dst, gpt, extra={"tokenizer": {"kind": "gpt2"}})
-    return save_safetensors(gpt, dst)
+        return save_checkpoint(dst, gpt, extra={} if tokenizer is None else {"tokenizer": tokenizer})
+    return save_safetensors(gpt, dst, tokenizer)

@@ -1,0 +1,101 @@
+"""Ctrl-C during `numpy-gpt pretrain` keeps the work (numpy_gpt/interrupt.py, train.train_model).
+
+A real subprocess gets a real SIGINT once it has printed a few step lines; it must exit with 130, one
+line on stderr and no traceback, leaving a checkpoint that `--resume` continues to exactly the
+weights of a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from numpy_gpt.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child needs POSIX")
+MAX_STEPS = 120
+
+
+def _args(corpus: Path, out_dir: Path) -> list[str]:
+    return ["pretrain", "--corpus", str(corpus), "--tokenizer", "char", "--preset", "tiny",
+            "--context-length", "16", "--emb-dim", "32", "--batch-size", "4", "--drop-rate", "0.1",
+            "--max-steps", str(MAX_STEPS), "--eval-freq", "1", "--eval-iter", "1", "--num-samples", "0",
+            "--sample-tokens", "4", "--prompt", "the", "--no-progress", "--seed", "7",
+            "--out-dir", str(out_dir)]
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "numpy_gpt", *args], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"]
+    path = tmp_path / "corpus.txt"
+    path.write_text(" ".join(rng.choice(words, 4000)) + "\n", encoding="utf-8")
+    return path
+
+
+def test_sigint_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_path, corpus):
+    interrupted_dir = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "numpy_gpt", *_args(corpus, interrupted_dir)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in proc.stdout:                          # wait until training is under way
+            if "(Step 000003)" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "--resume" in lines[0], err
+
+    saved = load_checkpoint(interrupted_dir / "model.npz")
+    assert 3 < saved.step < MAX_STEPS
+    assert saved.optimizer_state is not None
+
+    resumed = _run([*_args(corpus, interrupted_dir), "--resume"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from step {saved.step} of {MAX_STEPS}" in resumed.stdout
+
+    straight = _run(_args(corpus, tmp_path / "straight"), tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    a = dict(load_checkpoint(interrupted_dir / "model.npz").model.named_parameters())
+    b = dict(load_checkpoint(tmp_path / "straight" / "model.npz").model.named_parameters())
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name].data, b[name].data, err_msg=name)
+
+
+def test_a_second_sigint_exits_at_once_with_130_and_no_traceback(tmp_path, corpus):
+    """Two Ctrl-C in a row: the second stops at once, still with exit code 130 and no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "numpy_gpt", *_args(corpus, tmp_path / "run")],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in proc.stdout:
+            if "(Step 000002)" in line:
+                proc.send_signal(signal.SIGINT)
+            if line.startswith("Ctrl-C"):                 # the first one was seen: send the second
+                proc.send_signal(signal.SIGINT)
+                break
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
