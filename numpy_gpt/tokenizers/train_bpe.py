@@ -10,7 +10,8 @@ chunk boundary, so " the" can become a token but "e t" cannot. Special tokens su
 Training counts each distinct chunk once, weighted by how often it occurs, and after each merge only
 updates the counts of the chunks that contained the merged pair; a heap finds the most frequent pair
 (ties go to the smallest pair of ids, so training is deterministic). tinyshakespeare to 512 tokens
-takes a few seconds.
+takes a few seconds. naive_bpe.py is the same training without the bookkeeping (recount everything
+after each merge); read it first: the tests check that both learn the same merges in the same order.
 
 ``BPETokenizer`` encodes and decodes with the same engine as ``GPT2Tokenizer`` (bpe.py), so it has
 tiktoken's API and tiktoken's encoding rule (join the adjacent pair whose result has the lowest id).
