@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from numpy_gpt.download import DownloadError, download_file
+from numpy_gpt.download import DownloadError, download_file, gather_downloads
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -22,7 +22,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     first request only; /status/N answers N; /slow answers after a second."""
 
     requests_seen: list[tuple[str, str | None]] = []
+    if_ranges: list[str | None] = []
     flaky_calls = 0
+    current = PAYLOAD                      # what /etag serves; a test replaces it to "change" the file
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
@@ -41,12 +43,30 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(PAYLOAD, cut=type(self).flaky_calls == 1)
         elif self.path == "/ok":
             self._send(PAYLOAD)
+        elif self.path in ("/etag", "/etag-cut"):
+            type(self).if_ranges.append(self.headers.get("If-Range"))
+            self._send(type(self).current, cut=self.path == "/etag-cut",
+                       etag=f'"{hashlib.sha256(type(self).current).hexdigest()[:16]}"')
+        elif self.path == "/norange":                  # a server that ignores Range: always 200
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+        elif self.path == "/nolength-cut":             # no Content-Length, closes halfway
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(PAYLOAD[:len(PAYLOAD) // 2])
+            self.close_connection = True
         else:
             self.send_error(404)
 
-    def _send(self, body: bytes, cut: bool = False) -> None:
+    def _send(self, body: bytes, cut: bool = False, etag: str | None = None) -> None:
         start = 0
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if_range = self.headers.get("If-Range")
+        if match and if_range is not None and if_range != etag:
+            match = None                               # the file changed: send all of it (RFC 9110)
         if match:
             start = int(match.group(1))
             if start >= len(body):
@@ -58,6 +78,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         else:
             self.send_response(200)
+        if etag is not None:
+            self.send_header("ETag", etag)
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
         data = body[start:]
@@ -68,7 +90,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     _Handler.requests_seen = []
+    _Handler.if_ranges = []
     _Handler.flaky_calls = 0
+    _Handler.current = PAYLOAD
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -180,10 +204,80 @@ def test_offline(tmp_path):
         download_file(url, dest, sha256=SHA, **_fast(retries=1))
     message = str(err.value)
     assert "offline" in message and url in message and str(dest) in message
-    assert "place the file by hand" in message and SHA in message
-    assert not dest.exists() and list(dest.parent.iterdir()) == []
+    assert "place the file by hand" in message.lower() and SHA in message
+    assert err.value.offline
+    assert not dest.exists() and not dest.parent.exists()          # the folder it made is gone too
 
 
 def test_argument_checks(tmp_path):
     with pytest.raises(ValueError, match="at least one URL"):
         download_file([], tmp_path / "f")
+
+
+def test_changed_remote_file_with_a_stale_part_is_not_spliced(server, tmp_path):
+    """A .part from the old file plus a new remote file: If-Range makes the server send the new file whole."""
+    old, new = PAYLOAD, bytes(reversed(PAYLOAD))
+    _Handler.current = old
+    with pytest.raises(DownloadError):
+        download_file(f"{server}/etag-cut", tmp_path / "f.bin", **_fast(keep_partial=True))
+    assert (tmp_path / "f.bin.part").stat().st_size > 0
+    _Handler.current = new
+    dest = download_file(f"{server}/etag", tmp_path / "f.bin", **_fast())
+    assert dest.read_bytes() == new
+    assert _Handler.if_ranges[-1] == f'"{hashlib.sha256(old).hexdigest()[:16]}"'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+def test_unchanged_remote_file_resumes_under_if_range(server, tmp_path):
+    with pytest.raises(DownloadError):
+        download_file(f"{server}/etag-cut", tmp_path / "f.bin", **_fast(keep_partial=True))
+    kept = (tmp_path / "f.bin.part").stat().st_size
+    download_file(f"{server}/etag", tmp_path / "f.bin", **_fast())
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+    assert _Handler.requests_seen[-1] == ("/etag", f"bytes={kept}-")
+
+
+def test_a_part_without_validator_or_hash_is_not_resumed(server, tmp_path):
+    (tmp_path / "f.bin.part").write_bytes(b"stale bytes of some other file")
+    download_file(f"{server}/ok", tmp_path / "f.bin", **_fast())
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+    assert _Handler.requests_seen == [("/ok", None)]
+
+
+def test_server_that_ignores_range_restarts_from_zero(server, tmp_path):
+    with pytest.raises(DownloadError):
+        download_file(f"{server}/cut", tmp_path / "f.bin", sha256=SHA, **_fast(keep_partial=True))
+    assert (tmp_path / "f.bin.part").exists()
+    dest = download_file(f"{server}/norange", tmp_path / "f.bin", sha256=SHA, **_fast())
+    assert dest.read_bytes() == PAYLOAD
+    assert _Handler.requests_seen[-1][1] is not None          # it asked for a range, got the whole file
+
+
+def test_truncated_response_without_length_is_refused_when_the_hash_is_known(server, tmp_path):
+    with pytest.raises(DownloadError, match="has sha256"):
+        download_file(f"{server}/nolength-cut", tmp_path / "f.bin", sha256=SHA, **_fast())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_network_lists_every_missing_file_after_one_attempt_each(tmp_path, monkeypatch):
+    """Name resolution fails: no retries, no mirrors, and one error names all three files."""
+    lookups = []
+
+    def no_dns(host, *args, **kwargs):
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    files = [(f"https://example.invalid/{name}", tmp_path / "data" / sub / name, f"{i}" * 64)
+             for i, (sub, name) in enumerate([("a", "one.zip"), ("b", "two.json"), ("b", "three.bin")])]
+    jobs = [lambda url=url, dest=dest, sha=sha: download_file([url, "https://mirror.invalid/x"], dest,
+                                                              sha256=sha, progress=False)
+            for url, dest, sha in files]
+    with pytest.raises(DownloadError) as err:
+        gather_downloads(jobs)
+    assert err.value.offline and len(err.value.missing) == 3
+    message = str(err.value)
+    for url, dest, sha in files:
+        assert url in message and str(dest) in message and sha in message
+    assert len(lookups) == 3                                   # one attempt per file: no retry, no mirror
+    assert not (tmp_path / "data").exists()                    # the folders the calls made are gone
