@@ -19,17 +19,19 @@ crash or a full disk never leaves a half-written checkpoint in place of a good o
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from numpy_gpt.fileio import atomic_write
-from numpy_gpt.model import GPTModel
+from numpy_gpt.fileio import atomic_write, read_json
+from numpy_gpt.model import GPTModel, validate_config
 from numpy_gpt.nn.module import Module
 from numpy_gpt.optim import AdamW
 
@@ -45,6 +47,11 @@ TRAINING_ONLY_CFG_KEYS = frozenset({"drop_rate"})
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: corrupt, truncated, or not matching the model."""
+
+
+class NonFiniteStateError(ValueError):
+    """``save_checkpoint`` refused to write weights or optimizer state holding NaN or inf: such a
+    file could only poison a later run, and writing it would replace a good checkpoint."""
 
 
 @dataclass
@@ -84,9 +91,16 @@ def _rng_state_to_json(state: Any) -> Any:
 
 
 def _rng_state_from_json(state: Any) -> Any:
+    """The inverse of ``_rng_state_to_json``. Only integer arrays are rebuilt (a bit generator's
+    state holds nothing else); any other tagged value is a ValueError."""
     if isinstance(state, dict):
         if "__ndarray__" in state:
-            return np.array(state["__ndarray__"], dtype=state["dtype"])
+            values, dtype = state["__ndarray__"], np.dtype(state["dtype"])
+            if dtype.kind not in "iu" or not isinstance(values, list) or not all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in values):
+                raise ValueError(f"an RNG state array must be a list of integers of an integer dtype, "
+                                 f"got {str(values)[:60]} of dtype {dtype}")
+            return np.array(values, dtype=dtype)
         return {k: _rng_state_from_json(v) for k, v in state.items()}
     return state
 
@@ -99,7 +113,8 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: AdamW | N
     ``step`` is the training step to resume from; ``extra`` is any JSON-serialisable dict stored
     alongside (tokenizer name, tokens seen, losses...). The file is written exactly at ``path`` (no
     suffix is added); an existing file there is replaced only once the new one is complete.
-    Returns the path written.
+    Weights or optimizer arrays holding NaN or inf raise ``NonFiniteStateError`` and nothing is
+    written. Returns the path written.
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -135,6 +150,10 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: AdamW | N
                 arrays[OPTIMIZER_PREFIX + key] = value
             else:
                 meta["optimizer"][key] = value
+    for key, value in arrays.items():
+        if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
+            raise NonFiniteStateError(f"cannot save checkpoint {path}: {key} holds NaN or infinite values "
+                                      f"(the weights diverged); the file was not written")
     try:
         arrays[META_KEY] = _encode_json(meta)
     except (TypeError, ValueError) as err:
@@ -146,57 +165,210 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: AdamW | N
 
 
 # -- loading --------------------------------------------------------------------------------------
+# Nothing in a checkpoint is trusted before it is checked. The zip's central directory and each
+# entry's .npy header (a few hundred bytes) say every array's shape, dtype and size; they are read
+# first and checked against each other, against the file's real size and against the saved cfg, so
+# neither a lying cfg (vocab_size=10**9) nor a lying header makes us allocate more than the file
+# holds. __meta__ is read only up to MAX_META_BYTES.
+MAX_META_BYTES = 32 * 2**20
+# Deflate cannot expand data more than 1032 times; an entry that claims more is lying.
+_MAX_DEFLATE_RATIO = 1100
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError)
 
 
-def _corrupt(path: Path, what: str, err: BaseException) -> CheckpointError:
-    return CheckpointError(f"checkpoint {path} is corrupt or truncated ({what}: {err}); re-save it or "
+def _corrupt(path: Path, what: str, err: BaseException | None = None) -> CheckpointError:
+    detail = f": {err}" if err is not None else ""
+    return CheckpointError(f"checkpoint {path} is corrupt or truncated ({what}{detail}); re-save it or "
                            f"use an older copy")
 
 
-def _read_entry(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
-    try:
-        return npz[key]
-    except _READ_ERRORS as err:
-        raise _corrupt(path, f"entry {key!r} cannot be read", err) from err
+@dataclass(frozen=True)
+class _Entry:
+    """One array of the archive, as its zip and .npy headers describe it (no data read)."""
+
+    key: str
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
 
 
-def _entry_header(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """(shape, dtype) of an entry from its .npy header, without reading the data."""
+def _read_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> _Entry:
+    """Parse one entry's .npy header and check it against the zip's sizes."""
+    key = info.filename[:-len(".npy")]
+    stored = info.compress_type == zipfile.ZIP_STORED
+    if (stored and info.file_size != info.compress_size) or (
+            not stored and info.file_size > _MAX_DEFLATE_RATIO * max(info.compress_size, 1)):
+        raise _corrupt(path, f"entry {key!r} claims {info.file_size} bytes from {info.compress_size} "
+                             f"stored, which no zip compression gives")
     try:
-        with npz.zip.open(key + ".npy") as f:
+        with zf.open(info) as f:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
             elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
             else:
                 raise ValueError(f".npy format version {version} is not supported")
+            header_size = f.tell()
     except _READ_ERRORS as err:
         raise _corrupt(path, f"header of entry {key!r} cannot be read", err) from err
-    return tuple(shape), dtype
+    if dtype.hasobject or dtype.itemsize == 0:
+        raise CheckpointError(f"checkpoint {path}: entry {key!r} has dtype {dtype}; a checkpoint holds "
+                              f"only numbers (objects would need unpickling, which numpy_gpt never does)")
+    if header_size + math.prod(shape) * dtype.itemsize != info.file_size:
+        raise _corrupt(path, f"entry {key!r} says {dtype} {tuple(shape)} but holds "
+                             f"{info.file_size - header_size} bytes of data")
+    return _Entry(key, info, tuple(shape), dtype, fortran_order)
 
 
-def _read_meta(npz: np.lib.npyio.NpzFile, path: Path) -> dict[str, Any]:
-    if META_KEY not in npz.files:
+def _read_into(zf: zipfile.ZipFile, entry: _Entry, out: np.ndarray, path: Path) -> np.ndarray:
+    """Read ``entry``'s data into ``out`` (same shape; cast if the dtypes differ); returns ``out``.
+    The zip's CRC-32 of the entry is checked once its last byte is read."""
+    direct = entry.dtype == out.dtype and out.flags.c_contiguous and not entry.fortran_order
+    buffer = out if direct else np.empty(entry.shape[::-1] if entry.fortran_order else entry.shape,
+                                         dtype=entry.dtype)
+    view = buffer.reshape(-1).view(np.uint8)
+    try:
+        with zf.open(entry.info) as f:
+            f.seek(entry.info.file_size - view.nbytes)            # skip the .npy header
+            filled = 0
+            while filled < view.nbytes:
+                n = f.readinto(view[filled:])
+                if not n:
+                    raise EOFError(f"the data ends after {filled} of {view.nbytes} bytes")
+                filled += n
+            if f.read(1):                                         # also makes zipfile check the CRC
+                raise ValueError("more data than the header says")
+    except _READ_ERRORS as err:
+        raise _corrupt(path, f"entry {entry.key!r} cannot be read", err) from err
+    if not direct:
+        out[...] = buffer.T if entry.fortran_order else buffer
+    return out
+
+
+def _read_finite(zf: zipfile.ZipFile, entry: _Entry, out: np.ndarray, path: Path) -> np.ndarray:
+    _read_into(zf, entry, out, path)
+    if not np.isfinite(out).all():
+        raise CheckpointError(f"checkpoint {path}: tensor {entry.key!r} holds NaN or infinite values (it was "
+                              f"saved from diverged weights); use an earlier checkpoint")
+    return out
+
+
+def _field_error(path: Path, field: str, problem: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {path}: field {field!r} of {META_KEY} {problem}")
+
+
+def _parse_meta(zf: zipfile.ZipFile, entries: dict[str, _Entry], path: Path) -> dict[str, Any]:
+    """Read __meta__ (bounded), parse its JSON and check every field's type."""
+    entry = entries.get(META_KEY)
+    if entry is None:
         raise CheckpointError(f"{path} has no {META_KEY!r} entry: it is an .npz file but not a numpy_gpt "
                               f"checkpoint (write one with save_checkpoint)")
-    raw = _read_entry(npz, META_KEY, path)
+    if entry.dtype != np.uint8 or len(entry.shape) != 1:
+        raise _corrupt(path, f"{META_KEY} should be a 1-D uint8 array, not {entry.dtype} {entry.shape}")
+    if entry.shape[0] > MAX_META_BYTES:
+        raise CheckpointError(f"checkpoint {path}: {META_KEY} is {entry.shape[0]:,} bytes, more than the "
+                              f"{MAX_META_BYTES:,} a numpy_gpt checkpoint's metadata may take")
+    raw = _read_into(zf, entry, np.empty(entry.shape, np.uint8), path)
     try:
-        if raw.dtype != np.uint8 or raw.ndim != 1:
-            raise ValueError(f"expected a 1-D uint8 array, got {raw.ndim}-D {raw.dtype}")
-        meta = json.loads(raw.tobytes().decode("utf-8"))
-        if not isinstance(meta, dict):
-            raise ValueError("the JSON document is not an object")
-    except (ValueError, UnicodeDecodeError) as err:
-        raise _corrupt(path, f"{META_KEY} is not valid JSON metadata", err) from err
+        meta = read_json(raw.tobytes(), where=f"checkpoint {path}, entry {META_KEY}")
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+    if not isinstance(meta, dict):
+        raise _corrupt(path, f"{META_KEY} is not a JSON object")
     if meta.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path} is not a numpy_gpt checkpoint (format {meta.get('format')!r})")
+        raise CheckpointError(f"{path} is not a numpy_gpt checkpoint (format {meta.get('format')!r:.100})")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {version!r}; this numpy_gpt reads "
+        raise CheckpointError(f"{path} has checkpoint format version {version!r:.100}; this numpy_gpt reads "
                               f"version {FORMAT_VERSION} (upgrade numpy_gpt to read newer files)")
+    step = meta.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise _field_error(path, "step", f"must be an integer >= 0, got {step!r:.100}")
+    for field, kind in (("extra", dict), ("cfg", dict), ("dropout_rng_state", dict), ("optimizer", dict),
+                        ("dtype", str), ("model_class", str)):
+        value = meta.get(field)
+        if value is not None and not isinstance(value, kind):
+            raise _field_error(path, field, f"must be a JSON {'object' if kind is dict else 'string'} or "
+                                            f"null, got {type(value).__name__}")
+    if meta.get("cfg") is not None:
+        try:
+            validate_config(meta["cfg"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise _field_error(path, "cfg", f"is not a valid GPT config: {err}") from None
     return meta
+
+
+def _open(path: Path) -> tuple[zipfile.ZipFile, dict[str, _Entry], dict[str, Any]]:
+    """Open the archive and read, check and return every entry header and the metadata."""
+    with open(path, "rb") as f:
+        if f.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX:
+            raise _corrupt(path, "it holds a single .npy array, not a checkpoint .npz archive")
+    try:
+        zf = zipfile.ZipFile(path)
+    except _READ_ERRORS as err:
+        raise _corrupt(path, "not a readable .npz archive", err) from err
+    try:
+        entries = {}
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy") or info.filename[:-4] in entries:
+                raise CheckpointError(f"{path} has an unexpected entry {info.filename!r:.200}: it is not "
+                                      f"a numpy_gpt checkpoint")
+            entry = _read_header(zf, info, path)
+            entries[entry.key] = entry
+        meta = _parse_meta(zf, entries, path)
+        strays = sorted(k for k in entries if k != META_KEY and not k.startswith((MODEL_PREFIX,
+                                                                                   OPTIMIZER_PREFIX)))
+        if strays:
+            raise CheckpointError(f"{path} has unexpected entries {strays[:10]}")
+    except BaseException:
+        zf.close()
+        raise
+    return zf, entries, meta
+
+
+def gpt_parameter_shapes(cfg: dict[str, Any], num_classes: int | None = None) -> dict[str, tuple[int, ...]]:
+    """{state-dict name: shape} of ``GPTModel(cfg)`` (with ``num_classes``: of the classifier that
+    ``add_classification_head`` makes), computed without building it."""
+    V, T, C = cfg["vocab_size"], cfg["context_length"], cfg["emb_dim"]    # noqa: N806 (the math's names)
+    shapes: dict[str, tuple[int, ...]] = {"tok_emb.weight": (V, C), "pos_emb.weight": (T, C)}
+    for i in range(cfg["n_layers"]):
+        block = f"trf_blocks.{i}."
+        for name in ("W_query", "W_key", "W_value", "out_proj"):
+            shapes[f"{block}att.{name}.weight"] = (C, C)
+            if name == "out_proj" or cfg["qkv_bias"]:
+                shapes[f"{block}att.{name}.bias"] = (C,)
+        shapes.update({f"{block}ff.layers.0.weight": (C, 4 * C), f"{block}ff.layers.0.bias": (4 * C,),
+                       f"{block}ff.layers.2.weight": (4 * C, C), f"{block}ff.layers.2.bias": (C,)})
+        for norm in ("norm1", "norm2"):
+            shapes.update({f"{block}{norm}.scale": (C,), f"{block}{norm}.shift": (C,)})
+    shapes.update({"final_norm.scale": (C,), "final_norm.shift": (C,)})
+    if num_classes is None:
+        shapes["out_head.weight"] = (C, V)
+    else:
+        shapes.update({"out_head.weight": (C, num_classes), "out_head.bias": (num_classes,)})
+    return shapes
+
+
+def _check_fit(path: Path, entries: dict[str, _Entry], expected: dict[str, tuple[int, ...]],
+               what: str) -> None:
+    """Every expected parameter is stored, floating point, with its shape; nothing else is stored."""
+    stored = {k[len(MODEL_PREFIX):]: e for k, e in entries.items() if k.startswith(MODEL_PREFIX)}
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not match {what}: missing parameters {missing[:10]}, "
+                              f"unexpected parameters {unexpected[:10]}")
+    problems = []
+    for name, shape in expected.items():
+        entry = stored[name]
+        if entry.shape != tuple(shape):
+            problems.append(f"{name}: checkpoint {entry.shape} vs model {tuple(shape)}")
+        elif not np.issubdtype(entry.dtype, np.floating):
+            problems.append(f"{name}: checkpoint dtype {entry.dtype} is not floating point")
+    if problems:
+        raise CheckpointError(f"{path} does not fit {what}: " + "; ".join(problems[:10]))
 
 
 def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -204,6 +376,21 @@ def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[
     keys = sorted((set(saved) | set(current)) - TRAINING_ONLY_CFG_KEYS)
     return [f"{k}: checkpoint {saved.get(k, absent)!r} vs model {current.get(k, absent)!r}"
             for k in keys if saved.get(k, absent) != current.get(k, absent)]
+
+
+def _checked_rng_state(path: Path, state: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """The saved dropout RNG state, decoded and proven to fit ``rng``'s bit generator (on a scratch
+    generator of the same type, so ``rng`` itself is not touched yet)."""
+    current = type(rng.bit_generator).__name__
+    if state.get("bit_generator") != current:
+        raise CheckpointError(f"the saved dropout RNG state is for {state.get('bit_generator')!r:.100}, "
+                              f"but the model's generator is {current}")
+    try:
+        decoded = _rng_state_from_json(state)
+        type(rng.bit_generator)().state = decoded
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
+        raise _field_error(path, "dropout_rng_state", f"is not a valid {current} state ({err})") from None
+    return decoded
 
 
 def restore_dropout_rng(model: Module, state: dict[str, Any]) -> None:
@@ -219,79 +406,91 @@ def restore_dropout_rng(model: Module, state: dict[str, Any]) -> None:
     rng.bit_generator.state = state
 
 
+ShapesFromMeta = Callable[[dict[str, Any]], dict[str, tuple[int, ...]]]
+
+
+def read_checkpoint_meta(path: str | os.PathLike, shapes_from_meta: ShapesFromMeta | None = None
+                         ) -> dict[str, Any]:
+    """The checked ``__meta__`` document of a checkpoint, read without any array.
+
+    With ``shapes_from_meta``, the parameter shapes it derives from the metadata (for instance
+    ``gpt_parameter_shapes`` of the cfg) are checked against the shapes the archive really holds,
+    so a model built from the metadata afterwards allocates no more than the file contains.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    zf, entries, meta = _open(path)
+    with zf:
+        if shapes_from_meta is not None:
+            _check_fit(path, entries, shapes_from_meta(meta), "the model its metadata describes")
+    return meta
+
+
 def load_checkpoint(path: str | os.PathLike, model: Module | None = None, *,
                     load_optimizer: bool = True) -> Checkpoint:
     """Read a checkpoint written by ``save_checkpoint``.
 
     Without ``model``, a GPTModel is built from the saved cfg and dtype; with one, its cfg is
     checked against the saved cfg (``drop_rate`` may differ) and the parameters are copied into it.
-    Every name, shape and dtype is checked before any parameter is changed. The model's dropout RNG
-    is restored when the file has its state. With ``load_optimizer`` the optimizer arrays are read
-    into ``Checkpoint.optimizer_state`` (pass False for inference, to skip them).
+    The model's dropout RNG is restored when the file has its state. With ``load_optimizer`` the
+    optimizer arrays are read into ``Checkpoint.optimizer_state`` (pass False for inference, to
+    skip them).
+
+    All or nothing: every header, the metadata's fields, the RNG state and every array (readable,
+    CRC-32 intact, finite) are checked before the model passed in changes at all; a failed load
+    raises ``CheckpointError`` and leaves it exactly as it was. Nothing is allocated before the
+    saved cfg has been checked against the shapes the file really holds.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist" +
                                 ("" if path.suffix else " (checkpoints are .npz files: add the suffix?)"))
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except _READ_ERRORS as err:
-        raise _corrupt(path, "not a readable .npz archive", err) from err
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"{path} holds a single .npy array, not a checkpoint .npz archive")
-    with npz:
-        meta = _read_meta(npz, path)
-        model_keys = {k[len(MODEL_PREFIX):] for k in npz.files if k.startswith(MODEL_PREFIX)}
-        optimizer_keys = {k[len(OPTIMIZER_PREFIX):] for k in npz.files if k.startswith(OPTIMIZER_PREFIX)}
-        strays = sorted(k for k in npz.files if k != META_KEY and not k.startswith((MODEL_PREFIX,
-                                                                                       OPTIMIZER_PREFIX)))
-        if strays:
-            raise CheckpointError(f"{path} has unexpected entries {strays[:10]}")
-
+    zf, entries, meta = _open(path)
+    with zf:
         cfg = meta.get("cfg")
-        if model is None:
-            if not isinstance(cfg, dict):
+        fresh = model is None
+        if fresh:
+            if cfg is None:
                 raise CheckpointError(f"{path} stores no model cfg ({meta.get('model_class')} checkpoint): "
                                       f"build the model yourself and pass it as load_checkpoint(path, model)")
-            try:
-                dtype = np.dtype(meta.get("dtype", "float32"))
-            except TypeError as err:
-                raise CheckpointError(f"{path} names an unknown dtype {meta.get('dtype')!r}") from err
-            model = GPTModel(cfg, dtype=dtype)
-        elif isinstance(cfg, dict) and isinstance(getattr(model, "cfg", None), dict):
-            differences = _config_differences(cfg, model.cfg)
-            if differences:
-                raise CheckpointError(f"{path} was saved from a model with a different config: "
-                                      + "; ".join(differences))
-
+            dtype = meta.get("dtype", "float32")
+            if dtype not in ("float32", "float64"):
+                raise _field_error(path, "dtype", f"must be 'float32' or 'float64', got {dtype!r:.100}")
+            _check_fit(path, entries, gpt_parameter_shapes(cfg), f"the GPTModel its cfg describes {cfg}")
+            model = GPTModel(cfg, dtype=np.dtype(dtype), init=False)
+        else:
+            if cfg is not None and isinstance(getattr(model, "cfg", None), dict):
+                differences = _config_differences(cfg, model.cfg)
+                if differences:
+                    raise CheckpointError(f"{path} was saved from a model with a different config: "
+                                          + "; ".join(differences))
         params = dict(model.named_parameters())
-        missing = sorted(set(params) - model_keys)
-        unexpected = sorted(model_keys - set(params))
-        if missing or unexpected:
-            raise CheckpointError(f"{path} does not match {type(model).__name__}: missing parameters "
-                                  f"{missing[:10]}, unexpected parameters {unexpected[:10]}")
-        problems = []
-        for name, p in params.items():
-            shape, dtype = _entry_header(npz, MODEL_PREFIX + name, path)
-            if shape != p.shape:
-                problems.append(f"{name}: checkpoint {shape} vs model {p.shape}")
-            elif not np.issubdtype(dtype, np.floating):
-                problems.append(f"{name}: checkpoint dtype {dtype} is not floating point")
-        if problems:
-            raise CheckpointError(f"{path} does not fit the model: " + "; ".join(problems[:10]))
-        for name, p in params.items():
-            p.data[...] = _read_entry(npz, MODEL_PREFIX + name, path)
+        _check_fit(path, entries, {name: p.shape for name, p in params.items()}, type(model).__name__)
+
+        rng = getattr(model, "dropout_rng", None)
+        rng_state = meta.get("dropout_rng_state")
+        if rng_state is not None and isinstance(rng, np.random.Generator):
+            rng_state = _checked_rng_state(path, rng_state, rng)
 
         optimizer_state = None
         if load_optimizer and meta.get("optimizer") is not None:
             optimizer_state = dict(meta["optimizer"])
-            for key in sorted(optimizer_keys):
-                optimizer_state[key] = _read_entry(npz, OPTIMIZER_PREFIX + key, path)
+            for key, entry in entries.items():
+                if key.startswith(OPTIMIZER_PREFIX):
+                    optimizer_state[key[len(OPTIMIZER_PREFIX):]] = _read_finite(
+                        zf, entry, np.empty(entry.shape, entry.dtype.newbyteorder("=")), path)
 
-    rng_state = meta.get("dropout_rng_state")
-    rng_state = None if rng_state is None else _rng_state_from_json(rng_state)
-    if rng_state is not None and isinstance(getattr(model, "dropout_rng", None), np.random.Generator):
-        restore_dropout_rng(model, rng_state)
-    return Checkpoint(model=model, step=int(meta.get("step", 0)), optimizer_state=optimizer_state,
+        # A model built here is thrown away if a read fails, so it is filled directly; a model passed
+        # in is only written once every array has been read and checked.
+        staged = {name: _read_finite(zf, entries[MODEL_PREFIX + name],
+                                     p.data if fresh else np.empty(p.shape, p.data.dtype), path)
+                  for name, p in params.items()}
+    if not fresh:
+        for name, p in params.items():
+            p.data[...] = staged[name]
+    if isinstance(rng_state, dict) and isinstance(rng, np.random.Generator):
+        rng.bit_generator.state = rng_state
+    return Checkpoint(model=model, step=meta.get("step", 0), optimizer_state=optimizer_state,
                       extra=meta.get("extra") or {}, rng_state=rng_state, cfg=cfg,
                       dtype=str(meta.get("dtype")), path=path)

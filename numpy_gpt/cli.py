@@ -75,36 +75,15 @@ class CLIError(Exception):
 # A checkpoint's extra["tokenizer"] says how to rebuild the tokenizer it was trained with; char and
 # trained-BPE vocabularies are stored inline, so the .npz file is all `generate` needs.
 def tokenizer_spec(tokenizer) -> dict[str, Any]:
-    """The JSON description of ``tokenizer`` that ``tokenizer_from_spec`` rebuilds it from."""
-    from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
-    from numpy_gpt.tokenizers.char import CharTokenizer
-    from numpy_gpt.tokenizers.train_bpe import BPETokenizer
-
-    if isinstance(tokenizer, CharTokenizer):
-        return {"kind": "char", "chars": tokenizer.chars}
-    if isinstance(tokenizer, BPETokenizer):
-        return {"kind": "bpe", "merges": tokenizer.merges, "byte_ids": tokenizer.byte_ids,
-                "special_tokens": tokenizer.special_tokens, "pattern": tokenizer.pattern}
-    if isinstance(tokenizer, GPT2Tokenizer):
-        return {"kind": "gpt2"}
-    raise TypeError(f"cannot record a {type(tokenizer).__name__} in a checkpoint")
+    """The JSON description of ``tokenizer`` (see numpy_gpt/tokenizers/spec.py)."""
+    from numpy_gpt.tokenizers.spec import tokenizer_spec as build_spec
+    return build_spec(tokenizer)
 
 
 def tokenizer_from_spec(spec: dict[str, Any], data_dir: str | os.PathLike = "data"):
-    """Rebuild the tokenizer described by ``tokenizer_spec`` (GPT-2's is read from ``data_dir``,
-    downloaded there once if absent)."""
-    kind = spec.get("kind") if isinstance(spec, dict) else None
-    if kind == "char":
-        from numpy_gpt.tokenizers.char import CharTokenizer
-        return CharTokenizer(spec["chars"])
-    if kind == "bpe":
-        from numpy_gpt.tokenizers.train_bpe import BPETokenizer
-        return BPETokenizer([tuple(pair) for pair in spec["merges"]], spec["special_tokens"], spec["pattern"],
-                            spec["byte_ids"])
-    if kind == "gpt2":
-        from numpy_gpt.tokenizers.bpe import get_gpt2_tokenizer
-        return get_gpt2_tokenizer(data_dir)
-    raise CLIError(f"unknown tokenizer description {spec!r}: expected kind char, bpe or gpt2")
+    """Rebuild the tokenizer a checked description stands for (see numpy_gpt/tokenizers/spec.py)."""
+    from numpy_gpt.tokenizers.spec import tokenizer_from_spec as from_spec
+    return from_spec(spec, data_dir, where="the checkpoint's tokenizer description")
 
 
 def _build_tokenizer(kind: str, train_text: str, full_text: str, vocab_size: int, data_dir: str,
@@ -125,7 +104,7 @@ def _build_tokenizer(kind: str, train_text: str, full_text: str, vocab_size: int
         tokenizer = BPETokenizer.train(train_text, vocab_size)
         tokenizer.save(cached)
         return tokenizer
-    from numpy_gpt.tokenizers.bpe import get_gpt2_tokenizer
+    from numpy_gpt.corpora import get_gpt2_tokenizer
     return get_gpt2_tokenizer(data_dir)
 
 

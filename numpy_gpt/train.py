@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from numpy_gpt.checkpoint import load_checkpoint, save_checkpoint
+from numpy_gpt.checkpoint import NonFiniteStateError, load_checkpoint, save_checkpoint
 from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
 from numpy_gpt.interrupt import TrainingInterrupted, stop_on_interrupt
 from numpy_gpt.nn.loss import cross_entropy
@@ -121,6 +121,20 @@ def _check_finite(what: str, value: float, step: int, epoch: int, checkpoint_not
             f"{what} is {value} at step {step} (epoch {epoch + 1}); training stopped before the weights "
             f"were updated with it. {checkpoint_note}Try a lower learning rate, a warmup, or gradient "
             f"clipping.")
+
+
+def _scheduled_lr(lr_schedule: Callable[[int], float], step: int, checkpoint_note: str) -> float:
+    """``lr_schedule(step)``, refused before it reaches the optimizer unless it is a finite number
+    >= 0: a NaN or infinite learning rate turns every weight NaN in one step."""
+    lr = lr_schedule(step)
+    try:
+        value = float(lr)
+    except (TypeError, ValueError):
+        raise TypeError(f"lr_schedule({step}) returned {lr!r}, not a number") from None
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"lr_schedule({step}) returned {lr!r}; a learning rate must be a finite number "
+                         f">= 0. Training stopped before step {step} touched the weights. {checkpoint_note}")
+    return value
 
 
 class _Speedometer:
@@ -303,7 +317,10 @@ def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs
     (numpy_gpt/interrupt.py).
 
     A nan or inf loss (or gradient norm) raises ``NonFiniteLossError`` naming the step; the weights
-    are not updated with it and the last checkpoint file is left as it was.
+    are not updated with it and the last checkpoint file is left as it was. A schedule's NaN or
+    inf learning rate is refused (ValueError) before the step, and a checkpoint is never written
+    from non-finite weights or optimizer state (``NonFiniteLossError``): the file on disk, which
+    the error names as the last good one, was checked finite when it was written.
     """
     per_epoch = len(train_loader)
     if grad_accum_steps < 1 or per_epoch < 1:
@@ -335,7 +352,12 @@ def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs
             return
         extra = {**(checkpoint_extra or {}),
                  "training": {**layout, "history": history.to_dict()}}
-        save_checkpoint(checkpoint_path, model, optimizer, step=step, extra=extra)
+        try:           # refuses NaN/inf weights or optimizer state, so the file on disk stays good
+            save_checkpoint(checkpoint_path, model, optimizer, step=step, extra=extra)
+        except NonFiniteStateError as err:
+            raise NonFiniteLossError(f"the weights or optimizer state are not finite after step {step - 1}: "
+                                     f"{err}. {checkpoint_note}Try a lower learning rate, a warmup, or "
+                                     f"gradient clipping.") from None
         checkpoint_note = f"The last good checkpoint is {checkpoint_path} (step {step}). "
 
     def sample() -> None:
@@ -355,8 +377,9 @@ def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs
         for global_step in range(start_step, max_steps):
             speed.start()
             if lr_schedule is not None:
+                lr = _scheduled_lr(lr_schedule, global_step, checkpoint_note)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr_schedule(global_step)
+                    group["lr"] = lr
             optimizer.zero_grad()
             step_loss, step_tokens = 0.0, 0
             for _ in range(grad_accum_steps):

@@ -21,10 +21,8 @@ with the head size and the padding length in its ``extra`` metadata.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +31,13 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from numpy_gpt.checkpoint import META_KEY, load_checkpoint, save_checkpoint
+from numpy_gpt.checkpoint import (
+    CheckpointError,
+    gpt_parameter_shapes,
+    load_checkpoint,
+    read_checkpoint_meta,
+    save_checkpoint,
+)
 from numpy_gpt.data import DataLoader
 from numpy_gpt.fileio import atomic_write
 from numpy_gpt.finetune.data import read_spam_csv
@@ -43,7 +47,6 @@ from numpy_gpt.nn.lora import LoRALayer, merge_lora, replace_linear_with_lora
 from numpy_gpt.nn.loss import cross_entropy
 from numpy_gpt.nn.module import no_grad
 from numpy_gpt.optim import AdamW
-from numpy_gpt.runtime import reuse_freed_memory
 
 TRAINABLE_CHOICES = ("last-block", "last-n", "all", "lora")
 LABELS = ("not spam", "spam")
@@ -219,7 +222,6 @@ def train_classifier_simple(model: GPTModel, train_loader: Iterable, val_loader:
     after each epoch the training and validation accuracies. Returns (train_losses, val_losses,
     train_accs, val_accs, examples_seen).
     """
-    reuse_freed_memory()                      # no page faults on each step's arrays: numpy_gpt/runtime.py
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
     for epoch in range(num_epochs):
@@ -307,32 +309,31 @@ def save_classifier(path: str | os.PathLike, model: GPTModel, *, max_length: int
     return save_checkpoint(path, model, extra=info)
 
 
-def _checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON metadata of a numpy_gpt checkpoint (cfg, dtype, extra), read without the weights, to
-    know the head size before building the model (``load_checkpoint`` then checks everything)."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            raw = npz[META_KEY] if META_KEY in npz.files else None
-            if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
-                raise ValueError(f"no valid {META_KEY} entry")
-            meta = json.loads(raw.tobytes().decode("utf-8"))
-    except (OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError) as err:
-        raise ValueError(f"{path} is not a readable numpy_gpt checkpoint ({err})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path} is not a numpy_gpt checkpoint (its metadata is not a JSON object)")
-    return meta
+def _classifier_shapes(path: str | os.PathLike, meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The parameter shapes a classifier checkpoint's metadata describes, its extra fields checked."""
+    extra = meta.get("extra") or {}
+    if extra.get("task") != "classifier" or meta.get("cfg") is None:
+        raise CheckpointError(f"{path} is not a classifier checkpoint (written by save_classifier / "
+                              f"numpy-gpt finetune-spam); for a plain GPT checkpoint use load_checkpoint")
+    for key in ("num_classes", "max_length", "pad_token_id"):
+        value = extra.get(key)
+        least = 0 if key == "pad_token_id" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise CheckpointError(f"checkpoint {path}: extra field {key!r} must be an integer >= {least}, "
+                                  f"got {value!r:.100}")
+    return gpt_parameter_shapes(meta["cfg"], num_classes=extra["num_classes"])
 
 
 def load_classifier(path: str | os.PathLike) -> tuple[GPTModel, dict[str, Any]]:
     """Load a checkpoint written by ``save_classifier``; returns (model in eval mode, its extra dict
-    with ``num_classes``, ``max_length`` and ``pad_token_id``)."""
-    meta = _checkpoint_meta(path)
-    extra = meta.get("extra") or {}
-    if extra.get("task") != "classifier" or not isinstance(meta.get("cfg"), dict):
-        raise ValueError(f"{path} is not a classifier checkpoint (written by save_classifier / "
-                         f"numpy-gpt finetune-spam); for a plain GPT checkpoint use load_checkpoint")
+    with ``num_classes``, ``max_length`` and ``pad_token_id``).
+
+    The metadata (read with a size limit) and the head size are checked against the shapes stored
+    in the file before the model is built, and ``load_checkpoint`` checks every array."""
+    meta = read_checkpoint_meta(path, lambda meta: _classifier_shapes(path, meta))
+    extra = meta["extra"]
     dtype = np.float64 if meta.get("dtype") == "float64" else np.float32
-    model = add_classification_head(GPTModel(meta["cfg"], dtype=dtype), int(extra["num_classes"]))
+    model = add_classification_head(GPTModel(meta["cfg"], dtype=dtype, init=False), extra["num_classes"])
     load_checkpoint(path, model, load_optimizer=False)
     model.eval()
     return model, extra
