@@ -98,11 +98,12 @@ def _no_network(exc: BaseException) -> bool:
     return False
 
 
-def gather_downloads(jobs: Sequence[Callable[[], Any]]) -> list[Any]:
+def gather_downloads(jobs: Sequence[Callable[[], Any]], hint: str = "") -> list[Any]:
     """Run every job (each may download files) even when some fail; return their results in order.
 
     If any raised ``DownloadError``, raise one ``DownloadError`` that lists every missing file with
-    its URL, destination and checksum, so that an offline user sees all of them at once."""
+    its URL, destination and checksum, so that an offline user sees all of them at once; ``hint``
+    (e.g. the flags that point to local copies) ends the message."""
     results, errors = [], []
     for job in jobs:
         try:
@@ -112,15 +113,15 @@ def gather_downloads(jobs: Sequence[Callable[[], Any]]) -> list[Any]:
             results.append(None)
     if not errors:
         return results
-    if len(errors) == 1:
+    if len(errors) == 1 and not hint:
         raise errors[0]
     missing = [m for err in errors for m in err.missing]
     offline = any(err.offline for err in errors)
     why = "there is no network" if offline else "the downloads failed"
     lines = "\n".join(f"  - {m.how_to_fetch()}" for m in missing) or "\n".join(str(e) for e in errors)
-    raise DownloadError(f"{len(missing) or len(errors)} files are missing and {why}. Fetch them on a "
-                        f"machine with network access and put each where the arrow points:\n{lines}",
-                        missing, offline)
+    raise DownloadError(f"{len(missing) or len(errors)} file(s) missing and {why}. Fetch them on a "
+                        f"machine with network access and put each where the arrow points:\n{lines}"
+                        + (f"\n{hint}" if hint else ""), missing, offline)
 
 
 def sha256_of(path: str | Path) -> str:

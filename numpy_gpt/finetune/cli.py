@@ -22,45 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from numpy_gpt.checkpoint import CheckpointError, save_checkpoint
-from numpy_gpt.download import DownloadError
-from numpy_gpt.finetune.classifier import (
-    TRAINABLE_CHOICES,
-    add_classification_head,
-    classify_review,
-    finetune_spam_classifier,
-    load_classifier,
-    plot_values,
-    save_classifier,
-    set_trainable,
-)
-from numpy_gpt.finetune.data import (
-    download_instruction_data,
-    load_instruction_data,
-    prepare_spam_data,
-    save_json,
-    split_instruction_data,
-)
-from numpy_gpt.finetune.instruct import (
-    InstructionDataLoader,
-    InstructionDataset,
-    format_input,
-    generate_responses,
-    respond,
-    save_responses,
-)
-from numpy_gpt.finetune.judge import (
-    OLLAMA_URL,
-    JudgeError,
-    evaluate_responses,
-    generate_model_scores,
-    ollama_is_running,
-)
-from numpy_gpt.gpt2.convert import GPT2_SIZES, load_gpt2, load_model
-from numpy_gpt.model import GPTModel
-from numpy_gpt.nn.lora import merge_lora
-from numpy_gpt.optim import AdamW
+from numpy_gpt.download import DownloadError, gather_downloads
 
+# The parsers need only these names; the modules behind the commands (matplotlib among them) are
+# imported when a command runs, so `numpy-gpt --help` stays fast. tests/test_cli.py checks they match.
+GPT2_SIZES = ("124M", "355M", "774M", "1558M")                      # gpt2.convert.GPT2_SIZES
+TRAINABLE_CHOICES = ("last-block", "last-n", "all", "lora")          # finetune.classifier's
+OLLAMA_URL = "http://localhost:11434/api/chat"                       # finetune.judge's
 GPT2_INITS = tuple(f"gpt2-{size}" for size in GPT2_SIZES)
 INIT_CHOICES = (*GPT2_INITS, "checkpoint", "scratch")
 # Random models for --init scratch; vocab_size is GPT-2's (50257), context 256 covers SMS messages.
@@ -70,7 +38,7 @@ SCRATCH_PRESETS = {
     "medium": {"context_length": 512, "emb_dim": 384, "n_heads": 6, "n_layers": 6},
 }
 # What a missing file, a failed download or bad input raises: one line on stderr, exit code 1.
-_USER_ERRORS = (DownloadError, CheckpointError, JudgeError, ValueError, KeyError, OSError)
+_USER_ERRORS = (DownloadError, ValueError, KeyError, OSError)      # CheckpointError, JudgeError: ValueErrors
 
 
 class _Fail(Exception):
@@ -79,22 +47,20 @@ class _Fail(Exception):
 
 # -- shared pieces --------------------------------------------------------------------------------
 def _tokenizer(args: argparse.Namespace):
-    from numpy_gpt.tokenizers.bpe import GPT2Tokenizer, get_gpt2_tokenizer
+    from numpy_gpt.corpora import get_gpt2_tokenizer
+    from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
     if args.vocab_dir is not None:
         return GPT2Tokenizer.from_files(args.vocab_dir / "encoder.json", args.vocab_dir / "vocab.bpe")
     return get_gpt2_tokenizer(args.data_dir)
 
 
-def _base_model(args: argparse.Namespace) -> GPTModel:
+def _base_model(args: argparse.Namespace):
     """The GPT a command starts from, as ``--init`` says (a plain GPTModel with its LM head)."""
+    from numpy_gpt.gpt2.convert import load_gpt2, load_model
+    from numpy_gpt.model import GPTModel
     if args.init in GPT2_INITS:
         size = args.init.removeprefix("gpt2-")
-        try:
-            model, _ = load_gpt2(size, args.models_dir, drop_rate=args.drop_rate)
-        except DownloadError as err:
-            raise _Fail(f"GPT-2 {size} weights are not in {args.models_dir}/{size} and could not be "
-                        f"downloaded ({str(err).splitlines()[0]}). Put OpenAI's files there by hand, or "
-                        f"start from --init checkpoint --checkpoint FILE or --init scratch") from None
+        model, _ = load_gpt2(size, args.models_dir, drop_rate=args.drop_rate)
         return model
     if args.init == "checkpoint":
         if args.checkpoint is None:
@@ -146,17 +112,27 @@ def _run(handler):
         try:
             return handler(args)
         except (_Fail, *_USER_ERRORS) as err:
+            if getattr(args, "debug", False):
+                raise
             print(f"numpy-gpt {args.command}: error: {err}", file=sys.stderr)
             return 1
     return run
 
 
 # -- finetune-spam / classify (chapter 6) ---------------------------------------------------------
+_LOCAL_COPIES = ("Or use local copies: --spam-file FILE (the spam data), --vocab-dir DIR (GPT-2's "
+                 "encoder.json and vocab.bpe), --init checkpoint --checkpoint FILE or --init scratch (the "
+                 "model).")
+
+
 def _cmd_finetune_spam(args: argparse.Namespace) -> int:
-    csv_paths = prepare_spam_data(args.data_dir / "sms_spam_collection", source=args.spam_file,
-                                  seed=args.seed)
-    tokenizer = _tokenizer(args)
-    model = _base_model(args)
+    from numpy_gpt.finetune.classifier import finetune_spam_classifier, plot_values, save_classifier
+    from numpy_gpt.finetune.data import prepare_spam_data, save_json
+
+    csv_paths, tokenizer, model = gather_downloads([
+        lambda: prepare_spam_data(args.data_dir / "sms_spam_collection", source=args.spam_file,
+                                  seed=args.seed),
+        lambda: _tokenizer(args), lambda: _base_model(args)], hint=_LOCAL_COPIES)
     result = finetune_spam_classifier(
         model, tokenizer, csv_paths, trainable=args.trainable, n_blocks=args.n_blocks,
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, num_epochs=args.epochs, lr=args.lr,
@@ -183,6 +159,8 @@ def _cmd_finetune_spam(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
+    from numpy_gpt.finetune.classifier import add_classification_head, classify_review, load_classifier
+
     tokenizer = _tokenizer(args)
     max_length = args.max_length
     if args.init == "checkpoint":
@@ -201,12 +179,19 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 # -- finetune-instruct / chat (chapter 7) ---------------------------------------------------------
 def _load_instruction_entries(args: argparse.Namespace) -> list[dict]:
+    from numpy_gpt.finetune.data import download_instruction_data, load_instruction_data
     if args.data is not None:
         return load_instruction_data(args.data)
     return download_instruction_data(args.data_dir)
 
 
 def _judge(args: argparse.Namespace, answered: list[dict]) -> dict:
+    from numpy_gpt.finetune.judge import (
+        JudgeError,
+        evaluate_responses,
+        generate_model_scores,
+        ollama_is_running,
+    )
     scores = {"offline": evaluate_responses(answered)}
     print(f"Offline metrics over {len(answered)} test entries: exact match "
           f"{scores['offline']['exact_match'] * 100:.2f}%, token F1 {scores['offline']['f1'] * 100:.2f}%")
@@ -219,7 +204,10 @@ def _judge(args: argparse.Namespace, answered: list[dict]) -> dict:
                         f"--judge auto / none")
         print(f"{message}: skipping the LLM judge (the offline metrics above need no server)")
         return scores
-    judged = generate_model_scores(answered, "model_response", args.judge_model, args.ollama_url)
+    try:
+        judged = generate_model_scores(answered, "model_response", args.judge_model, args.ollama_url)
+    except JudgeError as err:
+        raise _Fail(str(err)) from None
     scores["ollama"] = {"model": args.judge_model, "n": len(judged),
                         "average_score": float(np.mean(judged)) if judged else float("nan")}
     print(f"{args.judge_model} scored {len(judged)} of {len(answered)} responses: average "
@@ -228,16 +216,28 @@ def _judge(args: argparse.Namespace, answered: list[dict]) -> dict:
 
 
 def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
+    from numpy_gpt.checkpoint import save_checkpoint
+    from numpy_gpt.finetune.classifier import set_trainable
+    from numpy_gpt.finetune.data import save_json, split_instruction_data
+    from numpy_gpt.finetune.instruct import (
+        InstructionDataLoader,
+        InstructionDataset,
+        format_input,
+        generate_responses,
+        save_responses,
+    )
+    from numpy_gpt.nn.lora import merge_lora
+    from numpy_gpt.optim import AdamW
     from numpy_gpt.plots import plot_losses
     from numpy_gpt.train import calc_loss_loader, train_model_simple
 
-    data = _load_instruction_entries(args)
+    data, tokenizer, model = gather_downloads([
+        lambda: _load_instruction_entries(args), lambda: _tokenizer(args), lambda: _base_model(args)],
+        hint=_LOCAL_COPIES.replace("--spam-file FILE (the spam data)", "--data FILE (the instruction data)"))
     train_data, val_data, test_data = split_instruction_data(data)
     if args.limit is not None:
         train_data, val_data, test_data = (part[:args.limit] for part in (train_data, val_data, test_data))
     print(f"Training set length: {len(train_data)}, validation: {len(val_data)}, test: {len(test_data)}")
-    tokenizer = _tokenizer(args)
-    model = _base_model(args)
     set_trainable(model, args.trainable, n_blocks=args.n_blocks, lora_rank=args.lora_rank,
                   lora_alpha=args.lora_alpha, seed=args.seed)
     allowed = min(args.allowed_max_length, model.cfg["context_length"])
@@ -276,6 +276,8 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
+    from numpy_gpt.finetune.instruct import respond
+
     tokenizer = _tokenizer(args)
     if args.init == "checkpoint" and (args.checkpoint is None or not args.checkpoint.exists()):
         raise _Fail(f"no instruction-tuned checkpoint at {args.checkpoint}: train one with `numpy-gpt "

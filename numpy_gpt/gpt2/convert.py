@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_gpt.checkpoint import load_checkpoint, save_checkpoint
-from numpy_gpt.download import DownloadError, download_file
+from numpy_gpt.download import DownloadError, download_file, gather_downloads
 from numpy_gpt.fileio import write_text_atomic
 from numpy_gpt.gpt2.openai_tf import TFCheckpointReader, checkpoint_prefix, read_hparams
 from numpy_gpt.gpt2.safetensors import SafetensorsReader, save_file
@@ -86,16 +86,19 @@ def download_gpt2(model_size: str = "124M", models_dir: str | os.PathLike = "gpt
     _check_model_size(model_size)
     model_dir = Path(models_dir) / model_size
     expected = GPT2_FILE_SIZES[model_size]
-    for name in GPT2_FILES:
-        urls = [f"{base.rstrip('/')}/{model_size}/{name}" for base in base_urls]
-        try:
-            download_file(urls, model_dir / name, size=expected.get(name), retries=retries,
-                          progress=progress, desc=f"GPT-2 {model_size} {name}")
-        except DownloadError as err:
-            raise DownloadError(
-                f"{err}\n\nGPT-2 {model_size} is these {len(GPT2_FILES)} files, all in {model_dir}: "
-                f"{', '.join(GPT2_FILES)} (from {base_urls[0]}/{model_size}/<file>). Once they are "
-                f"there, load_gpt2({str(model_dir)!r}) reads them without the network.") from None
+    jobs = [lambda name=name: download_file(
+                [f"{base.rstrip('/')}/{model_size}/{name}" for base in base_urls], model_dir / name,
+                size=expected.get(name), retries=retries, progress=progress,
+                desc=f"GPT-2 {model_size} {name}")
+            for name in GPT2_FILES]
+    try:
+        gather_downloads(jobs)                      # offline: every missing file named at once
+    except DownloadError as err:
+        raise DownloadError(
+            f"{err}\n\nGPT-2 {model_size} is these {len(GPT2_FILES)} files, all in {model_dir}: "
+            f"{', '.join(GPT2_FILES)} (from {base_urls[0]}/{model_size}/<file>). Once they are "
+            f"there, load_gpt2({str(model_dir)!r}) reads them without the network.",
+            err.missing, err.offline) from None
     return model_dir
 
 
@@ -203,6 +206,13 @@ class _Source:
         if bad:
             raise ValueError(f"{self.where} does not match the model config, tensor shapes differ: "
                              + "; ".join(bad[:10]))
+        # One rule for every format (.npz, safetensors, TensorFlow): weights are floating point.
+        not_float = [f"{k}: {self.reader.entries[k].dtype}" for k in expected
+                     if self.reader.entries[k].dtype is None
+                     or not np.issubdtype(self.reader.entries[k].dtype, np.floating)]
+        if not_float:
+            raise ValueError(f"{self.where}: weights must be floating point, but "
+                             + "; ".join(not_float[:10]) + " (numpy_gpt refuses integer weights in every format)")
 
     def read_into(self, key: str, target: np.ndarray) -> None:
         """Copy tensor ``key`` into ``target``, reading straight into it when the dtypes agree."""
@@ -218,11 +228,26 @@ class _Source:
 def load_weights_into_gpt(gpt: GPTModel, checkpoint: TFCheckpointReader | SafetensorsReader) -> None:
     """Copy GPT-2's weights from an open checkpoint into ``gpt`` (the book's function of this name).
 
-    ``gpt`` must have GPT-2's shapes and ``qkv_bias=True``. Every name and shape is checked before
-    any parameter changes, and the checkpoint may not hold weights the model has no place for (the
-    causal-mask buffers of old Hugging Face files are ignored). Without an ``lm_head.weight``, the
-    output head is tied to the token embedding: ``out_head.weight = tok_emb.weight.T``.
+    ``gpt`` must have GPT-2's shapes and ``qkv_bias=True``. Every name, shape and dtype (floating
+    point only) is checked first, and the checkpoint may not hold weights the model has no place
+    for (the causal-mask buffers of old Hugging Face files are ignored). All or nothing: every
+    tensor is read (checksums verified) and checked finite into a separate buffer before ``gpt``
+    changes, so a failed load leaves it as it was. Without an ``lm_head.weight``, the output head
+    is tied to the token embedding: ``out_head.weight = tok_emb.weight.T``.
     """
+    _load_weights(gpt, checkpoint, in_place=False)
+
+
+def _finite(key: str, array: np.ndarray, where: str) -> np.ndarray:
+    if not np.isfinite(array).all():
+        raise ValueError(f"{where}: tensor {key!r} holds NaN or infinite values; the file is corrupt or "
+                         f"was saved from diverged weights")
+    return array
+
+
+def _load_weights(gpt: GPTModel, checkpoint: TFCheckpointReader | SafetensorsReader, *, in_place: bool) -> None:
+    """``load_weights_into_gpt``; with ``in_place`` (a model built just for this load, discarded if it
+    fails) each tensor is read straight into its parameter, so the weights are never held twice."""
     if not gpt.cfg["qkv_bias"]:
         raise ValueError("GPT-2's weights include query/key/value biases: build the model with "
                          "qkv_bias=True")
@@ -243,17 +268,29 @@ def load_weights_into_gpt(gpt: GPTModel, checkpoint: TFCheckpointReader | Safete
         expected[head] = gpt.out_head.weight.shape[::-1]           # (V, C)
     source.check(expected)
 
+    buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}        # id(parameter array) -> (it, buffer)
+
+    def into(target: np.ndarray) -> np.ndarray:
+        """Where a parameter's values go: the parameter itself, or a buffer copied in at the end."""
+        if in_place:
+            return target
+        return buffers.setdefault(id(target), (target, np.empty_like(target)))[1]
+
     for key, target in direct:
-        source.read_into(key, target)
+        source.read_into(key, into(target))
+        _finite(key, into(target), source.where)
     for key, targets in packed:
-        qkv = source.read(key, expected[key])                      # squeezes OpenAI's (1, C, 3C)
+        qkv = _finite(key, source.read(key, expected[key]), source.where)   # squeezes OpenAI's (1, C, 3C)
         width = targets[0].shape[-1]
         for j, target in enumerate(targets):                       # [W_query | W_key | W_value]
-            target[...] = qkv[..., j * width:(j + 1) * width]
-    if head is not None:
-        _copy_transposed(source.read(head, expected[head]), gpt.out_head.weight.data)  # untied head
-    else:
-        _copy_transposed(gpt.tok_emb.weight.data, gpt.out_head.weight.data)           # weight tying
+            into(target)[...] = qkv[..., j * width:(j + 1) * width]
+    head_target = into(gpt.out_head.weight.data)
+    if head is not None:                                           # untied head
+        _copy_transposed(_finite(head, source.read(head, expected[head]), source.where), head_target)
+    else:                                                          # weight tying
+        _copy_transposed(into(gpt.tok_emb.weight.data), head_target)
+    for target, buffer in buffers.values():                        # all read and checked: now assign
+        target[...] = buffer
 
 
 # -- configs ------------------------------------------------------------------------------------------
@@ -326,7 +363,7 @@ def load_openai_checkpoint(model_dir: str | os.PathLike, *, drop_rate: float = 0
     model_dir = Path(model_dir)
     reader = TFCheckpointReader(model_dir)
     gpt = GPTModel(gpt2_config(read_hparams(model_dir), drop_rate), dtype=dtype, init=False)
-    load_weights_into_gpt(gpt, reader)
+    _load_weights(gpt, reader, in_place=True)         # a fresh model: read straight into it
     return gpt.eval()
 
 
@@ -346,7 +383,7 @@ def load_safetensors(path: str | os.PathLike, cfg: Mapping | None = None, *, dro
         cfg = (_config_from_hf(config_json, drop_rate) if config_json.is_file()
                else _config_from_shapes(reader, drop_rate))
     gpt = GPTModel(cfg, dtype=dtype, init=False)
-    load_weights_into_gpt(gpt, reader)
+    _load_weights(gpt, reader, in_place=True)         # a fresh model: read straight into it
     return gpt.eval()
 
 
