@@ -7,7 +7,7 @@ same thread count, shapes and dtype (float32):
 1. **Training step** (forward + loss + backward + AdamW) for a GPT_CONFIG_124M-shaped model (untied
    head, batch 2, 256 tokens) and for nanoGPT's shakespeare-char CPU model (4 layers, 4 heads,
    128 wide, block 64, batch 12, vocab 65): numpy_gpt against two PyTorch eager models of
-   ``numpy_gpt.torch_reference`` holding the same weights: the book's, whose LayerNorm, GELU and
+   ``numpy_gpt.tools.torch_reference`` holding the same weights: the book's, whose LayerNorm, GELU and
    attention softmax are chains of elementwise torch operations, and the same model on torch's
    fused kernels (``F.layer_norm``, ``F.gelu``, ``F.scaled_dot_product_attention``), as nanoGPT
    writes it. On the small model the fused one is much faster (measured 40-58 against 74-100
@@ -75,7 +75,7 @@ from numpy_gpt.generate import generate
 from numpy_gpt.model import GPT_CONFIG_124M, GPTModel
 from numpy_gpt.nn.loss import cross_entropy
 from numpy_gpt.optim import AdamW
-from numpy_gpt.runtime import openblas_thread_timeout, reuse_freed_memory, set_threads
+from numpy_gpt.runtime import reuse_freed_memory, set_threads
 
 SHAKESPEARE_CHAR_CONFIG = {"vocab_size": 65, "context_length": 64, "emb_dim": 128, "n_heads": 4,
                            "n_layers": 4, "drop_rate": 0.0, "qkv_bias": False}
@@ -177,8 +177,8 @@ def torch_train_step(cfg: dict, batch_size: int, num_tokens: int, numpy_model: G
     ``builtin_kernels``: torch's fused LayerNorm, GELU and attention (``torch_reference``)."""
     import torch
 
-    from numpy_gpt.torch_reference import GPTModel as TorchGPTModel
-    from numpy_gpt.torch_reference import torch_gpt_from_numpy
+    from numpy_gpt.tools.torch_reference import GPTModel as TorchGPTModel
+    from numpy_gpt.tools.torch_reference import torch_gpt_from_numpy
     model = (torch_gpt_from_numpy(numpy_model, builtin_kernels=builtin_kernels) if numpy_model is not None
              else TorchGPTModel(cfg, builtin_kernels))
     model.train()
@@ -332,7 +332,7 @@ def _peak_rss_mb() -> float:
 
 def peak_rss(library: str, name: str, steps: int = 2, threads: int | None = None) -> float:
     """Peak resident set size (MB) of a fresh process that runs ``steps`` training steps."""
-    code = "import sys; from numpy_gpt.bench import rss_worker; rss_worker(sys.argv[1:])"
+    code = "import sys; from numpy_gpt.tools.bench import rss_worker; rss_worker(sys.argv[1:])"
     env = dict(os.environ)
     if threads is not None:
         env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
@@ -371,7 +371,7 @@ def machine_info(use_torch: bool = True) -> dict:
     if transformers is not None:
         info["transformers"] = transformers.__version__
     info["OPENBLAS_NUM_THREADS"] = os.environ.get("OPENBLAS_NUM_THREADS")
-    info["openblas_thread_timeout"] = openblas_thread_timeout()   # None: OpenBLAS's default spin
+    info["OPENBLAS_THREAD_TIMEOUT"] = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
     return info
 
 
@@ -490,13 +490,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     result = run_bench(plan, use_torch=not args.no_torch, threads=args.threads,
                        log=lambda s: print(s, file=sys.stderr, flush=True))
     print(format_table(result))
-    if args.json is not None:
-        path = Path(args.json)
-    else:
-        path = Path("scripts/results") / ("bench_quick.json" if args.quick else "bench.json")
+    path = Path(args.out) if args.out is not None else DEFAULT_BENCH_DIR / (
+        "bench_quick.json" if args.quick else "bench.json")     # the committed results need --out
     write_json(result, path)
     print(f"\nwrote {path}")
     return 0
+
+
+DEFAULT_BENCH_DIR = Path("runs") / "bench"
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
@@ -510,13 +511,17 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="threads for both numpy's BLAS and torch (default: CPU cores)")
     p.add_argument("--no-torch", action="store_true", help="numpy_gpt only, even if torch is installed")
-    p.add_argument("--json", default=None,
-                   help="where to write the JSON (default scripts/results/bench[_quick].json)")
+    p.add_argument("--out", "--json", dest="out", default=None,
+                   help=f"where to write the JSON (default: {DEFAULT_BENCH_DIR}/bench[_quick].json; the "
+                        f"repository's scripts/results/ only when given here)")
     p.set_defaults(func=_cmd_bench)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``scripts/bench.py``: the same command, writing the repository's scripts/results/ unless --out."""
     parser = argparse.ArgumentParser(prog="numpy-gpt")
     add_subcommands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    if args.out is None:
+        args.out = str(Path("scripts/results") / ("bench_quick.json" if args.quick else "bench.json"))
     return args.func(args)
