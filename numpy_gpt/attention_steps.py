@@ -22,7 +22,7 @@ Every backward below uses the same two facts:
 * For a matrix product C = A B, given dC = dL/dC:  dA = dC B^T  and  dB = A^T dC.
 * For a row-wise softmax P = softmax(S), the Jacobian of one row is dP_i/dS_j = P_i (delta_ij - P_j),
   so dS_j = sum_i dP_i P_i (delta_ij - P_j) = P_j (dP_j - sum_i dP_i P_i), which is
-  ``softmax_backward`` below: dS = P * (dP - sum(dP * P, -1)).
+  ``softmax_backward`` (numpy_gpt/nn/softmax.py): dS = P * (dP - sum(dP * P, -1)).
 """
 
 from __future__ import annotations
@@ -31,21 +31,11 @@ import math
 
 import numpy as np
 
-from numpy_gpt.nn.activations import Dropout
+from numpy_gpt.nn.attention import causal_mask
+from numpy_gpt.nn.dropout import Dropout
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.module import Module, Parameter, Sequential
-
-
-def softmax(scores: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis. Subtracting each row's max first changes nothing mathematically
-    but keeps exp() from overflowing; a -inf score gets weight exactly 0."""
-    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def softmax_backward(P: np.ndarray, dP: np.ndarray) -> np.ndarray:
-    """Given P = softmax(S) over the last axis and dP = dL/dP, return dL/dS = P * (dP - sum(dP * P, -1))."""
-    return P * (dP - (dP * P).sum(axis=-1, keepdims=True))
+from numpy_gpt.nn.softmax import softmax, softmax_backward
 
 
 def _transpose(a: np.ndarray) -> np.ndarray:
@@ -132,7 +122,7 @@ class SelfAttention_v1(Module):
         dx = np.zeros_like(x)
         for W, dproj in ((self.W_query, dQ), (self.W_key, dK), (self.W_value, dV)):
             if W.trainable:
-                W.add_matmul(x2d.T, dproj.reshape(-1, self.d_out))
+                W.add_grad(x2d.T @ dproj.reshape(-1, self.d_out))   # W.grad += x^T dproj
             dx += dproj @ W.data.T
         return dx
 
@@ -193,7 +183,7 @@ class CausalAttention(Module):
         self.W_value = Linear(d_in, d_out, bias=qkv_bias, rng=rng, dtype=dtype)
         self.dropout = Dropout(dropout)
         # True above the diagonal = "this key is in the future". The book registers it as a buffer.
-        self.mask = np.triu(np.ones((context_length, context_length), dtype=bool), k=1)
+        self.mask = causal_mask(context_length)
         self._cache = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 Chapter 2 of the book trains on Edith Wharton's short story "The Verdict" (``the-verdict``, 20 kB);
 nanoGPT's CPU baseline trains a character model on ``tinyshakespeare`` (1.1 MB). Both are downloaded
 once into ``data/`` and checked by sha256 (see download.py). GPT-2's vocabulary files are registered
-here too (``GPT2_VOCAB_FILES``; ``get_gpt2_tokenizer`` in tokenizers/bpe.py uses them).
+here too (``GPT2_VOCAB_FILES``; ``get_gpt2_tokenizer`` below uses them).
 
 ``stdlib-docs`` needs no network: it is the English prose every Python installation carries, read
 from the standard library's source files without importing (nor running) any of them. Every module,
@@ -183,3 +183,17 @@ def _pydoc_topics(tree: ast.Module) -> list[str]:
             if isinstance(topics, dict):
                 return [topics[key] for key in sorted(topics) if isinstance(topics[key], str)]
     return []
+
+
+def get_gpt2_tokenizer(data_dir: str | Path = "data"):
+    """GPT-2's tokenizer, downloading ``encoder.json`` and ``vocab.bpe`` into ``data_dir/gpt2`` once.
+
+    The files come from OpenAI's public URLs and are checked by sha256; the loaded tokenizer is
+    cached per folder, so calling this again is free.
+    """
+    from numpy_gpt.tokenizers.bpe import _load_gpt2_tokenizer
+
+    folder = Path(data_dir) / "gpt2"
+    for name, entry in GPT2_VOCAB_FILES.items():
+        download_file(entry.urls, folder / name, sha256=entry.sha256, desc=f"GPT-2 {name}")
+    return _load_gpt2_tokenizer(folder.resolve())

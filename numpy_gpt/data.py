@@ -172,7 +172,7 @@ def create_dataloader_v1(txt: str | np.ndarray | Sequence[int], batch_size: int 
         raise ValueError("num_workers must be 0: this DataLoader gathers batches in-process "
                          "(one NumPy indexing operation per batch)")
     if tokenizer is None and isinstance(txt, str):
-        from numpy_gpt.tokenizers.bpe import get_gpt2_tokenizer
+        from numpy_gpt.corpora import get_gpt2_tokenizer
 
         tokenizer = get_gpt2_tokenizer()
     dataset = GPTDatasetV1(txt, tokenizer, max_length, stride)

@@ -23,14 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from numpy_gpt.nn.module import no_grad
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis; ``-inf`` logits get probability 0. Keeps the input's dtype."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=-1, keepdims=True)
-    return probs
+from numpy_gpt.nn.softmax import softmax
 
 
 def _check_top_k(top_k: int) -> None:
@@ -125,6 +118,24 @@ def _check_generate_args(model, idx: np.ndarray, max_new_tokens: int, context_si
     if not 1 <= context_size <= model_context:
         raise ValueError(f"context_size must be between 1 and the model's context_length "
                          f"({model_context}), got {context_size}")
+
+
+def generate_text_simple(model, idx: np.ndarray, max_new_tokens: int, context_size: int) -> np.ndarray:
+    """The book's first generation loop (chapter 4.7): greedy, one token at a time, no cache.
+
+    idx (B, T) token ids -> (B, T + max_new_tokens). Each step feeds the last ``context_size``
+    tokens, takes the logits of the last position, and appends the most likely token. ``generate``
+    below does the same and more (sampling, top-k/top-p, end-of-text, a KV cache).
+    """
+    for _ in range(max_new_tokens):
+        idx_cond = idx[:, -context_size:]                 # (B, <=context_size) what the model sees
+        with no_grad():
+            logits = model(idx_cond)                      # (B, T, V)
+        logits = logits[:, -1, :]                         # (B, V) the next token's scores
+        probas = softmax(logits)                          # (B, V); argmax alone would do, as the book says
+        idx_next = np.argmax(probas, axis=-1, keepdims=True)   # (B, 1)
+        idx = np.concatenate([idx, idx_next], axis=1)     # (B, T + 1)
+    return idx
 
 
 def generate(model, idx: np.ndarray, max_new_tokens: int, context_size: int, temperature: float = 0.0,

@@ -195,7 +195,7 @@ def gradcheck(fn_or_module: Module | Callable, inputs: np.ndarray | Sequence, *,
         for p in fn_or_module.parameters():
             saved.append((p, p.data, p.grad))
             p.data = p.data.astype(np.float64)
-            p.grad = np.zeros_like(p.data)
+            p.grad = None
 
     def forward():
         """One pass on the current values: (out, backward) for a function, (out, None) for a Module."""
@@ -208,7 +208,8 @@ def gradcheck(fn_or_module: Module | Callable, inputs: np.ndarray | Sequence, *,
         if is_module:
             fn_or_module.zero_grad()
             dinputs = fn_or_module.backward(R)
-            tensors = [(name, p.data, p.grad.copy())
+            # a parameter the output does not depend on has no gradient yet (None): zero
+            tensors = [(name, p.data, np.zeros_like(p.data) if p.grad is None else p.grad.copy())
                        for name, p in fn_or_module.named_parameters(trainable_only=True)]
         else:
             dinputs = backward(R)

@@ -45,9 +45,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from numpy_gpt.nn.activations import Dropout
 from numpy_gpt.nn.attention import KVCache
 from numpy_gpt.nn.block import TransformerBlock
+from numpy_gpt.nn.dropout import Dropout
 from numpy_gpt.nn.embedding import Embedding, PositionalEmbedding
 from numpy_gpt.nn.layernorm import LayerNorm
 from numpy_gpt.nn.linear import Linear, skip_init

@@ -18,6 +18,7 @@ the bias corrections are Python floats, which NumPy applies without promoting fl
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable
@@ -25,28 +26,38 @@ from typing import Any
 
 import numpy as np
 
+from numpy_gpt.fast import map_chunks
 from numpy_gpt.nn.embedding import Embedding
-from numpy_gpt.nn.module import Module, Parameter, zero_grads
-from numpy_gpt.runtime import parallel_for, slices
+from numpy_gpt.nn.module import Module, Parameter
 
 _GROUP_OPTIONS = ("lr", "betas", "eps", "weight_decay")
 _GROUP_KEYS = {"params", "name", *_GROUP_OPTIONS}
 _STATE_KEY = re.compile(r"state\.(\d+)\.(step|exp_avg|exp_avg_sq)")
-CHUNK = 131072         # elements per slice of an AdamW update (512 KB in float32: in L2/L3 cache)
+NORM_SLICE = 65536     # elements per float32 dot product in clip_grad_norm (see there)
+
+
+def _check_lr(lr: Any, where: str) -> float:
+    """lr as a float, or a ValueError: a NaN or infinite learning rate would silently turn every
+    weight NaN at the next step."""
+    try:
+        value = float(lr)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where} must be a number, got {lr!r}") from None
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"{where} must be a finite number >= 0, got {lr!r}")
+    return value
 
 
 def _check_options(options: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate AdamW hyperparameters and return them as plain Python floats."""
+    lr = _check_lr(options["lr"], f"{where}: lr")
     try:
-        lr = float(options["lr"])
         beta1, beta2 = (float(b) for b in options["betas"])
         eps = float(options["eps"])
         weight_decay = float(options["weight_decay"])
     except (TypeError, ValueError) as err:
         raise TypeError(f"{where}: lr, eps and weight_decay must be numbers and betas a pair of numbers "
                         f"({err})") from None
-    if not lr >= 0.0:
-        raise ValueError(f"{where}: lr must be >= 0, got {lr}")
     if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
         raise ValueError(f"{where}: betas must lie in [0, 1), got {(beta1, beta2)}")
     if not eps >= 0.0:
@@ -56,29 +67,21 @@ def _check_options(options: dict[str, Any], where: str) -> dict[str, Any]:
     return {"lr": lr, "betas": (beta1, beta2), "eps": eps, "weight_decay": weight_decay}
 
 
-def _adamw_update(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, tmp: np.ndarray, *,
-                  decay: float, beta1: float, beta2: float, step_size: float, bias_correction2_sqrt: float,
-                  eps: float) -> None:
-    """One AdamW update of (a slice of) a parameter, in place, in torch's order of operations.
+def adamw_update(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *, lr: float, beta1: float,
+                 beta2: float, eps: float, weight_decay: float, step: int) -> None:
+    """One AdamW step of weights w with gradient g and moments m, v, all updated in place.
 
-    w, g, m, v are the weights, gradient, first and second moments; tmp is scratch of their size.
-    step_size = lr / (1 - beta1**t) and bias_correction2_sqrt = sqrt(1 - beta2**t).
+    The textbook update (see AdamW), with the bias corrections folded in as torch.optim does, so
+    the float32 results match it: sqrt(v_hat) = sqrt(v) / sqrt(1 - beta2^t) and
+    lr * m_hat = lr / (1 - beta1^t) * m.
     """
-    if decay != 1.0:
-        w *= decay                           # decoupled weight decay: w <- w (1 - lr wd)
-    np.subtract(g, m, out=tmp)               # m <- m + (1 - beta1) (g - m), torch's lerp_
-    tmp *= 1.0 - beta1
-    m += tmp
-    v *= beta2                               # v <- beta2 v + (1 - beta2) g^2
-    np.multiply(g, g, out=tmp)
-    tmp *= 1.0 - beta2
-    v += tmp
-    np.sqrt(v, out=tmp)                      # denom = sqrt(v) / sqrt(1 - beta2^t) + eps
-    tmp /= bias_correction2_sqrt
-    tmp += eps
-    np.divide(m, tmp, out=tmp)               # w <- w - step_size m / denom
-    tmp *= step_size
-    w -= tmp
+    w *= 1.0 - lr * weight_decay                                 # decoupled weight decay
+    m *= beta1
+    m += (1.0 - beta1) * g                                       # m = beta1 m + (1 - beta1) g
+    v *= beta2
+    v += (1.0 - beta2) * (g * g)                                 # v = beta2 v + (1 - beta2) g^2
+    denom = np.sqrt(v) / math.sqrt(1.0 - beta2 ** step) + eps    # sqrt(v_hat) + eps
+    w -= (lr / (1.0 - beta1 ** step)) * m / denom                # w -= lr m_hat / (sqrt(v_hat) + eps)
 
 
 class AdamW:
@@ -87,16 +90,21 @@ class AdamW:
     For each trainable parameter w with gradient g, step t (1, 2, ...) does::
 
         w <- w * (1 - lr * weight_decay)               # decoupled weight decay
-        m <- beta1 * m + (1 - beta1) * g               # first moment
-        v <- beta2 * v + (1 - beta2) * g**2            # second moment
-        w <- w - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+        m <- beta1 * m + (1 - beta1) * g               # first moment: a running mean of g
+        v <- beta2 * v + (1 - beta2) * g**2            # second moment: a running mean of g^2
+        m_hat = m / (1 - beta1**t)                     # bias corrections: m and v start at 0
+        v_hat = v / (1 - beta2**t)
+        w <- w - lr * m_hat / (sqrt(v_hat) + eps)
+
+    (``adamw_update`` above, one parameter at a time.) Each weight moves by about lr in the
+    direction of its averaged gradient, whatever the gradient's scale.
 
     ``params`` is an iterable of Parameters, or of parameter groups: dicts with ``"params"`` and any
     of ``lr``, ``betas``, ``eps``, ``weight_decay`` (and an optional ``"name"``) overriding the
     defaults given here. ``self.param_groups`` holds those dicts; a schedule sets
-    ``group["lr"]`` before each ``step()``. Frozen parameters (``trainable=False``) are skipped;
-    their moments are only allocated once they are first updated. ``m`` and ``v`` have the
-    parameter's dtype.
+    ``group["lr"]`` before each ``step()``. Frozen parameters (``trainable=False``) and those whose
+    grad is None are skipped; their moments are only allocated once they are first updated.
+    ``m`` and ``v`` have the parameter's dtype.
     """
 
     def __init__(self, params: Iterable[Parameter] | Iterable[dict[str, Any]], lr: float,
@@ -119,7 +127,6 @@ class AdamW:
         # state[i] for the i-th parameter (counting through the groups in order):
         # {"step": int, "exp_avg": m, "exp_avg_sq": v}
         self.state: dict[int, dict[str, Any]] = {}
-        self._scratch: dict[tuple[np.dtype, int], np.ndarray] = {}     # (dtype, thread): CHUNK scratch
 
     @staticmethod
     def _make_group(group: Any, defaults: dict[str, Any], where: str, seen: set[int]) -> dict[str, Any]:
@@ -151,51 +158,36 @@ class AdamW:
                 index += 1
 
     def step(self) -> None:
-        """Update every trainable parameter once from its accumulated ``.grad``.
+        """Update every trainable parameter that has a gradient, once, from its ``.grad``.
 
-        The update runs over flat slices of ``CHUNK`` elements, so its dozen elementwise passes
-        stay in the CPU cache instead of streaming each 150 MB array through memory a dozen times
-        (about twice as fast at GPT-2 size, and the scratch buffer stays small). The slices are
-        independent, so ``parallel_for`` spreads them over ``numpy_gpt.runtime.num_threads()``
-        threads (1.4-1.6x faster with two at GPT-2 size); every thread count gives the same bits.
+        ``map_chunks(update, w, g, m, v)`` is ``update(w, g, m, v)`` run over cache-sized chunks
+        of the flat arrays on every core (numpy_gpt/fast): the update's dozen elementwise passes
+        then read each 150 MB array of GPT-2 124M from memory once instead of a dozen times.
         """
-        pieces = []                                   # (w, g, m, v slices, hyperparameters)
-        n_elements = 0
+        for group in self.param_groups:                   # a schedule may have set a bad lr
+            _check_lr(group["lr"], "AdamW.step: a parameter group's lr")
         for index, p, group in self._indexed_params():
-            if not p.trainable:
+            if not p.trainable or p.grad is None:
                 continue
             if p.grad.shape != p.data.shape or p.grad.dtype != p.data.dtype:
                 raise ValueError(f"AdamW: parameter {index} has grad {p.grad.shape} {p.grad.dtype} but data "
                                  f"{p.data.shape} {p.data.dtype}; grads must match their parameter")
-            if not (p.data.flags.c_contiguous and p.grad.flags.c_contiguous):
-                raise ValueError(f"AdamW: parameter {index} has a non-contiguous data or grad array; make "
-                                 f"it contiguous (np.ascontiguousarray) when building the Parameter")
             state = self.state.get(index)
             if state is None:
                 state = self.state[index] = {"step": 0, "exp_avg": np.zeros_like(p.data),
                                              "exp_avg_sq": np.zeros_like(p.data)}
             state["step"] += 1
-            lr = float(group["lr"])
             beta1, beta2 = group["betas"]
-            hyper = {"decay": 1.0 - lr * group["weight_decay"], "beta1": beta1, "beta2": beta2,
-                     "step_size": lr / (1.0 - beta1 ** state["step"]),
-                     "bias_correction2_sqrt": math.sqrt(1.0 - beta2 ** state["step"]), "eps": group["eps"]}
-            flat = [a.reshape(-1) for a in (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"])]
-            pieces += [([a[s] for a in flat], hyper) for s in slices(p.size, CHUNK)]
-            n_elements += p.size
-
-        def update(piece: tuple[list[np.ndarray], dict[str, float]], worker: int) -> None:
-            (w, g, m, v), hyper = piece
-            key = (w.dtype, worker)                   # one scratch buffer per dtype and thread
-            if key not in self._scratch:
-                self._scratch[key] = np.empty(CHUNK, dtype=w.dtype)
-            _adamw_update(w, g, m, v, self._scratch[key][:w.size], **hyper)
-
-        parallel_for(pieces, update, size=n_elements)
+            update = functools.partial(adamw_update, lr=float(group["lr"]), beta1=beta1, beta2=beta2,
+                                       eps=group["eps"], weight_decay=group["weight_decay"],
+                                       step=state["step"])
+            w, g, m, v = (a.reshape(-1) for a in (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"]))
+            map_chunks(update, w, g, m, v)                # update(w, g, m, v), in place
 
     def zero_grad(self) -> None:
-        """Set the gradient of every trainable parameter handled by this optimizer to zero."""
-        zero_grads(p for _, p, _ in self._indexed_params() if p.trainable)
+        """Set the gradient of every parameter handled by this optimizer to None."""
+        for _, p, _ in self._indexed_params():
+            p.grad = None
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -311,19 +303,21 @@ def clip_grad_norm(params: Iterable[Parameter], max_norm: float, *,
     total_norm = sqrt(sum over parameters of sum(g**2)); if total_norm > max_norm, every g is
     multiplied by max_norm / (total_norm + 1e-6), as ``torch.nn.utils.clip_grad_norm_`` does.
     Returns total_norm (before clipping) as a float. The sum of squares is a float32 dot product
-    per slice of ``CHUNK`` elements, summed in Python floats (float64): one float32 dot over a whole
-    38M-element gradient would be off by up to 1%. A non-finite norm leaves the gradients
-    untouched and is returned, or raises with ``error_if_nonfinite``.
+    per slice of ``NORM_SLICE`` elements, summed in Python floats (float64): one float32 dot over a
+    whole 38M-element gradient would be off by up to 1%. Parameters whose grad is None are skipped.
+    A non-finite norm leaves the gradients untouched and is returned, or raises with
+    ``error_if_nonfinite``.
     """
     max_norm = float(max_norm)
     if not max_norm > 0.0:
         raise ValueError(f"clip_grad_norm: max_norm must be > 0, got {max_norm}")
-    grads = [p.grad for p in params if p.trainable]
+    grads = [p.grad for p in params if p.trainable and p.grad is not None]
     sum_of_squares = 0.0
     for g in grads:
         flat = g.reshape(-1)
-        for s in slices(flat.size, CHUNK):
-            sum_of_squares += float(np.dot(flat[s], flat[s]))
+        for start in range(0, flat.size, NORM_SLICE):
+            piece = flat[start:start + NORM_SLICE]
+            sum_of_squares += float(np.dot(piece, piece))
     total_norm = math.sqrt(sum_of_squares)
     if not math.isfinite(total_norm):
         if error_if_nonfinite:
@@ -348,9 +342,7 @@ class ConstantLR:
     """The chapter-5 schedule: ``get_lr(step) = lr`` for every step."""
 
     def __init__(self, lr: float):
-        if not float(lr) >= 0.0:
-            raise ValueError(f"ConstantLR: lr must be >= 0, got {lr}")
-        self.lr = float(lr)
+        self.lr = _check_lr(lr, "ConstantLR: lr")
 
     def get_lr(self, step: int) -> float:
         _check_step(step)
@@ -379,10 +371,9 @@ class WarmupCosineLR:
 
     def __init__(self, peak_lr: float, total_steps: int, warmup_steps: int, initial_lr: float = 3e-5,
                  min_lr: float = 1e-6):
-        self.peak_lr, self.initial_lr, self.min_lr = float(peak_lr), float(initial_lr), float(min_lr)
-        if not (self.peak_lr >= 0.0 and self.initial_lr >= 0.0 and self.min_lr >= 0.0):
-            raise ValueError(f"WarmupCosineLR: learning rates must be >= 0, got peak_lr={peak_lr}, "
-                             f"initial_lr={initial_lr}, min_lr={min_lr}")
+        self.peak_lr = _check_lr(peak_lr, "WarmupCosineLR: peak_lr")
+        self.initial_lr = _check_lr(initial_lr, "WarmupCosineLR: initial_lr")
+        self.min_lr = _check_lr(min_lr, "WarmupCosineLR: min_lr")
         self.warmup_steps = _check_step(warmup_steps)
         self.total_steps = _check_step(total_steps)
         if self.total_steps <= self.warmup_steps:

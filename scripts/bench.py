@@ -8,7 +8,7 @@ The same as ``numpy-gpt bench``; see numpy_gpt/bench.py for what is measured and
 
 import sys
 
-from numpy_gpt.bench import main
+from numpy_gpt.tools.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_gpt.gpt2.openai_tf import crc32c
-from numpy_gpt.gpt2.tf_bundle_writer import write_tf_bundle
+from numpy_gpt.tools.tf_bundle_writer import write_tf_bundle
 
 MB = 1e6
 C, V, T, N_LAYERS, N_HEADS = 768, 50257, 1024, 12, 12     # GPT-2 124M

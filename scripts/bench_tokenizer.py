@@ -19,8 +19,8 @@ import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 from tiktoken_ext.openai_public import r50k_pat_str
 
-from numpy_gpt.corpora import load_corpus
-from numpy_gpt.tokenizers.bpe import GPT2Tokenizer, get_gpt2_tokenizer
+from numpy_gpt.corpora import get_gpt2_tokenizer, load_corpus
+from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
 from numpy_gpt.tokenizers.train_bpe import BPETokenizer
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"

@@ -20,12 +20,13 @@ import collections
 import os
 import time
 
-from numpy_gpt import bench, optim
-from numpy_gpt.nn import activations, attention, embedding, layernorm, linear
+from numpy_gpt import optim
+from numpy_gpt.nn import attention, dropout, embedding, gelu, layernorm, linear
 from numpy_gpt.runtime import reuse_freed_memory, set_threads
+from numpy_gpt.tools import bench
 
 LAYERS = [(linear.Linear, "Linear"), (attention.MultiHeadAttention, "attention (outside its Linears)"),
-          (layernorm.LayerNorm, "LayerNorm"), (activations.GELU, "GELU"), (activations.Dropout, "Dropout"),
+          (layernorm.LayerNorm, "LayerNorm"), (gelu.GELU, "GELU"), (dropout.Dropout, "Dropout"),
           (embedding.Embedding, "Embedding")]
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from numpy_gpt.corpora import get_gpt2_tokenizer
 from numpy_gpt.data import create_dataloader_v1, load_corpus, train_val_split
 from numpy_gpt.fileio import write_json_atomic
 from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
@@ -46,7 +47,7 @@ from numpy_gpt.nn.embedding import Embedding, PositionalEmbedding
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.optim import AdamW
 from numpy_gpt.plots import plot_losses
-from numpy_gpt.tokenizers.bpe import GPT2Tokenizer, get_gpt2_tokenizer
+from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
 from numpy_gpt.train import calc_loss_loader, perplexity, train_model
 
 HERE = Path(__file__).resolve().parent

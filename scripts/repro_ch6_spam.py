@@ -25,12 +25,12 @@ import platform
 import sys
 from pathlib import Path
 
+from numpy_gpt.corpora import get_gpt2_tokenizer
 from numpy_gpt.download import DownloadError
 from numpy_gpt.finetune.classifier import SpamFinetuneResult, finetune_spam_classifier
 from numpy_gpt.finetune.data import prepare_spam_data, save_json
 from numpy_gpt.gpt2.convert import load_gpt2
 from numpy_gpt.model import GPTModel
-from numpy_gpt.tokenizers.bpe import get_gpt2_tokenizer
 
 BOOK = {"train": 0.9721, "validation": 0.9732, "test": 0.9567}
 SCRATCH_CFG = {"vocab_size": 50257, "context_length": 256, "emb_dim": 128, "n_heads": 4, "n_layers": 4,

@@ -63,10 +63,12 @@ def gpt2_tiny_dir() -> Path:
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
 def threads(request, monkeypatch) -> int:
-    """Run the test with numpy_gpt's parallel_for on 1 and on 2 threads (the layers cut their work
-    into the same pieces either way, so both must give the reference's answer). Small test arrays
-    are spread over the threads too (PARALLEL_MIN_SIZE 0)."""
-    from numpy_gpt import runtime
-    monkeypatch.setattr(runtime, "_threads", request.param)
-    monkeypatch.setattr(runtime, "PARALLEL_MIN_SIZE", 0)
+    """Run the test with numpy_gpt.fast.map_chunks on 1 and on 2 threads (the layers cut their work
+    into the same chunks either way, so both must give the reference's answer). Small test arrays
+    are cut into small chunks and spread over the threads too (CHUNK 64, PARALLEL_MIN_SIZE 0)."""
+    import numpy_gpt.fast
+    from numpy_gpt.fast import threads as machinery
+    monkeypatch.setattr(machinery, "_threads", request.param)
+    monkeypatch.setattr(machinery, "PARALLEL_MIN_SIZE", 0)
+    monkeypatch.setattr(numpy_gpt.fast.map_chunks, "__defaults__", (64,))
     return request.param

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from numpy_gpt import torch_reference
 from numpy_gpt.attention_steps import MultiHeadAttentionWrapper
 from numpy_gpt.gradcheck import gradcheck
-from numpy_gpt.nn.attention import KVCache, MultiHeadAttention, additive_causal_mask, causal_mask
+from numpy_gpt.nn.attention import KVCache, MultiHeadAttention, causal_mask
 from numpy_gpt.nn.module import no_grad
+from numpy_gpt.tools import torch_reference
 
 # Finite-difference step: with eps = 1e-6 the float64 rounding of the O(1) outputs, divided by
 # 2 eps, reaches 1e-9 and uses most of the 1e-6 relative budget for the key bias, whose exact
@@ -100,7 +100,7 @@ def test_matches_multihead_wrapper(batch, seq, heads, head_dim, d_in, qkv_bias, 
 
 
 # -- PyTorch parity in float32 --------------------------------------------------------------------
-# t=128: the 2 x 4 heads of 128 x 128 scores are cut into two groups (runtime.row_slices)
+# t=128: the 2 x 4 x 128 rows of scores are cut into several chunks (numpy_gpt.fast.map_chunks)
 @pytest.mark.parametrize("qkv_bias,t", [(False, 7), (True, 7), (False, 128)])
 def test_matches_torch_float32(qkv_bias, t, threads):
     b, d_in, d_out, heads, ctx = 2, 12, 16, 4, 128
@@ -138,14 +138,6 @@ def test_causal_mask_is_boolean_upper_triangle():
     mask = causal_mask(4)
     assert mask.dtype == np.bool_ and not mask.flags.writeable
     np.testing.assert_array_equal(mask, [[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]])
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_additive_causal_mask_is_minus_inf_above_the_diagonal(dtype):
-    mask = additive_causal_mask(3, np.dtype(dtype))
-    assert mask.dtype == dtype and not mask.flags.writeable
-    inf = np.inf
-    np.testing.assert_array_equal(mask, [[0, -inf, -inf], [0, 0, -inf], [0, 0, 0]])
 
 
 def test_single_token_attends_to_itself():

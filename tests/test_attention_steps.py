@@ -14,7 +14,6 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from numpy_gpt import torch_reference
 from numpy_gpt.attention_steps import (
     CausalAttention,
     MultiHeadAttentionWrapper,
@@ -25,6 +24,7 @@ from numpy_gpt.attention_steps import (
     softmax_backward,
 )
 from numpy_gpt.gradcheck import gradcheck
+from numpy_gpt.tools import torch_reference
 
 # Finite-difference step: with eps = 1e-6 the float64 rounding of the O(1) outputs, divided by
 # 2 eps, reaches 1e-9 and uses most of the 1e-6 relative budget for the key bias, whose exact

@@ -12,8 +12,8 @@ import math
 
 import pytest
 
-import numpy_gpt.bench as bench
-from numpy_gpt.bench import TINY_CONFIG, format_table, run_bench, train_step_flops, write_json
+import numpy_gpt.tools.bench as bench
+from numpy_gpt.tools.bench import TINY_CONFIG, format_table, run_bench, train_step_flops, write_json
 
 TINY_PLAN = {"train": ["tiny"], "generate": "tiny", "rss": ["tiny"], "repeats": 2, "gen_repeats": 1,
              "prompt": 4, "new_tokens": 5, "gemm": 64}

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpy_gpt import torch_reference
 from numpy_gpt.gradcheck import gradcheck
-from numpy_gpt.nn.activations import Dropout
 from numpy_gpt.nn.block import TransformerBlock
+from numpy_gpt.nn.dropout import Dropout
+from numpy_gpt.tools import torch_reference
 
 EPS = 1e-5   # finite-difference step; see tests/test_attention.py
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks, load_tiktoken_bpe
 from tiktoken_ext.openai_public import r50k_pat_str
 
-from numpy_gpt.tokenizers.bpe import GPT2Tokenizer, bytes_to_unicode, get_gpt2_tokenizer
+from numpy_gpt.corpora import get_gpt2_tokenizer
+from numpy_gpt.tokenizers.bpe import GPT2Tokenizer, bytes_to_unicode
 from numpy_gpt.tokenizers.unicode16 import pin_to_unicode_16
 
 EOT = "<|endoftext|>"

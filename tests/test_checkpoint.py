@@ -38,7 +38,7 @@ def random_grads(model, seed: int, steps: int) -> list[list[np.ndarray]]:
 def train_steps(model, optimizer, grads_per_step) -> None:
     for grads in grads_per_step:
         for p, g in zip(model.parameters(), grads, strict=True):
-            p.grad[...] = g
+            p.grad = g.copy()
         optimizer.step()
 
 

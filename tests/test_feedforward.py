@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from numpy_gpt import torch_reference
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.feedforward import FeedForward
+from numpy_gpt.tools import torch_reference
 
 EPS = 1e-5   # finite-difference step; see tests/test_attention.py
 

@@ -125,7 +125,7 @@ def test_filters_keep_float32():
 # -- generate ---------------------------------------------------------------------------------------
 def test_greedy_matches_the_book_loop_on_the_torch_reference(model):
     torch = pytest.importorskip("torch")
-    from numpy_gpt.torch_reference import torch_gpt_from_numpy
+    from numpy_gpt.tools.torch_reference import torch_gpt_from_numpy
 
     reference = torch_gpt_from_numpy(model).eval()
     idx = prompts(2, 15, seed=3)                   # longer than the context (12): cropped

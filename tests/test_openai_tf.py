@@ -26,7 +26,7 @@ from numpy_gpt.gpt2.openai_tf import (
     read_hparams,
     unmask_crc32c,
 )
-from numpy_gpt.gpt2.tf_bundle_writer import field, write_tf_bundle
+from numpy_gpt.tools.tf_bundle_writer import field, write_tf_bundle
 
 DATA = "model.ckpt.data-00000-of-00001"
 INDEX = "model.ckpt.index"

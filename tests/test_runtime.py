@@ -1,4 +1,5 @@
-"""numpy_gpt.runtime: reuse_freed_memory must stop the page faults of re-allocated big arrays.
+"""numpy_gpt.runtime, the entry points' settings: reuse_freed_memory must stop the page faults of
+re-allocated big arrays.
 
 Measured in fresh child processes (the setting is process-wide) with getrusage's minor-fault
 count, which the kernel keeps. With numpy's huge-page hint off a page is 4 KB, so a 64 MB array is
@@ -14,11 +15,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-import numpy_gpt
 from numpy_gpt import runtime
+from numpy_gpt.fast import threads as machinery
 from numpy_gpt.runtime import reuse_freed_memory
 
 CHILD = r"""
@@ -55,33 +55,24 @@ def test_reuse_freed_memory_removes_page_faults():
     assert on["faults"] < PAGES // 50, on            # reused: (almost) no page faults
 
 
-def test_reuse_freed_memory_is_idempotent_and_exported():
+def test_reuse_freed_memory_is_idempotent():
     first = reuse_freed_memory()
     assert reuse_freed_memory() is first
-    assert numpy_gpt.reuse_freed_memory is reuse_freed_memory
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_parallel_for_runs_every_item_once_and_reraises(threads, monkeypatch):
-    monkeypatch.setattr(runtime, "_threads", threads)
-    seen = []
-    runtime.parallel_for(list(range(10)), lambda item, worker: seen.append((item, worker)))
-    assert sorted(item for item, _ in seen) == list(range(10))
-    assert {worker for _, worker in seen} == set(range(threads))
-    seen.clear()                                         # a job below PARALLEL_MIN_SIZE: caller only
-    runtime.parallel_for(list(range(10)), lambda item, worker: seen.append((item, worker)),
-                         size=runtime.PARALLEL_MIN_SIZE - 1)
-    assert sorted(seen) == [(item, 0) for item in range(10)]
-
-    def fail(item, worker):
-        if item == 7:
-            raise KeyError("item 7")
-    with pytest.raises(KeyError, match="item 7"):
-        runtime.parallel_for(list(range(10)), fail)
+def test_importing_numpy_gpt_changes_no_process_setting():
+    """The speed settings are the entry points' to apply: a library import leaves malloc, the BLAS
+    environment and the thread count as they were."""
+    probe = ("import os, numpy_gpt, numpy_gpt.runtime as r; "
+             "print(r._done, os.environ.get('OPENBLAS_THREAD_TIMEOUT'), r.num_threads.__module__)")
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environ,
+                          check=True)
+    assert done.stdout.split() == ["False", "None", "numpy_gpt.fast.threads"]
 
 
 def test_num_threads_follows_set_threads_then_the_environment(monkeypatch):
-    monkeypatch.setattr(runtime, "_threads", None)
+    monkeypatch.setattr(machinery, "_threads", None)
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
     assert runtime.num_threads() == 3
     monkeypatch.delenv("OPENBLAS_NUM_THREADS")
@@ -91,49 +82,3 @@ def test_num_threads_follows_set_threads_then_the_environment(monkeypatch):
     assert runtime.num_threads() == (os.cpu_count() or 1)
     with pytest.raises(ValueError, match="at least 1 thread"):
         runtime.set_threads(0, use_torch=False)
-
-
-def test_zero_grads_clears_every_gradient_on_any_thread_count(threads):
-    from numpy_gpt.nn.module import ZERO_SLICE, Parameter, zero_grads
-    params = [Parameter(np.ones(s, dtype=np.float32)) for s in [(3,), (2 * ZERO_SLICE + 5,), (4, 7)]]
-    for p in params:
-        p.grad[...] = 2.5
-    zero_grads(params[:2])
-    assert not params[0].grad.any() and not params[1].grad.any()
-    assert (params[2].grad == 2.5).all()                 # only the parameters passed are cleared
-
-
-def test_add_matmul_after_zero_grads_overwrites_stale_values_then_accumulates():
-    from numpy_gpt.nn.module import Parameter, zero_grads
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((5, 3)), rng.standard_normal((5, 4))
-    p = Parameter(np.zeros((3, 4)))
-    p.grad[...] = 7.0                                    # a stale gradient from an earlier step
-    zero_grads([p])
-    p.add_matmul(a.T, b)                                 # written straight in: 0 + a.T b
-    np.testing.assert_allclose(p.grad, a.T @ b, rtol=1e-12)
-    p.add_matmul(a.T, b)                                 # no longer marked zero: adds
-    np.testing.assert_allclose(p.grad, 2 * (a.T @ b), rtol=1e-12)
-    q = Parameter(np.zeros((3, 4)))
-    q.grad[...] = 1.0
-    q.add_matmul(a.T, b)                                 # never zeroed: accumulates onto the 1s
-    np.testing.assert_allclose(q.grad, 1.0 + a.T @ b, rtol=1e-12)
-    zero_grads([q])
-    q.grad += 0.5                                        # any other writer sees zeros first
-    assert (q.grad == 0.5).all()
-
-
-@pytest.mark.parametrize("code,env,expected", [
-    ("import numpy_gpt", None, "24 24"),                         # numpy_gpt first: it sets 24
-    ("import numpy_gpt", "26", "26 26"),                         # a value the user set wins
-    ("import numpy; import numpy_gpt", None, "None None"),       # too late: OpenBLAS has read its env
-])
-def test_openblas_thread_timeout_is_set_before_numpy_loads(code, env, expected):
-    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    if env is not None:
-        environ["OPENBLAS_THREAD_TIMEOUT"] = env
-    probe = (f"{code}; import os; from numpy_gpt.runtime import openblas_thread_timeout; "
-             f"print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), openblas_thread_timeout())")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environ,
-                          check=True)
-    assert done.stdout.strip() == expected

@@ -29,10 +29,11 @@ import math
 
 import numpy as np
 
-from numpy_gpt.nn.activations import Dropout
+from numpy_gpt.fast import map_chunks
+from numpy_gpt.nn.dropout import Dropout
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.module import Module, no_grad
-from numpy_gpt.runtime import parallel_for, row_slices
+from numpy_gpt.nn.softmax import softmax, softmax_backward
 
 
 @functools.lru_cache(maxsize=8)
@@ -44,19 +45,6 @@ def causal_mask(context_length: int) -> np.ndarray:
     Shared read-only by every attention layer of the same context length (the book's buffer).
     """
     mask = np.triu(np.ones((context_length, context_length), dtype=bool), k=1)
-    mask.flags.writeable = False
-    return mask
-
-
-@functools.lru_cache(maxsize=8)
-def additive_causal_mask(context_length: int, dtype: np.dtype) -> np.ndarray:
-    """``causal_mask`` as numbers of ``dtype``: -inf where it is True, 0 elsewhere (read-only).
-
-    Adding it to the scores masks them as ``np.copyto(scores, -inf, where=mask)`` does (s + 0 = s,
-    s + -inf = -inf for finite s) in one plain elementwise pass, about twice as fast on attention's
-    short rows. Built in the scores' own dtype, so float32 scores stay float32.
-    """
-    mask = np.where(causal_mask(context_length), -np.inf, 0.0).astype(dtype)
     mask.flags.writeable = False
     return mask
 
@@ -120,8 +108,9 @@ class MultiHeadAttention(Module):
 
     What forward caches for backward (only when gradients are wanted):
       q (scaled by 1/sqrt(hd)), k, v   (B, H, T, hd) each
-      P  = softmax(S)                  (B, H, T, T), the scores array itself, overwritten in place
-      Pd = dropout(P)                  (B, H, T, T), the same array as P when dropout is inactive
+      P  = softmax(S)                  (B, H, T, T)   the softmax backward needs the weights
+      Pd = dropout(P)                  (B, H, T, T)   dV = Pd^T dctx; the same array as P when
+                                                      dropout is inactive
     plus whatever the four Linear layers and the Dropout keep (their inputs, the dropout mask).
     """
 
@@ -167,35 +156,18 @@ class MultiHeadAttention(Module):
                              f"got {got}")
 
     def _attention_weights(self, q: np.ndarray, k: np.ndarray, past: int) -> np.ndarray:
-        """P = softmax(q k^T under the causal mask), computed in place in the scores array.
+        """P = softmax(q k^T), each query seeing only the keys up to its own position.
 
         q (B, H, T, hd) is already scaled by 1/sqrt(hd); k (B, H, past+T, hd). The queries are the
         tokens at positions past .. past+T-1, so query i may see keys 0 .. past+i: the rows
         past .. past+T-1 of the causal mask. Returns P (B, H, T, past+T).
         """
         t, n_keys = q.shape[2], k.shape[2]
-        att = q @ k.swapaxes(-1, -2)                                  # (B, H, T, past+T) scores
-        # (T, past+T): 0 where query i may see key j, -inf for the future keys
-        future = additive_causal_mask(self.context_length, att.dtype)[past:past + t, :past + t]
-        heads = att.reshape(-1, t, n_keys)                            # (B*H, T, past+T), same memory
-        ones = np.ones(n_keys, dtype=att.dtype)
-
-        def softmax(s: slice, worker: int) -> None:
-            a = heads[s]                                              # a few heads: stays in cache
-            a += future
-            # Softmax over the keys, in place. Subtracting the row max (finite: every row sees at
-            # least its own token) keeps exp() from overflowing and leaves the result unchanged;
-            # exp(-inf) = 0. The row sums are a matrix-vector product with a vector of ones (BLAS,
-            # faster than .sum on rows this short), and one reciprocal per row replaces T divisions.
-            a -= a.max(axis=-1, keepdims=True)
-            np.exp(a, out=a)
-            inv_sum = a @ ones                                        # (heads, T) row sums
-            np.reciprocal(inv_sum, out=inv_sum)
-            a *= inv_sum[..., None]
-
-        # Heads are independent, so groups of them go to parallel_for's threads.
-        parallel_for(row_slices(len(heads), t * n_keys), softmax, att.size)
-        return att
+        scores = q @ k.swapaxes(-1, -2)                               # (B, H, T, past+T)
+        future = causal_mask(self.context_length)[past:past + t, :n_keys]   # (T, past+T), True: j > i
+        scores = np.where(future, -np.inf, scores)                    # exp(-inf) = 0: no weight
+        rows = scores.reshape(-1, n_keys)                             # (B*H*T, past+T)
+        return map_chunks(softmax, rows).reshape(scores.shape)        # softmax(rows), per row
 
     # -- forward / backward ------------------------------------------------------------------
     def forward(self, x: np.ndarray, kv_cache: KVCache | None = None) -> np.ndarray:
@@ -227,7 +199,9 @@ class MultiHeadAttention(Module):
         through dropout: dP = dPd * mask / (1 - p) (Dropout.backward). Through the row-wise
         softmax P = softmax(S): its Jacobian is dP_i/dS_j = P_i (delta_ij - P_j), so for each row
             dS_j = sum_i dP_i P_i (delta_ij - P_j) = P_j (dP_j - sum_i dP_i P_i),
-        i.e. dS = P * (dP - sum(dP * P, -1)) without ever forming the (T x T) Jacobian. Masked
+        i.e. dS = P * (dP - sum(dP * P, -1)) (``softmax_backward``) without ever forming the
+        (T x T) Jacobian. ``map_chunks(f, ...)`` computes f(...) in cache-sized pieces of rows on
+        every core (numpy_gpt/fast). Masked
         entries have P = 0, so their dS is 0 and -inf never enters the arithmetic. Through
         S = q_s K^T with q_s = q / sqrt(hd):
             dq_s = dS K,   dK = dS^T q_s,   dq = dq_s / sqrt(hd).
@@ -241,18 +215,10 @@ class MultiHeadAttention(Module):
         dctx = self._split_heads(self.out_proj.backward(dout))        # (B, H, T, hd)
         dv = Pd.swapaxes(-1, -2) @ dctx                               # (B, H, T, hd)
         dPd = dctx @ v.swapaxes(-1, -2)                               # (B, H, T, T)
-        dS = self.dropout.backward(dPd)                               # (B, H, T, T) = dP
-        t = dS.shape[2]
-        heads_dS, heads_P = dS.reshape(-1, t, t), P.reshape(-1, t, t)  # (B*H, T, T) views
-
-        def softmax_backward(s: slice, worker: int) -> None:
-            # In place, a few heads per call (on parallel_for's threads): dS = P * (dP -
-            # rowsum(dP * P)). einsum forms the row sums without a temporary of dS's size.
-            d, p = heads_dS[s], heads_P[s]
-            d -= np.einsum("hij,hij->hi", d, p)[..., None]
-            d *= p
-
-        parallel_for(row_slices(len(heads_dS), t * t), softmax_backward, dS.size)
+        dP = self.dropout.backward(dPd)                               # (B, H, T, T)
+        t = P.shape[-1]
+        dS = map_chunks(softmax_backward, P.reshape(-1, t), dP.reshape(-1, t))   # per row of P
+        dS = dS.reshape(P.shape)                                      # (B, H, T, T)
         dq = dS @ k                                                   # (B, H, T, hd) = d(q_s)
         dq *= self.scale
         dk = dS.swapaxes(-1, -2) @ q                                  # (B, H, T, hd)

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from numpy_gpt.nn.activations import Dropout
 from numpy_gpt.nn.attention import KVCache, MultiHeadAttention
+from numpy_gpt.nn.dropout import Dropout
 from numpy_gpt.nn.feedforward import FeedForward
 from numpy_gpt.nn.layernorm import LayerNorm
 from numpy_gpt.nn.module import Module

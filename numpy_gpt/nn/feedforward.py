@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from numpy_gpt.nn.activations import GELU
+from numpy_gpt.nn.gelu import GELU
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.module import Module, Sequential
 

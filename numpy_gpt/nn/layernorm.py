@@ -61,9 +61,9 @@ class LayerNorm(Module):
         x_hat, rstd = self._pop_cache()
         dy2d = dy.reshape(x_hat.shape)                              # (N, C)
         if self.scale.trainable:
-            self.scale.grad += np.einsum("nc,nc->c", dy2d, x_hat)
+            self.scale.add_grad(np.einsum("nc,nc->c", dy2d, x_hat))
         if self.shift.trainable:
-            self.shift.grad += dy2d.sum(axis=0)
+            self.shift.add_grad(dy2d.sum(axis=0))
         g = dy2d * self.scale.data                                  # (N, C) dL/dx_hat
         g_xhat_mean = np.einsum("nc,nc->n", g, x_hat)[:, None] / self.emb_dim   # (N, 1)
         dx = g

@@ -82,11 +82,12 @@ class Linear(Module):
         dL/dW = x2d.T @ dy2d (in, out);  dL/db = sum of dy2d over N (out,);  dL/dx = dy @ W.T (..., in).
         """
         x = self._pop_cache()
+        x2d = x.reshape(-1, self.in_features)                        # (N, in)
         dy2d = dy.reshape(-1, self.out_features)                     # (N, out)
         if self.weight.trainable:
-            self.weight.add_matmul(x.reshape(-1, self.in_features).T, dy2d)
+            self.weight.add_grad(x2d.T @ dy2d)                       # (in, N) @ (N, out)
         if self.bias is not None and self.bias.trainable:
-            self.bias.grad += dy2d.sum(axis=0)
+            self.bias.add_grad(dy2d.sum(axis=0))                     # (out,)
         return (dy2d @ self.weight.data.T).reshape(x.shape)          # (N, out) @ (out, in)
 
     def extra_repr(self) -> str:

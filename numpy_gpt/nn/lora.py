@@ -73,11 +73,11 @@ class LoRALayer(Module):
         x2d, h, x_shape = self._pop_cache()
         dy2d = dy.reshape(-1, self.out_dim)                         # (N, out)
         if self.B.trainable:
-            self.B.add_matmul(h.T, dy2d)
+            self.B.add_grad(h.T @ dy2d)                             # (rank, out)
         dh = dy2d @ self.B.data.T                                   # (N, rank)
         dh *= np.asarray(self.scaling, dtype=dh.dtype)              # now s * dL/dh
         if self.A.trainable:
-            self.A.add_matmul(x2d.T, dh)
+            self.A.add_grad(x2d.T @ dh)                             # (in, rank)
         return (dh @ self.A.data.T).reshape(x_shape)
 
     def delta_weight(self) -> np.ndarray:
@@ -131,9 +131,9 @@ class LinearWithLoRA(Module):
         if W.trainable or (b is not None and b.trainable):
             x2d = self._pop_cache().reshape(-1, W.shape[0])         # (N, in)
             if W.trainable:
-                W.add_matmul(x2d.T, dy2d)
+                W.add_grad(x2d.T @ dy2d)
             if b is not None and b.trainable:
-                b.grad += dy2d.sum(axis=0)
+                b.add_grad(dy2d.sum(axis=0))
         dx = self.lora.backward(dy)                                 # (..., in), also fills A/B grads
         dx += (dy2d @ W.data.T).reshape(dx.shape)                   # (N, out) @ (out, in)
         return dx

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpy_gpt.runtime import parallel_for, row_slices
+from numpy_gpt.fast import map_chunks
+
+
+def softmax_and_nll(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For logits (N, V) and targets (N,): the negative log-likelihood of each row's target,
+    -log softmax(logits)[target] = logsumexp(logits) - logits[target] (N,), and softmax(logits)
+    (N, V). The row maximum is subtracted first, so exp never overflows."""
+    shifted = logits - logits.max(axis=1, keepdims=True)            # (N, V), each row's max is 0
+    exp = np.exp(shifted)
+    sum_exp = exp.sum(axis=1)                                       # (N,)
+    nll = np.log(sum_exp) - shifted[np.arange(len(targets)), targets]
+    return nll, exp / sum_exp[:, None]
 
 
 def cross_entropy(logits: np.ndarray, targets: np.ndarray,
@@ -23,9 +34,12 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray,
         loss    = mean over valid rows of  logsumexp(logits_row) - logits_row[target]
         dlogits = (softmax(logits_row) - onehot(target)) / N_valid,  rows with ignored targets 0.
 
-    The log-softmax subtracts each row's maximum first, so exp never overflows. Memory: dlogits is
-    the only full-size array created (exp is computed in place into it); it has the logits' dtype.
-    The loss is returned as a Python float (accumulated in float64 over the N rows).
+    Why (softmax - onehot): with p = softmax(z), -log p_t = logsumexp(z) - z_t, and
+    d logsumexp(z) / d z_j = exp(z_j) / sum_k exp(z_k) = p_j, while d z_t / d z_j = [j = t].
+
+    ``map_chunks(softmax_and_nll, ...)`` is ``softmax_and_nll(...)`` computed a few rows at a time
+    on every core (numpy_gpt/fast): the (N, V) passes then stay in cache. dlogits has the logits'
+    dtype; the loss is returned as a Python float (accumulated in float64 over the N rows).
 
     A batch in which every target is ``ignore_index`` has no loss to average (PyTorch returns nan):
     it raises ValueError instead, naming the cause. Targets outside [0, V) that are not
@@ -59,25 +73,12 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray,
                          f"and truncated")
 
     t_safe = np.where(valid, t, 0)                                  # any in-range index for ignored rows
-    logits2d = np.asarray(logits2d, order="C")
-    dlogits = np.empty_like(logits2d)                               # (N, V)
-    target_shifted = np.empty(len(t), dtype=logits2d.dtype)         # (N,) logit of the target - max
-    sum_exp = np.empty((len(t), 1), dtype=logits2d.dtype)           # (N, 1)
+    nll, probs = map_chunks(softmax_and_nll, logits2d, t_safe)      # (N,), (N, V)
+    loss = float(nll.sum(where=valid, dtype=np.float64)) / n_valid  # accumulated in float64
 
-    def softmax_rows(s: slice, worker: int) -> None:
-        # A few rows at a time (on parallel_for's threads), so they stay in cache through the passes.
-        d = dlogits[s]
-        np.subtract(logits2d[s], logits2d[s].max(axis=1, keepdims=True), out=d)  # shifted logits
-        target_shifted[s] = d[np.arange(len(d)), t_safe[s]]
-        np.exp(d, out=d)                                            # exp(shifted logits)
-        d.sum(axis=1, keepdims=True, out=sum_exp[s])
-        d *= 1.0 / (sum_exp[s] * n_valid)                           # softmax / N_valid
-
-    parallel_for(row_slices(len(t), V), softmax_rows, dlogits.size)
-    nll = np.log(sum_exp[:, 0]) - target_shifted                    # (N,) -log softmax[target]
-    loss = float(nll.sum(where=valid, dtype=np.float64)) / n_valid
-
-    dlogits[np.flatnonzero(valid), t[valid]] -= logits.dtype.type(1.0 / n_valid)    # minus onehot / N_valid
+    dlogits = probs                                                 # (N, V): softmax - onehot(target)
+    dlogits[np.flatnonzero(valid), t[valid]] -= 1.0
+    dlogits /= logits.dtype.type(n_valid)                           # the mean's 1/N_valid
     if n_valid < t.size:
-        dlogits[~valid] = 0.0
+        dlogits[~valid] = 0.0                                       # ignored rows get no gradient
     return loss, dlogits.reshape(logits.shape)

@@ -5,9 +5,12 @@ hidden: there is no graph and no autograd. Each layer
 
 * ``forward(*inputs)`` computes its output and, when gradients are wanted, caches exactly what its
   ``backward`` will need (documented in each layer);
-* ``backward(dout)`` receives dLoss/dOutput, ADDS dLoss/dParameter into every trainable
-  ``Parameter.grad`` (accumulation, as in PyTorch, so tied weights and gradient accumulation just
-  work) and returns dLoss/dInput.
+* ``backward(dout)`` receives dLoss/dOutput, adds dLoss/dParameter into every trainable
+  ``Parameter.grad`` and returns dLoss/dInput.
+
+Gradient bookkeeping is PyTorch's: ``zero_grad()`` sets every ``p.grad`` to None; the first
+backward that computes a parameter's gradient stores it (``p.add_grad(g)``), later ones add to it.
+So tied weights, a parameter used twice, and gradient accumulation over micro-batches just work.
 
 A composite module calls its children's ``backward`` in reverse order of their ``forward``; where a
 value fans out (a residual shortcut), the gradients of the branches are summed.
@@ -19,11 +22,9 @@ value fans out (a residual shortcut), the gradients of the branches are summed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
-
-from numpy_gpt.runtime import parallel_for, slices
 
 _GRAD_ENABLED = True
 
@@ -40,33 +41,6 @@ def no_grad() -> Iterator[None]:
         _GRAD_ENABLED = previous
 
 
-ZERO_SLICE = 1 << 20     # elements per slice when zeroing gradients (4 MB of float32)
-
-
-def fill_zeros(arrays: Iterable[np.ndarray]) -> None:
-    """Write zeros into every array, in place.
-
-    The 163M gradients of GPT-2 124M are 650 MB: the fill is limited by memory bandwidth, which one
-    core does not saturate, so flat slices are shared out to ``numpy_gpt.runtime.num_threads()``
-    threads (``ndarray.fill`` releases the GIL).
-    """
-    pieces = [flat[s] for flat in (a.reshape(-1) for a in arrays) for s in slices(flat.size, ZERO_SLICE)]
-    parallel_for(pieces, lambda piece, worker: piece.fill(0), size=sum(piece.size for piece in pieces))
-
-
-def zero_grads(params: Iterable[Parameter]) -> None:
-    """Set ``p.grad`` to zero for every Parameter in ``params``.
-
-    Deferred, like PyTorch's ``zero_grad(set_to_none=True)``: each gradient is only marked as zero.
-    In the usual training step every gradient is then overwritten by the first layer that computes
-    it (``Parameter.add_matmul`` writes the product straight into ``grad``), so the 650 MB of zeros
-    of GPT-2 124M are never written, nor read back to be added to. Reading ``p.grad`` while it is
-    still marked writes the zeros then, so no caller can see a stale gradient.
-    """
-    for p in params:
-        p.grad_is_zero = True
-
-
 def is_grad_enabled() -> bool:
     """True unless we are inside ``no_grad()``."""
     return _GRAD_ENABLED
@@ -75,51 +49,38 @@ def is_grad_enabled() -> bool:
 class Parameter:
     """A learnable array and the gradient accumulated for it.
 
-    ``data`` and ``grad`` have the same shape and dtype. ``grad`` starts at zero (``np.zeros`` maps
-    untouched pages lazily, so a frozen parameter's grad costs no resident memory). When
-    ``trainable`` is False, layers skip computing this parameter's gradient altogether.
-
-    ``grad_is_zero`` is set by ``zero_grads`` instead of writing zeros (see there): while it is
-    True the stored array holds stale values, and the ``grad`` property writes the zeros before
-    handing the array out. Layers add a matmul's result with ``add_matmul``, which skips both the
-    zeros and the temporary when the gradient is still marked zero.
+    ``grad`` is None until a backward computes it, then an array of ``data``'s shape and dtype.
+    ``add_grad(g)`` is how layers write it: the first call stores g, later calls add g, and
+    ``zero_grad()`` (on the Module or the optimizer) sets it back to None. When ``trainable`` is
+    False, layers skip computing this parameter's gradient altogether.
     """
 
-    __slots__ = ("data", "_grad", "grad_is_zero", "trainable")
+    __slots__ = ("data", "grad", "trainable")
 
     def __init__(self, data: np.ndarray, trainable: bool = True):
         if not isinstance(data, np.ndarray) or not np.issubdtype(data.dtype, np.floating):
             raise TypeError(f"Parameter data must be a floating-point ndarray, got {type(data).__name__}"
                             f"{'' if not isinstance(data, np.ndarray) else ' of dtype ' + str(data.dtype)}")
         self.data = data
-        self._grad = np.zeros(data.shape, dtype=data.dtype)  # calloc: pages mapped lazily
-        self.grad_is_zero = False
+        self.grad: np.ndarray | None = None
         self.trainable = trainable
 
-    @property
-    def grad(self) -> np.ndarray:
-        if self.grad_is_zero:                                 # zero_grads deferred the fill to here
-            fill_zeros([self._grad])
-            self.grad_is_zero = False
-        return self._grad
+    def add_grad(self, g: np.ndarray) -> None:
+        """grad += g, where a None grad counts as zero: the first gradient is stored as it is.
 
-    @grad.setter
-    def grad(self, value: np.ndarray) -> None:
-        self._grad = value
-        self.grad_is_zero = False
-
-    def add_matmul(self, a: np.ndarray, b: np.ndarray) -> None:
-        """grad += a @ b, for 2-D a and b (a weight gradient such as x.T @ dy).
-
-        When the gradient is marked zero, zero + a @ b = a @ b: BLAS writes the product straight
-        into ``grad`` (``out=``) instead of into a temporary that is then added to a zero-filled
-        array, which saves three passes over the weight's memory.
+        g must have the parameter's shape. It is stored without a copy when it is a fresh array of
+        the parameter's dtype (a layer's ``x.T @ dy``), so the first write costs nothing.
         """
-        if self.grad_is_zero:
-            np.matmul(a, b, out=self._grad)
-            self.grad_is_zero = False
+        if g.shape != self.data.shape:
+            raise ValueError(f"gradient of shape {g.shape} for a parameter of shape {self.data.shape}")
+        if self.grad is None:
+            fresh = g.dtype == self.data.dtype and g.flags.owndata and g.flags.c_contiguous
+            self.grad = g if fresh else np.array(g, dtype=self.data.dtype, order="C")
         else:
-            self._grad += a @ b
+            self.grad += g
+
+    def zero_grad(self) -> None:
+        self.grad = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -206,7 +167,9 @@ class Module:
 
     # -- state -------------------------------------------------------------------------------
     def zero_grad(self) -> None:
-        zero_grads(self.parameters(trainable_only=True))
+        """Set every parameter's gradient to None (the next backward stores a fresh one)."""
+        for p in self.parameters():
+            p.grad = None
 
     def train(self, mode: bool = True) -> Module:
         for m in self.modules():

@@ -28,8 +28,8 @@ naive_bpe.py is the same algorithm written the slow, obvious way (recount and re
 merge); read it first. tests/test_naive_bpe.py checks that the two give identical ids.
 
 ``ByteLevelBPE`` is that engine for any vocabulary; ``GPT2Tokenizer`` loads OpenAI's files into it
-(``encoder.json`` + ``vocab.bpe``, or a ``.tiktoken`` rank file); ``get_gpt2_tokenizer`` downloads
-OpenAI's files once into ``data/gpt2``. The trainable ``BPETokenizer`` (train_bpe.py) is the same
+(``encoder.json`` + ``vocab.bpe``, or a ``.tiktoken`` rank file); ``corpora.get_gpt2_tokenizer``
+downloads OpenAI's files once into ``data/gpt2``. The trainable ``BPETokenizer`` (train_bpe.py) is the same
 engine with a vocabulary learned from your text.
 """
 
@@ -46,8 +46,6 @@ from typing import Literal
 
 import regex
 
-from numpy_gpt.corpora import GPT2_VOCAB_FILES
-from numpy_gpt.download import download_file
 from numpy_gpt.tokenizers.unicode16 import has_unicode_17_letters, pin_to_unicode_16
 
 # GPT-2's pre-tokenization pattern, as tiktoken writes it for "gpt2". OpenAI's original release
@@ -477,15 +475,3 @@ class GPT2Tokenizer(ByteLevelBPE):
 @functools.lru_cache(maxsize=4)
 def _load_gpt2_tokenizer(folder: Path) -> GPT2Tokenizer:
     return GPT2Tokenizer.from_files(folder / "encoder.json", folder / "vocab.bpe")
-
-
-def get_gpt2_tokenizer(data_dir: str | Path = "data") -> GPT2Tokenizer:
-    """GPT-2's tokenizer, downloading ``encoder.json`` and ``vocab.bpe`` into ``data_dir/gpt2`` once.
-
-    The files come from OpenAI's public URLs and are checked by sha256; the loaded tokenizer is
-    cached per folder, so calling this again is free.
-    """
-    folder = Path(data_dir) / "gpt2"
-    for name, entry in GPT2_VOCAB_FILES.items():
-        download_file(entry.urls, folder / name, sha256=entry.sha256, desc=f"GPT-2 {name}")
-    return _load_gpt2_tokenizer(folder.resolve())

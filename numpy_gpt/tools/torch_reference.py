@@ -34,7 +34,7 @@ try:
     import torch.nn.functional as F
     from torch import nn
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("numpy_gpt.torch_reference needs PyTorch, an optional test/benchmark dependency: "
+    raise ImportError("numpy_gpt.tools.torch_reference needs PyTorch, an optional test/benchmark dependency: "
                       "install it with `pip install numpy_gpt[test]` (or `pip install torch`)") from exc
 
 
