@@ -112,6 +112,9 @@ def _check_generate_args(model, idx: np.ndarray, max_new_tokens: int, context_si
                          f"ids[None, :]. Got {got}")
     if idx.shape[0] < 1 or idx.shape[1] < 1:
         raise ValueError(f"idx must hold at least one token per row, got shape {idx.shape}")
+    for name, value in (("max_new_tokens", max_new_tokens), ("context_size", context_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     model_context = model.cfg["context_length"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import stat
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from numpy_gpt.download import download_file
-from numpy_gpt.fileio import atomic_write, write_json_atomic, write_text_atomic
+from numpy_gpt.fileio import atomic_write, read_json, write_json_atomic, write_text_atomic
 
 SPAM_URLS = (
     "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
@@ -149,7 +148,7 @@ def read_sms_spam(path: str | os.PathLike) -> list[tuple[str, str]]:
             return read_sms_spam(extracted)
     rows = []
     with open(path, encoding="utf-8", newline="") as f:
-        for lineno, line in enumerate(f, start=1):
+        for lineno, line in enumerate(_utf8_lines(f, path), start=1):
             line = line.rstrip("\r\n")
             if not line:
                 continue
@@ -161,6 +160,18 @@ def read_sms_spam(path: str | os.PathLike) -> list[tuple[str, str]]:
     if not rows:
         raise ValueError(f"{path} holds no messages")
     return rows
+
+
+def _utf8_lines(lines, path: Path):
+    """The lines of a text file opened as UTF-8; a byte that is not UTF-8 is an error naming the file."""
+    done = 0
+    try:
+        for line in lines:
+            yield line
+            done += 1
+    except UnicodeDecodeError as err:              # text is decoded in blocks: the line is a lower bound
+        raise ValueError(f"{path}, after line {done}: not UTF-8 text ({err.reason}); save the file as "
+                         f"UTF-8") from None
 
 
 def create_balanced_dataset(rows: Sequence[tuple[str, str]], seed: int = 123) -> list[tuple[str, str]]:
@@ -207,18 +218,30 @@ def write_spam_csv(rows: Sequence[tuple[str, str]], path: str | os.PathLike) -> 
 
 
 def read_spam_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """Read a ``Label,Text`` CSV (labels 0/1) into (texts, labels int64 (N,))."""
+    """Read a ``Label,Text`` CSV (labels 0/1) into (texts, labels int64 (N,)).
+
+    The CSV is read strictly: an unterminated quote (which would swallow the rest of the file into
+    one message), a field over ``csv.field_size_limit()`` characters or text that is not UTF-8 is an
+    error naming the file and the row."""
     texts, labels = [], []
     with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header != ["Label", "Text"]:
-            raise ValueError(f"{path}: expected the header 'Label,Text', got {header}")
-        for lineno, row in enumerate(reader, start=2):
-            if len(row) != 2 or row[0] not in ("0", "1"):
-                raise ValueError(f"{path}, row {lineno}: expected 'label,text' with label 0 or 1, got {row}")
-            labels.append(int(row[0]))
-            texts.append(row[1])
+        reader = csv.reader(f, strict=True)
+        try:
+            header = next(reader, None)
+            if header != ["Label", "Text"]:
+                raise ValueError(f"{path}: expected the header 'Label,Text', got {header}")
+            for row in reader:
+                if len(row) != 2 or row[0] not in ("0", "1"):
+                    raise ValueError(f"{path}, row {reader.line_num}: expected 'label,text' with label 0 or "
+                                     f"1, got {str(row)[:200]}")
+                labels.append(int(row[0]))
+                texts.append(row[1])
+        except csv.Error as err:
+            raise ValueError(f"{path}, row {reader.line_num}: not valid CSV ({err}); is a quote left "
+                             f"open?") from None
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}, after row {reader.line_num}: not UTF-8 text ({err.reason}); save "
+                             f"the file as UTF-8") from None
     return texts, np.asarray(labels, dtype=np.int64)
 
 
@@ -238,11 +261,7 @@ def prepare_spam_data(out_dir: str | os.PathLike = "data/sms_spam_collection",
 # -- the instruction data (chapter 7) --------------------------------------------------------------
 def load_instruction_data(path: str | os.PathLike) -> list[dict[str, str]]:
     """Read a JSON list of {"instruction", "input", "output"} string entries, checking every entry."""
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err})") from None
+    data = read_json(path)                  # bad UTF-8, bad or too deeply nested JSON: name the file
     if not isinstance(data, list) or not data:
         raise ValueError(f"{path}: expected a non-empty JSON list of instruction entries")
     for i, entry in enumerate(data):

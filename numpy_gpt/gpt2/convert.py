@@ -212,7 +212,7 @@ class _Source:
                      or not np.issubdtype(self.reader.entries[k].dtype, np.floating)]
         if not_float:
             raise ValueError(f"{self.where}: weights must be floating point, but "
-                             + "; ".join(not_float[:10]) + " (numpy_gpt refuses integer weights in every format)")
+                             + "; ".join(not_float[:10]) + " (integer weights are refused in every format)")
 
     def read_into(self, key: str, target: np.ndarray) -> None:
         """Copy tensor ``key`` into ``target``, reading straight into it when the dtypes agree."""
@@ -245,7 +245,8 @@ def _finite(key: str, array: np.ndarray, where: str) -> np.ndarray:
     return array
 
 
-def _load_weights(gpt: GPTModel, checkpoint: TFCheckpointReader | SafetensorsReader, *, in_place: bool) -> None:
+def _load_weights(gpt: GPTModel, checkpoint: TFCheckpointReader | SafetensorsReader, *,
+                  in_place: bool) -> None:
     """``load_weights_into_gpt``; with ``in_place`` (a model built just for this load, discarded if it
     fails) each tensor is read straight into its parameter, so the weights are never held twice."""
     if not gpt.cfg["qkv_bias"]:

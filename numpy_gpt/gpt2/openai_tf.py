@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import json
 import math
 import os
 import re
@@ -80,6 +79,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from numpy_gpt.fileio import read_json
 
 
 class TFCheckpointError(ValueError):
@@ -607,9 +608,9 @@ def read_hparams(model_dir: str | os.PathLike) -> dict[str, int]:
         raise TFCheckpointError(f"{path} does not exist: OpenAI's GPT-2 folders carry hparams.json "
                                 f"beside the checkpoint ({dict.fromkeys(_HPARAM_KEYS, '...')})")
     try:
-        hparams = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise TFCheckpointError(f"{path} is not valid JSON ({err}); download it again") from err
+        hparams = read_json(path)
+    except ValueError as err:
+        raise TFCheckpointError(f"{err}; download it again") from None
     if not isinstance(hparams, dict):
         raise TFCheckpointError(f"{path} must hold a JSON object, got {type(hparams).__name__}")
     bad = [k for k in _HPARAM_KEYS

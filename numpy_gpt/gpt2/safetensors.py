@@ -125,6 +125,9 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, SafetensorsEntry], d
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SafetensorsError(f"{where}: the header is not valid UTF-8 JSON ({err})") from err
+    except RecursionError:
+        raise SafetensorsError(f"{where}: the header's JSON is nested too deeply to parse; the file is "
+                               f"corrupt or hostile") from None
     except SafetensorsError as err:
         raise SafetensorsError(f"{where}: {err}") from None
     if not isinstance(header, dict):

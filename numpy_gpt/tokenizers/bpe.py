@@ -40,6 +40,7 @@ import binascii
 import functools
 import heapq
 import json
+import operator
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -320,6 +321,8 @@ class ByteLevelBPE:
         """Token ids -> the exact bytes they stand for (special tokens as their UTF-8 text)."""
         decoder = self._decoder
         ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        if not all(type(i) is int for i in ids):        # 1.0 == 1 and True == 1 would look up fine
+            ids = [_token_id(i, self.name) for i in ids]
         try:
             return b"".join([decoder[i] for i in ids])
         except (KeyError, TypeError):
@@ -331,6 +334,16 @@ class ByteLevelBPE:
         """Token ids -> text. A sequence that cuts a multi-byte character in half decodes with U+FFFD
         in its place (``errors="replace"``, as tiktoken); pass ``errors="strict"`` to raise instead."""
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+
+def _token_id(value: object, name: str) -> int:
+    """A token id given as any integer type (NumPy's too), or TypeError for floats and booleans."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{name}: token ids must be integers, got {value!r} ({type(value).__name__})")
 
 
 def _is_int(value: object) -> bool:
