@@ -119,8 +119,9 @@ def gather_downloads(jobs: Sequence[Callable[[], Any]], hint: str = "") -> list[
     offline = any(err.offline for err in errors)
     why = "there is no network" if offline else "the downloads failed"
     lines = "\n".join(f"  - {m.how_to_fetch()}" for m in missing) or "\n".join(str(e) for e in errors)
-    raise DownloadError(f"{len(missing) or len(errors)} file(s) missing and {why}. Fetch them on a "
-                        f"machine with network access and put each where the arrow points:\n{lines}"
+    raise DownloadError(f"{len(missing) or len(errors)} file(s) missing and {why}. For each, place the "
+                        f"file by hand where the arrow points (fetched on a machine with network "
+                        f"access):\n{lines}"
                         + (f"\n{hint}" if hint else ""), missing, offline)
 
 
