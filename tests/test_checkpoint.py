@@ -8,6 +8,8 @@ import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import numpy_gpt.checkpoint as checkpoint_module
 from numpy_gpt.checkpoint import CheckpointError, load_checkpoint, restore_dropout_rng, save_checkpoint
@@ -260,3 +262,120 @@ def test_unsupported_format_version_and_bad_meta(tmp_path, model):
     rewrite(path, lambda entries: entries.update(__meta__=np.frombuffer(b"{not json", dtype=np.uint8)))
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_checkpoint(path)
+
+
+# -- issue 14: hostile metadata, all-or-nothing loads, finite weights -----------------------------------
+def with_meta(path, out, change):
+    """Copy checkpoint ``path`` to ``out`` with ``change(meta)`` applied to its __meta__ document."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    change(meta)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(out, **arrays)
+    return out
+
+
+def with_array(path, out, key, value):
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays[key] = value
+    np.savez(out, **arrays)
+    return out
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("step", -5, "'step'.*integer >= 0"), ("step", 1.5, "'step'.*integer >= 0"), ("step", "3", "'step'"),
+    ("extra", [1, 2], "'extra'.*JSON object"), ("cfg", [1], "'cfg'.*JSON object"),
+    ("cfg", {"vocab_size": 50}, "'cfg'.*not a valid GPT config"),
+    ("dropout_rng_state", "abc", "'dropout_rng_state'"),
+    ("dropout_rng_state", {"bit_generator": "PCG64", "state": {"state": "x", "inc": 1}},
+     "'dropout_rng_state'.*not a valid PCG64 state"),
+    ("dropout_rng_state", {"bit_generator": "PCG64", "state": {"__ndarray__": [1], "dtype": "object"}},
+     "'dropout_rng_state'"),
+    ("optimizer", [], "'optimizer'"), ("dtype", 3, "'dtype'"),
+])
+def test_malformed_metadata_fields_are_one_line_checkpoint_errors(tmp_path, model, field, value, message):
+    good = save_checkpoint(tmp_path / "good.npz", model, step=2)
+    bad = with_meta(good, tmp_path / "bad.npz", lambda meta: meta.__setitem__(field, value))
+    for target in (None, GPTModel(CFG, seed=5)):
+        with pytest.raises(CheckpointError, match=rf"bad.npz.*{message}"):
+            load_checkpoint(bad, target)
+
+
+def snapshot(model):
+    return {name: p.data.copy() for name, p in model.named_parameters()}
+
+
+def assert_unchanged(model, before):
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(p.data, before[name], err_msg=name)
+
+
+@pytest.mark.parametrize("fault", ["crc", "nan", "rng"])
+def test_a_failed_load_leaves_the_model_passed_in_unchanged(tmp_path, model, fault):
+    """The last parameter is corrupt (its bytes flipped, or NaN), or the RNG state is bad: the
+    load fails, and not one parameter of the model passed in, nor its dropout RNG, has changed."""
+    good = save_checkpoint(tmp_path / "good.npz", GPTModel(CFG, seed=2))
+    last = "model/" + list(dict(model.named_parameters()))[-1]
+    bad = tmp_path / "bad.npz"
+    if fault == "crc":
+        data = bytearray(good.read_bytes())
+        with zipfile.ZipFile(good) as zf:
+            info = zf.getinfo(last + ".npy")
+        data[info.header_offset + info.compress_size + 20] ^= 0xFF   # inside the entry's data
+        bad.write_bytes(bytes(data))
+    elif fault == "nan":
+        with np.load(good) as npz:
+            poisoned = npz[last].copy()
+        poisoned.flat[-1] = np.nan
+        with_array(good, bad, last, poisoned)
+    else:
+        with_meta(good, bad, lambda meta: meta["dropout_rng_state"]["state"].__setitem__("state", "x"))
+    before, rng_before = snapshot(model), model.dropout_rng.bit_generator.state
+    with pytest.raises(CheckpointError, match="bad.npz"):
+        load_checkpoint(bad, model)
+    assert_unchanged(model, before)
+    assert model.dropout_rng.bit_generator.state == rng_before
+
+
+def test_nan_weights_are_refused_naming_the_tensor(tmp_path, model):
+    good = save_checkpoint(tmp_path / "good.npz", model)
+    poisoned = np.full((CFG["emb_dim"],), np.nan, np.float32)
+    bad = with_array(good, tmp_path / "bad.npz", "model/final_norm.scale", poisoned)
+    with pytest.raises(CheckpointError, match=r"bad.npz: tensor 'model/final_norm.scale' holds NaN"):
+        load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_save_refuses_non_finite_weights_and_keeps_the_old_file(tmp_path, model, value):
+    path = save_checkpoint(tmp_path / "model.npz", model, step=1)
+    before = path.read_bytes()
+    model.trf_blocks[1].ff.layers[2].bias.data[3] = value
+    with pytest.raises(checkpoint_module.NonFiniteStateError,
+                       match=r"trf_blocks.1.ff.layers.2.bias holds NaN"):
+        save_checkpoint(path, model, step=2)
+    assert path.read_bytes() == before
+
+
+def test_integer_weights_are_refused(tmp_path, model):
+    good = save_checkpoint(tmp_path / "good.npz", model)
+    integers = np.zeros(CFG["emb_dim"], np.int32)
+    bad = with_array(good, tmp_path / "bad.npz", "model/final_norm.shift", integers)
+    with pytest.raises(CheckpointError, match="final_norm.shift: checkpoint dtype int32 is not floating"):
+        load_checkpoint(bad)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 70), st.integers(1, 9), st.integers(1, 4), st.integers(1, 3), st.booleans(),
+       st.one_of(st.none(), st.integers(1, 5)))
+def test_gpt_parameter_shapes_are_the_models_own(vocab, context, heads, layers, qkv_bias, num_classes):
+    """The shapes checked against a file before building the model are exactly the model's."""
+    from numpy_gpt.finetune.classifier import add_classification_head
+    cfg = {"vocab_size": vocab, "context_length": context, "emb_dim": 4 * heads, "n_heads": heads,
+           "n_layers": layers, "drop_rate": 0.0, "qkv_bias": qkv_bias}
+    gpt = GPTModel(cfg, init=False)
+    if num_classes is not None:
+        add_classification_head(gpt, num_classes)
+    assert checkpoint_module.gpt_parameter_shapes(cfg, num_classes) == {
+        name: p.shape for name, p in gpt.named_parameters()}
