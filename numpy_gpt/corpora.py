@@ -16,6 +16,7 @@ It is deterministic for a given Python version and cached as ``data/stdlib-docs-
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 import sysconfig
 import tokenize
@@ -23,7 +24,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from numpy_gpt.download import download_file
+from tqdm import tqdm
+
+from numpy_gpt.download import download_file, gather_downloads
 from numpy_gpt.fileio import write_text_atomic
 
 
@@ -113,6 +116,8 @@ def stdlib_docs_path(data_dir: str | Path = "data") -> Path:
     """Path of the cached ``stdlib-docs`` corpus, building it (a few seconds) if it is absent."""
     path = Path(data_dir) / f"stdlib-docs-py{sys.version_info.major}.{sys.version_info.minor}.txt"
     if not path.exists():
+        print(f"building the offline corpus {path} from this Python's standard library docstrings "
+              f"(once, about 10 s)", file=sys.stderr, flush=True)
         write_text_atomic(path, build_stdlib_docs())
     return path
 
@@ -129,7 +134,8 @@ def build_stdlib_docs(stdlib_dir: str | Path | None = None) -> str:
                    key=lambda p: p.relative_to(root).as_posix())
     seen: set[str] = set()
     texts: list[str] = []
-    for path in files:
+    for path in tqdm(files, desc="stdlib docstrings", unit="file", disable=not sys.stderr.isatty(),
+                     leave=False):
         tree = _parse(path)
         if tree is None:
             continue
@@ -194,6 +200,6 @@ def get_gpt2_tokenizer(data_dir: str | Path = "data"):
     from numpy_gpt.tokenizers.bpe import _load_gpt2_tokenizer
 
     folder = Path(data_dir) / "gpt2"
-    for name, entry in GPT2_VOCAB_FILES.items():
-        download_file(entry.urls, folder / name, sha256=entry.sha256, desc=f"GPT-2 {name}")
+    gather_downloads([functools.partial(download_file, entry.urls, folder / name, sha256=entry.sha256,
+                                        desc=f"GPT-2 {name}") for name, entry in GPT2_VOCAB_FILES.items()])
     return _load_gpt2_tokenizer(folder.resolve())

@@ -134,3 +134,21 @@ def test_registry_checksums_match_the_shared_copies(verdict_path, shakespeare_pa
         assert sha(gpt2_vocab_dir / name) == entry.sha256
     assert all(url.startswith("https://") for entry in [*CORPORA.values(), *GPT2_VOCAB_FILES.values()]
                for url in entry.urls)
+
+
+def test_gpt2_vocabulary_offline_lists_both_files(tmp_path, monkeypatch):
+    """No network: get_gpt2_tokenizer names encoder.json AND vocab.bpe in one error."""
+    import socket
+
+    from numpy_gpt.corpora import GPT2_VOCAB_FILES, get_gpt2_tokenizer
+    from numpy_gpt.download import DownloadError
+
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(DownloadError) as err:
+        get_gpt2_tokenizer(tmp_path)
+    message = str(err.value)
+    for name, entry in GPT2_VOCAB_FILES.items():
+        assert str(tmp_path / "gpt2" / name) in message and entry.sha256 in message

@@ -1,0 +1,97 @@
+"""Time a training step of two numpy_gpt source trees against each other, in ABBA order.
+
+    python scripts/bench_abba.py OLD_TREE NEW_TREE [--case 124M|shakespeare-char] [--rounds 3]
+
+Each measurement is a fresh subprocess that imports numpy_gpt from one tree, applies the entry
+point's settings (freed-memory reuse, the thread count), builds the bench's model, runs two warm-up
+steps and then times ``--steps`` training steps (forward, cross-entropy, backward, AdamW, zero_grad)
+and prints their median. The trees alternate A B B A in every round, so a drift of the host's speed
+during the run affects both alike. The result is the ratio of the medians (NEW / OLD) over all
+rounds, and the ratio per round. Only the public API common to every version is used, so an old
+commit checked out with ``git worktree add`` can be measured against the working tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+
+CASES = {
+    # GPT_CONFIG_124M at context 256, batch 2 x 256 tokens, dropout 0.1 (numpy-gpt bench's 124M case)
+    "124M": ({"vocab_size": 50257, "context_length": 256, "emb_dim": 768, "n_heads": 12, "n_layers": 12,
+              "drop_rate": 0.1, "qkv_bias": False}, 2, 256, 5),
+    # nanoGPT's shakespeare-char CPU model, batch 12 x 64 tokens, no dropout
+    "shakespeare-char": ({"vocab_size": 65, "context_length": 64, "emb_dim": 128, "n_heads": 4, "n_layers": 4,
+                          "drop_rate": 0.0, "qkv_bias": False}, 12, 64, 31),
+}
+
+CHILD = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import numpy_gpt
+from numpy_gpt import runtime
+from numpy_gpt import AdamW, GPTModel, cross_entropy
+assert numpy_gpt.__file__.startswith(sys.argv[1]), numpy_gpt.__file__
+cfg, batch, tokens, steps, threads = json.loads(sys.argv[2])
+runtime.reuse_freed_memory()
+runtime.set_threads(threads, use_torch=False)
+model = GPTModel(cfg, seed=0)
+optimizer = AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+idx = np.random.default_rng(0).integers(0, cfg["vocab_size"], (batch, tokens + 1))
+
+def step():
+    logits = model(idx[:, :-1])
+    loss, dlogits = cross_entropy(logits, idx[:, 1:])
+    model.backward(dlogits)
+    optimizer.step()
+    optimizer.zero_grad()
+
+for _ in range(2):
+    step()
+times = []
+for _ in range(steps):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+print(json.dumps(sorted(times)[len(times) // 2]))
+"""
+
+
+def measure(tree: str, case: str, threads: int) -> float:
+    cfg, batch, tokens, steps = CASES[case]
+    done = subprocess.run([sys.executable, "-c", CHILD, tree, json.dumps([cfg, batch, tokens, steps, threads])],
+                          capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("old", help="source tree A (the folder that holds numpy_gpt/)")
+    parser.add_argument("new", help="source tree B")
+    parser.add_argument("--case", choices=sorted(CASES), default="shakespeare-char")
+    parser.add_argument("--rounds", type=int, default=3, help="ABBA rounds (4 measurements each)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    old, new, per_round = [], [], []
+    for r in range(args.rounds):
+        a1 = measure(args.old, args.case, args.threads)
+        b1 = measure(args.new, args.case, args.threads)
+        b2 = measure(args.new, args.case, args.threads)
+        a2 = measure(args.old, args.case, args.threads)
+        old += [a1, a2]
+        new += [b1, b2]
+        per_round.append((b1 + b2) / (a1 + a2))
+        print(f"round {r + 1}: A {a1 * 1e3:.1f} / {a2 * 1e3:.1f} ms, B {b1 * 1e3:.1f} / {b2 * 1e3:.1f} ms, "
+              f"B/A {per_round[-1]:.3f}", flush=True)
+    ratio = statistics.median(new) / statistics.median(old)
+    print(json.dumps({"case": args.case, "threads": args.threads, "old_ms": statistics.median(old) * 1e3,
+                      "new_ms": statistics.median(new) * 1e3, "new_over_old": ratio,
+                      "per_round": per_round}))
+
+
+if __name__ == "__main__":
+    main()
