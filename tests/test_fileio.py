@@ -3,11 +3,27 @@
 import errno
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 import numpy_gpt.fileio as fileio
-from numpy_gpt.fileio import atomic_write, write_json_atomic, write_text_atomic
+from numpy_gpt.fileio import (
+    STALE_TEMP_SECONDS,
+    atomic_write,
+    remove_stale_temp_files,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+try:
+    import fcntl
+except ImportError:
+    fcntl = None
+posix_only = pytest.mark.skipif(fcntl is None, reason="kill -9 and flock are POSIX")
 
 
 def test_atomic_write_replaces_existing_file_and_leaves_no_temp(tmp_path):
@@ -121,3 +137,47 @@ def test_write_json_atomic_round_trips_and_keeps_non_ascii(tmp_path):
     assert json.loads(path.read_text(encoding="utf-8")) == {"loss": 3.5, "text": "café"}
     assert "café" in path.read_text(encoding="utf-8") and path.read_text(encoding="utf-8").endswith("}\n")
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]       # no temporary file left
+
+
+# -- stale temporary files of killed writers (issue 14) --------------------------------------------------
+def _age(path, seconds):
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+@posix_only
+def test_a_writer_killed_mid_save_leaves_a_temp_file_that_the_next_save_removes(tmp_path):
+    """kill -9 during a write (a real child process), then the next save into the folder sweeps it."""
+    target = tmp_path / "model.npz"
+    script = ("import sys, time\nfrom numpy_gpt.fileio import atomic_write\n"
+              "with atomic_write(sys.argv[1]) as f:\n    f.write(b'x' * 1000); f.flush()\n"
+              "    print('writing', flush=True); time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE)
+    assert child.stdout.readline() == b"writing\n"
+    (orphan,) = tmp_path.glob(".model.npz.*.tmp")
+    write_text_atomic(tmp_path / "other.txt", "a save while the writer still lives")
+    assert orphan.exists()                                 # in use (locked), and fresh: kept
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    write_text_atomic(tmp_path / "other.txt", "young: kept")
+    assert orphan.exists()
+    _age(orphan, STALE_TEMP_SECONDS + 1)
+    write_text_atomic(tmp_path / "model.npz", "the next save")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "other.txt"]
+
+
+@posix_only
+def test_the_sweep_removes_only_our_stale_unlocked_temp_files(tmp_path):
+    ours = tmp_path / ".ckpt.npz.0123456789abcdef.tmp"
+    theirs = [tmp_path / name for name in (".ckpt.npz.tmp", "notes.tmp", ".ckpt.npz.0123456789ABCDEF.tmp",
+                                           ".ckpt.npz.0123.tmp", "ckpt.npz")]
+    for path in [ours, *theirs]:
+        path.write_bytes(b"x")
+        _age(path, 10 * STALE_TEMP_SECONDS)
+    held = tmp_path / ".live.npz.fedcba9876543210.tmp"
+    held.write_bytes(b"x")
+    _age(held, 10 * STALE_TEMP_SECONDS)
+    with open(held, "rb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)             # a writer that is still alive
+        assert remove_stale_temp_files(tmp_path) == [ours]
+    assert all(p.exists() for p in [*theirs, held]) and not ours.exists()
