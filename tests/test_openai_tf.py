@@ -287,3 +287,28 @@ def test_size_that_disagrees_with_shape_is_refused(tmp_path):
     write_bundle(tmp_path / "model.ckpt", {"w": np.ones(3, np.float32)}, {"w": 2})   # float32 bytes as f64
     with pytest.raises(TFCheckpointError, match="needs 24"):
         TFCheckpointReader(tmp_path)
+
+
+def test_gpt_loader_with_a_corrupt_last_tensor_leaves_the_model_unchanged(gpt2_tiny_dir, tmp_path):
+    """The c_attn bias of the last block is read after every other tensor: flip a byte of it, and the
+    crc32c error must come before any parameter of the model passed in has changed."""
+    import shutil
+
+    from numpy_gpt.gpt2.convert import load_openai_checkpoint, load_weights_into_gpt
+    folder = tmp_path / "openai"
+    shutil.copytree(gpt2_tiny_dir / "openai", folder)
+    reader = TFCheckpointReader(folder)
+    n_layers = read_hparams(folder)["n_layer"]
+    entry = reader.entries[f"model/h{n_layers - 1}/attn/c_attn/b"]
+    data = folder / "model.ckpt.data-00000-of-00001"
+    data.chmod(0o644)
+    raw = bytearray(data.read_bytes())
+    raw[entry.offset] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    model = load_openai_checkpoint(gpt2_tiny_dir / "openai")
+    model.tok_emb.weight.data[:] = 0.5                      # differs from the file everywhere it matters
+    before = {name: p.data.copy() for name, p in model.named_parameters()}
+    with pytest.raises(TFCheckpointError, match="checksum mismatch"):
+        load_weights_into_gpt(model, TFCheckpointReader(folder))
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(p.data, before[name], err_msg=name)

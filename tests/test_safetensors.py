@@ -183,3 +183,39 @@ def test_writer_refuses_what_safetensors_cannot_hold(tmp_path):
     with pytest.raises(SafetensorsError, match="metadata"):
         save_file({"a": np.ones(2)}, path, metadata={"n": 1})
     assert path.read_bytes() == before                                  # the old file is untouched
+
+
+# -- issue 14: the GPT-2 loaders: one dtype rule, finite weights, all or nothing -------------------------
+def _tiny_gpt2_file(tmp_path, change=None):
+    from numpy_gpt.gpt2.convert import gpt_to_hf_tensors
+    from numpy_gpt.model import GPTModel
+    cfg = {"vocab_size": 40, "context_length": 8, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
+           "drop_rate": 0.0, "qkv_bias": True}
+    tensors, _ = gpt_to_hf_tensors(GPTModel(cfg, seed=3))
+    if change is not None:
+        change(tensors)
+    path = tmp_path / "model.safetensors"
+    save_file(tensors, path)
+    return path, cfg
+
+
+@pytest.mark.parametrize("fault", ["nan", "int"])
+def test_gpt_loader_refuses_bad_last_tensor_and_leaves_the_model_unchanged(tmp_path, fault):
+    from numpy_gpt.gpt2.convert import load_weights_into_gpt
+    from numpy_gpt.model import GPTModel
+    last = "transformer.h.1.attn.c_attn.bias"                    # read after every direct tensor
+
+    def poison(tensors):
+        if fault == "nan":
+            tensors[last] = tensors[last].copy()
+            tensors[last][-1] = np.nan
+        else:
+            tensors[last] = np.zeros(tensors[last].shape, np.int32)
+    path, cfg = _tiny_gpt2_file(tmp_path, poison)
+    model = GPTModel(cfg, seed=9)
+    before = {name: p.data.copy() for name, p in model.named_parameters()}
+    message = "holds NaN" if fault == "nan" else "weights must be floating point"
+    with pytest.raises(ValueError, match=rf"model.safetensors.*{message}"):
+        load_weights_into_gpt(model, SafetensorsReader(path))
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(p.data, before[name], err_msg=name)
