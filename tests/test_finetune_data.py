@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from numpy_gpt.finetune.data import (
     create_balanced_dataset,
@@ -193,3 +195,43 @@ def test_load_instruction_data_rejects_bad_files(tmp_path, content, match):
     (tmp_path / "d.json").write_text(content, encoding="utf-8")
     with pytest.raises(ValueError, match=match):
         load_instruction_data(tmp_path / "d.json")
+
+
+# -- issue 14: broken data files are one line naming the file -------------------------------------------
+def test_spam_csv_with_an_unterminated_quote_names_file_and_row(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text('Label,Text\n0,fine\n1,"never closed\n0,swallowed\n1,also swallowed\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train.csv, row \d+: not valid CSV"):
+        read_spam_csv(path)
+
+
+def test_spam_csv_field_over_the_csv_limit_names_the_file(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("Label,Text\n0," + "a" * 131_073 + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train.csv, row \d+: not valid CSV \(field larger than"):
+        read_spam_csv(path)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.binary(min_size=1, max_size=40).filter(lambda b: not _is_utf8(b)))
+def test_non_utf8_data_files_name_the_file(tmp_path_factory, junk):
+    folder = tmp_path_factory.mktemp("junk")
+    csv_path, sms_path = folder / "train.csv", folder / "SMSSpamCollection"
+    csv_path.write_bytes(b"Label,Text\n0," + junk + b"\n")
+    sms_path.write_bytes(b"ham\t" + junk + b"\n")
+    with pytest.raises(ValueError, match=r"train.csv.*not UTF-8"):
+        read_spam_csv(csv_path)
+    with pytest.raises(ValueError, match=r"SMSSpamCollection.*not UTF-8"):
+        read_sms_spam(sms_path)
+    json_path = folder / "instruction-data.json"
+    json_path.write_bytes(b'[{"instruction": "' + junk + b'"}]')
+    with pytest.raises(ValueError, match=r"instruction-data.json"):
+        load_instruction_data(json_path)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

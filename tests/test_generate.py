@@ -229,3 +229,17 @@ def test_text_token_round_trip():
     assert token_ids_to_text(ids[0], _Chars()) == "bad cafe"
     with pytest.raises(ValueError, match="one sequence"):
         token_ids_to_text(np.zeros((2, 3), np.int64), _Chars())
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"max_new_tokens": None}, "max_new_tokens must be an integer, got None"),
+    ({"max_new_tokens": 2.5}, "max_new_tokens must be an integer"),
+    ({"context_size": None}, "context_size must be an integer, got None"),
+])
+def test_generate_names_a_non_integer_length(kwargs, message):
+    from numpy_gpt.model import GPTModel
+    model = GPTModel({"vocab_size": 11, "context_length": 6, "emb_dim": 8, "n_heads": 2, "n_layers": 1,
+                      "drop_rate": 0.0, "qkv_bias": False}, seed=0)
+    args = {"max_new_tokens": 3, "context_size": 6, **kwargs}
+    with pytest.raises(TypeError, match=message):
+        generate(model, np.zeros((1, 2), np.int64), **args)
