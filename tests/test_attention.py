@@ -153,7 +153,7 @@ def test_float32_stays_float32():
     x = np.random.default_rng(0).standard_normal((2, 5, 8), dtype=np.float32)
     y = mha(x)
     assert y.dtype == np.float32
-    assert all(a.dtype == np.float32 for a in mha._cache)
+    assert all(a.dtype == np.float32 for a in mha._cache if a is not None)   # None: no padding mask
     assert mha.backward(np.ones_like(y)).dtype == np.float32
     assert all(p.grad.dtype == np.float32 for p in mha.parameters())
     cache = mha.new_kv_cache(2)
@@ -231,3 +231,118 @@ def test_bad_construction_and_input():
         fresh(np.zeros((1, 3, 4)))
     with pytest.raises(RuntimeError, match="before forward"):
         fresh.backward(np.zeros((1, 3, 4)))
+
+
+# -- bidirectional (BERT) attention and the padding mask ------------------------------------------
+def padding_mask(rng, batch, seq):
+    """A (B, T) 1/0 mask with at least one real token per row, padding at the right as BERT pads."""
+    lengths = rng.integers(1, seq + 1, size=batch)
+    return (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
+
+
+@given(batch=st.integers(1, 2), heads=st.integers(1, 3), head_dim=st.integers(1, 3),
+       d_in=st.integers(1, 4), seq=st.integers(1, 5), causal=st.booleans(), masked=st.booleans(),
+       dropout=st.sampled_from([0.0, 0.5]), seed=st.integers(0, 2**16))
+def test_gradcheck_bidirectional_and_padding_float64(batch, heads, head_dim, d_in, seq, causal, masked,
+                                                      dropout, seed):
+    mha = make_mha(d_in, heads, head_dim, 5, dropout, True, seed)
+    mha.causal = causal
+    mha.dropout.rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed + 1)
+    x = rng.standard_normal((batch, seq, d_in))
+    mask = padding_mask(rng, batch, seq) if masked else None
+    report = gradcheck(mha, [x, None, mask], seed=seed, eps=EPS, before_forward=rewind(mha.dropout))
+    assert report.ok, str(report)
+
+
+def test_gradcheck_rows_with_every_key_padded_float64():
+    """Left padding under a causal mask leaves the first queries only padded keys to look at: they
+    average them (transformers' behaviour), and the constant scores pass no gradient on."""
+    mha = make_mha(3, 2, 2, 6, seed=4)
+    x = np.random.default_rng(5).standard_normal((2, 6, 3))
+    mask = np.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    y = mha(x, None, mask)
+    assert np.isfinite(y).all()
+    report = gradcheck(mha, [x, None, mask], eps=EPS)
+    assert report.ok, str(report)
+
+
+def sdpa_reference(mha, x, dout, mask, causal):
+    """The same layer in PyTorch: our weights, torch's scaled_dot_product_attention with a boolean
+    mask (True = may attend) and autograd. Returns y, dx and {parameter name: grad} as NumPy."""
+    import torch
+    params = {name: torch.tensor(p.data, requires_grad=True) for name, p in mha.named_parameters()}
+    xt = torch.tensor(x, requires_grad=True)
+    b, t, _ = x.shape
+    h, hd = mha.num_heads, mha.head_dim
+
+    def project(name):
+        y = xt @ params[f"{name}.weight"]
+        if f"{name}.bias" in params:
+            y = y + params[f"{name}.bias"]
+        return y.view(b, t, h, hd).transpose(1, 2)
+
+    allowed = None
+    if mask is not None:
+        allowed = torch.tensor(mask, dtype=torch.bool)[:, None, None, :].expand(b, 1, t, t)
+    if causal:
+        lower = torch.ones(t, t, dtype=torch.bool).tril()
+        allowed = lower if allowed is None else allowed & lower
+    ctx = torch.nn.functional.scaled_dot_product_attention(project("W_query"), project("W_key"),
+                                                           project("W_value"), attn_mask=allowed)
+    y = ctx.transpose(1, 2).reshape(b, t, h * hd) @ params["out_proj.weight"] + params["out_proj.bias"]
+    y.backward(torch.tensor(dout))
+    return (y.detach().numpy(), xt.grad.numpy(),
+            {name: p.grad.numpy() for name, p in params.items()})
+
+
+@pytest.mark.parametrize("causal,masked", [(False, False), (False, True), (True, True)])
+def test_bidirectional_matches_torch_sdpa_float32(causal, masked, threads):
+    b, t, d_in, heads, head_dim = 3, 9, 10, 4, 4
+    mha = make_mha(d_in, heads, head_dim, 16, qkv_bias=True, dtype=np.float32, seed=7)
+    mha.causal = causal
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((b, t, d_in), dtype=np.float32)
+    dout = rng.standard_normal((b, t, heads * head_dim), dtype=np.float32)
+    mask = np.array([[1] * 9, [1] * 5 + [0] * 4, [1] * 2 + [0] * 7]) if masked else None
+
+    ref_y, ref_dx, ref_grads = sdpa_reference(mha, x, dout, mask, causal)
+    y = mha(x, None, mask)
+    dx = mha.backward(dout)
+    assert y.dtype == dx.dtype == np.float32
+    np.testing.assert_allclose(y, ref_y, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(dx, ref_dx, atol=1e-5, rtol=1e-4)
+    for name, p in mha.named_parameters():
+        assert p.grad.dtype == np.float32
+        np.testing.assert_allclose(p.grad, ref_grads[name], atol=1e-4, rtol=1e-4, err_msg=name)
+
+
+def test_bidirectional_sees_the_future_and_padding_changes_nothing():
+    mha = make_mha(4, 2, 3, 8)
+    mha.causal = False
+    x = np.random.default_rng(0).standard_normal((1, 8, 4))
+    changed = x.copy()
+    changed[0, -1] += 1.0
+    with no_grad():
+        assert not np.allclose(mha(x)[0, 0], mha(changed)[0, 0])     # token 0 sees token 7
+        # padding: tokens 0..4 alone give what they give inside a padded batch of 8
+        alone = mha(x[:, :5])
+        padded = mha(changed, None, np.array([[1] * 5 + [0] * 3]))
+    np.testing.assert_allclose(padded[:, :5], alone, rtol=1e-12, atol=1e-12)
+    assert "causal=False" in repr(mha)
+
+
+def test_padding_mask_and_kv_cache_errors():
+    mha = make_mha(4, 2, 2, 8, dtype=np.float32)
+    x = np.zeros((2, 3, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="attention_mask must have shape"):
+        mha(x, None, np.ones((2, 4), dtype=np.int64))
+    with pytest.raises(ValueError, match="1 \\(real token\\) and 0"):
+        mha(x, None, np.full((2, 3), 2))
+    with pytest.raises(ValueError, match="1 \\(real token\\) and 0"):
+        mha(x, None, np.ones((2, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="KV cache serves causal"):
+        mha(x, mha.new_kv_cache(2), np.ones((2, 3), dtype=np.int64))
+    mha.causal = False
+    with pytest.raises(ValueError, match="KV cache serves causal"):
+        mha(x, mha.new_kv_cache(2))

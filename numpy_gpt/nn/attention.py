@@ -1,4 +1,5 @@
-"""Causal multi-head self-attention with a hand-written backward, and its KV cache (chapter 3).
+"""Multi-head self-attention with a hand-written backward, causal (GPT) or bidirectional (BERT),
+and its KV cache (chapter 3).
 
 This is the book's final ``MultiHeadAttention`` (section 3.6.2), the one GPT-2 uses: one query, key
 and value projection for all heads at once, the heads split out of the projected features, scaled
@@ -15,6 +16,16 @@ Notation (shapes): B batch, T tokens, C = d_out, H heads, hd = C / H head size.
     Pd = dropout(P)                                 (B, H, T, T)
     ctx = Pd V                                      (B, H, T, hd) -> merge heads -> (B, T, C)
     out = ctx Wo + bo                               (B, T, C)
+
+GPT or BERT: the one switch. ``causal=True`` (GPT, the default) applies the causal mask above: a
+decoder predicts the next token, so token i must not see the tokens it is trained to predict.
+``causal=False`` (BERT's encoder) drops that line: every token sees every token, left and right,
+which is what filling in a blank needs ("The cat [MASK] on the mat" uses "on the mat"). Either way
+an optional padding mask ``attention_mask`` (B, T), 1 for a real token and 0 for padding, hides the
+padded keys from every query, so a padded batch gives each real token the output it would have
+alone:
+
+    S[b, :, i, j] = min_float   where attention_mask[b, j] == 0     padded key j gets no weight
 
 Inference with a KV cache (the book's bonus material): when text is generated token by token, the
 keys and values of the earlier tokens never change (a token only attends backwards), so each layer
@@ -101,21 +112,24 @@ class KVCache:
 
 
 class MultiHeadAttention(Module):
-    """Causal multi-head self-attention (B, T, d_in) -> (B, T, d_out), as in the book's chapter 3.
+    """Multi-head self-attention (B, T, d_in) -> (B, T, d_out), as in the book's chapter 3.
 
     Parameters: W_query, W_key, W_value (Linear d_in -> d_out, bias iff ``qkv_bias``) and out_proj
     (Linear d_out -> d_out, with bias). ``dropout`` drops attention weights in training.
+    ``causal=True`` (GPT) masks the future; ``causal=False`` (BERT) lets every token see every
+    token. ``forward(x, attention_mask=...)`` also hides padded keys (see the module docstring).
 
     What forward caches for backward (only when gradients are wanted):
       q (scaled by 1/sqrt(hd)), k, v   (B, H, T, hd) each
       P  = softmax(S)                  (B, H, T, T)   the softmax backward needs the weights
       Pd = dropout(P)                  (B, H, T, T)   dV = Pd^T dctx; the same array as P when
                                                       dropout is inactive
+      padded                           (B, 1, 1, T)   bool, True at padded keys (None: no mask)
     plus whatever the four Linear layers and the Dropout keep (their inputs, the dropout mask).
     """
 
     def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
-                 qkv_bias: bool = False, *, rng: np.random.Generator | None = None,
+                 qkv_bias: bool = False, *, causal: bool = True, rng: np.random.Generator | None = None,
                  dtype: np.dtype | type = np.float32):
         super().__init__()
         if num_heads < 1 or d_out % num_heads != 0:
@@ -128,6 +142,7 @@ class MultiHeadAttention(Module):
         self.context_length = context_length
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
+        self.causal = bool(causal)
         self.dtype = np.dtype(dtype)
         self.W_query = Linear(d_in, d_out, bias=qkv_bias, rng=rng, dtype=dtype)
         self.W_key = Linear(d_in, d_out, bias=qkv_bias, rng=rng, dtype=dtype)
@@ -155,26 +170,51 @@ class MultiHeadAttention(Module):
             raise ValueError(f"MultiHeadAttention expects x of shape (batch, tokens, d_in={self.d_in}), "
                              f"got {got}")
 
-    def _attention_weights(self, q: np.ndarray, k: np.ndarray, past: int) -> np.ndarray:
-        """P = softmax(q k^T), each query seeing only the keys up to its own position.
+    def _padded_keys(self, attention_mask: np.ndarray | None, x: np.ndarray) -> np.ndarray | None:
+        """The padding mask (B, T) of 1 (real token) and 0 (pad) as a boolean (B, 1, 1, T), True at
+        the padded keys, ready to broadcast over heads and queries; None when there is no mask."""
+        if attention_mask is None:
+            return None
+        mask = np.asarray(attention_mask)
+        if mask.shape != x.shape[:2]:
+            raise ValueError(f"attention_mask must have shape (batch, tokens) = {x.shape[:2]}, got {mask.shape}")
+        if not (mask.dtype == bool or np.issubdtype(mask.dtype, np.integer)) or not np.isin(mask, (0, 1)).all():
+            raise ValueError("attention_mask must hold 1 (real token) and 0 (padding) only, as integers or "
+                             "booleans")
+        return (mask == 0)[:, None, None, :]
 
-        q (B, H, T, hd) is already scaled by 1/sqrt(hd); k (B, H, past+T, hd). The queries are the
-        tokens at positions past .. past+T-1, so query i may see keys 0 .. past+i: the rows
-        past .. past+T-1 of the causal mask. Returns P (B, H, T, past+T).
+    def _attention_weights(self, q: np.ndarray, k: np.ndarray, past: int,
+                           padded: np.ndarray | None = None) -> np.ndarray:
+        """P = softmax(q k^T) over the keys each query may see.
+
+        q (B, H, T, hd) is already scaled by 1/sqrt(hd); k (B, H, past+T, hd). Causal: the queries
+        are the tokens at positions past .. past+T-1, so query i may see keys 0 .. past+i: the rows
+        past .. past+T-1 of the causal mask. ``padded`` (B, 1, 1, T), True at padded keys: their
+        scores become the smallest float (not -inf, as in transformers: a query whose keys are all
+        padding then averages them instead of dividing 0 by 0). Returns P (B, H, T, past+T).
         """
         t, n_keys = q.shape[2], k.shape[2]
         scores = q @ k.swapaxes(-1, -2)                               # (B, H, T, past+T)
-        future = causal_mask(self.context_length)[past:past + t, :n_keys]   # (T, past+T), True: j > i
-        scores = np.where(future, -np.inf, scores)                    # exp(-inf) = 0: no weight
+        if padded is not None:
+            scores = np.where(padded, np.finfo(scores.dtype).min, scores)   # exp(min - max) = 0
+        if self.causal:
+            future = causal_mask(self.context_length)[past:past + t, :n_keys]   # (T, past+T), True: j > i
+            scores = np.where(future, -np.inf, scores)                # exp(-inf) = 0: no weight
         rows = scores.reshape(-1, n_keys)                             # (B*H*T, past+T)
         return map_chunks(softmax, rows).reshape(scores.shape)        # softmax(rows), per row
 
     # -- forward / backward ------------------------------------------------------------------
-    def forward(self, x: np.ndarray, kv_cache: KVCache | None = None) -> np.ndarray:
-        """x (B, T, d_in) -> (B, T, d_out). With ``kv_cache`` (inference), see ``_forward_cached``."""
+    def forward(self, x: np.ndarray, kv_cache: KVCache | None = None,
+                attention_mask: np.ndarray | None = None) -> np.ndarray:
+        """x (B, T, d_in) -> (B, T, d_out). With ``kv_cache`` (causal inference), see
+        ``_forward_cached``. ``attention_mask`` (B, T): 1 for real tokens, 0 for padded ones."""
         self._check_input(x)
         if kv_cache is not None:
+            if not self.causal or attention_mask is not None:
+                raise ValueError("a KV cache serves causal attention without a padding mask only: a "
+                                 "bidirectional layer's earlier outputs change with every new token")
             return self._forward_cached(x, kv_cache)
+        padded = self._padded_keys(attention_mask, x)                 # (B, 1, 1, T) or None
         t = x.shape[1]
         if t > self.context_length:
             raise ValueError(f"sequence of {t} tokens is longer than context_length={self.context_length}; "
@@ -184,11 +224,11 @@ class MultiHeadAttention(Module):
         v = self._split_heads(self.W_value(x))                        # (B, H, T, hd)
         # Scale the queries rather than the (T x larger) scores: (q/sqrt(hd)) k^T = (q k^T)/sqrt(hd).
         q *= self.scale
-        P = self._attention_weights(q, k, past=0)                     # (B, H, T, T)
+        P = self._attention_weights(q, k, 0, padded)                  # (B, H, T, T)
         Pd = self.dropout(P)                                          # (B, H, T, T)
         ctx = Pd @ v                                                  # (B, H, T, hd)
         out = self.out_proj(self._merge_heads(ctx))                   # (B, T, d_out)
-        self._cache = (q, k, v, P, Pd) if self._need_cache() else None
+        self._cache = (q, k, v, P, Pd, padded) if self._need_cache() else None
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
@@ -201,9 +241,17 @@ class MultiHeadAttention(Module):
             dS_j = sum_i dP_i P_i (delta_ij - P_j) = P_j (dP_j - sum_i dP_i P_i),
         i.e. dS = P * (dP - sum(dP * P, -1)) (``softmax_backward``) without ever forming the
         (T x T) Jacobian. ``map_chunks(f, ...)`` computes f(...) in cache-sized pieces of rows on
-        every core (numpy_gpt/fast). Masked
-        entries have P = 0, so their dS is 0 and -inf never enters the arithmetic. Through
-        S = q_s K^T with q_s = q / sqrt(hd):
+        every core (numpy_gpt/fast).
+
+        The masks. Unmasked (bidirectional, no padding), every S[i, j] = q_s[i] . K[j] and the
+        formula above is the whole story. A masked entry was not computed from q and K: it was
+        replaced by a constant (-inf for the future, the smallest float for a padded key), so no
+        gradient may flow from it into q or K; its dS must be 0. For the causal mask that is
+        automatic: P = 0 there, so dS = P * (...) = 0 and -inf never enters the arithmetic. For a
+        padded key too, as long as its query sees one real key (exp(min - max) underflows to
+        P = 0); only a query whose every key is padding gives its padded keys P = 1/T, and those
+        dS are set to 0 explicitly (``np.where(padded, 0, dS)``). Through S = q_s K^T with
+        q_s = q / sqrt(hd), over the unmasked entries:
             dq_s = dS K,   dK = dS^T q_s,   dq = dq_s / sqrt(hd).
         Finally x feeds all three projections, so dx is the sum of their three input gradients.
         """
@@ -211,7 +259,7 @@ class MultiHeadAttention(Module):
             raise RuntimeError("MultiHeadAttention.backward called before forward: run forward first "
                                "(without a kv_cache and not inside numpy_gpt.no_grad(), which keep "
                                "nothing for backward)")
-        q, k, v, P, Pd = self._pop_cache()
+        q, k, v, P, Pd, padded = self._pop_cache()
         dctx = self._split_heads(self.out_proj.backward(dout))        # (B, H, T, hd)
         dv = Pd.swapaxes(-1, -2) @ dctx                               # (B, H, T, hd)
         dPd = dctx @ v.swapaxes(-1, -2)                               # (B, H, T, T)
@@ -219,6 +267,8 @@ class MultiHeadAttention(Module):
         t = P.shape[-1]
         dS = map_chunks(softmax_backward, P.reshape(-1, t), dP.reshape(-1, t))   # per row of P
         dS = dS.reshape(P.shape)                                      # (B, H, T, T)
+        if padded is not None:
+            dS = np.where(padded, dS.dtype.type(0), dS)               # constant scores: no gradient
         dq = dS @ k                                                   # (B, H, T, hd) = d(q_s)
         dq *= self.scale
         dk = dS.swapaxes(-1, -2) @ q                                  # (B, H, T, hd)
@@ -264,4 +314,4 @@ class MultiHeadAttention(Module):
 
     def extra_repr(self) -> str:
         return (f"d_in={self.d_in}, d_out={self.d_out}, num_heads={self.num_heads}, "
-                f"context_length={self.context_length}")
+                f"context_length={self.context_length}, causal={self.causal}")
