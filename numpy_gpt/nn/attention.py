@@ -177,8 +177,10 @@ class MultiHeadAttention(Module):
             return None
         mask = np.asarray(attention_mask)
         if mask.shape != x.shape[:2]:
-            raise ValueError(f"attention_mask must have shape (batch, tokens) = {x.shape[:2]}, got {mask.shape}")
-        if not (mask.dtype == bool or np.issubdtype(mask.dtype, np.integer)) or not np.isin(mask, (0, 1)).all():
+            raise ValueError(f"attention_mask must have shape (batch, tokens) = {x.shape[:2]}, "
+                             f"got {mask.shape}")
+        whole = mask.dtype == bool or np.issubdtype(mask.dtype, np.integer)
+        if not whole or not np.isin(mask, (0, 1)).all():
             raise ValueError("attention_mask must hold 1 (real token) and 0 (padding) only, as integers or "
                              "booleans")
         return (mask == 0)[:, None, None, :]
