@@ -61,6 +61,13 @@ def gpt2_tiny_dir() -> Path:
     return _shared_path("fixtures", "gpt2-tiny")
 
 
+@pytest.fixture
+def tiny_cfg():
+    """The function tiny_cfg(**overrides) -> a tiny GPT config dict (tests/helpers.py)."""
+    from helpers import tiny_cfg as make
+    return make
+
+
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
 def threads(request, monkeypatch) -> int:
     """Run the test with numpy_gpt.fast.map_chunks on 1 and on 2 threads (the layers cut their work

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import assert_matches_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -111,17 +112,7 @@ def test_matches_torch_float32(qkv_bias, t, threads):
     x = rng.standard_normal((b, t, d_in), dtype=np.float32)
     dout = rng.standard_normal((b, t, d_out), dtype=np.float32)
 
-    ref_y, ref_dx = torch_reference.forward_backward(ref, x, dout)
-    y = mha(x)
-    dx = mha.backward(dout)
-
-    assert y.dtype == dx.dtype == np.float32
-    np.testing.assert_allclose(y, ref_y, atol=1e-5, rtol=1e-4)
-    np.testing.assert_allclose(dx, ref_dx, atol=1e-5, rtol=1e-4)
-    grads = torch_reference.numpy_grads(ref)
-    for name, p in mha.named_parameters():
-        assert p.grad.dtype == np.float32
-        np.testing.assert_allclose(p.grad, grads[name], atol=1e-4, rtol=1e-4, err_msg=name)
+    assert_matches_torch(mha, ref, x, dout, rtol=1e-4, atol=1e-5, grad_atol=1e-4)
 
 
 # -- properties -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import assert_matches_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,7 +25,6 @@ from numpy_gpt.attention_steps import (
     softmax_backward,
 )
 from numpy_gpt.gradcheck import gradcheck
-from numpy_gpt.tools import torch_reference
 
 # Finite-difference step: with eps = 1e-6 the float64 rounding of the O(1) outputs, divided by
 # 2 eps, reaches 1e-9 and uses most of the 1e-6 relative budget for the key bias, whose exact
@@ -157,17 +157,14 @@ def test_matches_torch_float32(cls):
     names = ("W_query", "W_key", "W_value")
     tw = [torch.from_numpy(getattr(attn, n).weight.data.copy()).requires_grad_() for n in names]
     tb = [torch.from_numpy(getattr(attn, n).bias.data.copy()).requires_grad_() for n in names]
-    ref_y, ref_dx = torch_reference.forward_backward(
-        lambda tx: torch_causal_attention(tx, *tw, tb, mask_future=cls is CausalAttention), x, dout)
+    def ref(tx):
+        return torch_causal_attention(tx, *tw, tb, mask_future=cls is CausalAttention)
 
-    y = attn(x)
-    dx = attn.backward(dout)
-    assert y.dtype == dx.dtype == np.float32
-    np.testing.assert_allclose(y, ref_y, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(dx, ref_dx, rtol=1e-4, atol=1e-5)
-    for n, w, b in zip(names, tw, tb, strict=True):
-        np.testing.assert_allclose(getattr(attn, n).weight.grad, w.grad.numpy(), rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(getattr(attn, n).bias.grad, b.grad.numpy(), rtol=1e-4, atol=1e-4)
+    def ref_grads():
+        return {f"{n}.{kind}": t.grad.numpy()
+                for n, w, b in zip(names, tw, tb, strict=True) for kind, t in (("weight", w), ("bias", b))}
+
+    assert_matches_torch(attn, ref, x, dout, rtol=1e-4, atol=1e-5, grad_atol=1e-4, ref_grads=ref_grads)
 
 
 def test_causal_attention_ignores_the_future_and_wrapper_concatenates():

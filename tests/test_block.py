@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import assert_matches_torch, tiny_cfg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,8 +22,8 @@ EPS = 1e-5   # finite-difference step; see tests/test_attention.py
 
 
 def cfg(emb_dim=4, n_heads=2, context_length=4, drop_rate=0.0, qkv_bias=True) -> dict:
-    return {"vocab_size": 10, "context_length": context_length, "emb_dim": emb_dim, "n_heads": n_heads,
-            "n_layers": 1, "drop_rate": drop_rate, "qkv_bias": qkv_bias}
+    return tiny_cfg(context_length=context_length, emb_dim=emb_dim, n_heads=n_heads, n_layers=1,
+                    drop_rate=drop_rate, qkv_bias=qkv_bias)
 
 
 def reference_scale_name(name: str) -> str:
@@ -72,17 +73,14 @@ def test_matches_torch_float32():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 6, 16), dtype=np.float32)
     dout = rng.standard_normal((2, 6, 16), dtype=np.float32)
-    ref_y, ref_dx = torch_reference.forward_backward(ref, x, dout)
-    y = block(x)
-    dx = block.backward(dout)
-    assert y.dtype == dx.dtype == np.float32
-    np.testing.assert_allclose(y, ref_y, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(dx, ref_dx, rtol=1e-4, atol=1e-4)
-    grads = torch_reference.numpy_grads(ref)
-    for name, p in block.named_parameters():
-        assert p.grad.dtype == np.float32
-        scale = np.abs(grads[reference_scale_name(name)]).max()
-        np.testing.assert_allclose(p.grad, grads[name], rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+    grads = {}
+
+    def ref_grads():
+        grads.update(torch_reference.numpy_grads(ref))
+        return grads
+
+    assert_matches_torch(block, ref, x, dout, rtol=1e-4, atol=1e-4, ref_grads=ref_grads,
+                         grad_atol=lambda name: 1e-4 * np.abs(grads[reference_scale_name(name)]).max())
 
 
 def test_zero_branches_make_the_identity():

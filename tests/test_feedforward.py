@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from helpers import assert_matches_torch, tiny_cfg
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -14,8 +15,7 @@ EPS = 1e-5   # finite-difference step; see tests/test_attention.py
 
 
 def cfg(emb_dim: int) -> dict:
-    return {"vocab_size": 10, "context_length": 8, "emb_dim": emb_dim, "n_heads": 1, "n_layers": 1,
-            "drop_rate": 0.0, "qkv_bias": False}
+    return tiny_cfg(emb_dim=emb_dim, n_heads=1)
 
 
 @given(batch=st.integers(1, 2), seq=st.integers(1, 4), emb_dim=st.integers(1, 4), seed=st.integers(0, 2**16))
@@ -44,13 +44,4 @@ def test_matches_torch_float32():
     ref = torch_reference.load_numpy_state_dict(torch_reference.FeedForward(cfg(8)), ff.state_dict())
     x = rng.standard_normal((2, 5, 8), dtype=np.float32)
     dout = rng.standard_normal((2, 5, 8), dtype=np.float32)
-    ref_y, ref_dx = torch_reference.forward_backward(ref, x, dout)
-    y = ff(x)
-    dx = ff.backward(dout)
-    assert y.dtype == dx.dtype == np.float32
-    np.testing.assert_allclose(y, ref_y, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(dx, ref_dx, rtol=1e-4, atol=1e-5)
-    grads = torch_reference.numpy_grads(ref)
-    for name, p in ff.named_parameters():
-        assert p.grad.dtype == np.float32
-        np.testing.assert_allclose(p.grad, grads[name], rtol=1e-4, atol=1e-4, err_msg=name)
+    assert_matches_torch(ff, ref, x, dout, rtol=1e-4, atol=1e-5, grad_atol=1e-4)

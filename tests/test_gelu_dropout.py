@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import assert_matches_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.dropout import Dropout
 from numpy_gpt.nn.gelu import GELU
-from numpy_gpt.tools import torch_reference
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 8), st.integers(1, 16))
 
@@ -38,12 +38,7 @@ def test_gelu_matches_torch_float32():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 5, 16), dtype=np.float32) * 3
     dy = rng.standard_normal(x.shape, dtype=np.float32)
-    ref_y, ref_dx = torch_reference.forward_backward(torch.nn.GELU(approximate="tanh"), x, dy)
-    gelu = GELU()
-    y = gelu(x)
-    dx = gelu.backward(dy)
-    np.testing.assert_allclose(y, ref_y, atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(dx, ref_dx, atol=1e-5, rtol=1e-5)
+    assert_matches_torch(GELU(), torch.nn.GELU(approximate="tanh"), x, dy, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("layer", [GELU(), Dropout(0.5, rng=np.random.default_rng(0)), Dropout(0.0)])

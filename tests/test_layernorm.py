@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import assert_matches_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.layernorm import LayerNorm
-from numpy_gpt.tools import torch_reference
 
 
 def _random_norm(dim, rng, dtype=np.float32):
@@ -54,14 +54,8 @@ def test_matches_torch_float32(shape):
     with torch.no_grad():
         ref.weight.copy_(torch.from_numpy(norm.scale.data))
         ref.bias.copy_(torch.from_numpy(norm.shift.data))
-    ref_y, ref_dx = torch_reference.forward_backward(ref, x, dy)
-
-    y = norm(x)
-    dx = norm.backward(dy)
-    np.testing.assert_allclose(y, ref_y, atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(dx, ref_dx, atol=1e-4, rtol=1e-4)
-    np.testing.assert_allclose(norm.scale.grad, ref.weight.grad.numpy(), atol=1e-4, rtol=1e-4)
-    np.testing.assert_allclose(norm.shift.grad, ref.bias.grad.numpy(), atol=1e-4, rtol=1e-4)
+    assert_matches_torch(norm, ref, x, dy, rtol=1e-4, atol=1e-4,
+                         ref_grads=lambda: {"scale": ref.weight.grad.numpy(), "shift": ref.bias.grad.numpy()})
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from helpers import assert_matches_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.module import no_grad
-from numpy_gpt.tools import torch_reference
 
 
 @given(batch=st.integers(1, 3), seq=st.integers(1, 8), d_in=st.integers(1, 16),
@@ -37,14 +37,7 @@ def test_matches_torch_float32(shape):
     with torch.no_grad():
         ref.weight.copy_(torch.from_numpy(layer.weight.data.T.copy()))   # torch stores (out, in)
         ref.bias.copy_(torch.from_numpy(layer.bias.data))
-    ref_y, ref_dx = torch_reference.forward_backward(ref, x, dy)
-
-    y = layer(x)
-    dx = layer.backward(dy)
-    np.testing.assert_allclose(y, ref_y, atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(dx, ref_dx, atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(layer.weight.grad, ref.weight.grad.numpy().T, atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(layer.bias.grad, ref.bias.grad.numpy(), atol=1e-5, rtol=1e-5)
+    assert_matches_torch(layer, ref, x, dy, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

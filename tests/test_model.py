@@ -356,3 +356,16 @@ def test_backward_needs_a_recorded_forward():
     logits = model(ids((1, 2), 7))
     with pytest.raises(ValueError, match="logits' shape \\(1, 2, 7\\)"):
         model.backward(np.zeros((1, 3, 7), np.float32))
+
+
+def test_load_state_dict_is_all_or_nothing(tiny_cfg):
+    """A bad last entry (strings, or the wrong shape) fails before any parameter is written."""
+    model = GPTModel(tiny_cfg(), seed=0)
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    good = {k: v + 1.0 for k, v in before.items()}
+    last = list(good)[-1]
+    for bad_value, error in ((np.full(good[last].shape, "x"), TypeError), (good[last][:-1], ValueError)):
+        with pytest.raises(error, match=last.replace(".", r"\.")):
+            model.load_state_dict({**good, last: bad_value})
+        for k, v in model.state_dict().items():
+            np.testing.assert_array_equal(v, before[k])

@@ -193,10 +193,11 @@ class Module:
         return {name: p.data for name, p in self.named_parameters()}
 
     def load_state_dict(self, state: dict[str, np.ndarray], strict: bool = True) -> None:
-        """Copy arrays into the parameters in place, checking names and shapes.
+        """Copy arrays into the parameters in place, all or nothing.
 
         Values are cast to each parameter's dtype. With ``strict`` every parameter must be present
-        and no unknown name may appear; the error lists exactly what differs.
+        and no unknown name may appear; the error lists exactly what differs. Every value is checked
+        and cast first (a shape or a non-numeric array fails there), so a failed load changes nothing.
         """
         params = dict(self.named_parameters())
         missing = [k for k in params if k not in state]
@@ -209,9 +210,15 @@ class Module:
                for k in params if k in state and tuple(np.shape(state[k])) != params[k].shape]
         if bad:
             raise ValueError("shape mismatch in state dict: " + "; ".join(bad))
+        staged = {}
         for k, p in params.items():
             if k in state:
-                p.data[...] = state[k]
+                value = np.asarray(state[k])
+                if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+                    raise TypeError(f"state dict entry {k!r} holds {value.dtype} values, not numbers")
+                staged[k] = value.astype(p.data.dtype, copy=False)
+        for k, value in staged.items():
+            params[k].data[...] = value
 
     def extra_repr(self) -> str:
         return ""

@@ -199,6 +199,12 @@ def mfu(flops: float, seconds: float, peak_gflops: float) -> float:
     return flops / seconds / (peak_gflops * 1e9)
 
 
+def ratio_of_pairs(a_times: list[float], b_times: list[float]) -> float:
+    """The median over turns of a's time / b's time within the same turn. Steps timed a few seconds
+    apart see the same host speed, so this ratio is less moved by the host's drift during a run."""
+    return statistics.median(a / b for a, b in zip(a_times, b_times, strict=True))
+
+
 def bench_train(name: str, repeats: int, use_torch: bool = True) -> dict:
     """Median step times of numpy_gpt and (if available) of torch in both forms (the book's model,
     ``torch``, and with torch's fused kernels, ``torch_builtin``), timed in turns. MFU is added by
@@ -238,10 +244,7 @@ def bench_train(name: str, repeats: int, use_torch: bool = True) -> dict:
         row["ratio" + suffix] = row["ratio_of_pairs" + suffix] = None
         if row[library] is not None:
             row["ratio" + suffix] = row["numpy_gpt"]["median_s"] / row[library]["median_s"]
-            # The steps were timed in turns a few seconds apart: the median of each turn's ratio is
-            # less moved by the host slowing down or speeding up during the run.
-            row["ratio_of_pairs" + suffix] = statistics.median(
-                a / b for a, b in zip(times["numpy_gpt"], times[library], strict=True))
+            row["ratio_of_pairs" + suffix] = ratio_of_pairs(times["numpy_gpt"], times[library])
     return row
 
 

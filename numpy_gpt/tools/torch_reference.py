@@ -159,7 +159,8 @@ class GPTModel(nn.Module):
 
 def _linear_weight_names(model: nn.Module) -> set[str]:
     """Names of the parameters stored (out, in) in torch and (in, out) in numpy_gpt."""
-    return {f"{name}.weight" for name, mod in model.named_modules() if isinstance(mod, nn.Linear)}
+    return {f"{name}.weight" if name else "weight" for name, mod in model.named_modules()
+            if isinstance(mod, nn.Linear)}
 
 
 def load_numpy_state_dict(model: nn.Module, state: Mapping[str, np.ndarray]) -> nn.Module:
