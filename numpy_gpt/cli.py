@@ -88,11 +88,13 @@ def tokenizer_from_spec(spec: dict[str, Any], data_dir: str | os.PathLike = "dat
 
 def _build_tokenizer(kind: str, train_text: str, full_text: str, vocab_size: int, data_dir: str,
                      out_dir: Path):
-    """A tokenizer for a new run. A trained BPE is cached in the run folder under a name made of
-    its vocabulary size and a hash of the training text, and reused when both match."""
+    """A tokenizer for a new run, with an end-of-text token (fine-tuning pads and stops with it): a
+    character alphabet gets <|endoftext|> and <|unk|> (tokenizers/char.py), a trained BPE gets
+    <|endoftext|> from BPETokenizer.train. A trained BPE is cached in the run folder under a name
+    made of its vocabulary size and a hash of the training text, and reused when both match."""
     if kind == "char":
-        from numpy_gpt.tokenizers.char import CharTokenizer
-        return CharTokenizer.from_text(full_text)        # every character, val included
+        from numpy_gpt.tokenizers.char import CHAR_SPECIALS, CharTokenizer
+        return CharTokenizer.from_text(full_text, CHAR_SPECIALS)     # every character, val included
     if kind == "bpe":
         from numpy_gpt.tokenizers.train_bpe import BPETokenizer
         digest = hashlib.sha256(train_text.encode("utf-8", "surrogatepass")).hexdigest()[:12]

@@ -305,16 +305,15 @@ def test_cli_finetune_spam_then_classify(start, tmp_path, gpt2_vocab_dir, capsys
 
 def test_cli_reports_missing_gpt2_weights(tmp_path, gpt2_vocab_dir, monkeypatch, capsys):
     from numpy_gpt.download import DownloadError
-    from numpy_gpt.finetune import cli
 
     def offline(*args, **kwargs):
         raise DownloadError("Could not download GPT-2 124M checkpoint.\nTried: ...")
-    monkeypatch.setattr(cli, "load_gpt2", offline)
+    monkeypatch.setattr("numpy_gpt.gpt2.convert.load_gpt2", offline)
     rc = run_cli(["classify", "hello", "--init", "gpt2-124M", "--models-dir", str(tmp_path),
                   "--vocab-dir", str(gpt2_vocab_dir)])
     assert rc == 1
     err = capsys.readouterr().err
-    assert "could not be downloaded" in err and "--init scratch" in err
+    assert "Could not download GPT-2 124M" in err and "--init scratch" in err
 
 
 def test_load_classifier_rejects_other_files(tmp_path):

@@ -38,7 +38,9 @@ def test_pretrain_writes_checkpoint_plot_and_samples(char_run, capsys):
     checkpoint = load_checkpoint(char_run / "model.npz")
     assert checkpoint.step == 6
     assert checkpoint.extra["tokenizer"]["kind"] == "char"
-    assert checkpoint.model.cfg["vocab_size"] == len(checkpoint.extra["tokenizer"]["chars"])
+    spec = checkpoint.extra["tokenizer"]            # the alphabet, then <|endoftext|> and <|unk|>
+    assert spec["special_tokens"] == ["<|endoftext|>", "<|unk|>"]
+    assert checkpoint.model.cfg["vocab_size"] == len(spec["chars"]) + 2
     assert (char_run / "samples.txt").read_text(encoding="utf-8").count("the ") >= 1
 
 

@@ -15,6 +15,18 @@ The recipe of the book, step by step:
    to the whole message): ``calc_loss_batch``, ``calc_accuracy_loader``, ``train_classifier_simple``.
 5. ``classify_review`` labels a new text.
 
+Truncation: a message longer than the padding length keeps its *first* tokens, in training
+(``SpamDataset``) and in ``classify_review`` alike, as the book does; the padding length is at most
+the model's context. Any pretrained model works: the padding id is its tokenizer's end-of-text
+(``finetune/tokens.py``), GPT-2's 50256 by default.
+
+Honest numbers: ``spam_baselines`` scores two rules that need no model on the same splits (always
+the training set's majority class; a threshold on the message length in tokens, which a model can
+read from where the padding starts), and ``finetune_spam_classifier`` reports full-split accuracies
+(every message of train, validation and test) beside them, as the book's final table does. The
+per-epoch accuracies of ``train_classifier_simple`` cover only ``eval_iter`` batches and say how
+many messages that is.
+
 ``save_classifier`` / ``load_classifier`` keep a fine-tuned classifier in a numpy_gpt checkpoint,
 with the head size and the padding length in its ``extra`` metadata.
 """
@@ -57,8 +69,9 @@ class SpamDataset:
 
     ``inputs`` (N, max_length) holds the token ids, right-padded with ``pad_token_id``; ``labels``
     (N,) the classes. Without ``max_length`` the longest encoded message sets it (the book then passes
-    the training set's ``max_length`` to the validation and test sets); with it, longer messages are
-    truncated. Item i is ``(inputs[i], labels[i])``.
+    the training set's ``max_length`` to the validation and test sets); with it, longer messages keep
+    their first ``max_length`` tokens. ``lengths`` (N,) are the encoded lengths before truncation.
+    Item i is ``(inputs[i], labels[i])``.
     """
 
     def __init__(self, csv_file: str | os.PathLike | None, tokenizer, max_length: int | None = None,
@@ -86,6 +99,12 @@ class SpamDataset:
             row[:len(ids)] = ids
         self.labels = label_array
         self.texts = list(texts)
+        self.lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)            # (N,)
+
+    @property
+    def num_truncated(self) -> int:
+        """How many messages lost tokens to ``max_length``."""
+        return int((self.lengths > self.max_length).sum())
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.int64]:
         return self.inputs[index], self.labels[index]
@@ -199,6 +218,13 @@ def calc_accuracy_loader(data_loader: Iterable, model: GPTModel, num_batches: in
     return correct / total if total else float("nan")
 
 
+def examples_covered(data_loader: DataLoader, num_batches: int | None = None) -> int:
+    """How many examples the first ``num_batches`` batches of ``data_loader`` hold (all by default);
+    a loader with ``drop_last`` never shows the last partial batch."""
+    n_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    return min(n_batches * data_loader.batch_size, len(data_loader.dataset))
+
+
 def evaluate_model(model: GPTModel, train_loader: Iterable, val_loader: Iterable,
                    eval_iter: int | None) -> tuple[float, float]:
     """(training loss, validation loss) over ``eval_iter`` batches each, in eval mode."""
@@ -219,9 +245,13 @@ def train_classifier_simple(model: GPTModel, train_loader: Iterable, val_loader:
 
     Each step: zero the gradients, loss and backward on one batch, one optimizer step. Every
     ``eval_freq`` steps the training and validation losses (``eval_iter`` batches each) are recorded;
-    after each epoch the training and validation accuracies. Returns (train_losses, val_losses,
+    after each epoch the training and validation accuracies on the first ``eval_iter`` batches (the
+    printed line says how many examples that is, of how many). Returns (train_losses, val_losses,
     train_accs, val_accs, examples_seen).
     """
+    def covered(loader) -> str:
+        return f"{examples_covered(loader, eval_iter)} of {len(loader.dataset)}"
+
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
     for epoch in range(num_epochs):
@@ -244,8 +274,8 @@ def train_classifier_simple(model: GPTModel, train_loader: Iterable, val_loader:
         train_accs.append(train_accuracy)
         val_accs.append(val_accuracy)
         if verbose:
-            print(f"Training accuracy: {train_accuracy * 100:.2f}% | "
-                  f"Validation accuracy: {val_accuracy * 100:.2f}%")
+            print(f"Training accuracy: {train_accuracy * 100:.2f}% ({covered(train_loader)} examples) | "
+                  f"Validation accuracy: {val_accuracy * 100:.2f}% ({covered(val_loader)} examples)")
     return train_losses, val_losses, train_accs, val_accs, examples_seen
 
 
@@ -344,13 +374,57 @@ def format_accuracies(accuracies: dict[str, float]) -> str:
     return ", ".join(f"{name} {value * 100:.2f}%" for name, value in accuracies.items())
 
 
+def spam_baselines(datasets: dict[str, SpamDataset]) -> dict[str, dict[str, Any]]:
+    """Accuracies of two rules that use no model, chosen on ``datasets["train"]`` and scored on every
+    split (fractions), each with its ``rule`` in words:
+
+    * ``majority_class``: always the training set's most frequent label (about 50 % on the book's
+      balanced data);
+    * ``length_threshold``: "spam" when a message is longer than t tokens (or at most t, whichever
+      direction fits), t chosen for the best training accuracy. Lengths are counted as the model
+      sees them, after truncation to ``max_length``: a model can read the length from where the
+      padding starts, so a fine-tuned model is only better than this rule where it beats it.
+    """
+    train = datasets["train"]
+    majority = int(np.bincount(train.labels, minlength=2).argmax())
+    seen = {name: np.minimum(ds.lengths, ds.max_length) for name, ds in datasets.items()}     # (N,) each
+    best = (-1.0, 0, True)
+    for threshold in np.unique(seen["train"]):
+        for longer in (True, False):
+            predicted = seen["train"] > threshold if longer else seen["train"] <= threshold
+            accuracy = float((predicted == train.labels).mean())
+            if accuracy > best[0]:
+                best = (accuracy, int(threshold), longer)
+    _, threshold, longer = best
+
+    def length_rule(lengths: np.ndarray) -> np.ndarray:
+        return (lengths > threshold if longer else lengths <= threshold).astype(np.int64)
+
+    return {
+        "majority_class": {"rule": f"always '{LABELS[majority]}'",
+                           **{name: float((ds.labels == majority).mean()) for name, ds in datasets.items()}},
+        "length_threshold": {"rule": f"'spam' if {'more than' if longer else 'at most'} {threshold} tokens",
+                             **{name: float((length_rule(seen[name]) == ds.labels).mean())
+                                for name, ds in datasets.items()}}}
+
+
+def format_accuracy_table(rows: dict[str, dict[str, float]], splits: Sequence[str]) -> str:
+    """One line per row name, one column per split, accuracies in percent."""
+    width = max(len(name) for name in rows) + 2
+    lines = [" " * width + "".join(f"{split:>12}" for split in splits)]
+    lines += [f"{name:<{width}}" + "".join(f"{values[split] * 100:>11.2f}%" for split in splits)
+              for name, values in rows.items()]
+    return "\n".join(lines)
+
+
 # -- the whole of chapter 6 in one call ------------------------------------------------------------
 @dataclass
 class SpamFinetuneResult:
     """What ``finetune_spam_classifier`` did: the fine-tuned model, the padding length, the accuracies
-    (fractions) on the full train/validation/test sets before and after training, the curves of
-    ``train_classifier_simple`` and the training time in seconds (evaluation included, as the book
-    times it)."""
+    (fractions) on every message of the train/validation/test splits before and after training, the
+    curves of ``train_classifier_simple`` and the training time in seconds (evaluation included, as
+    the book times it). ``baselines`` are ``spam_baselines`` on the same splits, ``split_sizes`` the
+    messages per split and ``truncated`` how many of them lost tokens to ``max_length``."""
 
     model: GPTModel
     max_length: int
@@ -364,6 +438,9 @@ class SpamFinetuneResult:
     train_seconds: float
     num_epochs: int
     trainable_parameters: int = 0
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    truncated: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -377,35 +454,52 @@ def finetune_spam_classifier(model: GPTModel, tokenizer, csv_paths: dict[str, st
     """Chapter 6 end to end on the ``train``/``validation``/``test`` CSVs of ``prepare_spam_data``:
     datasets padded to the longest training message (or ``max_length``), a 2-class head, the chosen
     trainable part, accuracy before, ``train_classifier_simple`` with AdamW (the book's settings are
-    the defaults), accuracy after. The model is changed in place and returned in the result."""
-    train_ds = SpamDataset(csv_paths["train"], tokenizer, max_length, pad_token_id)
+    the defaults), accuracy after, and the ``spam_baselines``. The model is changed in place and
+    returned in the result.
+
+    The padding length is at most the model's context length: longer messages keep their first
+    tokens (the book's rule), and the number cut is printed and returned. Accuracies before and
+    after are computed on every message of each split (the training loader drops its last partial
+    batch and shuffles; the final table does neither)."""
     context_length = model.cfg["context_length"]
+    train_ds = SpamDataset(csv_paths["train"], tokenizer, max_length, pad_token_id)
     if train_ds.max_length > context_length:
-        raise ValueError(f"the longest training message has {train_ds.max_length} tokens, more than the "
-                         f"model's context length {context_length}: pass max_length={context_length} "
-                         f"(--max-length) to truncate")
-    val_ds = SpamDataset(csv_paths["validation"], tokenizer, train_ds.max_length, pad_token_id)
-    test_ds = SpamDataset(csv_paths["test"], tokenizer, train_ds.max_length, pad_token_id)
-    loaders = {"train": DataLoader(train_ds, batch_size, shuffle=True, drop_last=True, seed=seed),
-               "validation": DataLoader(val_ds, batch_size),
-               "test": DataLoader(test_ds, batch_size)}
+        train_ds = SpamDataset(csv_paths["train"], tokenizer, context_length, pad_token_id)
+    datasets = {"train": train_ds, **{name: SpamDataset(csv_paths[name], tokenizer, train_ds.max_length,
+                                                        pad_token_id) for name in ("validation", "test")}}
+    split_sizes = {name: len(ds) for name, ds in datasets.items()}
+    truncated = {name: ds.num_truncated for name, ds in datasets.items()}
+    if verbose:
+        cut = ", ".join(f"{n} of {split_sizes[name]} {name}" for name, n in truncated.items())
+        print(f"Messages padded to {train_ds.max_length} tokens with id {pad_token_id} (end-of-text); "
+              f"longer ones keep their first {train_ds.max_length} tokens (the book's rule, at most the "
+              f"model's context of {context_length}): {cut} messages cut")
+    train_loader = DataLoader(train_ds, batch_size, shuffle=True, drop_last=True, seed=seed)
+    full = {name: DataLoader(ds, batch_size) for name, ds in datasets.items()}     # every message, in order
 
     add_classification_head(model, 2, seed=seed)
     set_trainable(model, trainable, n_blocks=n_blocks, lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed)
-    accuracy_before = {name: calc_accuracy_loader(loader, model) for name, loader in loaders.items()}
+    accuracy_before = {name: calc_accuracy_loader(loader, model) for name, loader in full.items()}
     if verbose:
         print(f"Accuracy before fine-tuning: {format_accuracies(accuracy_before)}")
 
     model.set_dropout_seed(seed)
     optimizer = AdamW(model.parameters(trainable_only=True), lr=lr, weight_decay=weight_decay)
     start = time.perf_counter()
-    curves = train_classifier_simple(model, loaders["train"], loaders["validation"], optimizer, num_epochs,
+    curves = train_classifier_simple(model, train_loader, full["validation"], optimizer, num_epochs,
                                      eval_freq, eval_iter, verbose=verbose)
     train_seconds = time.perf_counter() - start
-    accuracy_after = {name: calc_accuracy_loader(loader, model) for name, loader in loaders.items()}
+    accuracy_after = {name: calc_accuracy_loader(loader, model) for name, loader in full.items()}
+    baselines = spam_baselines(datasets)
     if verbose:
         print(f"Training completed in {train_seconds / 60:.2f} minutes.")
-        print(f"Accuracy after fine-tuning: {format_accuracies(accuracy_after)}")
+        rows = {f"majority class: {baselines['majority_class']['rule']}": baselines["majority_class"],
+                f"length baseline: {baselines['length_threshold']['rule']}": baselines["length_threshold"],
+                "model before fine-tuning": accuracy_before, "model after fine-tuning": accuracy_after}
+        print("Accuracy on every message of each split ("
+              + ", ".join(f"{name} {n:,}" for name, n in split_sizes.items()) + "):")
+        print(format_accuracy_table(rows, list(datasets)))
     return SpamFinetuneResult(model, train_ds.max_length, accuracy_before, accuracy_after, *curves,
                               train_seconds=train_seconds, num_epochs=num_epochs,
-                              trainable_parameters=model.num_parameters(trainable_only=True))
+                              trainable_parameters=model.num_parameters(trainable_only=True),
+                              baselines=baselines, split_sizes=split_sizes, truncated=truncated)

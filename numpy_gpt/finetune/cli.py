@@ -8,7 +8,9 @@
 
 Every command takes ``--init``: ``gpt2-124M`` (or another size: OpenAI's weights, downloaded into
 ``--models-dir`` once), ``checkpoint`` (a file given with ``--checkpoint``) or ``scratch`` (a random
-model of ``--preset`` size). The GPT-2 tokenizer is read from (or downloaded into) ``--data-dir``.
+model of ``--preset`` size). A checkpoint is fine-tuned with the tokenizer it records (characters, a
+trained BPE or GPT-2's; ``finetune/tokens.py``), padded and stopped with that tokenizer's end-of-text;
+GPT-2's tokenizer is read from ``--vocab-dir`` or (downloaded into) ``--data-dir``.
 ``numpy_gpt/cli.py`` adds these parsers through ``add_finetune_subcommands`` (also available as
 ``add_subcommands``, the name its extension hook calls).
 """
@@ -47,11 +49,12 @@ class _Fail(Exception):
 
 # -- shared pieces --------------------------------------------------------------------------------
 def _tokenizer(args: argparse.Namespace):
-    from numpy_gpt.corpora import get_gpt2_tokenizer
-    from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
-    if args.vocab_dir is not None:
-        return GPT2Tokenizer.from_files(args.vocab_dir / "encoder.json", args.vocab_dir / "vocab.bpe")
-    return get_gpt2_tokenizer(args.data_dir)
+    """The FinetuneTokenizer of the model --init names: the checkpoint's own, else GPT-2's."""
+    from numpy_gpt.finetune.tokens import tokenizer_for_checkpoint
+    if args.init == "checkpoint" and args.checkpoint is None:
+        raise _Fail("--init checkpoint needs --checkpoint FILE (.npz, .safetensors or an OpenAI folder)")
+    return tokenizer_for_checkpoint(args.checkpoint if args.init == "checkpoint" else None,
+                                    data_dir=args.data_dir, vocab_dir=args.vocab_dir)
 
 
 def _base_model(args: argparse.Namespace):
@@ -128,16 +131,18 @@ _LOCAL_COPIES = ("Or use local copies: --spam-file FILE (the spam data), --vocab
 def _cmd_finetune_spam(args: argparse.Namespace) -> int:
     from numpy_gpt.finetune.classifier import finetune_spam_classifier, plot_values, save_classifier
     from numpy_gpt.finetune.data import prepare_spam_data, save_json
+    from numpy_gpt.finetune.tokens import check_tokenizer_fits
 
-    csv_paths, tokenizer, model = gather_downloads([
+    csv_paths, tokens, model = gather_downloads([
         lambda: prepare_spam_data(args.data_dir / "sms_spam_collection", source=args.spam_file,
                                   seed=args.seed),
         lambda: _tokenizer(args), lambda: _base_model(args)], hint=_LOCAL_COPIES)
+    check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
     result = finetune_spam_classifier(
-        model, tokenizer, csv_paths, trainable=args.trainable, n_blocks=args.n_blocks,
+        model, tokens.tokenizer, csv_paths, trainable=args.trainable, n_blocks=args.n_blocks,
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, num_epochs=args.epochs, lr=args.lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, eval_freq=args.eval_freq,
-        eval_iter=args.eval_iter, max_length=args.max_length, seed=args.seed)
+        eval_iter=args.eval_iter, max_length=args.max_length, pad_token_id=tokens.eot_id, seed=args.seed)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     epochs = np.linspace(0, result.num_epochs, len(result.train_losses))
@@ -146,22 +151,26 @@ def _cmd_finetune_spam(args: argparse.Namespace) -> int:
     epochs = np.linspace(0, result.num_epochs, len(result.train_accs))
     examples = np.linspace(0, result.examples_seen, len(result.train_accs))
     plot_values(epochs, examples, result.train_accs, result.val_accs, "accuracy", out / "accuracy-plot.png")
-    metrics = {"init": args.init, "trainable": args.trainable, "epochs": args.epochs, "lr": args.lr,
-               "batch_size": args.batch_size, "max_length": result.max_length,
+    metrics = {"init": args.init, "tokenizer": tokens.kind, "trainable": args.trainable,
+               "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+               "max_length": result.max_length,
+               "truncation": "longer messages keep their first max_length tokens",
+               "truncated_messages": result.truncated, "split_sizes": result.split_sizes,
                "trainable_parameters": result.trainable_parameters,
                "accuracy_before": result.accuracy_before, "accuracy_after": result.accuracy_after,
+               "accuracy_covers": "every message of each split", "baselines": result.baselines,
                "train_seconds": round(result.train_seconds, 1)}
     save_json(metrics, out / "metrics.json")
     path = save_classifier(out / "spam-classifier.npz", result.model, max_length=result.max_length,
-                           extra={"tokenizer": {"kind": "gpt2"}, "init": args.init})
+                           pad_token_id=tokens.eot_id, extra={"tokenizer": tokens.spec, "init": args.init})
     print(f"Wrote {path}, {out / 'metrics.json'}, {out / 'loss-plot.png'} and {out / 'accuracy-plot.png'}")
     return 0
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
     from numpy_gpt.finetune.classifier import add_classification_head, classify_review, load_classifier
+    from numpy_gpt.finetune.tokens import check_tokenizer_fits
 
-    tokenizer = _tokenizer(args)
     max_length = args.max_length
     if args.init == "checkpoint":
         if args.checkpoint is None or not args.checkpoint.exists():
@@ -169,11 +178,17 @@ def _cmd_classify(args: argparse.Namespace) -> int:
                         f"finetune-spam` or pass --checkpoint FILE")
         model, extra = load_classifier(args.checkpoint)
         max_length = extra.get("max_length") if max_length is None else max_length
+        tokens = _tokenizer(args)
+        pad_token_id = extra["pad_token_id"]
     else:
-        model = add_classification_head(_base_model(args), 2, seed=args.seed)
+        tokens, model = gather_downloads([lambda: _tokenizer(args), lambda: _base_model(args)],
+                                         hint=_LOCAL_COPIES)
+        model = add_classification_head(model, 2, seed=args.seed)
+        pad_token_id = tokens.eot_id
         print("note: the classification head is untrained (random), so is the answer", file=sys.stderr)
-    for text in args.text:
-        print(classify_review(text, model, tokenizer, max_length))
+    check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
+    for text in args.text:                  # a longer text keeps its first max_length tokens, as in training
+        print(classify_review(text, model, tokens.tokenizer, max_length, pad_token_id))
     return 0
 
 
@@ -185,16 +200,24 @@ def _load_instruction_entries(args: argparse.Namespace) -> list[dict]:
     return download_instruction_data(args.data_dir)
 
 
-def _judge(args: argparse.Namespace, answered: list[dict]) -> dict:
+def _judge(args: argparse.Namespace, answered: list[dict], baselines: dict[str, list[dict]],
+           labels: dict[str, str]) -> dict:
+    """Offline scores of the fine-tuned answers beside the baselines' (printed as one table, with
+    what the metric can and cannot show), then the Ollama judge when asked for and available."""
     from numpy_gpt.finetune.judge import (
+        METRIC_NOTE,
         JudgeError,
         evaluate_responses,
         generate_model_scores,
         ollama_is_running,
+        score_table,
     )
-    scores = {"offline": evaluate_responses(answered)}
-    print(f"Offline metrics over {len(answered)} test entries: exact match "
-          f"{scores['offline']['exact_match'] * 100:.2f}%, token F1 {scores['offline']['f1'] * 100:.2f}%")
+    offline = {name: evaluate_responses(entries) for name, entries in baselines.items()}
+    offline["fine_tuned_model"] = evaluate_responses(answered)
+    print(f"\nOffline scores on the {len(answered)} test entries:")
+    print(score_table({labels[name]: value for name, value in offline.items()}))
+    print(METRIC_NOTE)
+    scores = {"offline": offline.pop("fine_tuned_model"), "baselines": offline}
     if args.judge == "none":
         return scores
     if not ollama_is_running(args.ollama_url):
@@ -224,16 +247,21 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
         InstructionDataset,
         format_input,
         generate_responses,
+        response_loss,
         save_responses,
     )
+    from numpy_gpt.finetune.judge import baseline_responses, most_common_answer
+    from numpy_gpt.finetune.tokens import check_tokenizer_fits
     from numpy_gpt.nn.lora import merge_lora
     from numpy_gpt.optim import AdamW
     from numpy_gpt.plots import plot_losses
-    from numpy_gpt.train import calc_loss_loader, train_model_simple
+    from numpy_gpt.train import calc_loss_loader, perplexity, train_model_simple
 
-    data, tokenizer, model = gather_downloads([
+    data, tokens, model = gather_downloads([
         lambda: _load_instruction_entries(args), lambda: _tokenizer(args), lambda: _base_model(args)],
         hint=_LOCAL_COPIES.replace("--spam-file FILE (the spam data)", "--data FILE (the instruction data)"))
+    check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
+    tokenizer, eot = tokens.tokenizer, tokens.eot_id
     train_data, val_data, test_data = split_instruction_data(data)
     if args.limit is not None:
         train_data, val_data, test_data = (part[:args.limit] for part in (train_data, val_data, test_data))
@@ -241,14 +269,23 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     set_trainable(model, args.trainable, n_blocks=args.n_blocks, lora_rank=args.lora_rank,
                   lora_alpha=args.lora_alpha, seed=args.seed)
     allowed = min(args.allowed_max_length, model.cfg["context_length"])
-    loader_options = {"allowed_max_length": allowed, "mask_prompt": args.mask_prompt}
-    train_loader = InstructionDataLoader(InstructionDataset(train_data, tokenizer), args.batch_size,
-                                         shuffle=True, drop_last=True, seed=args.seed, **loader_options)
-    val_loader = InstructionDataLoader(InstructionDataset(val_data, tokenizer), args.batch_size,
-                                       **loader_options)
+    train_set = InstructionDataset(train_data, tokenizer, max_length=allowed)
+    val_set = InstructionDataset(val_data, tokenizer, max_length=allowed)
+    truncated = {"train": train_set.num_truncated, "validation": val_set.num_truncated}
+    print(f"{tokens.kind} tokenizer, end-of-text id {eot} pads and stops. Examples longer than {allowed} "
+          f"tokens keep their last {allowed} (generation also sees the last tokens; the response and its "
+          f"end-of-text are at the end): {truncated['train']} of {len(train_set)} training and "
+          f"{truncated['validation']} of {len(val_set)} validation examples cut")
+    loader_options = {"pad_token_id": eot, "mask_prompt": args.mask_prompt}
+    train_loader = InstructionDataLoader(train_set, args.batch_size, shuffle=True, drop_last=True,
+                                         seed=args.seed, **loader_options)
+    val_loader = InstructionDataLoader(val_set, args.batch_size, **loader_options)
     model.eval()
     print(f"Initial losses: training {calc_loss_loader(train_loader, model, 5):.3f}, "
           f"validation {calc_loss_loader(val_loader, model, 5):.3f}")
+    loss_before, n_response = response_loss(model, val_set, args.batch_size, pad_token_id=eot)
+    print("Answering the test set with the untuned model (a baseline)...")
+    untuned = generate_responses(model, tokenizer, test_data, args.max_new_tokens, eos_id=eot, progress=True)
 
     model.set_dropout_seed(args.seed)
     optimizer = AdamW(model.parameters(trainable_only=True), lr=args.lr, weight_decay=args.weight_decay)
@@ -258,6 +295,12 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
         start_context=format_input((val_data or train_data)[0]), tokenizer=tokenizer)
     minutes = (time.perf_counter() - start) / 60
     print(f"Training completed in {minutes:.2f} minutes.")
+    loss_after, _ = response_loss(model, val_set, args.batch_size, pad_token_id=eot)
+    response = {"tokens": n_response, "loss_before": loss_before, "loss_after": loss_after,
+                "perplexity_before": perplexity(loss_before), "perplexity_after": perplexity(loss_after)}
+    print(f"Validation loss on the {n_response} response tokens (answers and their end-of-text): "
+          f"{loss_before:.3f} before (perplexity {response['perplexity_before']:.1f}), {loss_after:.3f} "
+          f"after (perplexity {response['perplexity_after']:.1f})")
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -265,30 +308,41 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     steps = [i * args.eval_freq for i in range(len(train_losses))]
     plot_losses(steps, tokens_seen, train_losses, val_losses, out / "loss-plot.png")
     path = save_checkpoint(out / "instruct.npz", model,
-                           extra={"task": "instruct", "tokenizer": {"kind": "gpt2"}, "init": args.init})
-    answered = generate_responses(model, tokenizer, test_data, args.max_new_tokens, progress=True)
+                           extra={"task": "instruct", "tokenizer": tokens.spec, "init": args.init})
+    answered = generate_responses(model, tokenizer, test_data, args.max_new_tokens, eos_id=eot, progress=True)
     save_responses(answered, out / "instruction-data-with-response.json")
-    scores = _judge(args, answered)
-    save_json({"init": args.init, "trainable": args.trainable, "mask_prompt": args.mask_prompt,
-               "epochs": args.epochs, "train_minutes": round(minutes, 2), **scores}, out / "metrics.json")
+    common, count = most_common_answer(train_data)
+    labels = {"echo": "echo the instruction and input",
+              "most_common_answer": f"most common training answer ({count} of {len(train_data)})",
+              "untuned_model": "untuned model", "fine_tuned_model": "fine-tuned model"}
+    scores = _judge(args, answered, {**baseline_responses(train_data, test_data), "untuned_model": untuned},
+                    labels)
+    save_json({"init": args.init, "tokenizer": tokens.kind, "trainable": args.trainable,
+               "mask_prompt": args.mask_prompt, "epochs": args.epochs, "train_minutes": round(minutes, 2),
+               "max_length": allowed, "truncation": "longer examples keep their last max_length tokens",
+               "truncated_examples": truncated, "most_common_answer": common,
+               "validation_response_loss": response, **scores}, out / "metrics.json")
     print(f"Wrote {path}, {out / 'instruction-data-with-response.json'} and {out / 'metrics.json'}")
     return 0
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
     from numpy_gpt.finetune.instruct import respond
+    from numpy_gpt.finetune.tokens import check_tokenizer_fits
 
-    tokenizer = _tokenizer(args)
     if args.init == "checkpoint" and (args.checkpoint is None or not args.checkpoint.exists()):
         raise _Fail(f"no instruction-tuned checkpoint at {args.checkpoint}: train one with `numpy-gpt "
                     f"finetune-instruct` or pass --checkpoint FILE")
-    model = _base_model(args).eval()
-    options = {"eos_id": 50256, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-               "seed": args.seed}
+    tokens, model = gather_downloads([lambda: _tokenizer(args), lambda: _base_model(args)],
+                                     hint=_LOCAL_COPIES)
+    check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
+    model.eval()
+    options = {"eos_id": tokens.eot_id, "temperature": args.temperature, "top_k": args.top_k,
+               "top_p": args.top_p, "seed": args.seed}
 
-    def answer(instruction: str, input_text: str) -> str:
+    def answer(instruction: str, input_text: str) -> str:   # a long prompt keeps its last context tokens
         entry = {"instruction": instruction, "input": input_text}
-        return respond(model, tokenizer, entry, args.max_new_tokens, **options)
+        return respond(model, tokens.tokenizer, entry, args.max_new_tokens, **options)
 
     if args.instruction is not None:
         print(answer(args.instruction, args.input or ""))

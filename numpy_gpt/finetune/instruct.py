@@ -11,7 +11,17 @@ with the ordinary next-token loss of chapter 5, with two changes made by ``custo
   learned.
 
 After training, ``generate_responses`` answers the test entries and ``save_responses`` writes them with a
-``model_response`` field for scoring (``numpy_gpt.finetune.judge``).
+``model_response`` field for scoring (``numpy_gpt.finetune.judge``). ``response_loss`` measures the
+model on the reference answers themselves: the mean cross-entropy of the response tokens (and the
+end-of-text after them), whose exp is their perplexity. It moves smoothly while a tiny model's
+generated answers are still wrong, so it shows progress that exact match and F1 cannot.
+
+Any pretrained model works: the padding and stop id is its tokenizer's end-of-text
+(``finetune/tokens.py``; GPT-2's 50256 by default). An example longer than the model's context keeps
+its *last* tokens (``InstructionDataset(max_length=...)``): generation conditions on the last
+``context_length`` tokens too, and the response and its end-of-text, the part that is learned, are at
+the end. The book never meets this case (GPT-2's 1,024 tokens hold every entry of its data); a model
+pretrained here with a 64-token context does, and the truncated prompt loses its fixed header first.
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ import numpy as np
 from numpy_gpt.data import DataLoader
 from numpy_gpt.finetune.data import save_json
 from numpy_gpt.generate import generate
+from numpy_gpt.nn.loss import cross_entropy
+from numpy_gpt.nn.module import no_grad
 
 PROMPT_HEADER = ("Below is an instruction that describes a task. "
                  "Write a response that appropriately completes the request.")
@@ -49,17 +61,25 @@ class InstructionDataset:
     ``format_input(entry) + format_response(entry)``.
 
     ``prompt_lengths[i]`` is the number of tokens of ``format_input(entry)`` alone (what
-    ``custom_collate_fn`` masks when the prompt is left out of the loss).
+    ``custom_collate_fn`` masks when the prompt is left out of the loss). With ``max_length``, a longer
+    example keeps its last ``max_length`` tokens (see the module docstring) and its prompt length
+    shrinks by what was cut; ``num_truncated`` counts such examples.
     """
 
-    def __init__(self, data: Sequence[dict], tokenizer):
+    def __init__(self, data: Sequence[dict], tokenizer, max_length: int | None = None):
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be positive, got {max_length}")
         self.data = list(data)
         self.encoded_texts: list[list[int]] = []
         self.prompt_lengths: list[int] = []
+        self.num_truncated = 0
         for entry in self.data:
             prompt = format_input(entry)
-            self.encoded_texts.append(list(tokenizer.encode(prompt + format_response(entry))))
-            self.prompt_lengths.append(len(tokenizer.encode(prompt)))
+            ids = list(tokenizer.encode(prompt + format_response(entry)))
+            cut = 0 if max_length is None else max(len(ids) - max_length, 0)
+            self.encoded_texts.append(ids[cut:])
+            self.prompt_lengths.append(max(len(tokenizer.encode(prompt)) - cut, 0))
+            self.num_truncated += cut > 0
 
     def __getitem__(self, index: int) -> list[int]:
         return self.encoded_texts[index]
@@ -128,6 +148,30 @@ class InstructionDataLoader(DataLoader):
             yield custom_collate_fn([self.dataset[i] for i in indices], self.pad_token_id, self.ignore_index,
                                     self.allowed_max_length, prompt_lengths)
         self.epoch += 1
+
+
+def response_loss(model, dataset: InstructionDataset, batch_size: int = 8, *,
+                  pad_token_id: int = 50256) -> tuple[float, int]:
+    """(mean cross-entropy per response token, number of those tokens) over the whole dataset.
+
+    The response tokens are the answer and the end-of-text after it: the prompt is masked as in
+    exercise 7.2 (``mask_prompt``). Each batch's mean is weighted by its token count, so this is
+    the mean over all N tokens: loss = -(1/N) sum log p(token | what precedes it); exp(loss) is
+    their perplexity. Runs in eval mode without gradients."""
+    loader = InstructionDataLoader(dataset, batch_size, pad_token_id=pad_token_id, mask_prompt=True)
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            for inputs, targets in loader:                          # (B, L) each
+                n = int((targets != -100).sum())
+                if n:
+                    total += cross_entropy(model(inputs), targets)[0] * n
+                    count += n
+    finally:
+        model.train(was_training)
+    return (total / count if count else float("nan")), count
 
 
 # -- answering ---------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ with. A numpy_gpt checkpoint records it in ``extra["tokenizer"]`` as a small JSO
 
     {"kind": "gpt2"}                                      GPT-2's tokenizer (its files are read from
                                                           the data folder, downloaded once)
-    {"kind": "char", "chars": ["\\n", " ", "A", ...]}      a character tokenizer: its alphabet
+    {"kind": "char", "chars": ["\\n", " ", "A", ...],     a character tokenizer: its alphabet and
+     "special_tokens": ["<|endoftext|>", "<|unk|>"]}      the special tokens after it (optional)
     {"kind": "bpe", "pattern": "gpt2",                    a BPE trained here (train_bpe.py): its
      "byte_ids": [256 ids], "merges": [[l, r], ...],      merges, byte ids and special tokens
      "special_tokens": {"<|endoftext|>": 1023}}
@@ -34,8 +35,8 @@ MAX_CHARS = 1 << 20               # alphabet of a character tokenizer (Unicode h
 MAX_MERGES = 1 << 20              # GPT-2 has 50,000; cl100k about 100,000
 MAX_SPECIAL_TOKENS = 1 << 12
 MAX_TOKEN_BYTES = 1 << 12         # GPT-2's longest token is 128 bytes
-_FIELDS = {"char": {"kind", "chars"}, "bpe": {"kind", "pattern", "byte_ids", "merges", "special_tokens"},
-           "gpt2": {"kind"}}
+_FIELDS = {"char": {"kind", "chars", "special_tokens"},
+           "bpe": {"kind", "pattern", "byte_ids", "merges", "special_tokens"}, "gpt2": {"kind"}}
 
 
 class TokenizerSpecError(ValueError):
@@ -58,7 +59,10 @@ def tokenizer_spec(tokenizer) -> dict[str, Any]:
     from numpy_gpt.tokenizers.train_bpe import BPETokenizer
 
     if isinstance(tokenizer, CharTokenizer):
-        return {"kind": "char", "chars": list(tokenizer.chars)}
+        spec = {"kind": "char", "chars": list(tokenizer.chars)}
+        if tokenizer.special_tokens:                      # older specs have none: keep them unchanged
+            spec["special_tokens"] = list(tokenizer.special_tokens)
+        return spec
     if isinstance(tokenizer, BPETokenizer):
         return {"kind": "bpe", "pattern": pattern_name(tokenizer.pattern),
                 "byte_ids": list(tokenizer.byte_ids), "merges": [list(pair) for pair in tokenizer.merges],
@@ -83,8 +87,10 @@ def check_tokenizer_spec(spec: object, where: str = "the tokenizer spec") -> dic
     kind = spec.get("kind")
     if kind not in KINDS:
         raise fail(f"unknown tokenizer kind {kind!r:.80}; expected one of {list(KINDS)}")
-    if set(spec) != _FIELDS[kind]:
-        raise fail(f"a {kind!r} tokenizer has exactly the fields {sorted(_FIELDS[kind])}, got "
+    optional = {"special_tokens"} if kind == "char" else set()
+    if not _FIELDS[kind] - optional <= set(spec) <= _FIELDS[kind]:
+        raise fail(f"a {kind!r} tokenizer has the fields {sorted(_FIELDS[kind] - optional)}"
+                   f"{f' (and optionally {sorted(optional)})' if optional else ''}, got "
                    f"{sorted(map(str, spec))[:10]}")
     if kind == "gpt2":
         return {"kind": "gpt2"}
@@ -93,7 +99,12 @@ def check_tokenizer_spec(spec: object, where: str = "the tokenizer spec") -> dic
         if not isinstance(chars, list) or not 0 < len(chars) <= MAX_CHARS or not all(
                 isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars):
             raise fail(f"'chars' must be a list of 1 to {MAX_CHARS:,} distinct single characters")
-        return {"kind": "char", "chars": chars}
+        specials = spec.get("special_tokens", [])
+        if not isinstance(specials, list) or len(specials) > MAX_SPECIAL_TOKENS or not all(
+                isinstance(t, str) and t for t in specials) or len(set(specials)) != len(specials):
+            raise fail(f"'special_tokens' must be a list of at most {MAX_SPECIAL_TOKENS} distinct non-empty "
+                       f"strings (their ids follow the alphabet's)")
+        return {"kind": "char", "chars": chars, "special_tokens": specials}
 
     pattern = spec["pattern"]
     if not isinstance(pattern, str):
@@ -137,7 +148,7 @@ def tokenizer_from_spec(spec: object, data_dir: str | os.PathLike = "data", *,
     spec = check_tokenizer_spec(spec, where)
     if spec["kind"] == "char":
         from numpy_gpt.tokenizers.char import CharTokenizer
-        return CharTokenizer(spec["chars"])
+        return CharTokenizer(spec["chars"], spec["special_tokens"])
     if spec["kind"] == "bpe":
         from numpy_gpt.tokenizers.train_bpe import BPETokenizer
         return BPETokenizer(spec["merges"], spec["special_tokens"], KNOWN_PATTERNS[spec["pattern"]],
