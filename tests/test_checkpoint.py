@@ -8,6 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from helpers import tiny_cfg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,8 +18,7 @@ from numpy_gpt.model import GPTModel
 from numpy_gpt.nn.module import no_grad
 from numpy_gpt.optim import AdamW, configure_param_groups
 
-CFG = {"vocab_size": 50, "context_length": 8, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
-       "drop_rate": 0.1, "qkv_bias": True}
+CFG = tiny_cfg(context_length=8, drop_rate=0.1, qkv_bias=True)
 
 
 @pytest.fixture
@@ -372,8 +372,8 @@ def test_integer_weights_are_refused(tmp_path, model):
 def test_gpt_parameter_shapes_are_the_models_own(vocab, context, heads, layers, qkv_bias, num_classes):
     """The shapes checked against a file before building the model are exactly the model's."""
     from numpy_gpt.finetune.classifier import add_classification_head
-    cfg = {"vocab_size": vocab, "context_length": context, "emb_dim": 4 * heads, "n_heads": heads,
-           "n_layers": layers, "drop_rate": 0.0, "qkv_bias": qkv_bias}
+    cfg = tiny_cfg(vocab_size=vocab, context_length=context, emb_dim=4 * heads, n_heads=heads,
+                   n_layers=layers, qkv_bias=qkv_bias)
     gpt = GPTModel(cfg, init=False)
     if num_classes is not None:
         add_classification_head(gpt, num_classes)

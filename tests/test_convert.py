@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_cfg
 from safetensors.numpy import load_file as reference_load_file
 from transformers import GPT2LMHeadModel
 
@@ -107,8 +108,7 @@ def test_hub_style_file_without_prefix_and_with_mask_buffers(fixture, tmp_path):
 
 def test_mismatched_checkpoints_are_refused(fixture, tmp_path):
     tensors = reference_load_file(str(fixture["hf"]))
-    config = {"vocab_size": 50257, "context_length": 128, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
-              "drop_rate": 0.0, "qkv_bias": True}
+    config = tiny_cfg(vocab_size=50257, context_length=128, emb_dim=32, n_heads=4, qkv_bias=True)
     save_file({**tensors, "transformer.h.0.attn.extra": np.ones(3, np.float32)}, tmp_path / "a.safetensors")
     gpt = GPTModel(config, seed=0)
     before = {name: value.copy() for name, value in gpt.state_dict().items()}
@@ -151,8 +151,7 @@ def test_export_of_loaded_gpt2_is_transformers_layout(fixture, tmp_path):
 
 def test_export_of_trained_model_round_trips_through_transformers(tmp_path):
     # The book's GPTModel: own output head (not tied), no qkv bias, dropout configured.
-    cfg = {"vocab_size": 300, "context_length": 24, "emb_dim": 48, "n_heads": 4, "n_layers": 2,
-           "drop_rate": 0.1, "qkv_bias": False}
+    cfg = tiny_cfg(vocab_size=300, context_length=24, emb_dim=48, n_heads=4, drop_rate=0.1)
     gpt = GPTModel(cfg, seed=7).eval()
     ids = np.random.default_rng(0).integers(0, 300, (2, 24))
     path = save_safetensors(gpt, tmp_path / "trained.safetensors")

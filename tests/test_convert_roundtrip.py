@@ -8,6 +8,7 @@ the tokenizer either fails to generate or decodes different text.
 from __future__ import annotations
 
 import pytest
+from helpers import tiny_cfg
 
 from numpy_gpt.checkpoint import save_checkpoint
 from numpy_gpt.cli import main, tokenizer_spec
@@ -37,8 +38,7 @@ def _generate(path, data_dir, capsys) -> str:
 @pytest.mark.parametrize("kind", ["char", "bpe", "gpt2"])
 def test_every_format_round_trip_keeps_the_tokenizer(kind, tmp_path, gpt2_vocab_dir, capsys):
     tokenizer = _tokenizer(kind, gpt2_vocab_dir)
-    cfg = {"vocab_size": tokenizer.n_vocab, "context_length": 16, "emb_dim": 16, "n_heads": 2,
-           "n_layers": 1, "drop_rate": 0.0, "qkv_bias": False}
+    cfg = tiny_cfg(vocab_size=tokenizer.n_vocab, n_layers=1)
     original = save_checkpoint(tmp_path / "model.npz", GPTModel(cfg, seed=1),
                                extra={"tokenizer": tokenizer_spec(tokenizer)})
     data_dir = gpt2_vocab_dir.parent
@@ -54,8 +54,7 @@ def test_every_format_round_trip_keeps_the_tokenizer(kind, tmp_path, gpt2_vocab_
 
 
 def test_convert_says_it_writes_config_json(tmp_path, capsys):
-    cfg = {"vocab_size": 20, "context_length": 8, "emb_dim": 8, "n_heads": 2, "n_layers": 1,
-           "drop_rate": 0.0, "qkv_bias": False}
+    cfg = tiny_cfg(vocab_size=20, context_length=8, emb_dim=8, n_layers=1)
     spec = tokenizer_spec(CharTokenizer.from_text("abcdefghijklmnopqrst"))
     src = save_checkpoint(tmp_path / "m.npz", GPTModel(cfg, seed=0), extra={"tokenizer": spec})
     assert main(["convert", str(src), str(tmp_path / "m.safetensors")]) == 0

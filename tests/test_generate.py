@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import tiny_cfg
 from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -24,8 +25,7 @@ from numpy_gpt.generate import (
 )
 from numpy_gpt.model import GPTModel
 
-TINY = {"vocab_size": 61, "context_length": 12, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
-        "drop_rate": 0.1, "qkv_bias": True}
+TINY = tiny_cfg(vocab_size=61, context_length=12, emb_dim=32, n_heads=4, drop_rate=0.1, qkv_bias=True)
 
 
 @pytest.fixture(scope="module")
@@ -238,8 +238,7 @@ def test_text_token_round_trip():
 ])
 def test_generate_names_a_non_integer_length(kwargs, message):
     from numpy_gpt.model import GPTModel
-    model = GPTModel({"vocab_size": 11, "context_length": 6, "emb_dim": 8, "n_heads": 2, "n_layers": 1,
-                      "drop_rate": 0.0, "qkv_bias": False}, seed=0)
+    model = GPTModel(tiny_cfg(vocab_size=11, context_length=6, emb_dim=8, n_layers=1), seed=0)
     args = {"max_new_tokens": 3, "context_size": 6, **kwargs}
     with pytest.raises(TypeError, match=message):
         generate(model, np.zeros((1, 2), np.int64), **args)

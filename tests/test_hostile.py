@@ -11,6 +11,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from helpers import tiny_cfg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,8 +26,7 @@ from numpy_gpt.optim import AdamW
 from numpy_gpt.tokenizers.train_bpe import BPETokenizer
 from numpy_gpt.train import NonFiniteLossError, train_model
 
-CFG = {"vocab_size": 29, "context_length": 8, "emb_dim": 16, "n_heads": 2, "n_layers": 1,
-       "drop_rate": 0.0, "qkv_bias": False}
+CFG = tiny_cfg(vocab_size=29, context_length=8, n_layers=1)
 DEEP = 100_000          # far beyond Python's recursion limit
 
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_cfg
 
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.model import GPTModel
@@ -21,8 +22,7 @@ from numpy_gpt.nn.lora import (
 )
 from numpy_gpt.nn.loss import cross_entropy
 
-TINY = {"vocab_size": 40, "context_length": 12, "emb_dim": 8, "n_heads": 2, "n_layers": 2,
-        "drop_rate": 0.0, "qkv_bias": True}
+TINY = tiny_cfg(vocab_size=40, context_length=12, emb_dim=8, qkv_bias=True)
 
 
 def randomize_B(model, rng):

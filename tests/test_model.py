@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_cfg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,10 +31,8 @@ from numpy_gpt.tools import torch_reference
 
 EPS = 1e-5   # finite-difference step; see tests/test_attention.py
 
-TINY = {"vocab_size": 7, "context_length": 4, "emb_dim": 4, "n_heads": 2, "n_layers": 2,
-        "drop_rate": 0.0, "qkv_bias": True}
-SMALL = {"vocab_size": 50, "context_length": 12, "emb_dim": 16, "n_heads": 4, "n_layers": 3,
-         "drop_rate": 0.1, "qkv_bias": True}
+TINY = tiny_cfg(vocab_size=7, context_length=4, emb_dim=4, qkv_bias=True)
+SMALL = tiny_cfg(context_length=12, n_heads=4, n_layers=3, drop_rate=0.1, qkv_bias=True)
 
 
 def ids(shape, vocab_size, seed=0) -> np.ndarray:

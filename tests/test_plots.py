@@ -9,14 +9,14 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 import pytest
+from helpers import tiny_cfg
 from matplotlib.image import imread
 
 from numpy_gpt.model import GPTModel
 from numpy_gpt.nn.module import no_grad
 from numpy_gpt.plots import attention_weights, plot_attention, plot_losses
 
-TINY = {"vocab_size": 40, "context_length": 10, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
-        "drop_rate": 0.2, "qkv_bias": True}
+TINY = tiny_cfg(vocab_size=40, context_length=10, drop_rate=0.2, qkv_bias=True)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import tiny_cfg
 
 from numpy_gpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from numpy_gpt.data import create_dataloader_v1
@@ -28,8 +29,7 @@ from numpy_gpt.train import (
     train_model_simple,
 )
 
-CFG = {"vocab_size": 53, "context_length": 16, "emb_dim": 32, "n_heads": 2, "n_layers": 2,
-       "drop_rate": 0.0, "qkv_bias": False}
+CFG = tiny_cfg(vocab_size=53, emb_dim=32)
 
 
 def token_stream(n: int = 600, seed: int = 0) -> np.ndarray:
