@@ -65,3 +65,17 @@ def test_help_has_text_for_every_flag_and_no_doubled_default():
         assert not re.search(r"\(default: [^)]*\)\s*\(default:", text), name
         assert "(default: None)" not in text, name
 
+
+
+def test_readme_python_snippet_runs_and_prints_text(gpt2_vocab_dir, monkeypatch, capsys):
+    """The README's Python block, as written, with GPT-2's vocabulary read from ../shared instead of
+    downloaded: it trains one step of the book's model and prints decoded text."""
+    import numpy_gpt
+    from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
+
+    tokenizer = GPT2Tokenizer.from_files(gpt2_vocab_dir / "encoder.json", gpt2_vocab_dir / "vocab.bpe")
+    monkeypatch.setattr(numpy_gpt, "get_gpt2_tokenizer", lambda *args, **kwargs: tokenizer)
+    (block,) = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    exec(compile(block, str(README), "exec"), {})
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith("Every effort moves you") and len(printed) > len("Every effort moves you")
