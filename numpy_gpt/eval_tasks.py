@@ -352,9 +352,7 @@ def run_task(name: str, model, tokenizer, *, shots: int = 0, limit: int | None =
         if limit is not None:
             ids = ids[:limit]
             text = tokenizer.decode(ids)
-        result = perplexity(model, ids, stride, byte_length=len(text.encode("utf-8")))
-        if progress is not None:
-            progress(1, 1)
+        result = perplexity(model, ids, stride, byte_length=len(text.encode("utf-8")), progress=progress)
         extra = {k: result[k] for k in ("windows", "stride", "context_length", "bytes")}
         metrics = [("perplexity", result["perplexity"], math.nan), ("nll", result["nll"], math.nan),
                    ("bits_per_byte", result["bits_per_byte"], math.nan)]

@@ -29,7 +29,7 @@ are in ``eval_tasks.py``; the command is ``numpy-gpt evaluate`` (``eval_cli.py``
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,7 +89,8 @@ def sliding_windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, 
 
 
 def perplexity(model, token_ids, stride: int | None = None, *, byte_length: int | None = None,
-               batch_size: int = 4) -> dict[str, float | int]:
+               batch_size: int = 4, progress: Callable[[int, int], None] | None = None
+               ) -> dict[str, float | int]:
     """Perplexity of a token sequence with the sliding window (see ``sliding_windows``).
 
     Args:
@@ -98,6 +99,7 @@ def perplexity(model, token_ids, stride: int | None = None, *, byte_length: int 
         stride: how far the window moves (None: the window, no overlap).
         byte_length: the text's length in UTF-8 bytes; adds ``bits_per_byte``.
         batch_size: windows of the same length computed together.
+        progress: called with (windows done, windows in all) after each batch.
 
     Returns:
         ``{"perplexity": exp(nll), "nll": mean nats per scored token, "tokens": tokens scored,
@@ -115,7 +117,7 @@ def perplexity(model, token_ids, stride: int | None = None, *, byte_length: int 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     windows = sliding_windows(len(ids), window, int(stride))
-    nll_sum, scored = 0.0, 0
+    nll_sum, scored, done = 0.0, 0, 0
     by_length: dict[int, list[tuple[int, int, int]]] = {}
     for w in windows:
         by_length.setdefault(w[1] - w[0], []).append(w)
@@ -131,6 +133,9 @@ def perplexity(model, token_ids, stride: int | None = None, *, byte_length: int 
                     scored_logp = logp[row, first - begin - 1:]
                     nll_sum -= float(scored_logp.sum(dtype=np.float64))
                     scored += scored_logp.size
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(windows))
     nll = nll_sum / scored
     result: dict[str, float | int] = {"perplexity": math.exp(nll), "nll": nll, "tokens": scored,
                                       "windows": len(windows), "stride": int(stride),

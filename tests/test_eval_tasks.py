@@ -257,6 +257,27 @@ def test_sms_spam_zero_and_few_shot(tmp_path, fixture_model, gpt2_vocab_dir):
         run_task("lambada", fixture_model, tokenizer, shots=1, data_dir=tmp_path)
 
 
+def test_lambada_and_wikitext_tasks_on_the_fixture(local_files, tmp_path, fixture_model, gpt2_vocab_dir):
+    """The tasks end to end on the served files: LAMBADA's perplexity is exp(-mean log p(word)) and
+    its acc the greedy match, both from loglikelihood; WikiText-2's from the windowed perplexity."""
+    from numpy_gpt.evaluation import encode_pair, loglikelihood, perplexity
+    from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
+    tokenizer = GPT2Tokenizer.from_files(gpt2_vocab_dir / "encoder.json", gpt2_vocab_dir / "vocab.bpe")
+    result = run_task("lambada", fixture_model, tokenizer, data_dir=tmp_path)
+    scored = loglikelihood(fixture_model, [encode_pair(tokenizer, c, t) for c, t in
+                                           read_lambada(tmp_path / "eval" / "lambada_test.jsonl")])
+    metrics = {m: v for m, v, _ in result.metrics}
+    assert result.items == 2
+    assert metrics["perplexity"] == pytest.approx(np.exp(-np.mean([ll for ll, _ in scored])))
+    assert metrics["acc"] == np.mean([g for _, g in scored])
+    result = run_task("wikitext", fixture_model, tokenizer, data_dir=tmp_path, stride=5)
+    expected = perplexity(fixture_model, tokenizer.encode(WIKITEXT), 5, byte_length=len(WIKITEXT))
+    metrics = {m: v for m, v, _ in result.metrics}
+    assert metrics["perplexity"] == expected["perplexity"]
+    assert metrics["bits_per_byte"] == expected["bits_per_byte"]
+    assert result.items == expected["tokens"] == len(tokenizer.encode(WIKITEXT)) - 1
+
+
 def test_cli_evaluate_prints_table_and_writes_json(tmp_path, gpt2_tiny_dir, gpt2_data_dir, verdict_path,
                                                    capsys):
     from numpy_gpt.cli import main
