@@ -323,3 +323,31 @@ def test_load_classifier_rejects_other_files(tmp_path):
     np.savez(tmp_path / "arrays.npz", x=np.zeros(3))
     with pytest.raises(ValueError, match="arrays.npz has no '__meta__' entry"):
         load_classifier(tmp_path / "arrays.npz")
+
+
+def test_spam_baselines_hand_computed():
+    """Majority class and the best length threshold, chosen on train and scored on every split."""
+    from numpy_gpt.finetune.classifier import spam_baselines
+
+    tok = WordTokenizer(["a"])
+    def split(lengths, labels, max_length=4):
+        return SpamDataset(None, tok, max_length, pad_token_id=0, texts=[" ".join("a" * n) for n in lengths],
+                           labels=labels)
+    # train: lengths 1 1 2 3 5 (seen as 1 1 2 3 4), labels 0 0 0 1 1 -> majority 0 (3 of 5); the best
+    # threshold is "more than 2 tokens" (5 of 5)
+    datasets = {"train": split([1, 1, 2, 3, 5], [0, 0, 0, 1, 1]), "test": split([2, 9, 1, 4], [1, 1, 0, 0])}
+    baselines = spam_baselines(datasets)
+    assert baselines["majority_class"] == {"rule": "always 'not spam'", "train": 0.6, "test": 0.5}
+    assert baselines["length_threshold"] == {"rule": "'spam' if more than 2 tokens", "train": 1.0,
+                                             "test": 0.5}
+    assert datasets["train"].num_truncated == 1 and datasets["test"].num_truncated == 1
+
+
+def test_examples_covered_counts_what_an_evaluation_sees():
+    from numpy_gpt.finetune.classifier import examples_covered
+
+    data = SpamDataset(None, WordTokenizer(["a"]), 2, pad_token_id=0, texts=["a"] * 10, labels=[0] * 10)
+    assert examples_covered(DataLoader(data, 4), 2) == 8
+    assert examples_covered(DataLoader(data, 4)) == 10                 # the last batch holds 2
+    assert examples_covered(DataLoader(data, 4, drop_last=True)) == 8  # the shuffled training loader
+    assert examples_covered(DataLoader(data, 4), 9) == 10

@@ -18,6 +18,7 @@ from numpy_gpt.finetune.instruct import (
     extract_response,
     format_input,
     generate_responses,
+    response_loss,
     save_responses,
 )
 from numpy_gpt.finetune.judge import evaluate_responses
@@ -230,3 +231,44 @@ def test_cli_finetune_instruct_then_chat(tmp_path, gpt2_vocab_dir, monkeypatch, 
     monkeypatch.setattr("sys.stdin", io.StringIO("Reverse the letters.\nb c d\nquit\n"))
     assert run_cli(chat) == 0
     assert capsys.readouterr().out.count("Instruction> ") == 2
+
+
+def test_long_examples_keep_their_last_tokens():
+    """The stated rule: an example over max_length keeps its end (the response and what precedes it)."""
+    entry = {"instruction": "Reverse the letters.", "input": "b c d", "output": "d c b"}
+    tok = WordTokenizer([format_input(entry) + "\n\n### Response:\n" + entry["output"]])
+    full = tok.encode(format_input(entry) + "\n\n### Response:\n" + entry["output"])
+    prompt = len(tok.encode(format_input(entry)))
+    whole = InstructionDataset([entry], tok)
+    cut = InstructionDataset([entry], tok, max_length=len(full) - prompt + 3)
+    assert whole[0] == full and whole.num_truncated == 0
+    assert cut[0] == full[prompt - 3:] and cut.num_truncated == 1
+    assert cut.prompt_lengths[0] == 3                                   # the prompt lost what was cut
+    assert tok.decode(cut[0]).endswith("d c b")
+    inputs, targets = custom_collate_fn([cut[0]], pad_token_id=0)
+    assert inputs.shape == (1, len(cut[0])) and targets[0, -1] == 0     # the end-of-text is still learned
+    shorter = InstructionDataset([entry], tok, max_length=5)            # into the response: no prompt left
+    assert shorter[0] == full[-5:] and shorter.prompt_lengths[0] == 0
+
+
+def test_response_loss_matches_pytorch():
+    import torch
+
+    rng = np.random.default_rng(4)
+    entries = reverse_task(rng, 7)
+    tok = WordTokenizer([format_input(e) + "\n\n### Response:\n" + e["output"] for e in entries])
+    cfg = {"vocab_size": len(tok.vocab), "context_length": 64, "emb_dim": 16, "n_heads": 2, "n_layers": 1,
+           "drop_rate": 0.0, "qkv_bias": False}
+    model = GPTModel(cfg, seed=1)
+    dataset = InstructionDataset(entries, tok)
+    loss, count = response_loss(model, dataset, batch_size=3, pad_token_id=0)
+    total, n = 0.0, 0                         # reference: sum over all response tokens in torch
+    for i in range(len(dataset)):
+        ids = dataset[i] + [0]
+        start = dataset.prompt_lengths[i]     # targets from the first response token on
+        logits = torch.tensor(model(np.asarray([ids[:-1]]))[0], dtype=torch.float64)
+        targets = torch.tensor(ids[1:])
+        targets[:start - 1] = -100
+        total += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+        n += int((targets != -100).sum())
+    assert count == n and loss == pytest.approx(total / n, rel=1e-5)

@@ -159,3 +159,22 @@ def test_offline_metrics_hand_computed():
     assert result["f1"] == pytest.approx((0.8 + 1.0) / 2)
     with pytest.raises(ValueError, match="model_response"):
         evaluate_responses([{"output": "x"}])
+
+
+def test_trivial_baselines_hand_computed():
+    from numpy_gpt.finetune.judge import baseline_responses, most_common_answer, score_table
+
+    train = [{"instruction": "i", "input": "", "output": out} for out in ("yes", "no", "yes", "maybe")]
+    test = [{"instruction": "Is the sky blue?", "input": "", "output": "Yes the sky is blue."},
+            {"instruction": "Say no.", "input": "Please", "output": "No."}]
+    assert most_common_answer(train) == ("yes", 2)
+    baselines = baseline_responses(train, test)
+    assert [e["model_response"] for e in baselines["echo"]] == ["Is the sky blue?", "Say no. Please"]
+    assert [e["model_response"] for e in baselines["most_common_answer"]] == ["yes", "yes"]
+    # echo: F1 of {is the sky blue} vs {yes the sky is blue} = 2*1*0.8/1.8; "say no please" vs "no" = 0.5
+    echo = evaluate_responses(baselines["echo"])
+    assert echo["exact_match"] == 0 and echo["f1"] == pytest.approx((1.6 / 1.8 + 0.5) / 2)
+    common = evaluate_responses(baselines["most_common_answer"])    # "yes" vs 5 words: 2*1*0.2/1.2
+    assert common["f1"] == pytest.approx((0.4 / 1.2 + 0) / 2)
+    table = score_table({"echo": echo, "most common": common}).splitlines()
+    assert table[1].split()[-2:] == ["0.0%", f"{echo['f1'] * 100:.1f}%"] and len(table) == 3

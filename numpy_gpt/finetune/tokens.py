@@ -75,18 +75,16 @@ def tokenizer_for_checkpoint(checkpoint: str | os.PathLike | None = None, *,
     GPT-2's vocabulary files come from ``vocab_dir`` or ``data_dir`` (see ``gpt2_tokenizer``); char
     and trained-BPE tokenizers are stored in the checkpoint itself. Raises ValueError when the
     tokenizer has no end-of-text token."""
-    from numpy_gpt.tokenizers.spec import check_tokenizer_spec, tokenizer_from_spec
+    from numpy_gpt.tokenizers.spec import check_tokenizer_spec, tokenizer_from_spec, tokenizer_spec
 
     where = f"{checkpoint}" if checkpoint is not None else "GPT-2"
-    spec = None if checkpoint is None else checkpoint_tokenizer_spec(checkpoint)
-    spec = GPT2_SPEC if spec is None else check_tokenizer_spec(spec, f"{where}'s tokenizer description")
-    if spec["kind"] == "gpt2":
-        tokenizer = gpt2_tokenizer(data_dir, vocab_dir)
-        spec = dict(GPT2_SPEC)
+    recorded = None if checkpoint is None else checkpoint_tokenizer_spec(checkpoint)
+    description = f"{where}'s tokenizer description"
+    if recorded is None or check_tokenizer_spec(recorded, description)["kind"] == "gpt2":
+        tokenizer, spec = gpt2_tokenizer(data_dir, vocab_dir), dict(GPT2_SPEC)
     else:
-        tokenizer = tokenizer_from_spec(spec, data_dir, where=f"{where}'s tokenizer description")
-        from numpy_gpt.tokenizers.spec import tokenizer_spec
-        spec = tokenizer_spec(tokenizer)               # JSON-ready again (merges as lists)
+        tokenizer = tokenizer_from_spec(recorded, data_dir, where=description)
+        spec = tokenizer_spec(tokenizer)
     eot_id = getattr(tokenizer, "eot_token", None)
     if eot_id is None:
         raise ValueError(f"{where}: its {spec['kind']} tokenizer has no <|endoftext|> token, which "
