@@ -18,7 +18,8 @@ here can sit next to a published one:
 * **Can it do a task from examples alone?** ``fewshot_context`` builds the k-shot prompt: k solved
   examples, then the question, separated as the harness separates them.
 
-Everything here runs under ``no_grad``: no activation is kept for a backward pass. Choices that share
+Everything here runs in eval mode (no dropout) under ``no_grad``: no activation is kept for a
+backward pass. Choices that share
 a context share its computation: the context is run once into a KV cache (``GPTModel.new_kv_cache``),
 the cache is copied for each choice, and all choices run as one batch on top of it.
 
@@ -28,8 +29,9 @@ are in ``eval_tasks.py``; the command is ``numpy-gpt evaluate`` (``eval_cli.py``
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +43,19 @@ LN2 = math.log(2.0)
 # FEWSHOT_DELIMITER between examples.
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
+
+
+@contextlib.contextmanager
+def inference(model) -> Iterator[None]:
+    """Evaluate as the papers do: dropout off (``model.eval()``) and nothing kept for backward
+    (``no_grad``); the model's train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            yield
+    finally:
+        model.train(was_training)
 
 
 def _as_ids(token_ids, what: str) -> np.ndarray:
@@ -121,7 +136,7 @@ def perplexity(model, token_ids, stride: int | None = None, *, byte_length: int 
     by_length: dict[int, list[tuple[int, int, int]]] = {}
     for w in windows:
         by_length.setdefault(w[1] - w[0], []).append(w)
-    with no_grad():
+    with inference(model):
         for group in by_length.values():
             for start in range(0, len(group), batch_size):
                 batch = group[start:start + batch_size]
@@ -188,7 +203,7 @@ def loglikelihood(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
         kept = max(0, len(ctx) + len(cont) - (window + 1))         # oldest context tokens dropped
         groups.setdefault(tuple(ctx[kept:].tolist()), []).append((i, cont))
     results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
-    with no_grad():
+    with inference(model):
         for ctx_key, members in groups.items():
             prefix = np.asarray(ctx_key[:-1], dtype=np.int64)
             longest = max(len(cont) for _, cont in members)

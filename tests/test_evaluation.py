@@ -136,6 +136,15 @@ def test_loglikelihood_matches_transformers(models):
     assert got[-1][1] is True
 
 
+def test_scoring_turns_dropout_off_and_restores_the_mode(gpt2_tiny_dir, models):
+    ours, _ = models
+    noisy = load_openai_checkpoint(gpt2_tiny_dir / "openai", drop_rate=0.5).train()
+    requests = [([1, 2, 3], [4, 5]), ([1, 2, 3], [6])]
+    assert loglikelihood(noisy, requests) == loglikelihood(ours, requests)
+    assert perplexity(noisy, np.arange(50))["nll"] == perplexity(ours, np.arange(50))["nll"]
+    assert noisy.training and not ours.training
+
+
 def test_loglikelihood_rejects_bad_requests(models):
     ours, _ = models
     with pytest.raises(ValueError, match=r"requests\[0\].*continuation is empty"):
