@@ -149,7 +149,8 @@ def load_bert(path: str | os.PathLike, dtype: np.dtype | type = np.float32
     All or nothing: the config, every tensor's presence, shape and dtype are checked from the
     headers before the model is allocated, and every value must be finite; a failed load raises
     with the file and the tensor named. A BertModel without an MLM head gets a freshly initialised
-    one (the result can encode, and fill-mask after fine-tuning only).
+    one (the result can encode, and fill-mask after fine-tuning only). The model is returned in
+    eval mode, as transformers' ``from_pretrained`` returns it: call ``.train()`` to fine-tune.
     """
     folder = Path(path)
     config_path, weights_path = folder / "config.json", folder / "model.safetensors"
@@ -215,4 +216,5 @@ def load_bert(path: str | os.PathLike, dtype: np.dtype | type = np.float32
                 decoder, params["tok_emb.weight"].data, rtol=0, atol=1e-6):
             raise SafetensorsError(f"{weights_path}: {tied} differs from the word embedding; numpy_gpt's "
                                    f"MLM head is tied to it (as BERT's)")
+    model.eval()                                   # as from_pretrained: no dropout until model.train()
     return model

@@ -1,0 +1,130 @@
+"""load_bert (numpy_gpt/gpt2/bert.py): BERT folders written by transformers' save_pretrained, read
+with numpy_gpt's own safetensors reader, give the logits transformers gives."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from numpy_gpt.encoder import EncoderClassifier, EncoderModel
+from numpy_gpt.gpt2.bert import load_bert
+from numpy_gpt.gpt2.safetensors import SafetensorsError, load_file, save_file
+from numpy_gpt.nn.module import no_grad
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+def tiny_config(**extra):
+    settings = {"vocab_size": 41, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "intermediate_size": 64, "max_position_embeddings": 24, "type_vocab_size": 2, **extra}
+    return transformers.BertConfig(**settings)
+
+
+def save(model_class, folder, **extra):
+    torch.manual_seed(0)
+    model = model_class(tiny_config(**extra))
+    with torch.no_grad():                       # BERT's 0.02 init gives near-zero logits: widen it
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def inputs():
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 41, size=(2, 9))
+    types = rng.integers(0, 2, size=(2, 9))
+    mask = np.ones((2, 9), dtype=np.int64)
+    mask[1, 6:] = 0
+    return idx, types, mask
+
+
+def hf_forward(model, idx, types, mask):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor(idx), token_type_ids=torch.tensor(types),
+                     attention_mask=torch.tensor(mask))
+
+
+@pytest.mark.parametrize("act", ["gelu", "gelu_pytorch_tanh"])
+def test_masked_lm_folder_gives_transformers_logits(tmp_path, act):
+    hf = save(transformers.BertForMaskedLM, tmp_path, hidden_act=act)
+    model = load_bert(tmp_path)
+    assert isinstance(model, EncoderModel) and model.config["gelu"] == ("erf" if act == "gelu" else "tanh")
+    idx, types, mask = inputs()
+    with no_grad():
+        logits = model(idx, types, mask)
+    assert logits.dtype == np.float32
+    np.testing.assert_allclose(logits, hf_forward(hf, idx, types, mask).logits.numpy(), atol=1e-4, rtol=1e-4)
+    assert model.mlm_head.decoder_weight is model.tok_emb.weight
+
+
+def test_classifier_and_bare_model_folders(tmp_path):
+    hf = save(transformers.BertForSequenceClassification, tmp_path / "clf", num_labels=3)
+    clf = load_bert(tmp_path / "clf")
+    assert isinstance(clf, EncoderClassifier) and clf.num_classes == 3
+    idx, types, mask = inputs()
+    with no_grad():
+        np.testing.assert_allclose(clf(idx, types, mask), hf_forward(hf, idx, types, mask).logits.numpy(),
+                                   atol=1e-5, rtol=1e-4)
+    bare = save(transformers.BertModel, tmp_path / "bare")
+    model = load_bert(tmp_path / "bare")                # no MLM head in the file: encode() still exact
+    with no_grad():
+        hidden = model.encode(idx, types, mask)
+    np.testing.assert_allclose(hidden, hf_forward(bare, idx, types, mask).last_hidden_state.numpy(),
+                               atol=1e-5, rtol=1e-4)
+
+
+def test_old_names_and_tied_decoder_in_the_file(tmp_path):
+    """bert-base-uncased's own file says LayerNorm.gamma/beta and also stores the tied decoder and the
+    next-sentence head: the same model loads."""
+    hf = save(transformers.BertForMaskedLM, tmp_path / "new")
+    tensors = load_file(tmp_path / "new" / "model.safetensors")
+    old = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+           for k, v in tensors.items()}
+    old["cls.predictions.decoder.weight"] = tensors["bert.embeddings.word_embeddings.weight"]
+    old["cls.seq_relationship.weight"] = np.zeros((2, 16), dtype=np.float32)
+    (tmp_path / "old").mkdir()
+    save_file(old, tmp_path / "old" / "model.safetensors")
+    (tmp_path / "old" / "config.json").write_text((tmp_path / "new" / "config.json").read_text())
+    idx, types, mask = inputs()
+    with no_grad():
+        logits = load_bert(tmp_path / "old")(idx, types, mask)
+    np.testing.assert_allclose(logits, hf_forward(hf, idx, types, mask).logits.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_bad_folders_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_bert(tmp_path)
+    save(transformers.BertForMaskedLM, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    weights = tmp_path / "model.safetensors"
+    tensors = load_file(weights)
+
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
+    with pytest.raises(ValueError, match="hidden_act 'relu'"):
+        load_bert(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_size": 32, "intermediate_size": 128}))
+    with pytest.raises(SafetensorsError, match="has shape"):
+        load_bert(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+
+    broken = dict(tensors)
+    del broken["cls.predictions.bias"], broken["bert.encoder.layer.1.output.dense.weight"]
+    broken["cls.predictions.transform.dense.bias"] = np.zeros(16, dtype=np.float32)
+    save_file(broken, weights)
+    with pytest.raises(SafetensorsError, match="layer.1.output.dense.weight is missing"):
+        load_bert(tmp_path)
+    nan = dict(tensors)
+    nan["bert.encoder.layer.0.output.dense.bias"] = np.full(16, np.nan, dtype=np.float32)
+    save_file(nan, weights)
+    with pytest.raises(SafetensorsError, match="NaN"):
+        load_bert(tmp_path)
+    wrong = dict(tensors)
+    wrong["cls.predictions.decoder.weight"] = tensors["bert.embeddings.word_embeddings.weight"] + 1
+    save_file(wrong, weights)
+    with pytest.raises(SafetensorsError, match="differs from the word embedding"):
+        load_bert(tmp_path)
