@@ -46,33 +46,51 @@ def _parse_shots(text: str) -> list[int]:
     return shots
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], str]:
-    """(model in eval mode, tokenizer, its spec, a name for the run) from --gpt2 or --checkpoint."""
+def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
+    """(model in eval mode, its tokenizer spec, a name for the run) from --gpt2 or --checkpoint."""
     from numpy_gpt.checkpoint import load_checkpoint
     from numpy_gpt.cli import GPT2_VOCAB_SIZE, CLIError, checkpoint_format
     from numpy_gpt.gpt2.convert import load_gpt2, load_model, read_tokenizer_spec
-    from numpy_gpt.tokenizers.spec import tokenizer_from_spec
 
     if args.gpt2 is not None:
         model, _ = load_gpt2(args.gpt2, args.models_dir)
-        spec, name = {"kind": "gpt2"}, f"gpt2-{args.gpt2}"
+        return model.eval(), {"kind": "gpt2"}, f"gpt2-{args.gpt2}"
+    fmt = checkpoint_format(args.checkpoint)
+    if fmt == "npz":
+        checkpoint = load_checkpoint(args.checkpoint, load_optimizer=False)
+        model, spec = checkpoint.model, checkpoint.extra.get("tokenizer")
     else:
-        fmt = checkpoint_format(args.checkpoint)
-        if fmt == "npz":
-            checkpoint = load_checkpoint(args.checkpoint, load_optimizer=False)
-            model, spec = checkpoint.model, checkpoint.extra.get("tokenizer")
-        else:
-            model = load_model(args.checkpoint)
-            spec = {"kind": "gpt2"} if fmt == "openai" else read_tokenizer_spec(args.checkpoint)
-        if spec is None and model.cfg["vocab_size"] == GPT2_VOCAB_SIZE:
-            spec = {"kind": "gpt2"}
-        if spec is None:
-            raise CLIError(f"{args.checkpoint} does not record its tokenizer and its vocabulary "
-                           f"({model.cfg['vocab_size']}) is not GPT-2's")
-        path = Path(args.checkpoint)
-        name = path.parent.name if path.stem in ("model", "model.safetensors") else path.stem
-    tokenizer = tokenizer_from_spec(spec, args.data_dir, where=f"{args.checkpoint or 'GPT-2'}'s tokenizer")
-    return model.eval(), tokenizer, spec, name
+        model = load_model(args.checkpoint)
+        spec = {"kind": "gpt2"} if fmt == "openai" else read_tokenizer_spec(args.checkpoint)
+    if spec is None and model.cfg["vocab_size"] == GPT2_VOCAB_SIZE:
+        spec = {"kind": "gpt2"}
+    if spec is None:
+        raise CLIError(f"{args.checkpoint} does not record its tokenizer and its vocabulary "
+                       f"({model.cfg['vocab_size']}) is not GPT-2's")
+    path = Path(args.checkpoint)
+    return model.eval(), spec, path.parent.name if path.stem == "model" else path.stem
+
+
+def _fetch_everything(args: argparse.Namespace, gpt2_vocab: bool) -> None:
+    """Download what the run needs (GPT-2's weights and vocabulary, the tasks' data) before it
+    starts; offline, one error lists every missing file."""
+    from functools import partial
+
+    from numpy_gpt.corpora import get_gpt2_tokenizer
+    from numpy_gpt.download import gather_downloads
+    from numpy_gpt.eval_tasks import fetch, required_files
+    from numpy_gpt.finetune.data import download_spam_data
+    from numpy_gpt.gpt2.convert import download_gpt2
+
+    jobs = [partial(fetch, name, args.data_dir) for name in required_files(args.tasks, args.shots)]
+    if args.gpt2 is not None:
+        jobs.insert(0, partial(download_gpt2, args.gpt2, args.models_dir))
+    if gpt2_vocab:
+        jobs.insert(0, partial(get_gpt2_tokenizer, args.data_dir))
+    if "sms-spam" in args.tasks and args.spam_file is None:
+        jobs.append(partial(download_spam_data, args.data_dir / "sms_spam_collection"))
+    gather_downloads(jobs, hint="sms-spam can read a local copy with --spam-file; --data-dir and "
+                                "--models-dir say where the other files are looked for")
 
 
 class _Progress:
@@ -123,12 +141,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from numpy_gpt import __version__
     from numpy_gpt.eval_tasks import DEFAULT_SEED, run_task
     from numpy_gpt.fileio import write_json_atomic
+    from numpy_gpt.tokenizers.spec import tokenizer_from_spec
 
     if (args.gpt2 is None) == (args.checkpoint is None):
         raise ValueError("give exactly one of --checkpoint FILE and --gpt2 SIZE")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    model, tokenizer, spec, name = _load(args)
+    if args.gpt2 is not None:
+        _fetch_everything(args, gpt2_vocab=True)
+    model, spec, name = _load(args)
+    if args.gpt2 is None:
+        _fetch_everything(args, gpt2_vocab=spec.get("kind") == "gpt2")
+    tokenizer = tokenizer_from_spec(spec, args.data_dir, where=f"{args.checkpoint or 'GPT-2'}'s tokenizer")
     threads = args.threads or (1 if model.cfg["emb_dim"] < SMALL_MODEL_WIDTH else None)
     if threads is not None:
         from numpy_gpt.runtime import set_threads

@@ -108,6 +108,15 @@ def fetch(name: str, data_dir: str | Path = "data") -> Path:
     return path
 
 
+def required_files(tasks: Sequence[str], shots: Sequence[int]) -> list[str]:
+    """The EVAL_FILES the tasks will read (HellaSwag's training split only for shots > 0)."""
+    names = {"hellaswag": ["hellaswag-val"], "lambada": ["lambada"], "wikitext": ["wikitext-2"]}
+    needed = [name for task in tasks for name in names.get(task, [])]
+    if "hellaswag" in tasks and any(shots):
+        needed.append("hellaswag-train")
+    return needed
+
+
 # -- parsers ---------------------------------------------------------------------------------------
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line of a JSON-lines file; a line that is not a

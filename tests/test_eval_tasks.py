@@ -299,6 +299,27 @@ def test_cli_evaluate_prints_table_and_writes_json(tmp_path, gpt2_tiny_dir, gpt2
     assert all(r["items"] == 6 for r in saved["results"])
 
 
+def test_cli_evaluate_offline_lists_every_missing_file(tmp_path, gpt2_tiny_dir, gpt2_data_dir, monkeypatch,
+                                                      capsys):
+    import socket
+
+    from numpy_gpt.cli import main
+    with socket.socket() as s:                                 # a port on which nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    table = {name: EvalFile(entry.filename, (f"http://127.0.0.1:{port}/{name}",), entry.sha256)
+             for name, entry in eval_tasks.EVAL_FILES.items()}
+    monkeypatch.setattr(eval_tasks, "EVAL_FILES", table)
+    rc = main(["evaluate", "--checkpoint", str(gpt2_tiny_dir / "openai"), "--tasks", "lambada,hellaswag",
+               "--shots", "1", "--data-dir", str(gpt2_data_dir), "--no-progress"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "3 file(s) missing and there is no network" in err
+    for name in ("lambada_test.jsonl", "hellaswag_val.jsonl", "hellaswag_train.jsonl"):
+        assert str(gpt2_data_dir / "eval" / name) in err
+    assert "--spam-file" in err
+
+
 def test_cli_evaluate_one_line_errors(tmp_path, capsys):
     from numpy_gpt.cli import main
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.npz")]) == 1
