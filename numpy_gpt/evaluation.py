@@ -43,6 +43,7 @@ LN2 = math.log(2.0)
 # FEWSHOT_DELIMITER between examples.
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
+LOGITS_BUDGET = 1 << 26           # floats of logits per forward pass (256 MB in float32)
 
 
 @contextlib.contextmanager
@@ -104,7 +105,7 @@ def sliding_windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, 
 
 
 def perplexity(model, token_ids, stride: int | None = None, *, byte_length: int | None = None,
-               batch_size: int = 4, progress: Callable[[int, int], None] | None = None
+               batch_size: int | None = None, progress: Callable[[int, int], None] | None = None
                ) -> dict[str, float | int]:
     """Perplexity of a token sequence with the sliding window (see ``sliding_windows``).
 
@@ -113,7 +114,8 @@ def perplexity(model, token_ids, stride: int | None = None, *, byte_length: int 
         token_ids: the whole text's ids, 1-D.
         stride: how far the window moves (None: the window, no overlap).
         byte_length: the text's length in UTF-8 bytes; adds ``bits_per_byte``.
-        batch_size: windows of the same length computed together.
+        batch_size: windows of the same length computed together (default: as many as keep the
+            logits (B, T, V) under ``LOGITS_BUDGET`` floats; 1 for GPT-2 124M's 1024 x 50257).
         progress: called with (windows done, windows in all) after each batch.
 
     Returns:
@@ -129,6 +131,10 @@ def perplexity(model, token_ids, stride: int | None = None, *, byte_length: int 
                          f"got {stride!r}")
     if len(ids) < 2:
         raise ValueError(f"perplexity needs at least 2 tokens (the first is only context), got {len(ids)}")
+    if byte_length is not None and byte_length < 1:
+        raise ValueError(f"byte_length must be positive, got {byte_length}")
+    if batch_size is None:
+        batch_size = max(1, LOGITS_BUDGET // (window * int(model.cfg["vocab_size"])))
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     windows = sliding_windows(len(ids), window, int(stride))
@@ -156,8 +162,6 @@ def perplexity(model, token_ids, stride: int | None = None, *, byte_length: int 
                                       "windows": len(windows), "stride": int(stride),
                                       "context_length": window}
     if byte_length is not None:
-        if byte_length < 1:
-            raise ValueError(f"byte_length must be positive, got {byte_length}")
         result["bits_per_byte"] = nll_sum / (LN2 * byte_length)
         result["bytes"] = int(byte_length)
     return result
@@ -185,9 +189,11 @@ def loglikelihood(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
     Requests whose (truncated) context is the same form one group: the context minus its last token
     runs once into a KV cache, and the choices run together on copies of it as one batch of rows
     [last context token, cont_0, ..., cont_{n-2}], right-padded (padding comes after the scored
-    positions, so causal attention never lets it change them). Results come back in request order.
+    positions, so causal attention never lets it change them); at most ``batch_size`` rows, and no
+    more than keep the logits under ``LOGITS_BUDGET`` floats, run at once. Results come back in
+    request order.
     """
-    window = int(model.cfg["context_length"])
+    window, vocab_size = int(model.cfg["context_length"]), int(model.cfg["vocab_size"])
     groups: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
     for i, (context, continuation) in enumerate(requests):
         ctx = _as_ids(context, f"requests[{i}] context")
@@ -207,12 +213,13 @@ def loglikelihood(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
         for ctx_key, members in groups.items():
             prefix = np.asarray(ctx_key[:-1], dtype=np.int64)
             longest = max(len(cont) for _, cont in members)
+            rows_per_pass = min(batch_size, max(1, LOGITS_BUDGET // (longest * vocab_size)))
             prefix_cache = None
             if len(prefix):
                 prefix_cache = model.new_kv_cache(1, len(prefix))
                 model(prefix[None], kv_cache=prefix_cache)               # the shared context, once
-            for start in range(0, len(members), batch_size):
-                chunk = members[start:start + batch_size]
+            for start in range(0, len(members), rows_per_pass):
+                chunk = members[start:start + rows_per_pass]
                 rows = np.zeros((len(chunk), longest), dtype=np.int64)    # (B, T) right-padded
                 targets = np.zeros_like(rows)
                 for r, (_, cont) in enumerate(chunk):
