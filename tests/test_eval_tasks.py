@@ -299,6 +299,30 @@ def test_cli_evaluate_prints_table_and_writes_json(tmp_path, gpt2_tiny_dir, gpt2
     assert all(r["items"] == 6 for r in saved["results"])
 
 
+def test_cli_evaluate_char_checkpoint_offline(tmp_path, verdict_path, capsys):
+    """A character-level model.npz carries its tokenizer inline: the offline task needs nothing else."""
+    from numpy_gpt.checkpoint import save_checkpoint
+    from numpy_gpt.cli import main
+    from numpy_gpt.model import GPTModel
+    from numpy_gpt.tokenizers.char import CharTokenizer
+    from numpy_gpt.tokenizers.spec import tokenizer_spec
+    text = verdict_path.read_text(encoding="utf-8")
+    tokenizer = CharTokenizer.from_text(text)
+    cfg = {"vocab_size": tokenizer.n_vocab, "context_length": 32, "emb_dim": 16, "n_heads": 2,
+           "n_layers": 1, "drop_rate": 0.0, "qkv_bias": False}
+    path = save_checkpoint(tmp_path / "char.npz", GPTModel(cfg, seed=0),
+                           extra={"tokenizer": tokenizer_spec(tokenizer)})
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / f"stdlib-docs-py{sys.version_info.major}.{sys.version_info.minor}.txt").write_text(
+        text * 10, encoding="utf-8")
+    assert main(["evaluate", "--checkpoint", str(path), "--limit", "4", "--data-dir", str(data),
+                 "--out", str(tmp_path / "r.json"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "tokenizer char" in printed and "context length 32" in printed
+    assert json.loads((tmp_path / "r.json").read_text())["results"][0]["items"] == 4
+
+
 def test_cli_evaluate_offline_lists_every_missing_file(tmp_path, gpt2_tiny_dir, gpt2_data_dir, monkeypatch,
                                                       capsys):
     import socket
