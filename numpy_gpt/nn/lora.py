@@ -14,9 +14,15 @@ Instead of updating a big frozen weight W (in, out), LoRA learns a low-rank corr
   ``LinearWithLoRA``, as the book's function of the same name.
 * ``merge_lora(model)`` folds each correction back into its W (``W + (alpha / rank) * A @ B``) and puts
   plain ``Linear`` layers back, so inference costs nothing extra.
+* ``with lora_disabled(model):`` switches every adapter off for a while: the model then computes exactly
+  what it computed before LoRA was added. Preference tuning (finetune/preference.py) uses this base
+  model as its frozen reference, so no second copy of the weights is needed.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -109,9 +115,12 @@ class LinearWithLoRA(Module):
         self.linear = linear
         self.lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha,
                               rng=rng, dtype=linear.weight.data.dtype)
+        self.enabled = True                                         # False: the plain Linear (lora_disabled)
         self._cache = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.enabled:                                        # adapter off: exactly the wrapped layer
+            return self.linear(x)
         W = self.linear.weight.data                                 # (in, out), frozen
         if x.ndim < 1 or x.shape[-1] != W.shape[0]:
             raise ValueError(f"LinearWithLoRA expects input of shape (..., {W.shape[0]}), got {x.shape}")
@@ -125,7 +134,10 @@ class LinearWithLoRA(Module):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dL/dx = dy @ W.T + (LoRA path's dL/dx); dL/dA and dL/dB come from ``LoRALayer.backward``.
-        dL/dW = x.T @ dy and dL/db = sum(dy) are not computed while W and b are frozen."""
+        dL/dW = x.T @ dy and dL/db = sum(dy) are not computed while W and b are frozen. With the adapter
+        switched off (``lora_disabled``, for the forward this backward belongs to) it is the Linear's."""
+        if not self.enabled:
+            return self.linear.backward(dy)
         W, b = self.linear.weight, self.linear.bias
         dy2d = dy.reshape(-1, W.shape[1])                           # (N, out)
         if W.trainable or (b is not None and b.trainable):
@@ -170,6 +182,23 @@ def replace_linear_with_lora(model: Module, rank: int, alpha: float, *,
     for parent, name in _parents_of(model, Linear):
         setattr(parent, name, LinearWithLoRA(getattr(parent, name), rank, alpha, rng=rng))
     return model
+
+
+@contextlib.contextmanager
+def lora_disabled(model: Module) -> Iterator[Module]:
+    """Within the block every ``LinearWithLoRA`` of ``model`` computes its wrapped ``Linear`` alone,
+    y = x @ W + b, bit for bit what the model computed before ``replace_linear_with_lora``; the
+    adapters are back on afterwards (even after an error). Keep the switch unchanged between a forward
+    and its backward."""
+    layers = [m for m in model.modules() if isinstance(m, LinearWithLoRA)]
+    previous = [m.enabled for m in layers]
+    for m in layers:
+        m.enabled = False
+    try:
+        yield model
+    finally:
+        for m, enabled in zip(layers, previous, strict=True):
+            m.enabled = enabled
 
 
 def merge_lora(model: Module) -> Module:
