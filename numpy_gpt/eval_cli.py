@@ -89,8 +89,8 @@ def _fetch_everything(args: argparse.Namespace, gpt2_vocab: bool) -> None:
         jobs.insert(0, partial(get_gpt2_tokenizer, args.data_dir))
     if "sms-spam" in args.tasks and args.spam_file is None:
         jobs.append(partial(download_spam_data, args.data_dir / "sms_spam_collection"))
-    gather_downloads(jobs, hint="sms-spam can read a local copy with --spam-file; --data-dir and "
-                                "--models-dir say where the other files are looked for")
+    spam = "sms-spam can read a local copy with --spam-file; " if "sms-spam" in args.tasks else ""
+    gather_downloads(jobs, hint=f"{spam}--data-dir and --models-dir say where the files are looked for")
 
 
 class _Progress:

@@ -341,7 +341,7 @@ def test_cli_evaluate_offline_lists_every_missing_file(tmp_path, gpt2_tiny_dir, 
     assert "3 file(s) missing and there is no network" in err
     for name in ("lambada_test.jsonl", "hellaswag_val.jsonl", "hellaswag_train.jsonl"):
         assert str(gpt2_data_dir / "eval" / name) in err
-    assert "--spam-file" in err
+    assert "--data-dir" in err
 
 
 def test_cli_evaluate_one_line_errors(tmp_path, capsys):
