@@ -141,6 +141,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from numpy_gpt.train import perplexity, train_model
 
     started = time.perf_counter()
+    if args.preset == "from-scaling":                    # runs/scaling/recommendation.json sets the flags
+        from numpy_gpt.scaling_cli import apply_scaling_recommendation
+        apply_scaling_recommendation(args)
     out_dir = Path(args.out_dir) if args.out_dir else _default_out_dir(args)
     checkpoint_path = out_dir / "model.npz"
     resume = args.resume and checkpoint_path.exists()
@@ -435,9 +438,10 @@ def _add_pretrain(subparsers) -> None:
     data.add_argument("--vocab-size", type=_positive_int, default=DEFAULT_BPE_VOCAB,
                       help="vocabulary size of the trained BPE (--tokenizer bpe)")
     model = p.add_argument_group("model (a preset, then any overrides)")
-    model.add_argument("--preset", choices=tuple(PRESETS), default=DEFAULT_PRESET,
+    model.add_argument("--preset", choices=(*PRESETS, "from-scaling"), default=DEFAULT_PRESET,
                        help="; ".join(f"{k}: {v['n_layers']} layers x {v['emb_dim']} wide, context "
-                                      f"{v['context_length']}" for k, v in PRESETS.items()))
+                                      f"{v['context_length']}" for k, v in PRESETS.items())
+                       + "; from-scaling: the model, corpus and tokens `numpy-gpt scaling --recommend` chose")
     model.add_argument("--context-length", type=_positive_int, help="tokens the model sees at once")
     model.add_argument("--emb-dim", type=_positive_int, help="width of the embeddings and residual stream")
     model.add_argument("--n-layers", type=_positive_int, help="transformer blocks")
@@ -530,7 +534,7 @@ def _add_gradcheck(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from numpy_gpt import eval_cli
+    from numpy_gpt import eval_cli, scaling_cli
     from numpy_gpt.finetune import cli as finetune_cli
     from numpy_gpt.finetune import dpo_cli
     from numpy_gpt.gpt2 import cli as gpt2_cli
@@ -548,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune_cli.add_finetune_subcommands(subparsers)
     dpo_cli.add_subcommands(subparsers)
     bench.add_subcommands(subparsers)
+    scaling_cli.add_subcommands(subparsers)
     eval_cli.add_subcommands(subparsers)
     for command in subparsers.choices.values():
         command.formatter_class = _HelpFormatter

@@ -1,0 +1,517 @@
+"""Scaling laws on a laptop: FLOP counts, the sweep's grid, and the three Chinchilla fits in NumPy.
+
+The book lists "balancing model size, training data and compute" among the stages of building an
+LLM. Two papers measured that balance. Kaplan et al. (2020) found loss falls as a power law in the
+non-embedding parameters N (L ~ N^-0.076) and the training tokens D, and advised spending extra
+compute mostly on bigger models (N_opt ~ C^0.73). Hoffmann et al. (2022, "Chinchilla") trained
+every model with a learning-rate schedule matched to its own token budget -- Kaplan had used one
+long schedule and read intermediate points -- and found N and D should grow alike: N_opt ~ C^0.5,
+D_opt ~ C^0.5, about 20 tokens per parameter. ``numpy-gpt scaling`` (scaling_cli.py) repeats their
+experiment with GPTs of 10K to 3M parameters; this module holds the pieces that need no training.
+
+FLOPs per token (``flops_per_token``). A matrix product of (m, k) by (k, n) costs 2mkn FLOPs (a
+multiply and an add per term). For one token of a GPT with L blocks, width d, context T and
+vocabulary V, the forward pass does, per block::
+
+    query, key, value projections    3 x 2 d^2
+    scores q K^T over T keys         2 T d        (all heads together: H x hd = d)
+    context P V over T values        2 T d
+    output projection                2 d^2
+    feed-forward d -> 4d -> d        2 x 2 d (4d) = 16 d^2
+                                     ----------
+                                     24 d^2 + 4 T d
+
+and the output head 2 d V. The backward pass costs twice the forward: for each product Y = X W it
+forms dX = dY W^T and dW = X^T dY, two products of the same size (for the scores, dQ = dS K and
+dK = dS^T Q). Training therefore costs 3 x forward = 72 L d^2 + 12 L T d + 6 d V per token. The
+non-embedding parameters are N = L (12 d^2 + 10 d) + 2 d (weights, biases and LayerNorms of the
+blocks, and the final LayerNorm), so 72 L d^2 is 6N up to the O(d) terms of biases and LayerNorms,
+which we count at 6 FLOPs per parameter too (Kaplan's convention)::
+
+    flops_per_token = 6 N  +  12 L T d  (attention over the context)  +  6 d V  (output head)
+
+Kaplan writes the attention term 6 L T d: they count the causal half of the T x T products; our
+attention computes the full T x T matrices and masks them, so we count what the code does. The
+attention term is 12 L T d / 72 L d^2 = T / (6 d) of the 6N term: negligible for GPT-3 (T = 2048,
+d = 12288, 3 %), a third of the compute for our d = 32, T = 64 model. Elementwise work (GELU,
+softmax, LayerNorm, AdamW) is left out, as in both papers. A run of D tokens costs
+C = flops_per_token x D.
+
+The grid (``plan_sweep``). ``SIZE_LADDER`` lists GPT shapes whose depth and width grow together;
+the sweep crosses the first nine (3K to 3M non-embedding parameters) with compute budgets C. Each
+run trains D = C / flops_per_token tokens with warmup then cosine decay to 10 % of the peak
+learning rate at step D / batch tokens: the schedule ends where the run ends. Runs with too few
+optimizer steps, or too many passes over the training split, are left out of the grid.
+
+The fits (all least squares and Gauss-Newton written with NumPy; no SciPy):
+
+* approach 1 (``fit_envelope``): the minimum of all training curves at each FLOP count; the run
+  that reaches it names N_opt(C), and D_opt(C) = C / its flops_per_token;
+* approach 2 (``fit_isoflop``): per budget, a parabola of final loss in log N; its vertex is
+  N_opt(C); then power laws N_opt = k C^a and D_opt = k' C^b by least squares in log-log;
+* approach 3 (``fit_parametric``): L(N, D) = E + A / N^alpha + B / D^beta, fitted to all final
+  losses by minimising the Huber loss (delta = 1e-3, as in Chinchilla) of log-space residuals,
+  started from a grid of initialisations. With C = 6ND, minimising L gives (``optimal_allocation``)
+  N_opt = G (C/6)^a, D_opt = (C/6)^b / G with a = beta / (alpha + beta), b = alpha / (alpha + beta),
+  G = (alpha A / (beta B))^(1 / (alpha + beta)).
+
+``bootstrap`` refits all three on runs resampled with replacement and reports percentile
+intervals of the exponents.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# -- model shapes and FLOPs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Depth, width and heads of one GPT in the ladder."""
+
+    n_layers: int
+    emb_dim: int
+    n_heads: int
+
+    @property
+    def name(self) -> str:
+        return f"L{self.n_layers}-d{self.emb_dim}"
+
+
+# Depth and width grow together (head size 16 from the third rung on); each rung has about 2.3 times
+# the non-embedding parameters of the one before. The sweep uses the first nine; `--recommend` may
+# pick a larger rung when the fitted law asks for it.
+SIZE_LADDER: tuple[Shape, ...] = (
+    Shape(1, 16, 1),        # 3.3K non-embedding parameters
+    Shape(2, 20, 2),        # 10K
+    Shape(2, 32, 2),        # 25K
+    Shape(3, 40, 2),        # 59K
+    Shape(4, 48, 3),        # 113K
+    Shape(5, 64, 4),        # 249K
+    Shape(6, 96, 6),        # 670K
+    Shape(7, 128, 8),       # 1.4M
+    Shape(8, 176, 11),      # 3.0M
+    Shape(9, 224, 14),      # 5.4M
+    Shape(10, 256, 16),     # 7.9M
+    Shape(12, 320, 20),     # 14.8M
+    Shape(12, 384, 24),     # 21.3M
+)
+SWEEP_SHAPES = SIZE_LADDER[:9]
+
+
+def model_config(shape: Shape, vocab_size: int, context_length: int) -> dict[str, Any]:
+    """The GPT config (model.GPT_CONFIG_124M's keys) of a ladder shape: no dropout, no qkv bias."""
+    return {"vocab_size": int(vocab_size), "context_length": int(context_length), "emb_dim": shape.emb_dim,
+            "n_heads": shape.n_heads, "n_layers": shape.n_layers, "drop_rate": 0.0, "qkv_bias": False}
+
+
+def non_embedding_params(cfg: dict[str, Any]) -> int:
+    """N: parameters outside the token and position embeddings and the output head.
+
+    Per block: W_query, W_key, W_value (d x d each, plus 3d biases with qkv_bias), out_proj
+    (d x d + d), feed-forward (d x 4d + 4d, 4d x d + d), two LayerNorms (2d each):
+    12 d^2 + 10 d (+ 3d). Plus the final LayerNorm, 2d.
+    """
+    d, n_layers = cfg["emb_dim"], cfg["n_layers"]
+    per_block = 12 * d * d + 10 * d + (3 * d if cfg.get("qkv_bias") else 0)
+    return n_layers * per_block + 2 * d
+
+
+def flops_per_token(cfg: dict[str, Any]) -> int:
+    """Training FLOPs (forward + backward) per token: 6 N + 12 L T d + 6 d V (module docstring)."""
+    d, n_layers = cfg["emb_dim"], cfg["n_layers"]
+    attention = 12 * n_layers * cfg["context_length"] * d
+    head = 6 * d * cfg["vocab_size"]
+    return 6 * non_embedding_params(cfg) + attention + head
+
+
+def peak_lr(n_params: int) -> float:
+    """Peak learning rate of a model with ``n_params`` non-embedding parameters: 3e-3 at 10K,
+    falling as N^-0.15 (1.3e-3 at 3M): smaller models take larger steps, as in both papers' tables."""
+    return 3e-3 * (n_params / 1e4) ** -0.15
+
+
+def warmup_steps(total_steps: int) -> int:
+    """Linear warmup over 10 % of the run, at least 2 and at most 100 steps."""
+    return max(2, min(100, total_steps // 10))
+
+
+# -- the grid ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run of the sweep: a shape trained on ``tokens`` tokens for a ``budget``."""
+
+    shape: Shape
+    budget: float            # the nominal compute budget C (FLOPs) this run belongs to
+    seed: int
+    steps: int
+    batch_tokens: int        # batch_size x context_length
+    n_params: int            # non-embedding parameters N
+    flops_per_token: int
+
+    @property
+    def tokens(self) -> int:
+        return self.steps * self.batch_tokens
+
+    @property
+    def flops(self) -> float:
+        """The compute this run actually spends (its steps are rounded, so close to ``budget``)."""
+        return float(self.flops_per_token) * self.tokens
+
+    @property
+    def key(self) -> str:
+        """The name a finished run is recorded under; a resumed sweep skips the keys it finds."""
+        return f"{self.shape.name}-h{self.shape.n_heads}-C{self.budget:.2e}-seed{self.seed}"
+
+
+def plan_sweep(shapes: Sequence[Shape], budgets: Sequence[float], seeds: int, *, vocab_size: int,
+               context_length: int, batch_size: int, train_tokens: int, min_steps: int = 40,
+               max_epochs: float = 4.0) -> tuple[list[PlannedRun], list[str]]:
+    """Cross ``shapes`` with ``budgets`` (and ``seeds`` seeds): the runs, and why others were left out.
+
+    A run gets steps = round(C / (flops_per_token x batch tokens)). It is left out when that is
+    fewer than ``min_steps`` (the model is too big for the budget: warmup and decay would not fit)
+    or more than ``max_epochs`` passes over the ``train_tokens`` of the training split (too small:
+    it would mostly re-read the data).
+    """
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    batch_tokens = batch_size * context_length
+    runs, skipped = [], []
+    for budget in sorted(budgets):
+        for shape in shapes:
+            cfg = model_config(shape, vocab_size, context_length)
+            fpt = flops_per_token(cfg)
+            steps = round(budget / (fpt * batch_tokens))
+            epochs = steps * batch_tokens / max(train_tokens, 1)
+            if steps < min_steps:
+                skipped.append(f"{shape.name} at C={budget:.0e}: {steps} steps < {min_steps}")
+                continue
+            if epochs > max_epochs:
+                skipped.append(f"{shape.name} at C={budget:.0e}: {epochs:.1f} epochs > {max_epochs:g}")
+                continue
+            for seed in range(seeds):
+                runs.append(PlannedRun(shape, float(budget), seed, steps, batch_tokens,
+                                       non_embedding_params(cfg), fpt))
+    return runs, skipped
+
+
+# -- power laws ------------------------------------------------------------------------------------
+
+
+def fit_power_law(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """(exponent k, coefficient c) of y = c x^k by least squares on log y = log c + k log x."""
+    lx, ly = np.log(np.asarray(x, dtype=np.float64)), np.log(np.asarray(y, dtype=np.float64))
+    if lx.size < 2 or np.ptp(lx) == 0:
+        raise ValueError(f"a power law needs at least two distinct x values, got {lx.size} point(s)")
+    design = np.stack([lx, np.ones_like(lx)], axis=1)
+    (k, log_c), *_ = np.linalg.lstsq(design, ly, rcond=None)
+    return float(k), float(math.exp(log_c))
+
+
+def _six_n(n: np.ndarray) -> np.ndarray:
+    return 6.0 * n
+
+
+# -- approach 1: the envelope of training curves ----------------------------------------------------
+
+
+def fit_envelope(curves: Sequence[tuple[float, float, Sequence[float], Sequence[float]]],
+                 num_points: int = 200) -> dict[str, Any]:
+    """Chinchilla's approach 1. ``curves``: one (N, flops_per_token, tokens_seen, loss) per run,
+    the loss (smoothed training loss) recorded along the run.
+
+    On ``num_points`` FLOP counts c, log-spaced over the range where at least two curves overlap,
+    each curve's loss at c is interpolated (linearly in log c); the lowest is the envelope, its run
+    gives N_opt(c) and D_opt(c) = c / flops_per_token. Power laws of both against c give a and b.
+    """
+    if len(curves) < 2:
+        raise ValueError(f"approach 1 needs at least two training curves, got {len(curves)}")
+    logs = []
+    for n, fpt, tokens, loss in curves:
+        flops = np.log(float(fpt) * np.asarray(tokens, dtype=np.float64))
+        logs.append((float(n), float(fpt), flops, np.asarray(loss, dtype=np.float64)))
+    starts = np.sort([f[0] for _, _, f, _ in logs])
+    ends = np.sort([f[-1] for _, _, f, _ in logs])
+    lo, hi = starts[1], ends[-1]                       # at least two curves have begun by lo
+    if not hi > lo:
+        raise ValueError("approach 1: the training curves do not overlap in FLOPs")
+    grid = np.linspace(lo, hi, num_points)
+    losses = np.full((len(logs), num_points), np.inf)
+    for i, (_, _, f, loss) in enumerate(logs):
+        inside = (grid >= f[0]) & (grid <= f[-1])
+        losses[i, inside] = np.interp(grid[inside], f, loss)
+    best = np.argmin(losses, axis=0)                              # (num_points,)
+    c = np.exp(grid)
+    n_opt = np.array([logs[i][0] for i in best])
+    d_opt = c / np.array([logs[i][1] for i in best])
+    a, k_n = fit_power_law(c, n_opt)
+    b, k_d = fit_power_law(c, d_opt)
+    return {"a": a, "b": b, "N_coef": k_n, "D_coef": k_d, "C": c, "N_opt": n_opt, "D_opt": d_opt,
+            "L_min": losses[best, np.arange(num_points)]}
+
+
+# -- approach 2: IsoFLOP parabolas -----------------------------------------------------------------
+
+
+def isoflop_minima(n: Sequence[float], budget: Sequence[float], loss: Sequence[float]
+                   ) -> list[dict[str, Any]]:
+    """Per budget with at least three distinct sizes: the parabola L = p0 (log N)^2 + p1 log N + p2
+    fitted by least squares, and its vertex log N_opt = -p1 / (2 p0). ``inside`` says whether the
+    vertex lies within the sizes trained (a vertex outside is an extrapolation; a parabola that
+    opens downwards has no minimum at all)."""
+    n, budget, loss = (np.asarray(v, dtype=np.float64) for v in (n, budget, loss))
+    minima = []
+    for c in np.unique(budget):
+        at = budget == c
+        logn = np.log(n[at])
+        if np.unique(logn).size < 3:
+            continue
+        p = np.polyfit(logn, loss[at], 2)
+        convex = p[0] > 0
+        vertex = -p[1] / (2 * p[0]) if convex else float(logn[np.argmin(loss[at])])
+        inside = bool(convex and logn.min() <= vertex <= logn.max())
+        minima.append({"C": float(c), "N_opt": float(math.exp(vertex)),
+                       "L_min": float(np.polyval(p, vertex)), "inside": inside, "parabola": p.tolist(),
+                       "N_range": (float(n[at].min()), float(n[at].max()))})
+    return minima
+
+
+def fit_isoflop(n: Sequence[float], budget: Sequence[float], loss: Sequence[float],
+                flops_per_token_of: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
+    """Chinchilla's approach 2: IsoFLOP minima (``isoflop_minima``), then N_opt = k C^a and
+    D_opt = k' C^b by least squares in log-log over the budgets whose vertex lies inside the sizes
+    trained. D_opt(C) = C / flops_per_token_of(N_opt) (default 6 N_opt, i.e. C = 6ND)."""
+    per_token = flops_per_token_of or _six_n
+    minima = isoflop_minima(n, budget, loss)
+    used = [m for m in minima if m["inside"]]
+    if len(used) < 2:
+        raise ValueError(f"approach 2 needs at least two budgets whose loss has its minimum inside the "
+                         f"sizes trained; got {len(used)} of {len(minima)} (widen the grid of sizes)")
+    c = np.array([m["C"] for m in used])
+    n_opt = np.array([m["N_opt"] for m in used])
+    d_opt = c / np.asarray(per_token(n_opt), dtype=np.float64)
+    for m, d in zip(used, d_opt, strict=True):
+        m["D_opt"] = float(d)
+    a, k_n = fit_power_law(c, n_opt)
+    b, k_d = fit_power_law(c, d_opt)
+    return {"a": a, "b": b, "N_coef": k_n, "D_coef": k_d, "minima": minima}
+
+
+# -- approach 3: the parametric loss, fitted with a Huber loss ------------------------------------
+#
+# In log space with a = log A, b = log B, e = log E the model is a log-sum-exp:
+#     log L_hat = LSE(a - alpha log N,  b - beta log D,  e)
+# and its derivatives are softmax weights w1, w2, w3 of those three terms:
+#     d/da = w1, d/dalpha = -w1 log N, d/db = w2, d/dbeta = -w2 log D, d/de = w3.
+# The objective is sum_i huber(r_i), r_i = log L_hat_i - log L_i. We minimise it by iteratively
+# reweighted Gauss-Newton with Levenberg-Marquardt damping: at each step the Huber loss is replaced
+# by the weighted least-squares bowl sum w_i r_i^2 / 2 with w_i = min(1, delta / |r_i|), which
+# touches it at the current point (same value up to a constant, same gradient) and lies above it,
+# and the model is linearised (J the Jacobian above). The step solves
+#     (J^T W J + lambda diag(J^T W J)) step = -J^T W r,
+# kept if the Huber loss went down (lambda / 3) and refused otherwise (lambda x 3). Five parameters
+# make every solve a 5 x 5 system, so all initialisations (and bootstrap resamples) run at once as
+# one batch of small systems. L-BFGS, which the paper used, would need line searches and a
+# curvature history; Gauss-Newton uses the least-squares structure the problem already has.
+
+_PARAM_NAMES = ("a", "alpha", "b", "beta", "e")
+# Chinchilla's grid of initialisations (appendix D.2): alpha, beta in {0, 0.5, ..., 2},
+# e in {-1, -0.5, ..., 1}, a, b in {0, 5, ..., 25}.
+CHINCHILLA_GRID = {"a": np.arange(0.0, 30.0, 5.0), "alpha": np.arange(0.0, 2.5, 0.5),
+                   "b": np.arange(0.0, 30.0, 5.0), "beta": np.arange(0.0, 2.5, 0.5),
+                   "e": np.arange(-1.0, 1.5, 0.5)}
+
+
+def _grid_starts(grid: dict[str, np.ndarray]) -> np.ndarray:
+    return np.array(list(itertools.product(*(grid[k] for k in _PARAM_NAMES))), dtype=np.float64)
+
+
+def _log_model(theta: np.ndarray, logn: np.ndarray, logd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log L_hat (S, n) and the softmax weights (S, n, 3) of its three terms, for S parameter
+    vectors theta (S, 5) and data logn, logd (S or 1, n)."""
+    a, alpha, b, beta, e = (theta[:, i:i + 1] for i in range(5))
+    terms = np.stack([a - alpha * logn, b - beta * logd, np.broadcast_to(e, (theta.shape[0], logn.shape[1]))],
+                     axis=-1)                                                  # (S, n, 3)
+    top = terms.max(axis=-1, keepdims=True)
+    exp = np.exp(terms - top)
+    total = exp.sum(axis=-1, keepdims=True)
+    return (top + np.log(total))[..., 0], exp / total
+
+
+def _huber(r: np.ndarray, delta: float) -> np.ndarray:
+    """Huber loss of the residuals, summed over the last axis: r^2/2 near 0, linear beyond delta."""
+    small = np.abs(r) <= delta
+    return np.where(small, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta)).sum(axis=-1)
+
+
+def _huber_gauss_newton(theta: np.ndarray, logn: np.ndarray, logd: np.ndarray, logl: np.ndarray,
+                        delta: float, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run the damped, reweighted Gauss-Newton above from every row of ``theta`` (S, 5) at once;
+    returns the final parameters and their Huber losses (S,)."""
+    theta = theta.copy()
+    damping = np.full(theta.shape[0], 1e-3)
+    pred, weights = _log_model(theta, logn, logd)
+    objective = _huber(pred - logl, delta)
+    eye = np.eye(5)
+    for _ in range(iterations):
+        r = pred - logl                                                         # (S, n)
+        w1, w2, w3 = weights[..., 0], weights[..., 1], weights[..., 2]
+        jac = np.stack([w1, -w1 * logn, w2, -w2 * logd, w3], axis=-1)           # (S, n, 5)
+        irls = np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))           # (S, n)
+        weighted_t = np.swapaxes(jac * irls[..., None], 1, 2)                  # (S, 5, n)
+        grad = (weighted_t @ r[..., None])[..., 0]                              # J^T W r   (S, 5)
+        hess = weighted_t @ jac                                                 # J^T W J   (S, 5, 5)
+        diag = np.diagonal(hess, axis1=1, axis2=2)
+        system = hess + damping[:, None, None] * (eye * diag[:, None, :]) + 1e-12 * eye
+        step = -np.linalg.solve(system, grad[..., None])[..., 0]
+        trial = theta + step
+        trial_pred, trial_weights = _log_model(trial, logn, logd)
+        trial_objective = _huber(trial_pred - logl, delta)
+        better = trial_objective < objective                                   # NaN counts as worse
+        theta = np.where(better[:, None], trial, theta)
+        pred = np.where(better[:, None], trial_pred, pred)
+        weights = np.where(better[:, None, None], trial_weights, weights)
+        objective = np.where(better, trial_objective, objective)
+        damping = np.clip(np.where(better, damping / 3.0, damping * 3.0), 1e-12, 1e12)
+    return theta, objective
+
+
+def _theta_to_fit(theta: np.ndarray, objective: float) -> dict[str, float]:
+    a, alpha, b, beta, e = (float(v) for v in theta)
+    return {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": alpha, "beta": beta,
+            "huber": float(objective)}
+
+
+def fit_parametric(N: Sequence[float], D: Sequence[float], L: Sequence[float], *, delta: float = 1e-3,
+                   starts: np.ndarray | dict[str, np.ndarray] | None = None, screen_iterations: int = 20,
+                   keep: int = 64, iterations: int = 200) -> dict[str, float]:
+    """Chinchilla's approach 3: fit L(N, D) = E + A / N^alpha + B / D^beta to final losses.
+
+    Minimises sum_i huber_delta(log L_hat_i - log L_i) from every start of a grid (default:
+    Chinchilla's 4,500 starts, ``CHINCHILLA_GRID``) with damped, reweighted Gauss-Newton (comment
+    above ``_PARAM_NAMES``): ``screen_iterations`` steps from every start, then the ``keep`` best
+    continue for ``iterations`` steps, and the lowest Huber loss wins. ``starts`` may be a grid dict like
+    ``CHINCHILLA_GRID`` or an (S, 5) array of (log A, alpha, log B, beta, log E).
+
+    Returns a dict with E, A, B, alpha, beta, the Huber loss, and the compute-optimal exponents
+    a = beta / (alpha + beta), b = alpha / (alpha + beta) of ``optimal_allocation``.
+    """
+    logn, logd, logl = (np.log(np.asarray(v, dtype=np.float64))[None, :] for v in (N, D, L))
+    if not logn.shape == logd.shape == logl.shape or logn.shape[1] < 5:
+        raise ValueError(f"fit_parametric needs N, D, L of one length >= 5 (five parameters), got "
+                         f"{np.size(N)}, {np.size(D)}, {np.size(L)}")
+    if not np.all(np.isfinite(np.concatenate([logn, logd, logl]))):
+        raise ValueError("fit_parametric needs positive, finite N, D and L")
+    if starts is None:
+        starts = CHINCHILLA_GRID
+    theta0 = _grid_starts(starts) if isinstance(starts, dict) else np.asarray(starts, dtype=np.float64)
+    theta, objective = _huber_gauss_newton(theta0, logn, logd, logl, delta, screen_iterations)
+    survivors = np.argsort(np.where(np.isfinite(objective), objective, np.inf))[:keep]
+    theta, objective = _huber_gauss_newton(theta[survivors], logn, logd, logl, delta, iterations)
+    best = int(np.nanargmin(objective))
+    fit = _theta_to_fit(theta[best], objective[best])
+    fit.update(allocation_exponents(fit))
+    return fit
+
+
+def allocation_exponents(fit: dict[str, float]) -> dict[str, float]:
+    """a = beta / (alpha + beta) and b = alpha / (alpha + beta): N_opt ~ C^a, D_opt ~ C^b."""
+    total = fit["alpha"] + fit["beta"]
+    return {"a": fit["beta"] / total, "b": fit["alpha"] / total}
+
+
+def predict_loss(fit: dict[str, float], N: float | np.ndarray, D: float | np.ndarray) -> np.ndarray:
+    """L(N, D) = E + A / N^alpha + B / D^beta."""
+    n, d = np.asarray(N, dtype=np.float64), np.asarray(D, dtype=np.float64)
+    return fit["E"] + fit["A"] / n ** fit["alpha"] + fit["B"] / d ** fit["beta"]
+
+
+def optimal_allocation(fit: dict[str, float], C: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N_opt, D_opt) minimising L(N, D) under C = 6 N D.
+
+    Setting dL/dN = 0 along D = C / (6N): alpha A / N^alpha = beta B / D^beta, whose solution is
+    N_opt = G (C/6)^a, D_opt = (C/6)^b / G with G = (alpha A / (beta B))^(1 / (alpha + beta)).
+    """
+    exps = allocation_exponents(fit)
+    g = (fit["alpha"] * fit["A"] / (fit["beta"] * fit["B"])) ** (1.0 / (fit["alpha"] + fit["beta"]))
+    c6 = np.asarray(C, dtype=np.float64) / 6.0
+    return g * c6 ** exps["a"], c6 ** exps["b"] / g
+
+
+# -- bootstrap ------------------------------------------------------------------------------------
+
+
+def bootstrap(runs: dict[str, np.ndarray], curves: Sequence[tuple] | None = None, *, samples: int = 200,
+              seed: int = 0, fit3: dict[str, float] | None = None,
+              flops_per_token_of: Callable[[np.ndarray], np.ndarray] | None = None,
+              percentiles: tuple[float, float] = (10.0, 90.0)) -> dict[str, dict[str, tuple[float, float]]]:
+    """Percentile intervals (default 10th-90th, as Chinchilla reports) of the fitted exponents over
+    ``samples`` resamples of the runs, drawn with replacement.
+
+    ``runs`` holds arrays ``N``, ``D``, ``budget``, ``L`` (one entry per finished run). Approach 2
+    resamples within each budget; approach 1 resamples the ``curves``; approach 3 refits all
+    resamples at once, starting from ``fit3`` (the full-data fit) and a coarse grid.
+    Returns {"approach1"|"approach2"|"approach3": {name: (low, high)}}; an approach missing from
+    the input, or that fails on more than half the resamples, is absent.
+    """
+    rng = np.random.default_rng(seed)
+    n, d, budget, loss = (np.asarray(runs[k], dtype=np.float64) for k in ("N", "D", "budget", "L"))
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+
+    def interval(values: list[float]) -> tuple[float, float]:
+        lo, hi = np.percentile(values, percentiles)
+        return float(lo), float(hi)
+
+    if curves:
+        stats = {"a": [], "b": []}
+        for _ in range(samples):
+            pick = rng.integers(0, len(curves), len(curves))
+            try:
+                fit = fit_envelope([curves[i] for i in pick])
+            except ValueError:
+                continue
+            stats["a"].append(fit["a"])
+            stats["b"].append(fit["b"])
+        if len(stats["a"]) > samples // 2:
+            out["approach1"] = {k: interval(v) for k, v in stats.items()}
+
+    groups = [np.flatnonzero(budget == c) for c in np.unique(budget)]
+    stats = {"a": [], "b": []}
+    for _ in range(samples):
+        pick = np.concatenate([rng.choice(g, g.size) for g in groups])
+        try:
+            fit = fit_isoflop(n[pick], budget[pick], loss[pick], flops_per_token_of)
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+        stats["a"].append(fit["a"])
+        stats["b"].append(fit["b"])
+    if len(stats["a"]) > samples // 2:
+        out["approach2"] = {k: interval(v) for k, v in stats.items()}
+
+    if fit3 is not None and n.size >= 5:
+        coarse = _grid_starts({"a": np.array([5.0, 15.0]), "alpha": np.array([0.25, 1.0]),
+                               "b": np.array([5.0, 15.0]), "beta": np.array([0.5]), "e": np.array([0.0])})
+        best = np.array([[math.log(fit3["A"]), fit3["alpha"], math.log(fit3["B"]), fit3["beta"],
+                          math.log(fit3["E"])]])
+        starts = np.concatenate([best, coarse])                                 # (k, 5)
+        picks = rng.integers(0, n.size, (samples, n.size))                      # (samples, n)
+        rows = np.repeat(picks, len(starts), axis=0)                            # (samples * k, n)
+        theta0 = np.tile(starts, (samples, 1))
+        theta, objective = _huber_gauss_newton(theta0, np.log(n[rows]), np.log(d[rows]), np.log(loss[rows]),
+                                               1e-3, 100)
+        best_per_sample = np.nanargmin(objective.reshape(samples, len(starts)), axis=1)
+        chosen = theta.reshape(samples, len(starts), 5)[np.arange(samples), best_per_sample]
+        alpha, beta, e = chosen[:, 1], chosen[:, 3], np.exp(chosen[:, 4])
+        out["approach3"] = {"alpha": interval(alpha), "beta": interval(beta), "E": interval(e),
+                            "a": interval(beta / (alpha + beta)), "b": interval(alpha / (alpha + beta))}
+    return out
