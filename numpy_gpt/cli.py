@@ -534,7 +534,7 @@ def _add_gradcheck(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from numpy_gpt import eval_cli, scaling_cli
+    from numpy_gpt import encoder_cli, eval_cli, scaling_cli
     from numpy_gpt.finetune import cli as finetune_cli
     from numpy_gpt.finetune import dpo_cli
     from numpy_gpt.gpt2 import cli as gpt2_cli
@@ -550,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gradcheck(subparsers)
     gpt2_cli.add_subcommands(subparsers)
     finetune_cli.add_finetune_subcommands(subparsers)
+    encoder_cli.add_subcommands(subparsers)
     dpo_cli.add_subcommands(subparsers)
     bench.add_subcommands(subparsers)
     scaling_cli.add_subcommands(subparsers)

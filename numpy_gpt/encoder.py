@@ -46,7 +46,8 @@ from numpy_gpt.nn.feedforward import FeedForward
 from numpy_gpt.nn.gelu import GELU
 from numpy_gpt.nn.layernorm import LayerNorm
 from numpy_gpt.nn.linear import Linear, skip_init
-from numpy_gpt.nn.module import Module, Parameter, Sequential
+from numpy_gpt.nn.module import Module, Parameter, Sequential, no_grad
+from numpy_gpt.nn.softmax import softmax
 
 # The keys GPT's config has, plus four. bert-base-uncased is this config with vocab_size 30522.
 BERT_CONFIG_BASE = {
@@ -463,3 +464,30 @@ class EncoderClassifier(Module):
             dh = weights[:, :, None] * dpooled[:, None, :]                 # (B, T, C)
         self.encoder.encode_backward(dh)
 
+
+
+def encoder_attention_weights(model: EncoderModel, idx: np.ndarray, layer: int) -> np.ndarray:
+    """Attention weights (B, H, T, T) of block ``layer`` for ids ``idx`` (B, T), no padding: entry
+    [b, h, i, j] is how much token i attends to token j. Every row sums to 1 over ALL j, left and
+    right: the full square that a GPT layer (numpy_gpt.plots.attention_weights) cuts to its lower
+    triangle. Recomputed from the block's input as chapter 3 does, in eval mode, under no_grad."""
+    if not 0 <= layer < model.config["n_layers"]:
+        raise ValueError(f"layer must be in [0, {model.config['n_layers']}), got {layer}")
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            idx, types = model._check_inputs(idx, None, None)
+            x = model.drop_emb(model.emb_norm(model.tok_emb(idx) + model.pos_emb(idx.shape[1])
+                                              + model.type_emb(types)))
+            blocks = list(model.blocks)
+            for block in blocks[:layer]:
+                x = block(x)
+            block = blocks[layer]
+            h = x if block.post_ln else block.norm1(x)                           # the attention's input
+            att = block.att
+            q = att._split_heads(att.W_query(h)) * att.scale                     # (B, H, T, hd)
+            k = att._split_heads(att.W_key(h))
+            return softmax(q @ k.swapaxes(-1, -2))                                # (B, H, T, T), no mask
+    finally:
+        model.train(was_training)

@@ -59,7 +59,7 @@ def _is_punctuation(ch: str) -> bool:
 
 def _is_cjk(ch: str) -> bool:
     cp = ord(ch)
-    return any(low <= cp <= high for low, high in _CJK_RANGES)
+    return cp >= 0x3400 and any(low <= cp <= high for low, high in _CJK_RANGES)
 
 
 def clean_text(text: str) -> str:
@@ -218,7 +218,7 @@ class WordPieceTokenizer:
 
 # -- training a vocabulary ----------------------------------------------------------------------------
 def train_wordpiece_vocab(text: str, vocab_size: int, lowercase: bool = True,
-                          special_tokens: Sequence[str] = SPECIAL_TOKENS) -> list[str]:
+                          special_tokens: Sequence[str] = SPECIAL_TOKENS, min_frequency: int = 1) -> list[str]:
     """A WordPiece vocabulary of (at most) ``vocab_size`` tokens learned from ``text``.
 
     1. Count the words of ``basic_tokenize(text)``; write each as characters, "##" before all but
@@ -226,40 +226,52 @@ def train_wordpiece_vocab(text: str, vocab_size: int, lowercase: bool = True,
     2. Count every adjacent pair of symbols over all words (weighted by word count), and each
        symbol alone; merge the pair with the highest count(ab) / (count(a) * count(b)) in every
        word ("##u" + "##g" -> "##ug"; "h" + "##ug" -> "hug") and add it to the vocabulary.
-    3. Repeat until the vocabulary is full or no word has two symbols left.
-    Ties go to the pair seen first. Plain Python, a pass over all words per merge: for texts of a
-    few hundred kB, which is what a lesson and a test need.
+    3. Repeat until the vocabulary is full or no pair is seen ``min_frequency`` times or more.
+
+    The score favours pairs whose parts rarely occur apart, which on a large text includes rare
+    junk ("mingw32"); ``min_frequency`` (say 20 for a few MB) keeps merges to pairs seen often.
+    Ties go to the pair counted first. The counts are kept up to date rather than recounted: a
+    merge only changes the words that contain the pair (``words_with``), so only those are
+    un-counted, merged and counted again.
     """
     if vocab_size < len(special_tokens):
         raise ValueError(f"vocab_size {vocab_size} cannot even hold the {len(special_tokens)} special tokens")
     word_counts = Counter(basic_tokenize(text, lowercase))
     splits = {word: [c if i == 0 else "##" + c for i, c in enumerate(word)] for word in word_counts}
-    vocab = list(special_tokens)
-    for symbols in splits.values():
-        for s in symbols:
-            if s not in vocab:
-                vocab.append(s)
+    vocab = list(dict.fromkeys([*special_tokens, *(s for symbols in splits.values() for s in symbols)]))
     known = set(vocab)
+    pair_counts: Counter[tuple[str, str]] = Counter()
+    symbol_counts: Counter[str] = Counter()
+    words_with: dict[tuple[str, str], set[str]] = {}
+
+    def tally(word: str, sign: int) -> None:
+        """Add (sign +1) or remove (sign -1) the word's symbols and pairs from the counts."""
+        n = sign * word_counts[word]
+        symbols = splits[word]
+        for s in symbols:
+            symbol_counts[s] += n
+        for pair in zip(symbols, symbols[1:], strict=False):
+            pair_counts[pair] += n
+            if sign > 0:
+                words_with.setdefault(pair, set()).add(word)
+
+    for word in splits:
+        tally(word, +1)
     while len(vocab) < vocab_size:
-        pair_counts: Counter[tuple[str, str]] = Counter()
-        symbol_counts: Counter[str] = Counter()
-        for word, symbols in splits.items():
-            n = word_counts[word]
-            for s in symbols:
-                symbol_counts[s] += n
-            for pair in zip(symbols, symbols[1:], strict=False):
-                pair_counts[pair] += n
-        if not pair_counts:
+        live = [pair for pair, n in pair_counts.items() if n >= max(min_frequency, 1)]
+        if not live:
             break
-        best = max(pair_counts, key=lambda p: pair_counts[p] / (symbol_counts[p[0]] * symbol_counts[p[1]]))
+        best = max(live, key=lambda p: pair_counts[p] / (symbol_counts[p[0]] * symbol_counts[p[1]]))
         merged = best[0] + best[1].removeprefix("##")
-        for symbols in splits.values():
-            i = 0
+        for word in words_with.pop(best):
+            tally(word, -1)
+            symbols, i = splits[word], 0
             while i < len(symbols) - 1:
                 if (symbols[i], symbols[i + 1]) == best:
                     symbols[i:i + 2] = [merged]
                 else:
                     i += 1
+            tally(word, +1)
         if merged not in known:
             known.add(merged)
             vocab.append(merged)
