@@ -338,14 +338,20 @@ def tiny_instruct_checkpoint(tmp_path_factory):
 
 
 @pytest.mark.parametrize("lora", [0, 2])
-def test_finetune_dpo_command(tiny_instruct_checkpoint, tmp_path, capsys, lora):
+def test_finetune_dpo_command(tiny_instruct_checkpoint, tmp_path, capsys, monkeypatch, lora):
+    """Full tuning and LoRA; each run is 'Ctrl-C'-ed after its second step and resumed."""
     out, data = tmp_path / "run", tmp_path / "pairs.json"
     data.write_text(json.dumps(synthetic_preference_data()[:60]))       # 51 / 3 / 6 pairs
-    code = main(["finetune-dpo", "--init", str(tiny_instruct_checkpoint), "--data", str(data),
-                 "--out", str(out), "--lr", "3e-3", "--eval-freq", "50", "--num-responses", "2",
-                 "--max-new-tokens", "4", "--lora", str(lora), "--no-progress"])
-    assert code == 0
+    argv = ["finetune-dpo", "--init", str(tiny_instruct_checkpoint), "--data", str(data), "--out", str(out),
+            "--lr", "3e-3", "--eval-freq", "50", "--num-responses", "2", "--max-new-tokens", "4",
+            "--lora", str(lora), "--no-progress"]
+    monkeypatch.setattr(preference, "stop_on_interrupt", lambda: _StopAfter(2))
+    assert main(argv) == 130
+    assert "interrupted after step 2 of 6; saved to" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main([*argv, "--resume"]) == 0
     printed = capsys.readouterr().out
+    assert "resumed from step 2 of 6" in printed
     assert "Held-out pairs (6): reward accuracy 50.0% ->" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_before"]["accuracy"] == 0.5 and metrics["test_before"]["margin"] == 0.0

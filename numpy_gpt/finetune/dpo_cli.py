@@ -27,6 +27,7 @@ GPT2_VOCAB_SIZE = 50257
 
 def _load_init(args: argparse.Namespace):
     """(model, tokenizer, tokenizer spec) from --init."""
+    from numpy_gpt.checkpoint import read_checkpoint_meta
     from numpy_gpt.gpt2.convert import load_model, read_tokenizer_spec
     from numpy_gpt.tokenizers.spec import tokenizer_from_spec
 
@@ -34,7 +35,10 @@ def _load_init(args: argparse.Namespace):
         raise FileNotFoundError(f"--init {args.init} does not exist: pass an instruction-tuned checkpoint "
                                 f"(numpy-gpt finetune-instruct writes runs/instruct/instruct.npz)")
     model = load_model(args.init, drop_rate=args.drop_rate)
-    spec = read_tokenizer_spec(args.init)
+    if args.init.suffix == ".npz":                                  # its metadata only, not the weights again
+        spec = (read_checkpoint_meta(args.init).get("extra") or {}).get("tokenizer")
+    else:
+        spec = read_tokenizer_spec(args.init)
     if spec is None:
         if model.cfg["vocab_size"] != GPT2_VOCAB_SIZE:
             raise ValueError(f"--init {args.init} records no tokenizer and its vocabulary "

@@ -71,6 +71,13 @@ def _check_logprob_args(logits: np.ndarray, targets: np.ndarray, mask: np.ndarra
         raise IndexError(f"a masked-in target is outside [0, {logits.shape[2]})")
 
 
+def token_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """log softmax(logits)[target] of each row: logits (N, V), targets (N,) -> (N,), computed as
+    z_y - logsumexp(z) with the row maximum subtracted first (exp never overflows)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)            # (N, V), each row's max is 0
+    return shifted[np.arange(len(targets)), targets] - np.log(np.exp(shifted).sum(axis=1))
+
+
 def sequence_logprobs(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """log pi(y | x) of each sequence: the sum over its masked-in positions of the log-probability the
     model gives the target token.
@@ -81,15 +88,14 @@ def sequence_logprobs(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray)
         logp_n = sum_t mask_nt * log softmax(logits_nt)[targets_nt]
                = sum_t mask_nt * (logits_nt[targets_nt] - logsumexp(logits_nt))
 
-    The per-token part is the negative of the cross-entropy of nn/loss.py (``softmax_and_nll``, on
-    every core through ``map_chunks``); the sum over t is accumulated in float64.
+    The per-token part (``token_logprobs``, the negative of chapter 5's cross-entropy) runs on every
+    core through ``map_chunks``; the sum over t is accumulated in float64.
     """
     _check_logprob_args(logits, targets, mask)
     N, L, V = logits.shape
     mask = np.asarray(mask, dtype=bool)
     t_safe = np.where(mask, targets, 0).reshape(-1)                   # (N*L,) any id where masked out
-    nll, _ = map_chunks(softmax_and_nll, logits.reshape(-1, V), t_safe)   # (N*L,)
-    logp = -nll.reshape(N, L)                                         # (N, L) per-token log-probs
+    logp = map_chunks(token_logprobs, logits.reshape(-1, V), t_safe).reshape(N, L)   # per token
     return logp.sum(axis=1, where=mask, dtype=np.float64).astype(logits.dtype)
 
 
