@@ -18,6 +18,8 @@ from numpy_gpt.finetune.instruct import (
     extract_response,
     format_input,
     generate_responses,
+    prompt_budget,
+    respond,
     response_loss,
     save_responses,
 )
@@ -233,22 +235,34 @@ def test_cli_finetune_instruct_then_chat(tmp_path, gpt2_vocab_dir, monkeypatch, 
     assert capsys.readouterr().out.count("Instruction> ") == 2
 
 
-def test_long_examples_keep_their_last_tokens():
-    """The stated rule: an example over max_length keeps its end (the response and what precedes it)."""
+def test_long_prompts_keep_their_last_tokens_and_answers_their_first():
+    """The stated rule: a prompt keeps its last prompt_budget(context) tokens, then the text its first
+    context tokens; respond() cuts the prompt the same way, so answers start at the same position."""
     entry = {"instruction": "Reverse the letters.", "input": "b c d", "output": "d c b"}
     tok = WordTokenizer([format_input(entry) + "\n\n### Response:\n" + entry["output"]])
     full = tok.encode(format_input(entry) + "\n\n### Response:\n" + entry["output"])
-    prompt = len(tok.encode(format_input(entry)))
-    whole = InstructionDataset([entry], tok)
-    cut = InstructionDataset([entry], tok, max_length=len(full) - prompt + 3)
-    assert whole[0] == full and whole.num_truncated == 0
-    assert cut[0] == full[prompt - 3:] and cut.num_truncated == 1
-    assert cut.prompt_lengths[0] == 3                                   # the prompt lost what was cut
+    prompt = len(tok.encode(format_input(entry)))                       # 41 of 52 tokens
+    assert prompt_budget(64) == 48 and prompt_budget(44) == 33 and prompt_budget(40) == 30
+    whole = InstructionDataset([entry], tok, max_length=64)             # fits: unchanged
+    assert whole[0] == full and whole.prompt_lengths[0] == prompt and whole.num_truncated == 0
+    cut = InstructionDataset([entry], tok, max_length=44)               # prompt 41 -> its last 33
+    assert cut[0] == full[prompt - 33:] and cut.prompt_lengths[0] == 33 and cut.num_truncated == 1
     assert tok.decode(cut[0]).endswith("d c b")
     inputs, targets = custom_collate_fn([cut[0]], pad_token_id=0)
-    assert inputs.shape == (1, len(cut[0])) and targets[0, -1] == 0     # the end-of-text is still learned
-    shorter = InstructionDataset([entry], tok, max_length=5)            # into the response: no prompt left
-    assert shorter[0] == full[-5:] and shorter.prompt_lengths[0] == 0
+    assert inputs.shape == (1, 44) and targets[0, -1] == 0              # the end-of-text is still learned
+    assert InstructionDataset([entry], tok, max_length=40)[0] == full[prompt - 30:][:40]   # answer's end cut
+    tight = InstructionDataset([entry], tok, max_length=12)             # 9 prompt tokens, then 3 more
+    assert tight[0] == full[prompt - 9:prompt + 3] and tight.prompt_lengths[0] == 9
+
+    class Recorder(GPTModel):                                          # what the model is given
+        def forward(self, idx, **kwargs):
+            self.seen = idx
+            return super().forward(idx, **kwargs)
+    cfg = {"vocab_size": len(tok.vocab), "context_length": 40, "emb_dim": 8, "n_heads": 2, "n_layers": 1,
+           "drop_rate": 0.0, "qkv_bias": False}
+    model = Recorder(cfg, seed=0)
+    respond(model, tok, entry, max_new_tokens=1, eos_id=None)
+    assert model.seen[0].tolist() == tok.encode(format_input(entry))[-30:]
 
 
 def test_response_loss_matches_pytorch():

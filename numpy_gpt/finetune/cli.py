@@ -247,6 +247,7 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
         InstructionDataset,
         format_input,
         generate_responses,
+        prompt_budget,
         response_loss,
         save_responses,
     )
@@ -268,15 +269,16 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     print(f"Training set length: {len(train_data)}, validation: {len(val_data)}, test: {len(test_data)}")
     set_trainable(model, args.trainable, n_blocks=args.n_blocks, lora_rank=args.lora_rank,
                   lora_alpha=args.lora_alpha, seed=args.seed)
-    allowed = min(args.allowed_max_length, model.cfg["context_length"])
-    train_set = InstructionDataset(train_data, tokenizer, max_length=allowed)
-    val_set = InstructionDataset(val_data, tokenizer, max_length=allowed)
+    context = model.cfg["context_length"]
+    train_set = InstructionDataset(train_data, tokenizer, max_length=context)
+    val_set = InstructionDataset(val_data, tokenizer, max_length=context)
     truncated = {"train": train_set.num_truncated, "validation": val_set.num_truncated}
-    print(f"{tokens.kind} tokenizer, end-of-text id {eot} pads and stops. Examples longer than {allowed} "
-          f"tokens keep their last {allowed} (generation also sees the last tokens; the response and its "
-          f"end-of-text are at the end): {truncated['train']} of {len(train_set)} training and "
-          f"{truncated['validation']} of {len(val_set)} validation examples cut")
-    loader_options = {"pad_token_id": eot, "mask_prompt": args.mask_prompt}
+    print(f"{tokens.kind} tokenizer, end-of-text id {eot} pads and stops. Context {context}: a prompt keeps "
+          f"its last {prompt_budget(context)} tokens (here and in chat), then a text its first {context}: "
+          f"{truncated['train']} of {len(train_set)} training and {truncated['validation']} of "
+          f"{len(val_set)} validation examples cut")
+    allowed = args.allowed_max_length if args.allowed_max_length < context else None
+    loader_options = {"pad_token_id": eot, "mask_prompt": args.mask_prompt, "allowed_max_length": allowed}
     train_loader = InstructionDataLoader(train_set, args.batch_size, shuffle=True, drop_last=True,
                                          seed=args.seed, **loader_options)
     val_loader = InstructionDataLoader(val_set, args.batch_size, **loader_options)
@@ -319,7 +321,9 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
                     labels)
     save_json({"init": args.init, "tokenizer": tokens.kind, "trainable": args.trainable,
                "mask_prompt": args.mask_prompt, "epochs": args.epochs, "train_minutes": round(minutes, 2),
-               "max_length": allowed, "truncation": "longer examples keep their last max_length tokens",
+               "context_length": context, "prompt_budget": prompt_budget(context),
+               "truncation": "a prompt keeps its last prompt_budget tokens, then a text its first "
+                             "context_length",
                "truncated_examples": truncated, "most_common_answer": common,
                "validation_response_loss": response, **scores}, out / "metrics.json")
     print(f"Wrote {path}, {out / 'instruction-data-with-response.json'} and {out / 'metrics.json'}")
@@ -403,7 +407,8 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
     instruct.add_argument("--mask-prompt", action="store_true",
                           help="leave the prompt tokens out of the loss (exercise 7.2)")
     instruct.add_argument("--allowed-max-length", type=int, default=1024,
-                          help="truncate training sequences to this many tokens (default: 1024)")
+                          help="cut training batches to this many tokens, keeping their start, as the "
+                               "book does (default: 1024; texts are also fitted to the model's context)")
     instruct.add_argument("--max-new-tokens", type=int, default=256,
                           help="answer length limit (default: 256)")
     instruct.add_argument("--limit", type=int, help="use only the first N entries of each split (quick runs)")

@@ -17,11 +17,14 @@ end-of-text after them), whose exp is their perplexity. It moves smoothly while 
 generated answers are still wrong, so it shows progress that exact match and F1 cannot.
 
 Any pretrained model works: the padding and stop id is its tokenizer's end-of-text
-(``finetune/tokens.py``; GPT-2's 50256 by default). An example longer than the model's context keeps
-its *last* tokens (``InstructionDataset(max_length=...)``): generation conditions on the last
-``context_length`` tokens too, and the response and its end-of-text, the part that is learned, are at
-the end. The book never meets this case (GPT-2's 1,024 tokens hold every entry of its data); a model
-pretrained here with a 64-token context does, and the truncated prompt loses its fixed header first.
+(``finetune/tokens.py``; GPT-2's 50256 by default). Texts longer than the model's context follow one
+rule in training and in use, so that an answer starts at the same position in both (positions are
+learned, and a model trained only on windows cut to exactly its context learns "the last position
+is end-of-text"): a prompt keeps its last ``prompt_budget(context)`` tokens, three quarters of the
+context, losing the fixed header first; the answer gets the rest, and an answer that still does
+not fit loses its end (``InstructionDataset(max_length=...)``, ``respond``). The book never meets
+this case: GPT-2's 1,024 tokens hold every entry of its data. A model pretrained here with a
+64-token context does.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ PROMPT_HEADER = ("Below is an instruction that describes a task. "
 RESPONSE_HEADER = "\n\n### Response:\n"
 
 
+def prompt_budget(context_length: int) -> int:
+    """How many prompt tokens a model with this context keeps (the last ones): three quarters of the
+    context, leaving at least a quarter for the answer."""
+    return context_length - context_length // 4
+
+
 def format_input(entry: dict) -> str:
     """The Alpaca-style prompt: header, ``### Instruction:`` and, if the input is not empty,
     ``### Input:``. The response header is not included (see ``format_response``)."""
@@ -61,9 +70,10 @@ class InstructionDataset:
     ``format_input(entry) + format_response(entry)``.
 
     ``prompt_lengths[i]`` is the number of tokens of ``format_input(entry)`` alone (what
-    ``custom_collate_fn`` masks when the prompt is left out of the loss). With ``max_length``, a longer
-    example keeps its last ``max_length`` tokens (see the module docstring) and its prompt length
-    shrinks by what was cut; ``num_truncated`` counts such examples.
+    ``custom_collate_fn`` masks when the prompt is left out of the loss). With ``max_length`` (the
+    model's context), texts are cut as the module docstring says: a prompt keeps its last
+    ``prompt_budget(max_length)`` tokens, then the whole text its first ``max_length``.
+    ``num_truncated`` counts the examples cut.
     """
 
     def __init__(self, data: Sequence[dict], tokenizer, max_length: int | None = None):
@@ -76,10 +86,13 @@ class InstructionDataset:
         for entry in self.data:
             prompt = format_input(entry)
             ids = list(tokenizer.encode(prompt + format_response(entry)))
-            cut = 0 if max_length is None else max(len(ids) - max_length, 0)
-            self.encoded_texts.append(ids[cut:])
-            self.prompt_lengths.append(max(len(tokenizer.encode(prompt)) - cut, 0))
-            self.num_truncated += cut > 0
+            prompt_length = len(tokenizer.encode(prompt))
+            if max_length is not None:
+                cut = max(prompt_length - prompt_budget(max_length), 0)     # the prompt's first tokens
+                self.num_truncated += cut > 0 or len(ids) > max_length
+                ids, prompt_length = ids[cut:][:max_length], prompt_length - cut
+            self.encoded_texts.append(ids)
+            self.prompt_lengths.append(prompt_length)
 
     def __getitem__(self, index: int) -> list[int]:
         return self.encoded_texts[index]
@@ -185,9 +198,11 @@ def respond(model, tokenizer, entry: dict, max_new_tokens: int = 256, *, eos_id:
             temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
             seed: int | None = None) -> str:
     """Generate the model's answer to one {instruction, input} entry (greedy by default), stopping at
-    ``eos_id``. The prompt is ``format_input(entry)``; only the new tokens are decoded."""
-    prompt_ids = np.asarray(tokenizer.encode(format_input(entry)), dtype=np.int64)[None, :]   # (1, T)
+    ``eos_id``. The prompt is ``format_input(entry)``, cut to its last ``prompt_budget(context)``
+    tokens as in training; only the new tokens are decoded."""
     context_size = model.cfg["context_length"]
+    prompt_ids = np.asarray(tokenizer.encode(format_input(entry)), dtype=np.int64)[None, :]   # (1, T)
+    prompt_ids = prompt_ids[:, -prompt_budget(context_size):]
     token_ids = generate(model, prompt_ids, max_new_tokens, context_size, temperature=temperature,
                          top_k=top_k, top_p=top_p, eos_id=eos_id, seed=seed)
     new_ids = token_ids[0, prompt_ids.shape[1]:].tolist()
