@@ -2,7 +2,7 @@
 
     numpy-gpt finetune-dpo --init runs/instruct/instruct.npz                 # the synthetic task, offline
     numpy-gpt finetune-dpo --init runs/instruct/instruct.npz --data book --lr 5e-6 --beta 0.1
-    numpy-gpt finetune-dpo --init runs/instruct/instruct.npz --lora 8        # only LoRA adapters train
+    numpy-gpt finetune-dpo --init runs/instruct/instruct.npz --lora 8 --lr 3e-4   # only LoRA adapters train
 
 The model and its tokenizer come from the ``--init`` checkpoint (the tokenizer it records; GPT-2's for
 OpenAI folders or when none is recorded and the vocabulary is GPT-2's). The reference is that model

@@ -113,13 +113,15 @@ def sequence_logprobs_backward(dlogp: np.ndarray, logits: np.ndarray, targets: n
     """
     _check_logprob_args(logits, targets, mask)
     N, L, V = logits.shape
+    if np.shape(dlogp) != (N,):
+        raise ValueError(f"dlogp must have one value per sequence, shape ({N},), got {np.shape(dlogp)}")
     mask = np.asarray(mask, dtype=bool)
     t_safe = np.where(mask, targets, 0).reshape(-1)                   # (N*L,)
-    _, probs = map_chunks(softmax_and_nll, logits.reshape(-1, V), t_safe)    # (N*L, V) softmax
-    dlogits = probs                                                   # becomes -(onehot - p) = p - onehot
-    dlogits[np.arange(N * L), t_safe] -= 1.0
+    _, probs = map_chunks(softmax_and_nll, logits.reshape(-1, V), t_safe)    # (N*L, V) softmax p
+    dlogits = probs
+    dlogits[np.arange(N * L), t_safe] -= 1.0                          # p - onehot
     scale = -(np.asarray(dlogp, dtype=logits.dtype)[:, None] * mask)  # (N, L): -dlogp_n on answer tokens
-    dlogits *= scale.reshape(-1, 1).astype(logits.dtype, copy=False)
+    dlogits *= scale.reshape(-1, 1)                                   # dlogp * mask * (onehot - p)
     return dlogits.reshape(N, L, V)
 
 
