@@ -10,8 +10,9 @@ index of the first bad one.
 Two sources:
 
 * ``download_preference_data``: the companion's ``instruction-data-with-preference.json``, the 1,100
-  entries of chapter 7 with a polite and an impolite rewording of each answer (written by Llama 3),
-  fetched once through ``download.download_file``;
+  entries of chapter 7, each answer reworded by a local LLM (the companion's
+  create-preference-data-ollama notebook) to sound more or less polite; the politer of the original
+  and the rewording is ``chosen``. Fetched once through ``download.download_file``;
 * ``synthetic_preference_data``: a task generated here from templates, offline and small enough to
   show the effect of DPO in minutes on a CPU. Each prompt is a simple question (a capital, an
   opposite, a plural, a sum); both answers contain the same correct sentence, the chosen one wrapped
