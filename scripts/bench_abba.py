@@ -1,6 +1,7 @@
 """Time a training step of two numpy_gpt source trees against each other, in ABBA order.
 
     python scripts/bench_abba.py OLD_TREE NEW_TREE [--case 124M|shakespeare-char] [--rounds 3]
+    python scripts/bench_abba.py . . --plain-old       # the value of map_chunks: plain calls vs chunks
 
 Each measurement is a fresh subprocess that imports numpy_gpt from one tree, applies the entry
 point's settings (freed-memory reuse, the thread count), builds the bench's model, runs two warm-up
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -36,7 +38,10 @@ import numpy_gpt
 from numpy_gpt import runtime
 from numpy_gpt import AdamW, GPTModel, cross_entropy
 assert numpy_gpt.__file__.startswith(sys.argv[1]), numpy_gpt.__file__
-cfg, batch, tokens, steps, threads = json.loads(sys.argv[2])
+cfg, batch, tokens, steps, threads, plain = json.loads(sys.argv[2])
+if plain:                        # map_chunks(fn, *arrays) becomes fn(*arrays): one chunk of any size
+    import numpy_gpt.fast
+    numpy_gpt.fast.map_chunks.__defaults__ = (1 << 62,)
 runtime.reuse_freed_memory()
 runtime.set_threads(threads, use_torch=False)
 model = GPTModel(cfg, seed=0)
@@ -61,9 +66,10 @@ print(json.dumps(sorted(times)[len(times) // 2]))
 """
 
 
-def measure(tree: str, case: str, threads: int) -> float:
+def measure(tree: str, case: str, threads: int, plain: bool = False) -> float:
     cfg, batch, tokens, steps = CASES[case]
-    done = subprocess.run([sys.executable, "-c", CHILD, tree, json.dumps([cfg, batch, tokens, steps, threads])],
+    spec = json.dumps([cfg, batch, tokens, steps, threads, plain])
+    done = subprocess.run([sys.executable, "-c", CHILD, os.path.abspath(tree), spec],
                           capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])
 
@@ -75,13 +81,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--case", choices=sorted(CASES), default="shakespeare-char")
     parser.add_argument("--rounds", type=int, default=3, help="ABBA rounds (4 measurements each)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plain-old", action="store_true",
+                        help="run tree A with map_chunks disabled (each layer calls its formula directly)")
     args = parser.parse_args(argv)
     old, new, per_round = [], [], []
     for r in range(args.rounds):
-        a1 = measure(args.old, args.case, args.threads)
+        a1 = measure(args.old, args.case, args.threads, args.plain_old)
         b1 = measure(args.new, args.case, args.threads)
         b2 = measure(args.new, args.case, args.threads)
-        a2 = measure(args.old, args.case, args.threads)
+        a2 = measure(args.old, args.case, args.threads, args.plain_old)
         old += [a1, a2]
         new += [b1, b2]
         per_round.append((b1 + b2) / (a1 + a2))
