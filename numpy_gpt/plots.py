@@ -190,10 +190,20 @@ def plot_isoflop(records: Sequence[dict], fit: dict, path: str | os.PathLike) ->
     return _save_png(fig, path)
 
 
+def _tokens_at(records: Sequence[dict]):
+    """D(N, C) = C / flops_per_token(N), flops_per_token interpolated in log-log between the runs."""
+    pairs = sorted({(r["N"], r["flops_per_token"]) for r in records})
+    log_n, log_f = np.log([p[0] for p in pairs]), np.log([p[1] for p in pairs])
+
+    def tokens(n: np.ndarray, c: float) -> np.ndarray:
+        return c / np.exp(np.interp(np.log(n), log_n, log_f))
+    return tokens
+
+
 def plot_loss_vs_n_and_d(records: Sequence[dict], fit: dict, path: str | os.PathLike) -> Path:
     """Two panels: final loss against N and against D, one colour per budget, with the parametric
-    law (approach 3) along each budget's IsoFLOP line (C = 6ND) and its limits E + A/N^alpha
-    (infinite data) and E + B/D^beta (infinite model)."""
+    law (approach 3) along each budget's IsoFLOP line (D = C / flops_per_token(N)) and its limits
+    E + A/N^alpha (infinite data) and E + B/D^beta (infinite model)."""
     colors = _budget_colors([r["budget"] for r in records])
     law = fit.get("approach3")
     with np.errstate(over="ignore", divide="ignore"):     # a degenerate fit may overflow: nothing drawn
@@ -209,6 +219,7 @@ def _draw_loss_vs_n_and_d(records: Sequence[dict], law: dict | None, colors: dic
     d_all = np.array([r["D"] for r in records], dtype=np.float64)
     n_grid = np.geomspace(n_all.min() / 1.5, n_all.max() * 1.5, 100)
     d_grid = np.geomspace(d_all.min() / 1.5, d_all.max() * 1.5, 100)
+    tokens = _tokens_at(records)
     for c, color in colors.items():
         runs = [r for r in records if r["budget"] == c]
         ax_n.scatter([r["N"] for r in runs], [r["val_loss"] for r in runs], color=color, s=18,
@@ -218,8 +229,10 @@ def _draw_loss_vs_n_and_d(records: Sequence[dict], law: dict | None, colors: dic
         if law is not None:
             def predict(n, d):
                 return law["E"] + law["A"] / n ** law["alpha"] + law["B"] / d ** law["beta"]
-            ax_n.plot(n_grid, predict(n_grid, c / (6 * n_grid)), color=color, linewidth=1)
-            ax_d.plot(d_grid, predict(c / (6 * d_grid), d_grid), color=color, linewidth=1)
+            n_line = np.geomspace(min(r["N"] for r in runs), max(r["N"] for r in runs), 50)
+            d_line = tokens(n_line, c)
+            ax_n.plot(n_line, predict(n_line, d_line), color=color, linewidth=1)
+            ax_d.plot(d_line, predict(n_line, d_line), color=color, linewidth=1)
     if law is not None:
         ax_n.plot(n_grid, law["E"] + law["A"] / n_grid ** law["alpha"], "k--", linewidth=1,
                   label=f"E + A/N^{law['alpha']:.2f} (D = inf)")
@@ -232,8 +245,8 @@ def _draw_loss_vs_n_and_d(records: Sequence[dict], law: dict | None, colors: dic
         ax.set_xlabel(xlabel)
         ax.set_ylabel("Validation loss (nats per token)")
         ax.legend(fontsize="x-small")
-    fig.suptitle("Loss against N and D; lines: the fitted L(N, D) = E + A/N^alpha + B/D^beta at C = 6ND",
-                 fontsize="medium")
+    fig.suptitle("Loss against N and D; lines: the fitted L(N, D) = E + A/N^alpha + B/D^beta along each "
+                 "budget", fontsize="medium")
     fig.tight_layout()
     return _save_png(fig, path)
 

@@ -7,7 +7,7 @@ compute mostly on bigger models (N_opt ~ C^0.73). Hoffmann et al. (2022, "Chinch
 every model with a learning-rate schedule matched to its own token budget -- Kaplan had used one
 long schedule and read intermediate points -- and found N and D should grow alike: N_opt ~ C^0.5,
 D_opt ~ C^0.5, about 20 tokens per parameter. ``numpy-gpt scaling`` (scaling_cli.py) repeats their
-experiment with GPTs of 10K to 3M parameters; this module holds the pieces that need no training.
+experiment with GPTs of 3K to 3M parameters; this module holds the pieces that need no training.
 
 FLOPs per token (``flops_per_token``). A matrix product of (m, k) by (k, n) costs 2mkn FLOPs (a
 multiply and an add per term). For one token of a GPT with L blocks, width d, context T and
@@ -47,8 +47,8 @@ The fits (all least squares and Gauss-Newton written with NumPy; no SciPy):
 
 * approach 1 (``fit_envelope``): the minimum of all training curves at each FLOP count; the run
   that reaches it names N_opt(C), and D_opt(C) = C / its flops_per_token;
-* approach 2 (``fit_isoflop``): per budget, a parabola of final loss in log N; its vertex is
-  N_opt(C); then power laws N_opt = k C^a and D_opt = k' C^b by least squares in log-log;
+* approach 2 (``fit_isoflop``): per budget, a parabola of final loss in log N near the best size;
+  its vertex is N_opt(C); then power laws N_opt = k C^a and D_opt = k' C^b by least squares in log-log;
 * approach 3 (``fit_parametric``): L(N, D) = E + A / N^alpha + B / D^beta, fitted to all final
   losses by minimising the Huber loss (delta = 1e-3, as in Chinchilla) of log-space residuals,
   started from a grid of initialisations. With C = 6ND, minimising L gives (``optimal_allocation``)
@@ -263,26 +263,38 @@ def fit_envelope(curves: Sequence[tuple[float, float, Sequence[float], Sequence[
 # -- approach 2: IsoFLOP parabolas -----------------------------------------------------------------
 
 
-def isoflop_minima(n: Sequence[float], budget: Sequence[float], loss: Sequence[float]
-                   ) -> list[dict[str, Any]]:
-    """Per budget with at least three distinct sizes: the parabola L = p0 (log N)^2 + p1 log N + p2
-    fitted by least squares, and its vertex log N_opt = -p1 / (2 p0). ``inside`` says whether the
-    vertex lies within the sizes trained (a vertex outside is an extrapolation; a parabola that
-    opens downwards has no minimum at all)."""
+def isoflop_minima(n: Sequence[float], budget: Sequence[float], loss: Sequence[float], *,
+                   window: float = 6.0) -> list[dict[str, Any]]:
+    """Per budget: the parabola L = p0 (log N)^2 + p1 log N + p2 fitted by least squares to the
+    sizes within a factor ``window`` of the size with the lowest loss (at least three), and its vertex
+    log N_opt = -p1 / (2 p0).
+
+    Only near its minimum is an IsoFLOP curve a parabola: over two decades of N it is lopsided, and a
+    parabola through all of it puts the vertex in the wrong place (Czech et al. 2026 measure that
+    bias). ``inside`` says whether the minimum is bracketed -- the lowest loss is not at the
+    smallest or largest size trained -- and the vertex lies within the sizes fitted; a budget whose
+    loss still falls at its smallest size only bounds N_opt from above.
+    """
     n, budget, loss = (np.asarray(v, dtype=np.float64) for v in (n, budget, loss))
     minima = []
     for c in np.unique(budget):
         at = budget == c
-        logn = np.log(n[at])
+        logn, lc = np.log(n[at]), loss[at]
         if np.unique(logn).size < 3:
             continue
-        p = np.polyfit(logn, loss[at], 2)
+        best = int(np.argmin(lc))
+        sizes = np.unique(logn)
+        reach = max(math.log(window), np.sort(np.abs(sizes - logn[best]))[2])   # >= 3 distinct sizes
+        near = np.abs(logn - logn[best]) <= reach
+        design = np.stack([logn[near] ** 2, logn[near], np.ones(near.sum())], axis=1)
+        p = np.linalg.lstsq(design, lc[near], rcond=None)[0]
         convex = p[0] > 0
-        vertex = -p[1] / (2 * p[0]) if convex else float(logn[np.argmin(loss[at])])
-        inside = bool(convex and logn.min() <= vertex <= logn.max())
+        vertex = -p[1] / (2 * p[0]) if convex else float(logn[best])
+        bracketed = logn.min() < logn[best] < logn.max()
+        inside = bool(convex and bracketed and logn[near].min() <= vertex <= logn[near].max())
         minima.append({"C": float(c), "N_opt": float(math.exp(vertex)),
                        "L_min": float(np.polyval(p, vertex)), "inside": inside, "parabola": p.tolist(),
-                       "N_range": (float(n[at].min()), float(n[at].max()))})
+                       "N_range": (float(np.exp(logn[near].min())), float(np.exp(logn[near].max())))})
     return minima
 
 
@@ -461,8 +473,10 @@ def bootstrap(runs: dict[str, np.ndarray], curves: Sequence[tuple] | None = None
     ``runs`` holds arrays ``N``, ``D``, ``budget``, ``L`` (one entry per finished run). Approach 2
     resamples within each budget; approach 1 resamples the ``curves``; approach 3 refits all
     resamples at once, starting from ``fit3`` (the full-data fit) and a coarse grid.
-    Returns {"approach1"|"approach2"|"approach3": {name: (low, high)}}; an approach missing from
-    the input, or that fails on more than half the resamples, is absent.
+    Returns {"approach1"|"approach2"|"approach3": {name: (low, high), "fits": k}}, k the number of
+    resamples the approach could be fitted on (approach 2 fails on a resample that loses the bracket
+    of a budget's minimum); an approach missing from the input, or fitted on fewer than a tenth of
+    the resamples, is absent.
     """
     rng = np.random.default_rng(seed)
     n, d, budget, loss = (np.asarray(runs[k], dtype=np.float64) for k in ("N", "D", "budget", "L"))
@@ -482,8 +496,8 @@ def bootstrap(runs: dict[str, np.ndarray], curves: Sequence[tuple] | None = None
                 continue
             stats["a"].append(fit["a"])
             stats["b"].append(fit["b"])
-        if len(stats["a"]) > samples // 2:
-            out["approach1"] = {k: interval(v) for k, v in stats.items()}
+        if len(stats["a"]) > samples // 10:
+            out["approach1"] = {**{k: interval(v) for k, v in stats.items()}, "fits": len(stats["a"])}
 
     groups = [np.flatnonzero(budget == c) for c in np.unique(budget)]
     stats = {"a": [], "b": []}
@@ -495,14 +509,15 @@ def bootstrap(runs: dict[str, np.ndarray], curves: Sequence[tuple] | None = None
             continue
         stats["a"].append(fit["a"])
         stats["b"].append(fit["b"])
-    if len(stats["a"]) > samples // 2:
-        out["approach2"] = {k: interval(v) for k, v in stats.items()}
+    if len(stats["a"]) > samples // 10:
+        out["approach2"] = {**{k: interval(v) for k, v in stats.items()}, "fits": len(stats["a"])}
 
     if fit3 is not None and n.size >= 5:
         coarse = _grid_starts({"a": np.array([5.0, 15.0]), "alpha": np.array([0.25, 1.0]),
                                "b": np.array([5.0, 15.0]), "beta": np.array([0.5]), "e": np.array([0.0])})
-        best = np.array([[math.log(fit3["A"]), fit3["alpha"], math.log(fit3["B"]), fit3["beta"],
-                          math.log(fit3["E"])]])
+        tiny = 1e-12                                       # a fit may have driven E (or A, B) to 0
+        best = np.array([[math.log(max(fit3["A"], tiny)), fit3["alpha"], math.log(max(fit3["B"], tiny)),
+                          fit3["beta"], math.log(max(fit3["E"], tiny))]])
         starts = np.concatenate([best, coarse])                                 # (k, 5)
         picks = rng.integers(0, n.size, (samples, n.size))                      # (samples, n)
         rows = np.repeat(picks, len(starts), axis=0)                            # (samples * k, n)
@@ -513,5 +528,6 @@ def bootstrap(runs: dict[str, np.ndarray], curves: Sequence[tuple] | None = None
         chosen = theta.reshape(samples, len(starts), 5)[np.arange(samples), best_per_sample]
         alpha, beta, e = chosen[:, 1], chosen[:, 3], np.exp(chosen[:, 4])
         out["approach3"] = {"alpha": interval(alpha), "beta": interval(beta), "E": interval(e),
-                            "a": interval(beta / (alpha + beta)), "b": interval(alpha / (alpha + beta))}
+                            "a": interval(beta / (alpha + beta)), "b": interval(alpha / (alpha + beta)),
+                            "fits": samples}
     return out

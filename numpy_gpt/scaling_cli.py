@@ -30,7 +30,7 @@ DEFAULT_CORPUS = "tinyshakespeare"
 DEFAULT_BUDGETS = (3e10, 1e11, 3e11, 1e12)
 QUICK_BUDGETS = (3e10, 1e11, 3e11)
 QUICK_SHAPES = slice(0, 5)                   # rungs 3K ... 113K of scaling.SIZE_LADDER
-DEFAULT_MAX_EPOCHS = 5.0
+DEFAULT_MAX_EPOCHS = 12.0                    # tiny models cannot memorise 1M characters: repeats barely hurt
 QUICK_MAX_EPOCHS = 2.0                       # leaves the slow smallest models out of the largest budgets
 RESULTS_NAME = "results.jsonl"
 RECOMMENDATION_NAME = "recommendation.json"
@@ -213,7 +213,7 @@ def _seconds_per_step(shapes, vocab_size: int, context_length: int, batch_size: 
     import numpy as np
 
     from numpy_gpt.model import GPTModel
-    from numpy_gpt.optim import AdamW, configure_param_groups
+    from numpy_gpt.optim import AdamW, clip_grad_norm, configure_param_groups
     from numpy_gpt.scaling import model_config
     from numpy_gpt.train import calc_loss_batch
 
@@ -228,6 +228,7 @@ def _seconds_per_step(shapes, vocab_size: int, context_length: int, batch_size: 
                 started = time.perf_counter()
             optimizer.zero_grad()
             calc_loss_batch(x, x, model, backward=True)
+            clip_grad_norm(list(model.parameters()), 1.0)
             optimizer.step()
         timing[shape] = (time.perf_counter() - started) / 2
     return timing
@@ -294,6 +295,7 @@ def analyse(records: list[dict[str, Any]], bootstrap_samples: int = 200) -> dict
     if fit3 is not None:
         n_opt, d_opt = scaling.optimal_allocation(fit3, c_max)
         fit3["tokens_per_param"] = float(d_opt / n_opt)
+    result["bootstrap_samples"] = bootstrap_samples
     if bootstrap_samples:
         result["bootstrap"] = scaling.bootstrap(arrays, curves, samples=bootstrap_samples, fit3=fit3,
                                                 flops_per_token_of=fpt)
@@ -311,6 +313,7 @@ def _fmt(value: float | None, interval: tuple[float, float] | None = None, digit
 def fit_table(fit: dict[str, Any], settings: dict[str, Any]) -> str:
     """The markdown table of fit.md: our three approaches beside Chinchilla's and Kaplan's numbers."""
     boot = fit.get("bootstrap", {})
+    boot_samples = fit.get("bootstrap_samples", 0)
     rows = ["| | alpha | beta | E | a (N_opt ~ C^a) | b (D_opt ~ C^b) | tokens/param at C_max |",
             "|---|---|---|---|---|---|---|"]
     for i, name in enumerate(("approach1", "approach2", "approach3"), start=1):
@@ -322,7 +325,8 @@ def fit_table(fit: dict[str, Any], settings: dict[str, Any]) -> str:
         alpha = _fmt(f.get("alpha"), b.get("alpha")) if "alpha" in f else "-"
         beta = _fmt(f.get("beta"), b.get("beta")) if "beta" in f else "-"
         e = _fmt(f.get("E"), b.get("E")) if "E" in f else "-"
-        rows.append(f"| ours, approach {i} | {alpha} | {beta} | {e} | {_fmt(f['a'], b.get('a'))} | "
+        fits = f" ({b['fits']} of {boot_samples} resamples)" if b and b["fits"] < boot_samples else ""
+        rows.append(f"| ours, approach {i}{fits} | {alpha} | {beta} | {e} | {_fmt(f['a'], b.get('a'))} | "
                     f"{_fmt(f['b'], b.get('b'))} | {f['tokens_per_param']:.1f} |")
     ca, cb = CHINCHILLA["a"], CHINCHILLA["b"]
     rows.append(f"| Chinchilla (approaches 1 / 2 / 3) | {CHINCHILLA['alpha']} | {CHINCHILLA['beta']} | "
@@ -362,31 +366,40 @@ def parse_budget(text: str) -> tuple[float | None, float | None]:
 
 def recommend(records: list[dict[str, Any]], settings: dict[str, Any], flops: float | None,
               seconds: float | None) -> dict[str, Any]:
-    """The ladder shape with the lowest fitted L(N, D) for the budget, D = C / its flops_per_token.
+    """The compute-optimal ladder shape for a budget, and its tokens D = C / its flops_per_token.
 
-    A wall-clock budget becomes FLOPs with the FLOP/s measured in the sweep for a model of that size
-    (interpolated in log N); since the size depends on the budget, the two are iterated together."""
+    The size comes from approach 2's power law N_opt = k C^a (the ladder shape nearest in log N)
+    when the sweep bracketed at least two IsoFLOP minima, else from approach 3 (the shape with the
+    lowest fitted L(N, D)); the predicted loss is approach 3's. A wall-clock budget becomes FLOPs
+    with the FLOP/s measured in the sweep for a model of that size (interpolated in log N); since
+    the size depends on the budget, the two are iterated together."""
     import numpy as np
 
     from numpy_gpt import scaling
 
-    fit = scaling.fit_parametric([r["N"] for r in records], [r["D"] for r in records],
-                                 [r["val_loss"] for r in records])
-    speed_n = np.log([r["N"] for r in records])
-    speed = np.log([r["flops_per_second"] for r in records])
-    order = np.argsort(speed_n)
+    n_runs = np.array([r["N"] for r in records], dtype=np.float64)
+    losses = np.array([r["val_loss"] for r in records])
+    fit = scaling.fit_parametric(n_runs, [r["D"] for r in records], losses)
+    try:
+        iso = scaling.fit_isoflop(n_runs, [r["budget"] for r in records], losses, _fpt_of(records))
+        method = f"approach 2, N_opt = {iso['N_coef']:.3g} C^{iso['a']:.3f}"
+    except ValueError:
+        iso, method = None, "approach 3, the lowest fitted L(N, D)"
+    order = np.argsort(n_runs)
+    speed = np.log([records[i]["flops_per_second"] for i in order])
 
     def flops_per_second(n: float) -> float:
-        return float(np.exp(np.interp(np.log(n), speed_n[order], speed[order])))
+        return float(np.exp(np.interp(np.log(n), np.log(n_runs[order]), speed)))
 
     def best_for(c: float):
         options = []
         for shape in scaling.SIZE_LADDER:
             cfg = scaling.model_config(shape, settings["vocab_size"], settings["context_length"])
-            tokens = c / scaling.flops_per_token(cfg)
-            options.append((float(scaling.predict_loss(fit, scaling.non_embedding_params(cfg), tokens)),
-                            shape, cfg, tokens))
-        return min(options, key=lambda o: o[0])
+            n, tokens = scaling.non_embedding_params(cfg), c / scaling.flops_per_token(cfg)
+            loss = float(scaling.predict_loss(fit, n, tokens))
+            rank = abs(math.log(n / (iso["N_coef"] * c ** iso["a"]))) if iso else loss
+            options.append((rank, loss, shape, cfg, tokens))
+        return min(options, key=lambda o: o[0])[1:]
 
     if flops is None:
         flops = seconds * flops_per_second(1e5)
@@ -401,9 +414,10 @@ def recommend(records: list[dict[str, Any]], settings: dict[str, Any], flops: fl
     return {"budget_flops": flops, "shape": [shape.n_layers, shape.emb_dim, shape.n_heads], "cfg": cfg,
             "N": n_params, "tokens": steps * batch_tokens, "steps": steps, "predicted_val_loss": loss,
             "estimated_seconds": flops / flops_per_second(n_params), "lr": scaling.peak_lr(n_params),
-            "warmup_steps": scaling.warmup_steps(steps), "settings": settings,
+            "warmup_steps": scaling.warmup_steps(steps), "settings": settings, "method": method,
             "fit": {k: fit[k] for k in ("E", "A", "B", "alpha", "beta", "a", "b")},
             "law_N_opt": float(n_opt), "law_D_opt": float(d_opt),
+            "largest_budget_swept": float(max(r["budget"] for r in records)),
             "at_ladder_end": shape == scaling.SIZE_LADDER[-1]}
 
 
@@ -587,6 +601,10 @@ def _cmd_recommend(args, records, results_path: Path, out_dir: Path) -> int:
           f"N^{f['alpha']:.3f} "
           f"+ {f['B']:.3g} / D^{f['beta']:.3f}")
     print(f"Budget {budget}")
+    ratio = rec["budget_flops"] / rec["largest_budget_swept"]
+    if ratio > 3:
+        print(f"Note: {ratio:.0f} times the largest budget of the sweep; the law is extrapolated that far.")
+    print(f"Size from {rec['method']}")
     print(f"Compute-optimal model: {rec['shape'][0]} layers x {rec['shape'][1]} wide, "
           f"{rec['shape'][2]} heads, "
           f"{rec['N']:,} non-embedding parameters")
@@ -594,7 +612,8 @@ def _cmd_recommend(args, records, results_path: Path, out_dir: Path) -> int:
           f"{settings['context_length']}; {rec['tokens'] / rec['N']:.1f} tokens per parameter), peak lr "
           f"{rec['lr']:.2e}; predicted validation loss {rec['predicted_val_loss']:.3f}; about "
           f"{rec['estimated_seconds'] / 60:.1f} min here")
-    print(f"The law itself (C = 6ND): N_opt = {rec['law_N_opt']:,.0f}, D_opt = {rec['law_D_opt']:,.0f}")
+    print(f"Approach 3's analytic optimum (C = 6ND): N_opt = {rec['law_N_opt']:,.0f}, "
+          f"D_opt = {rec['law_D_opt']:,.0f}")
     if rec["at_ladder_end"]:
         print("Note: that is the largest shape of the ladder; the law asks for at least this size.")
     print(f"Wrote {out_dir / RECOMMENDATION_NAME}; train it with: numpy-gpt pretrain --preset from-scaling")
@@ -638,7 +657,7 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--quick", action="store_true",
                    help="5 sizes x 3 budgets, about 3 minutes (a subset of the default grid)")
     p.add_argument("--sizes", type=_positive_int, default=9,
-                   help="use the first N sizes of the ladder (max 9)")
+                   help="use only the first N of the nine sizes, smallest first")
     p.add_argument("--budgets", type=_float_list, default=None,
                    help="comma-separated compute budgets in FLOPs (default 3e10,1e11,3e11,1e12)")
     p.add_argument("--seeds", type=_positive_int, default=1, help="repeat every run with this many seeds")
