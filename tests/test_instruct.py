@@ -177,10 +177,12 @@ def test_tiny_model_learns_to_reverse(tmp_path):
     cfg = {"vocab_size": len(tok.vocab), "context_length": 64, "emb_dim": 48, "n_heads": 2, "n_layers": 1,
            "drop_rate": 0.0, "qkv_bias": False}
     model = GPTModel(cfg, seed=123)
-    train_loader = InstructionDataLoader(InstructionDataset(train, tok), batch_size=16, shuffle=True,
-                                         drop_last=True, pad_token_id=tok.eos_id, mask_prompt=True)
-    val_loader = InstructionDataLoader(InstructionDataset(test, tok), batch_size=20, pad_token_id=tok.eos_id,
-                                       mask_prompt=True)
+    # prompts of 41 tokens keep their last 32 (prompt_budget(64)), as generate_responses cuts them
+    train_loader = InstructionDataLoader(InstructionDataset(train, tok, max_length=64), batch_size=16,
+                                         shuffle=True, drop_last=True, pad_token_id=tok.eos_id,
+                                         mask_prompt=True)
+    val_loader = InstructionDataLoader(InstructionDataset(test, tok, max_length=64), batch_size=20,
+                                       pad_token_id=tok.eos_id, mask_prompt=True)
     optimizer = AdamW(model.parameters(), lr=5e-3, weight_decay=0.1)
     train_losses, val_losses, _ = train_model_simple(
         model, train_loader, val_loader, optimizer, num_epochs=12, eval_freq=48, eval_iter=2,
@@ -242,27 +244,29 @@ def test_long_prompts_keep_their_last_tokens_and_answers_their_first():
     tok = WordTokenizer([format_input(entry) + "\n\n### Response:\n" + entry["output"]])
     full = tok.encode(format_input(entry) + "\n\n### Response:\n" + entry["output"])
     prompt = len(tok.encode(format_input(entry)))                       # 41 of 52 tokens
-    assert prompt_budget(64) == 48 and prompt_budget(44) == 33 and prompt_budget(40) == 30
-    whole = InstructionDataset([entry], tok, max_length=64)             # fits: unchanged
+    assert prompt_budget(82) == 41 and prompt_budget(30) == 15 and prompt_budget(41) == 21
+    whole = InstructionDataset([entry], tok, max_length=82)             # fits: unchanged
     assert whole[0] == full and whole.prompt_lengths[0] == prompt and whole.num_truncated == 0
-    cut = InstructionDataset([entry], tok, max_length=44)               # prompt 41 -> its last 33
-    assert cut[0] == full[prompt - 33:] and cut.prompt_lengths[0] == 33 and cut.num_truncated == 1
+    cut = InstructionDataset([entry], tok, max_length=30)               # prompt 41 -> its last 15
+    assert cut[0] == full[prompt - 15:] and cut.prompt_lengths[0] == 15 and cut.num_truncated == 1
     assert tok.decode(cut[0]).endswith("d c b")
-    inputs, targets = custom_collate_fn([cut[0]], pad_token_id=0)
-    assert inputs.shape == (1, 44) and targets[0, -1] == 0              # the end-of-text is still learned
-    assert InstructionDataset([entry], tok, max_length=40)[0] == full[prompt - 30:][:40]   # answer's end cut
-    tight = InstructionDataset([entry], tok, max_length=12)             # 9 prompt tokens, then 3 more
-    assert tight[0] == full[prompt - 9:prompt + 3] and tight.prompt_lengths[0] == 9
+    inputs, targets = next(iter(InstructionDataLoader(cut, 1, pad_token_id=0)))
+    assert inputs.shape == (1, 26) and targets[0, -1] == 0              # the end-of-text is still learned
+    short = InstructionDataset([entry], tok, max_length=20)             # 10 prompt tokens, then the
+    assert short[0] == full[prompt - 10:][:21]                          # answer's end is cut
+    inputs, targets = next(iter(InstructionDataLoader(short, 1, pad_token_id=0)))
+    # 20 inputs, and the last target is the answer's next token, not an end-of-text
+    assert inputs[0].tolist() == short[0][:20] and targets[0].tolist() == short[0][1:21]
 
     class Recorder(GPTModel):                                          # what the model is given
         def forward(self, idx, **kwargs):
             self.seen = idx
             return super().forward(idx, **kwargs)
-    cfg = {"vocab_size": len(tok.vocab), "context_length": 40, "emb_dim": 8, "n_heads": 2, "n_layers": 1,
+    cfg = {"vocab_size": len(tok.vocab), "context_length": 41, "emb_dim": 8, "n_heads": 2, "n_layers": 1,
            "drop_rate": 0.0, "qkv_bias": False}
     model = Recorder(cfg, seed=0)
     respond(model, tok, entry, max_new_tokens=1, eos_id=None)
-    assert model.seen[0].tolist() == tok.encode(format_input(entry))[-30:]
+    assert model.seen[0].tolist() == tok.encode(format_input(entry))[-21:]
 
 
 def test_response_loss_matches_pytorch():

@@ -277,8 +277,8 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
           f"its last {prompt_budget(context)} tokens (here and in chat), then a text its first {context}: "
           f"{truncated['train']} of {len(train_set)} training and {truncated['validation']} of "
           f"{len(val_set)} validation examples cut")
-    allowed = args.allowed_max_length if args.allowed_max_length < context else None
-    loader_options = {"pad_token_id": eot, "mask_prompt": args.mask_prompt, "allowed_max_length": allowed}
+    loader_options = {"pad_token_id": eot, "mask_prompt": args.mask_prompt,
+                      "allowed_max_length": args.allowed_max_length}
     train_loader = InstructionDataLoader(train_set, args.batch_size, shuffle=True, drop_last=True,
                                          seed=args.seed, **loader_options)
     val_loader = InstructionDataLoader(val_set, args.batch_size, **loader_options)

@@ -20,9 +20,10 @@ Any pretrained model works: the padding and stop id is its tokenizer's end-of-te
 (``finetune/tokens.py``; GPT-2's 50256 by default). Texts longer than the model's context follow one
 rule in training and in use, so that an answer starts at the same position in both (positions are
 learned, and a model trained only on windows cut to exactly its context learns "the last position
-is end-of-text"): a prompt keeps its last ``prompt_budget(context)`` tokens, three quarters of the
-context, losing the fixed header first; the answer gets the rest, and an answer that still does
-not fit loses its end (``InstructionDataset(max_length=...)``, ``respond``). The book never meets
+is end-of-text"): a prompt keeps its last ``prompt_budget(context)`` tokens, half the context,
+losing the fixed header first; the answer gets the rest, and an answer that still does not fit
+loses its end, with no end-of-text learned where it was cut (``InstructionDataset(max_length=...)``,
+``respond``). The book never meets
 this case: GPT-2's 1,024 tokens hold every entry of its data. A model pretrained here with a
 64-token context does.
 """
@@ -47,9 +48,9 @@ RESPONSE_HEADER = "\n\n### Response:\n"
 
 
 def prompt_budget(context_length: int) -> int:
-    """How many prompt tokens a model with this context keeps (the last ones): three quarters of the
-    context, leaving at least a quarter for the answer."""
-    return context_length - context_length // 4
+    """How many prompt tokens a model with this context keeps (the last ones): half the context (the
+    larger half), leaving the other half for the answer."""
+    return context_length - context_length // 2
 
 
 def format_input(entry: dict) -> str:
@@ -72,14 +73,16 @@ class InstructionDataset:
     ``prompt_lengths[i]`` is the number of tokens of ``format_input(entry)`` alone (what
     ``custom_collate_fn`` masks when the prompt is left out of the loss). With ``max_length`` (the
     model's context), texts are cut as the module docstring says: a prompt keeps its last
-    ``prompt_budget(max_length)`` tokens, then the whole text its first ``max_length``.
-    ``num_truncated`` counts the examples cut.
+    ``prompt_budget(max_length)`` tokens, then the whole text its first ``max_length`` + 1. The loader
+    cuts batches to ``max_length`` columns, so the extra token is the last target of a cut answer
+    and no end-of-text is appended there. ``num_truncated`` counts the examples cut.
     """
 
     def __init__(self, data: Sequence[dict], tokenizer, max_length: int | None = None):
         if max_length is not None and max_length < 1:
             raise ValueError(f"max_length must be positive, got {max_length}")
         self.data = list(data)
+        self.max_length = max_length
         self.encoded_texts: list[list[int]] = []
         self.prompt_lengths: list[int] = []
         self.num_truncated = 0
@@ -90,7 +93,7 @@ class InstructionDataset:
             if max_length is not None:
                 cut = max(prompt_length - prompt_budget(max_length), 0)     # the prompt's first tokens
                 self.num_truncated += cut > 0 or len(ids) > max_length
-                ids, prompt_length = ids[cut:][:max_length], prompt_length - cut
+                ids, prompt_length = ids[cut:][:max_length + 1], prompt_length - cut
             self.encoded_texts.append(ids)
             self.prompt_lengths.append(prompt_length)
 
@@ -143,7 +146,8 @@ class InstructionDataLoader(DataLoader):
     ``custom_collate_fn`` (the book's ``DataLoader(..., collate_fn=customized_collate_fn)``).
 
     Order, shuffling per epoch and ``len`` are those of ``numpy_gpt.data.DataLoader``.
-    ``mask_prompt`` leaves the prompt tokens out of the loss (exercise 7.2).
+    ``mask_prompt`` leaves the prompt tokens out of the loss (exercise 7.2). Batches are cut to
+    ``allowed_max_length`` columns and to the dataset's ``max_length``, whichever is smaller.
     """
 
     def __init__(self, dataset: InstructionDataset, batch_size: int = 8, shuffle: bool = False,
@@ -151,7 +155,8 @@ class InstructionDataLoader(DataLoader):
                  ignore_index: int = -100, allowed_max_length: int | None = None, mask_prompt: bool = False):
         super().__init__(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed)
         self.pad_token_id, self.ignore_index = pad_token_id, ignore_index
-        self.allowed_max_length, self.mask_prompt = allowed_max_length, mask_prompt
+        limits = [n for n in (allowed_max_length, getattr(dataset, "max_length", None)) if n is not None]
+        self.allowed_max_length, self.mask_prompt = min(limits, default=None), mask_prompt
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         order = self.order(self.epoch)
