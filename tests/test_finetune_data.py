@@ -6,6 +6,7 @@ All data is made by the tests; downloads go to an HTTP server on 127.0.0.1 start
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import json
 import stat
@@ -167,7 +168,12 @@ def test_download_spam_data_falls_back_to_the_mirror(tmp_path, http_dir):
     root, base = http_dir
     make_zip(root / "mirror.zip", {"SMSSpamCollection": sms_lines(5, 2).encode(), "readme": b"r"})
     out = tmp_path / "data"
-    path = download_spam_data(out, urls=(f"{base}/missing.zip", f"{base}/mirror.zip"))
+    with pytest.raises(ValueError, match="not the published collection's"):    # the real file's sha256
+        download_spam_data(out, urls=(f"{base}/mirror.zip",))
+    assert not (out / "SMSSpamCollection").exists() and not (out / "sms_spam_collection.zip").exists()
+    data = sms_lines(5, 2).encode()
+    path = download_spam_data(out, urls=(f"{base}/missing.zip", f"{base}/mirror.zip"),
+                              sha256=hashlib.sha256(data).hexdigest())
     assert path == out / "SMSSpamCollection"
     assert [label for label, _ in read_sms_spam(path)] == ["ham"] * 5 + ["spam"] * 2
     assert not (out / "readme").exists()                            # only the data file is extracted

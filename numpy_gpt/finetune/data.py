@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from numpy_gpt.download import download_file
+from numpy_gpt.download import download_file, sha256_of
 from numpy_gpt.fileio import atomic_write, read_json, write_json_atomic, write_text_atomic
 
 SPAM_URLS = (
@@ -40,6 +40,9 @@ SPAM_URLS = (
     "https://f001.backblazeb2.com/file/LLMs-from-scratch/sms%2Bspam%2Bcollection.zip",  # the book's mirror
 )
 SPAM_MEMBER = "SMSSpamCollection"
+# sha256 of the extracted SMSSpamCollection (5,574 lines, 477,907 bytes), the same from UCI and the
+# book's mirror. The zips themselves differ between hosts, so the message file is what is checked.
+SPAM_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
 SPAM_LABELS = {"ham": 0, "spam": 1}
 
 INSTRUCTION_DATA_URLS = (
@@ -123,15 +126,22 @@ def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Pat
 
 # -- the SMS Spam Collection -----------------------------------------------------------------------
 def download_spam_data(data_dir: str | os.PathLike = "data/sms_spam_collection",
-                       urls: Sequence[str] = SPAM_URLS) -> Path:
+                       urls: Sequence[str] = SPAM_URLS, sha256: str | None = SPAM_SHA256) -> Path:
     """Download the SMS Spam Collection zip (UCI, then the book's mirror) into ``data_dir`` and
-    extract ``SMSSpamCollection``; returns its path. Nothing is fetched when the file is there."""
+    extract ``SMSSpamCollection``; returns its path. Nothing is fetched when the file is there. The
+    extracted file must have the ``sha256`` given (the published collection's by default): otherwise
+    the zip and the file are removed and ValueError says so."""
     data_dir = Path(data_dir)
     data_file = data_dir / SPAM_MEMBER
     if data_file.is_file():
         return data_file
     zip_path = download_file(list(urls), data_dir / "sms_spam_collection.zip")
     safe_extract_zip(zip_path, data_dir, members=[SPAM_MEMBER])
+    if sha256 is not None and (digest := sha256_of(data_file)) != sha256:
+        data_file.unlink()
+        zip_path.unlink()
+        raise ValueError(f"the downloaded {SPAM_MEMBER} has sha256 {digest}, not the published collection's "
+                         f"{sha256}; it was removed. Place the real file at {data_file} or pass --spam-file")
     return data_file
 
 
