@@ -197,7 +197,8 @@ def _law_records(settings):
     return records
 
 
-def test_recommend_picks_the_ladder_shape_with_the_lowest_fitted_loss():
+def test_recommend_picks_the_ladder_shape_with_the_lowest_fitted_loss(monkeypatch):
+    monkeypatch.setattr(scaling, "CHINCHILLA_GRID", SMALL_GRID)
     settings = {"vocab_size": 65, "context_length": 64, "batch_size": 8}
     rec = recommend(_law_records(settings), settings, 1e13, None)
     losses = {}
@@ -270,6 +271,7 @@ def test_pretrain_from_scaling_trains_the_recommended_model(tmp_path, monkeypatc
     from numpy_gpt.fileio import write_json_atomic
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(scaling, "CHINCHILLA_GRID", SMALL_GRID)
     Path("corpus.txt").write_text("To be, or not to be, that is the question. " * 100, encoding="utf-8")
     settings = {"corpus": "corpus.txt", "tokenizer": "char", "vocab_size": 18, "max_chars": None,
                 "val_fraction": 0.1, "context_length": 16, "batch_size": 2, "eval_tokens": 256}
