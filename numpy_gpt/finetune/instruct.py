@@ -31,6 +31,7 @@ this case: GPT-2's 1,024 tokens hold every entry of its data. A model pretrained
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -220,12 +221,15 @@ def generate_responses(model, tokenizer, entries: Sequence[dict], max_new_tokens
                        eos_id: int | None = 50256, progress: bool = False) -> list[dict]:
     """Copies of ``entries``, each with the model's greedy answer in ``model_response``."""
     out = []
+    on_terminal = sys.stdout.isatty()          # a log file gets a line every 10 answers, not a \r stream
     for i, entry in enumerate(entries):
         answer = respond(model, tokenizer, entry, max_new_tokens, eos_id=eos_id)
         out.append({**entry, "model_response": answer})
-        if progress:
+        if progress and on_terminal:
             print(f"\rgenerated {i + 1}/{len(entries)} responses", end="", flush=True)
-    if progress:
+        elif progress and ((i + 1) % 10 == 0 or i + 1 == len(entries)):
+            print(f"generated {i + 1}/{len(entries)} responses", flush=True)
+    if progress and on_terminal:
         print()
     return out
 
