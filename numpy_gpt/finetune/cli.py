@@ -294,7 +294,8 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     train_losses, val_losses, tokens_seen = train_model_simple(
         model, train_loader, val_loader, optimizer, args.epochs, args.eval_freq, args.eval_iter,
-        start_context=format_input((val_data or train_data)[0]), tokenizer=tokenizer)
+        start_context=format_input((val_data or train_data)[0]), tokenizer=tokenizer,
+        progress=sys.stderr.isatty())                   # a bar on a terminal, lines in a log
     minutes = (time.perf_counter() - start) / 60
     print(f"Training completed in {minutes:.2f} minutes.")
     loss_after, _ = response_loss(model, val_set, args.batch_size, pad_token_id=eot)
