@@ -123,9 +123,10 @@ def _run(handler):
 
 
 # -- finetune-spam / classify (chapter 6) ---------------------------------------------------------
-_LOCAL_COPIES = ("Or use local copies: --spam-file FILE (the spam data), --vocab-dir DIR (GPT-2's "
-                 "encoder.json and vocab.bpe), --init checkpoint --checkpoint FILE or --init scratch (the "
-                 "model).")
+_SPAM_COPY = ("--spam-file FILE (the spam data: SMSSpamCollection or its zip; a download is checked against "
+              "the published file's sha256)")
+_LOCAL_COPIES = (f"Or use local copies: {_SPAM_COPY}, --vocab-dir DIR (GPT-2's encoder.json and vocab.bpe), "
+                 f"--init checkpoint --checkpoint FILE or --init scratch (the model).")
 
 
 def _cmd_finetune_spam(args: argparse.Namespace) -> int:
@@ -260,7 +261,7 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
 
     data, tokens, model = gather_downloads([
         lambda: _load_instruction_entries(args), lambda: _tokenizer(args), lambda: _base_model(args)],
-        hint=_LOCAL_COPIES.replace("--spam-file FILE (the spam data)", "--data FILE (the instruction data)"))
+        hint=_LOCAL_COPIES.replace(_SPAM_COPY, "--data FILE (the instruction data)"))
     check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
     tokenizer, eot = tokens.tokenizer, tokens.eot_id
     train_data, val_data, test_data = split_instruction_data(data)
