@@ -290,12 +290,15 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     print("Answering the test set with the untuned model (a baseline)...")
     untuned = generate_responses(model, tokenizer, test_data, args.max_new_tokens, eos_id=eot, progress=True)
 
+    # the sample printed while training: a prompt cut as respond() cuts it
+    sample_prompt = tokenizer.decode(tokenizer.encode(format_input((val_data or train_data)[0]))
+                                     [-prompt_budget(context):])
     model.set_dropout_seed(args.seed)
     optimizer = AdamW(model.parameters(trainable_only=True), lr=args.lr, weight_decay=args.weight_decay)
     start = time.perf_counter()
     train_losses, val_losses, tokens_seen = train_model_simple(
         model, train_loader, val_loader, optimizer, args.epochs, args.eval_freq, args.eval_iter,
-        start_context=format_input((val_data or train_data)[0]), tokenizer=tokenizer,
+        start_context=sample_prompt, tokenizer=tokenizer,
         progress=sys.stderr.isatty())                   # a bar on a terminal, lines in a log
     minutes = (time.perf_counter() - start) / 60
     print(f"Training completed in {minutes:.2f} minutes.")
