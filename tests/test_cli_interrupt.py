@@ -99,3 +99,46 @@ def test_a_second_sigint_exits_at_once_with_130_and_no_traceback(tmp_path, corpu
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_finetune_instruct_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_path, verdict_path,
+                                                                           monkeypatch, capsys):
+    """finetune-instruct on a model pretrained here: a Ctrl-C at the first step (the flag set as the
+    signal handler would set it) saves the run and exits 130; --resume then ends with the weights of
+    a run that was never interrupted."""
+    import json
+
+    from numpy_gpt import interrupt
+    from numpy_gpt.cli import main
+
+    assert main(["pretrain", "--corpus", str(verdict_path), "--tokenizer", "char", "--preset", "tiny",
+                 "--context-length", "16", "--emb-dim", "16", "--n-layers", "1", "--n-heads", "2",
+                 "--max-steps", "2", "--eval-iter", "1", "--num-samples", "0", "--no-progress",
+                 "--max-chars", "4000", "--out-dir", str(tmp_path / "pre")]) == 0
+    words = "ab cd ef gh ij kl mn op".split() * 5
+    entries = [{"instruction": "Repeat.", "input": w, "output": w} for w in words]
+    (tmp_path / "data.json").write_text(json.dumps(entries), encoding="utf-8")
+
+    def finetune(out: str, *extra: str) -> int:
+        return main(["finetune-instruct", "--init", "checkpoint", "--checkpoint",
+                     str(tmp_path / "pre" / "model.npz"), "--data", str(tmp_path / "data.json"), "--epochs", "2",
+                     "--batch-size", "4", "--eval-freq", "2", "--eval-iter", "1", "--max-new-tokens", "2",
+                     "--judge", "none", "--lr", "1e-3", "--out", str(tmp_path / out), *extra])
+
+    assert finetune("whole") == 0
+    original_init = interrupt.InterruptFlag.__init__
+
+    def pressed(self):
+        original_init(self)
+        self.requested = True                              # Ctrl-C during the first step
+    monkeypatch.setattr(interrupt.InterruptFlag, "__init__", pressed)
+    assert finetune("split") == 130
+    assert "--resume" in capsys.readouterr().err
+    monkeypatch.setattr(interrupt.InterruptFlag, "__init__", original_init)
+    assert load_checkpoint(tmp_path / "split" / "instruct-train.npz").step == 1
+    assert finetune("split", "--resume") == 0
+    assert "resumed from step 1 of" in capsys.readouterr().out
+    whole = load_checkpoint(tmp_path / "whole" / "instruct.npz").model.state_dict()
+    split = load_checkpoint(tmp_path / "split" / "instruct.npz").model.state_dict()
+    for name, value in whole.items():
+        np.testing.assert_array_equal(split[name], value, err_msg=name)

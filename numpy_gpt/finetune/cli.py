@@ -257,7 +257,7 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     from numpy_gpt.nn.lora import merge_lora
     from numpy_gpt.optim import AdamW
     from numpy_gpt.plots import plot_losses
-    from numpy_gpt.train import calc_loss_loader, perplexity, train_model_simple
+    from numpy_gpt.train import calc_loss_loader, perplexity, train_model
 
     data, tokens, model = gather_downloads([
         lambda: _load_instruction_entries(args), lambda: _tokenizer(args), lambda: _base_model(args)],
@@ -295,11 +295,22 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
                                      [-prompt_budget(context):])
     model.set_dropout_seed(args.seed)
     optimizer = AdamW(model.parameters(trainable_only=True), lr=args.lr, weight_decay=args.weight_decay)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / "instruct-train.npz"                # model, optimizer, data position (Ctrl-C, --resume)
+    resume = args.resume and run_file.exists()
+    if args.resume and not resume:
+        print(f"--resume: no interrupted run at {run_file}, starting a new one")
     start = time.perf_counter()
-    train_losses, val_losses, tokens_seen = train_model_simple(
-        model, train_loader, val_loader, optimizer, args.epochs, args.eval_freq, args.eval_iter,
-        start_context=sample_prompt, tokenizer=tokenizer,
-        progress=sys.stderr.isatty())                   # a bar on a terminal, lines in a log
+    # The book's train_model_simple step by step (no schedule, no clipping), in train_model, which
+    # also saves the run on Ctrl-C and continues it exactly with --resume.
+    history = train_model(model, train_loader, val_loader, optimizer, num_epochs=args.epochs,
+                          eval_freq=args.eval_freq, eval_iter=args.eval_iter, grad_clip=None,
+                          tokenizer=tokenizer, start_context=sample_prompt, checkpoint_path=run_file,
+                          checkpoint_extra={"tokenizer": tokens.spec, "init": args.init},
+                          resume_from=run_file if resume else None,
+                          progress=sys.stderr.isatty())     # a bar on a terminal, lines in a log
+    train_losses, val_losses, tokens_seen = history.train_losses, history.val_losses, history.tokens_seen
     minutes = (time.perf_counter() - start) / 60
     print(f"Training completed in {minutes:.2f} minutes.")
     loss_after, _ = response_loss(model, val_set, args.batch_size, pad_token_id=eot)
@@ -309,11 +320,8 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
           f"{loss_before:.3f} before (perplexity {response['perplexity_before']:.1f}), {loss_after:.3f} "
           f"after (perplexity {response['perplexity_after']:.1f})")
 
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
     merge_lora(model)
-    steps = [i * args.eval_freq for i in range(len(train_losses))]
-    plot_losses(steps, tokens_seen, train_losses, val_losses, out / "loss-plot.png")
+    plot_losses(history.eval_steps, tokens_seen, train_losses, val_losses, out / "loss-plot.png")
     path = save_checkpoint(out / "instruct.npz", model,
                            extra={"task": "instruct", "tokenizer": tokens.spec, "init": args.init})
     answered = generate_responses(model, tokenizer, test_data, args.max_new_tokens, eos_id=eot, progress=True)
@@ -425,6 +433,8 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
                           help=f"Ollama chat endpoint (default: {OLLAMA_URL})")
     instruct.add_argument("--out", type=Path, default=Path("runs/instruct"),
                           help="output folder (default: runs/instruct)")
+    instruct.add_argument("--resume", action="store_true",
+                          help="continue the run that Ctrl-C saved in --out/instruct-train.npz")
     _add_training_arguments(instruct, trainable="all", epochs=2, lr=5e-5, eval_freq=5)
     instruct.set_defaults(func=_run(_cmd_finetune_instruct))
 
