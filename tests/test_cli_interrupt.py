@@ -122,8 +122,9 @@ def test_finetune_instruct_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_p
     def finetune(out: str, *extra: str) -> int:
         return main(["finetune-instruct", "--init", "checkpoint", "--checkpoint",
                      str(tmp_path / "pre" / "model.npz"), "--data", str(tmp_path / "data.json"),
-                     "--epochs", "2", "--batch-size", "4", "--eval-freq", "2", "--eval-iter", "1", "--max-new-tokens", "2",
-                     "--judge", "none", "--lr", "1e-3", "--out", str(tmp_path / out), *extra])
+                     "--epochs", "2", "--batch-size", "4", "--eval-freq", "2", "--eval-iter", "1",
+                     "--max-new-tokens", "2", "--judge", "none", "--lr", "1e-3", "--out", str(tmp_path / out),
+                     *extra])
 
     assert finetune("whole") == 0
     original_init = interrupt.InterruptFlag.__init__
