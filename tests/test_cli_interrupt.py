@@ -143,3 +143,45 @@ def test_finetune_instruct_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_p
     split = load_checkpoint(tmp_path / "split" / "instruct.npz").model.state_dict()
     for name, value in whole.items():
         np.testing.assert_array_equal(split[name], value, err_msg=name)
+
+
+def test_finetune_spam_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_path, verdict_path,
+                                                                       monkeypatch, capsys):
+    """finetune-spam from a model pretrained here, Ctrl-C at the first step, then --resume: the
+    classifier equals one trained without interruption."""
+    from numpy_gpt import interrupt
+    from numpy_gpt.cli import main
+
+    assert main(["pretrain", "--corpus", str(verdict_path), "--tokenizer", "char", "--preset", "tiny",
+                 "--context-length", "32", "--emb-dim", "16", "--n-layers", "1", "--n-heads", "2",
+                 "--max-steps", "2", "--eval-iter", "1", "--num-samples", "0", "--no-progress",
+                 "--max-chars", "4000", "--out-dir", str(tmp_path / "pre")]) == 0
+    rng = np.random.default_rng(3)
+    lines = [f"{'spam' if i % 3 == 0 else 'ham'}\t{' '.join(rng.choice(['win', 'cash', 'see', 'you'], 4))}"
+             for i in range(60)]
+    (tmp_path / "sms.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def finetune(out: str, *extra: str) -> int:
+        return main(["finetune-spam", "--init", "checkpoint", "--checkpoint",
+                     str(tmp_path / "pre" / "model.npz"), "--spam-file", str(tmp_path / "sms.txt"),
+                     "--data-dir", str(tmp_path / "data"),
+                     "--epochs", "2", "--batch-size", "4", "--eval-freq", "2", "--eval-iter", "1",
+                     "--trainable", "all", "--lr", "1e-3", "--out", str(tmp_path / out), *extra])
+
+    assert finetune("whole") == 0
+    original_init = interrupt.InterruptFlag.__init__
+
+    def pressed(self):
+        original_init(self)
+        self.requested = True                              # Ctrl-C during the first step
+    monkeypatch.setattr(interrupt.InterruptFlag, "__init__", pressed)
+    assert finetune("split") == 130
+    assert "--resume" in capsys.readouterr().err
+    monkeypatch.setattr(interrupt.InterruptFlag, "__init__", original_init)
+    assert finetune("split", "--resume") == 0
+    assert "resumed from step 1 of" in capsys.readouterr().out
+    from numpy_gpt.finetune.classifier import load_classifier
+    whole, split = (load_classifier(tmp_path / run / "spam-classifier.npz")[0].state_dict()
+                    for run in ("whole", "split"))
+    for name, value in whole.items():
+        np.testing.assert_array_equal(split[name], value, err_msg=name)

@@ -34,6 +34,7 @@ with the head size and the padding length in its ``extra`` metadata.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
 from numpy_gpt.checkpoint import (
     CheckpointError,
@@ -53,6 +55,7 @@ from numpy_gpt.checkpoint import (
 from numpy_gpt.data import DataLoader
 from numpy_gpt.fileio import atomic_write
 from numpy_gpt.finetune.data import read_spam_csv
+from numpy_gpt.interrupt import TrainingInterrupted, stop_on_interrupt
 from numpy_gpt.model import GPTModel
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.lora import LoRALayer, merge_lora, replace_linear_with_lora
@@ -199,15 +202,19 @@ def calc_loss_loader(data_loader: Iterable, model: GPTModel, num_batches: int | 
     return float(np.mean(losses)) if losses else float("nan")
 
 
-def calc_accuracy_loader(data_loader: Iterable, model: GPTModel, num_batches: int | None = None) -> float:
+def calc_accuracy_loader(data_loader: Iterable, model: GPTModel, num_batches: int | None = None,
+                         desc: str | None = None) -> float:
     """Fraction of examples whose last-token argmax equals the label, over the first ``num_batches``
-    batches (all by default). Runs in eval mode without gradients; restores the model's mode."""
+    batches (all by default). Runs in eval mode without gradients; restores the model's mode.
+    ``desc``: show a progress bar with that label (on a terminal)."""
     was_training = model.training
     model.eval()
     correct = total = 0
+    batches = data_loader if desc is None else tqdm(data_loader, desc=desc, unit="batch", leave=False,
+                                                    disable=not sys.stderr.isatty())
     try:
         with no_grad():
-            for i, (input_batch, target_batch) in enumerate(data_loader):
+            for i, (input_batch, target_batch) in enumerate(batches):
                 if num_batches is not None and i >= num_batches:
                     break
                 predicted = _last_token_logits(model, input_batch).argmax(axis=-1)   # (B,)
@@ -237,10 +244,11 @@ def evaluate_model(model: GPTModel, train_loader: Iterable, val_loader: Iterable
         model.train(was_training)
 
 
-def train_classifier_simple(model: GPTModel, train_loader: Iterable, val_loader: Iterable, optimizer,
+def train_classifier_simple(model: GPTModel, train_loader: DataLoader, val_loader: Iterable, optimizer,
                             num_epochs: int, eval_freq: int, eval_iter: int | None,
-                            verbose: bool = True) -> tuple[list[float], list[float], list[float],
-                                                           list[float], int]:
+                            verbose: bool = True, *, checkpoint_path: str | os.PathLike | None = None,
+                            resume_from: str | os.PathLike | None = None
+                            ) -> tuple[list[float], list[float], list[float], list[float], int]:
     """The book's classification training loop.
 
     Each step: zero the gradients, loss and backward on one batch, one optimizer step. Every
@@ -248,34 +256,63 @@ def train_classifier_simple(model: GPTModel, train_loader: Iterable, val_loader:
     after each epoch the training and validation accuracies on the first ``eval_iter`` batches (the
     printed line says how many examples that is, of how many). Returns (train_losses, val_losses,
     train_accs, val_accs, examples_seen).
+
+    Ctrl-C (numpy_gpt/interrupt.py): with a ``checkpoint_path``, the first one saves the model, the
+    optimizer, the dropout generator and the curves after the current step (after the next one at
+    an epoch's last step, so that the epoch's accuracies are recorded first) and raises
+    ``TrainingInterrupted``; ``resume_from`` that file continues the run exactly (epoch e visits the
+    batches in the order ``train_loader.order(e)``, so the steps already done are skipped).
     """
     def covered(loader) -> str:
         return f"{examples_covered(loader, eval_iter)} of {len(loader.dataset)}"
 
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
-    examples_seen, global_step = 0, -1
-    for epoch in range(num_epochs):
-        model.train()
-        for input_batch, target_batch in train_loader:
-            optimizer.zero_grad()
-            calc_loss_batch(input_batch, target_batch, model, backward=True)
-            optimizer.step()
-            examples_seen += input_batch.shape[0]
-            global_step += 1
-            if global_step % eval_freq == 0:
-                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, eval_iter)
-                train_losses.append(train_loss)
-                val_losses.append(val_loss)
-                if verbose:
-                    print(f"Ep {epoch + 1} (Step {global_step:06d}): "
-                          f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
-        train_accuracy = calc_accuracy_loader(train_loader, model, num_batches=eval_iter)
-        val_accuracy = calc_accuracy_loader(val_loader, model, num_batches=eval_iter)
-        train_accs.append(train_accuracy)
-        val_accs.append(val_accuracy)
-        if verbose:
-            print(f"Training accuracy: {train_accuracy * 100:.2f}% ({covered(train_loader)} examples) | "
-                  f"Validation accuracy: {val_accuracy * 100:.2f}% ({covered(val_loader)} examples)")
+    examples_seen, start = 0, 0
+    total_steps = num_epochs * len(train_loader)
+    if resume_from is not None:
+        saved = load_checkpoint(resume_from, model)
+        run = saved.extra.get("classifier_training")
+        if saved.optimizer_state is None or not isinstance(run, dict):
+            raise ValueError(f"{resume_from} cannot be resumed: it was not saved by an interrupted "
+                             f"finetune-spam run")
+        optimizer.load_state_dict(saved.optimizer_state)
+        train_losses, val_losses, train_accs, val_accs = (run[k] for k in ("train_losses", "val_losses",
+                                                                           "train_accs", "val_accs"))
+        examples_seen, start = run["examples_seen"], saved.step
+        print(f"resumed from step {start} of {total_steps} ({resume_from})")
+    global_step = start - 1
+    with stop_on_interrupt() as stop:
+        for epoch in range(start // len(train_loader), num_epochs):
+            model.train()
+            train_loader.epoch = epoch                     # this epoch's shuffle, as in an unbroken run
+            for i, (input_batch, target_batch) in enumerate(train_loader):
+                if epoch * len(train_loader) + i < start:
+                    continue                               # done before the interruption
+                optimizer.zero_grad()
+                calc_loss_batch(input_batch, target_batch, model, backward=True)
+                optimizer.step()
+                examples_seen += input_batch.shape[0]
+                global_step += 1
+                if global_step % eval_freq == 0:
+                    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, eval_iter)
+                    train_losses.append(train_loss)
+                    val_losses.append(val_loss)
+                    if verbose:
+                        print(f"Ep {epoch + 1} (Step {global_step:06d}): "
+                              f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+                if stop.requested and checkpoint_path is not None and i < len(train_loader) - 1:
+                    run = {"train_losses": train_losses, "val_losses": val_losses, "train_accs": train_accs,
+                           "val_accs": val_accs, "examples_seen": examples_seen}
+                    save_checkpoint(checkpoint_path, model, optimizer, step=global_step + 1,
+                                    extra={"classifier_training": run})
+                    raise TrainingInterrupted(global_step + 1, total_steps, checkpoint_path)
+            train_accuracy = calc_accuracy_loader(train_loader, model, num_batches=eval_iter)
+            val_accuracy = calc_accuracy_loader(val_loader, model, num_batches=eval_iter)
+            train_accs.append(train_accuracy)
+            val_accs.append(val_accuracy)
+            if verbose:
+                print(f"Training accuracy: {train_accuracy * 100:.2f}% ({covered(train_loader)} examples) | "
+                      f"Validation accuracy: {val_accuracy * 100:.2f}% ({covered(val_loader)} examples)")
     return train_losses, val_losses, train_accs, val_accs, examples_seen
 
 
@@ -449,8 +486,9 @@ def finetune_spam_classifier(model: GPTModel, tokenizer, csv_paths: dict[str, st
                              lora_alpha: float = 16.0, num_epochs: int = 5, lr: float = 5e-5,
                              weight_decay: float = 0.1, batch_size: int = 8, eval_freq: int = 50,
                              eval_iter: int | None = 5, max_length: int | None = None,
-                             pad_token_id: int = 50256, seed: int = 123,
-                             verbose: bool = True) -> SpamFinetuneResult:
+                             pad_token_id: int = 50256, seed: int = 123, verbose: bool = True,
+                             checkpoint_path: str | os.PathLike | None = None,
+                             resume_from: str | os.PathLike | None = None) -> SpamFinetuneResult:
     """Chapter 6 end to end on the ``train``/``validation``/``test`` CSVs of ``prepare_spam_data``:
     datasets padded to the longest training message (or ``max_length``), a 2-class head, the chosen
     trainable part, accuracy before, ``train_classifier_simple`` with AdamW (the book's settings are
@@ -479,7 +517,10 @@ def finetune_spam_classifier(model: GPTModel, tokenizer, csv_paths: dict[str, st
 
     add_classification_head(model, 2, seed=seed)
     set_trainable(model, trainable, n_blocks=n_blocks, lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed)
-    accuracy_before = {name: calc_accuracy_loader(loader, model) for name, loader in full.items()}
+    if verbose:
+        print(f"Accuracy before fine-tuning, on every message ({sum(split_sizes.values()):,})...", flush=True)
+    accuracy_before = {name: calc_accuracy_loader(loader, model, desc=f"accuracy before, {name}")
+                       for name, loader in full.items()}
     if verbose:
         print(f"Accuracy before fine-tuning: {format_accuracies(accuracy_before)}")
 
@@ -487,9 +528,11 @@ def finetune_spam_classifier(model: GPTModel, tokenizer, csv_paths: dict[str, st
     optimizer = AdamW(model.parameters(trainable_only=True), lr=lr, weight_decay=weight_decay)
     start = time.perf_counter()
     curves = train_classifier_simple(model, train_loader, full["validation"], optimizer, num_epochs,
-                                     eval_freq, eval_iter, verbose=verbose)
+                                     eval_freq, eval_iter, verbose=verbose, checkpoint_path=checkpoint_path,
+                                     resume_from=resume_from)
     train_seconds = time.perf_counter() - start
-    accuracy_after = {name: calc_accuracy_loader(loader, model) for name, loader in full.items()}
+    accuracy_after = {name: calc_accuracy_loader(loader, model, desc=f"accuracy after, {name}")
+                      for name, loader in full.items()}
     baselines = spam_baselines(datasets)
     if verbose:
         print(f"Training completed in {train_seconds / 60:.2f} minutes.")

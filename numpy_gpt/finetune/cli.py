@@ -139,13 +139,18 @@ def _cmd_finetune_spam(args: argparse.Namespace) -> int:
                                   seed=args.seed),
         lambda: _tokenizer(args), lambda: _base_model(args)], hint=_LOCAL_COPIES)
     check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / "spam-train.npz"                    # model, optimizer, data position (Ctrl-C, --resume)
+    resume = args.resume and run_file.exists()
+    if args.resume and not resume:
+        print(f"--resume: no interrupted run at {run_file}, starting a new one")
     result = finetune_spam_classifier(
         model, tokens.tokenizer, csv_paths, trainable=args.trainable, n_blocks=args.n_blocks,
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, num_epochs=args.epochs, lr=args.lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, eval_freq=args.eval_freq,
-        eval_iter=args.eval_iter, max_length=args.max_length, pad_token_id=tokens.eot_id, seed=args.seed)
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+        eval_iter=args.eval_iter, max_length=args.max_length, pad_token_id=tokens.eot_id, seed=args.seed,
+        checkpoint_path=run_file, resume_from=run_file if resume else None)
     epochs = np.linspace(0, result.num_epochs, len(result.train_losses))
     examples = np.linspace(0, result.examples_seen, len(result.train_losses))
     plot_values(epochs, examples, result.train_losses, result.val_losses, "loss", out / "loss-plot.png")
@@ -392,6 +397,8 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
                       help="a local SMSSpamCollection file or its zip (no download)")
     spam.add_argument("--max-length", type=int, help="pad/truncate messages to this many tokens "
                                                      "(default: the longest training message)")
+    spam.add_argument("--resume", action="store_true",
+                      help="continue the run that Ctrl-C saved in --out/spam-train.npz")
     spam.add_argument("--out", type=Path, default=Path("runs/spam"),
                       help="output folder (default: runs/spam)")
     _add_training_arguments(spam, trainable="last-block", epochs=5, lr=5e-5, eval_freq=50)
