@@ -218,7 +218,8 @@ class WordPieceTokenizer:
 
 # -- training a vocabulary ----------------------------------------------------------------------------
 def train_wordpiece_vocab(text: str, vocab_size: int, lowercase: bool = True,
-                          special_tokens: Sequence[str] = SPECIAL_TOKENS, min_frequency: int = 1) -> list[str]:
+                          special_tokens: Sequence[str] = SPECIAL_TOKENS,
+                          min_frequency: int = 1) -> list[str]:
     """A WordPiece vocabulary of (at most) ``vocab_size`` tokens learned from ``text``.
 
     1. Count the words of ``basic_tokenize(text)``; write each as characters, "##" before all but
