@@ -255,8 +255,8 @@ def add_subcommands(subparsers) -> None:
     data.add_argument("--data-dir", default="data", help="where corpora are kept")
     data.add_argument("--max-chars", type=_positive_int, default=None, help="use only the first N characters")
     data.add_argument("--val-fraction", type=float, default=0.1, help="share of the text kept for validation")
-    data.add_argument("--vocab-size", type=_positive_int, default=1000, help="WordPiece vocabulary size")
-    data.add_argument("--min-frequency", type=_positive_int, default=50,
+    data.add_argument("--vocab-size", type=_positive_int, default=2000, help="WordPiece vocabulary size")
+    data.add_argument("--min-frequency", type=_positive_int, default=100,
                       help="WordPiece merges only pairs seen at least this often")
     model = p.add_argument_group("model")
     model.add_argument("--context-length", type=_positive_int, default=64,
