@@ -59,6 +59,11 @@ from numpy_gpt.gpt2.convert import (download_gpt2, load_gpt2, load_openai_checkp
 # Appendix E: LoRA
 from numpy_gpt.nn.lora import LinearWithLoRA, LoRALayer, merge_lora, replace_linear_with_lora
 
+# Beyond the book: the encoder half (BERT), WordPiece
+from numpy_gpt.encoder import EncoderClassifier, EncoderModel
+from numpy_gpt.gpt2.bert import load_bert
+from numpy_gpt.tokenizers.wordpiece import WordPieceTokenizer
+
 # fmt: on
 
 __all__ = [
@@ -85,4 +90,6 @@ __all__ = [
     "save_safetensors",
     # appendix E
     "LinearWithLoRA", "LoRALayer", "merge_lora", "replace_linear_with_lora",
+    # beyond the book
+    "EncoderClassifier", "EncoderModel", "load_bert", "WordPieceTokenizer",
 ]

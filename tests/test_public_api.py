@@ -10,8 +10,18 @@ DESIGN_NAMES = [
     "clip_grad_norm", "GPT2Tokenizer", "SimpleTokenizerV1", "SimpleTokenizerV2", "BPETokenizer",
     "create_dataloader_v1", "generate", "train_model_simple", "calc_loss_batch", "calc_loss_loader",
     "evaluate_model", "plot_losses", "save_checkpoint", "load_checkpoint", "load_gpt2",
-    "load_openai_checkpoint", "load_safetensors", "save_safetensors",
+    "load_openai_checkpoint", "load_safetensors", "save_safetensors", "EncoderModel", "load_bert",
+    "WordPieceTokenizer", "generate_text_simple",
 ]
+
+
+def test_design_modules_expose_their_functions():
+    from numpy_gpt import evaluation, scaling
+    from numpy_gpt.finetune import preference
+    for module, names in ((evaluation, ["perplexity", "loglikelihood"]),
+                          (scaling, ["fit_parametric", "flops_per_token"]),
+                          (preference, ["dpo_loss", "sequence_logprobs"])):
+        assert [n for n in names if not callable(getattr(module, n, None))] == [], module.__name__
 
 
 def test_design_names_are_exported():
