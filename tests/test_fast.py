@@ -77,20 +77,3 @@ def test_chunks_cover_every_row_once():
     covered = np.concatenate([np.arange(1000)[s] for s in pieces])
     np.testing.assert_array_equal(covered, np.arange(1000))
     assert all(s.stop - s.start == 1 for s in machinery.chunks(5, 10_000, chunk=64))   # >= 1 row
-
-
-def test_a_job_too_small_to_share_is_one_plain_call(monkeypatch):
-    """Under PARALLEL_MIN_SIZE elements, or on one thread, fn runs once on the whole arrays."""
-    calls = []
-
-    def record(a):
-        calls.append(a.shape)
-        return a * 2
-
-    monkeypatch.setattr(machinery, "_threads", 2)
-    map_chunks(record, X)                                    # 11,100 elements < 2^20
-    assert calls == [X.shape]
-    monkeypatch.setattr(machinery, "PARALLEL_MIN_SIZE", 0)
-    calls.clear()
-    map_chunks(record, X, chunk=64)
-    assert len(calls) > 1 and sum(shape[0] for shape in calls) == len(X)

@@ -8,10 +8,8 @@ softmax, AdamW's update) and may hand that same function to ``map_chunks`` in on
 ``map_chunks(fn, *arrays)`` cuts the arrays along their first axis into chunks of about ``CHUNK``
 elements, calls ``fn`` on each chunk (on ``num_threads()`` threads) and assembles the results. It
 equals ``fn(*arrays)`` whenever fn treats the rows of its inputs independently: an elementwise
-formula (pass flat arrays) or a row-wise one such as a softmax over the last axis. A job that is too
-small to share out (under ``PARALLEL_MIN_SIZE`` elements, or one thread) is exactly the plain call:
-on nanoGPT's small model, chunking on one thread measured 6 % faster at one thread but 9-40 %
-slower at two (docs/performance.md). Two things can make a large job faster than the plain call:
+formula (pass flat arrays) or a row-wise one such as a softmax over the last axis. Two things make
+it faster than the plain call:
 
 * cache: a formula of ten elementwise passes over a 6 MB activation streams it from memory ten
   times; chunk by chunk, the passes run on data that stays in the CPU's cache;
@@ -28,7 +26,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from numpy_gpt.fast import threads
 from numpy_gpt.fast.threads import CHUNK, chunks, num_threads, parallel_for, set_threads
 
 __all__ = ["CHUNK", "map_chunks", "num_threads", "set_threads"]
@@ -47,8 +44,6 @@ def map_chunks(fn: Callable[..., np.ndarray | tuple[np.ndarray, ...] | None], *a
     if any(len(a) != n_rows for a in arrays):
         raise ValueError(f"map_chunks: arrays differ in length along axis 0: {[a.shape for a in arrays]}")
     row_size = arrays[0][0].size if n_rows else 1
-    if num_threads() < 2 or n_rows * row_size < threads.PARALLEL_MIN_SIZE:
-        return fn(*arrays)                            # nothing to share out: the plain call
     pieces = chunks(n_rows, row_size, chunk)
     if len(pieces) <= 1:
         return fn(*arrays)

@@ -25,7 +25,7 @@ from typing import TypeVar
 import numpy as np
 
 CHUNK = 65536                     # elements per chunk: a few such float32 arrays fit in L2 cache
-PARALLEL_MIN_SIZE = 1 << 20       # jobs smaller than this run on the calling thread, whole (see parallel_for)
+PARALLEL_MIN_SIZE = 1 << 20       # jobs smaller than this run on the calling thread (see parallel_for)
 
 _threads: int | None = None       # set by set_threads; None: from the environment
 _pool: ThreadPoolExecutor | None = None   # the n - 1 helpers of parallel_for (worker 0 is the caller)
