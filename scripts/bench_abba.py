@@ -43,6 +43,8 @@ if plain:                        # map_chunks(fn, *arrays) becomes fn(*arrays): 
     import numpy_gpt.fast
     numpy_gpt.fast.map_chunks.__defaults__ = (1 << 62,)
 runtime.reuse_freed_memory()
+if hasattr(runtime, "blas_threads_sleep_sooner"):  # session 5: the entry point sets it, not the import
+    runtime.blas_threads_sleep_sooner()
 runtime.set_threads(threads, use_torch=False)
 model = GPTModel(cfg, seed=0)
 optimizer = AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)

@@ -22,7 +22,7 @@ import time
 
 from numpy_gpt import optim
 from numpy_gpt.nn import attention, dropout, embedding, gelu, layernorm, linear
-from numpy_gpt.runtime import reuse_freed_memory, set_threads
+from numpy_gpt.runtime import configure, set_threads
 from numpy_gpt.tools import bench
 
 LAYERS = [(linear.Linear, "Linear"), (attention.MultiHeadAttention, "attention (outside its Linears)"),
@@ -99,7 +99,7 @@ def main() -> None:
     if args.steps < 1:
         parser.error("--steps must be at least 1")
     set_threads(args.threads or os.cpu_count() or 1, use_torch=args.torch != "none")
-    reuse_freed_memory()                                   # as the benchmark and the training loops
+    configure()                                            # as the command line does
     profile_numpy(args.case, args.steps)
     if args.torch != "none":
         profile_torch(args.case, args.steps, args.torch)

@@ -82,3 +82,20 @@ def test_num_threads_follows_set_threads_then_the_environment(monkeypatch):
     assert runtime.num_threads() == (os.cpu_count() or 1)
     with pytest.raises(ValueError, match="at least 1 thread"):
         runtime.set_threads(0, use_torch=False)
+
+
+def test_configure_makes_idle_blas_threads_sleep_sooner_and_keeps_a_users_value():
+    """After configure(), OpenBLAS re-read OPENBLAS_THREAD_TIMEOUT=24 and restarted its threads;
+    a value the user exported is left as it is. Checked in child processes (process-wide)."""
+    probe = ("import os; import numpy as np; from numpy_gpt import runtime; "
+             "done = runtime.blas_threads_sleep_sooner(); a = np.ones((300, 300), np.float32); a @ a; "
+             "print(done, os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environ,
+                          check=True)
+    if done.stdout.split()[0] == "False":
+        pytest.skip("NumPy's BLAS is not the bundled OpenBLAS")
+    assert done.stdout.split() == ["True", "24"]
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**environ, "OPENBLAS_THREAD_TIMEOUT": "26"}, check=True)
+    assert done.stdout.split() == ["False", "26"]

@@ -51,15 +51,21 @@ def set_threads(n: int, use_torch: bool = True) -> bool:
             pass
         else:
             torch.set_num_threads(n)
-    libs = Path(np.__file__).parent.parent / "numpy.libs"
-    for path in sorted(libs.glob("*openblas*")):
-        lib = ctypes.CDLL(str(path))
-        for symbol in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-                       "openblas_set_num_threads"):
-            if hasattr(lib, symbol):
-                getattr(lib, symbol)(ctypes.c_int(n))
-                return True
+    lib = openblas_library()
+    for symbol in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
+                   "openblas_set_num_threads"):
+        if lib is not None and hasattr(lib, symbol):
+            getattr(lib, symbol)(ctypes.c_int(n))
+            return True
     return False
+
+
+def openblas_library() -> ctypes.CDLL | None:
+    """The OpenBLAS that NumPy's wheel bundles (already loaded, so this reaches the same copy), or
+    None for another BLAS."""
+    libs = Path(np.__file__).parent.parent / "numpy.libs"
+    paths = sorted(libs.glob("*openblas*"))
+    return ctypes.CDLL(str(paths[0])) if paths else None
 
 
 def num_threads() -> int:
