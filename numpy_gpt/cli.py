@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from numpy_gpt.fileio import write_text_atomic
+from numpy_gpt.interrupt import should_resume
 
 DEFAULT_CORPUS = "stdlib-docs"
 GPT2_VOCAB_SIZE = 50257
@@ -131,9 +132,21 @@ def _default_out_dir(args: argparse.Namespace) -> Path:
     return DEFAULT_RUNS_DIR / f"{corpus}-{args.preset}-{args.tokenizer}"
 
 
+def load_split_corpus(args: argparse.Namespace) -> tuple[str, str]:
+    """--corpus (its first --max-chars characters), split into training and validation text by
+    --val-fraction: the data of pretrain and pretrain-mlm."""
+    from numpy_gpt.data import load_corpus, train_val_split
+
+    print(f"Corpus {args.corpus!r}", flush=True)
+    text = load_corpus(args.corpus, data_dir=args.data_dir)
+    if args.max_chars is not None:
+        text = text[:args.max_chars]
+    return train_val_split(text, 1.0 - args.val_fraction)
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from numpy_gpt.checkpoint import load_checkpoint
-    from numpy_gpt.data import create_dataloader_v1, encode_text, load_corpus, train_val_split
+    from numpy_gpt.data import create_dataloader_v1, encode_text
     from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
     from numpy_gpt.model import GPTModel
     from numpy_gpt.optim import AdamW, ConstantLR, WarmupCosineLR, configure_param_groups
@@ -146,23 +159,17 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         apply_scaling_recommendation(args)
     out_dir = Path(args.out_dir) if args.out_dir else _default_out_dir(args)
     checkpoint_path = out_dir / "model.npz"
-    resume = args.resume and checkpoint_path.exists()
-    if args.resume and not resume:
-        print(f"--resume: no checkpoint at {checkpoint_path} yet, starting a new run")
+    resume = should_resume(checkpoint_path, args.resume)
 
-    print(f"Corpus {args.corpus!r}", flush=True)
-    text = load_corpus(args.corpus, data_dir=args.data_dir)
-    if args.max_chars is not None:
-        text = text[:args.max_chars]
-    train_text, val_text = train_val_split(text, 1.0 - args.val_fraction)
+    train_text, val_text = load_split_corpus(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         saved = load_checkpoint(checkpoint_path, load_optimizer=False)
         tokenizer = tokenizer_from_spec(saved.extra.get("tokenizer"), args.data_dir)
         cfg = saved.cfg
     else:
-        tokenizer = _build_tokenizer(args.tokenizer, train_text, text, args.vocab_size, args.data_dir,
-                                     out_dir)
+        tokenizer = _build_tokenizer(args.tokenizer, train_text, train_text + val_text, args.vocab_size,
+                                     args.data_dir, out_dir)
         cfg = _model_config(args, tokenizer.n_vocab)
     train_ids = np.asarray(encode_text(tokenizer, train_text), dtype=np.int64)
     val_ids = np.asarray(encode_text(tokenizer, val_text), dtype=np.int64)
@@ -171,8 +178,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         raise CLIError(f"the validation split has {len(val_ids)} tokens, fewer than one window of "
                        f"context_length + 1 = {context + 1}: use more text, a larger --val-fraction or a "
                        f"smaller --context-length")
-    print(f"{len(text):,} characters -> {len(train_ids):,} training and {len(val_ids):,} validation tokens "
-          f"({tokenizer_spec(tokenizer)['kind']} tokenizer, vocabulary {tokenizer.n_vocab:,})")
+    print(f"{len(train_text) + len(val_text):,} characters -> {len(train_ids):,} training and "
+          f"{len(val_ids):,} validation tokens ({tokenizer_spec(tokenizer)['kind']} tokenizer, vocabulary {tokenizer.n_vocab:,})")
 
     stride = args.stride or context
     train_loader = create_dataloader_v1(train_ids, batch_size=args.batch_size, max_length=context,

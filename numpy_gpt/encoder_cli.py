@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from numpy_gpt.interrupt import should_resume
+
 DEFAULT_CORPUS = "stdlib-docs"
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_SENTENCES = ("Return the [MASK] of the list.", "The cat [MASK] on the mat.",
@@ -66,7 +68,7 @@ def _print_fills(results, text: str) -> None:
 def _cmd_pretrain_mlm(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from numpy_gpt.data import load_corpus, train_val_split
+    from numpy_gpt.cli import load_split_corpus
     from numpy_gpt.encoder import EncoderModel
     from numpy_gpt.fileio import write_json_atomic
     from numpy_gpt.mlm import MLMLoader, checkpoint_extra, fill_mask, load_mlm_checkpoint, masked_accuracy
@@ -78,15 +80,9 @@ def _cmd_pretrain_mlm(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out_dir = Path(args.out_dir) if args.out_dir else DEFAULT_RUNS_DIR / f"{Path(str(args.corpus)).stem}-mlm"
     checkpoint_path = out_dir / "model.npz"
-    resume = args.resume and checkpoint_path.exists()
-    if args.resume and not resume:
-        print(f"--resume: no checkpoint at {checkpoint_path} yet, starting a new run")
+    resume = should_resume(checkpoint_path, args.resume)
 
-    print(f"Corpus {args.corpus!r}", flush=True)
-    text = load_corpus(args.corpus, data_dir=args.data_dir)
-    if args.max_chars is not None:
-        text = text[:args.max_chars]
-    train_text, val_text = train_val_split(text, 1.0 - args.val_fraction)
+    train_text, val_text = load_split_corpus(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         model, tokenizer, _ = load_mlm_checkpoint(checkpoint_path)
@@ -108,8 +104,8 @@ def _cmd_pretrain_mlm(args: argparse.Namespace) -> int:
     if len(train_loader) == 0 or len(val_loader) == 0:
         raise ValueError(f"the text makes no full batch of {args.batch_size} windows of {context} tokens "
                          f"(training) or no window (validation): use more text or a smaller --batch-size")
-    print(f"{len(text):,} characters -> {len(train_ids):,} training and {len(val_ids):,} validation tokens "
-          f"(WordPiece, vocabulary {tokenizer.n_vocab:,})")
+    print(f"{len(train_text) + len(val_text):,} characters -> {len(train_ids):,} training and "
+          f"{len(val_ids):,} validation tokens (WordPiece, vocabulary {tokenizer.n_vocab:,})")
 
     model = EncoderModel(cfg, seed=args.seed)
     optimizer = AdamW(configure_param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.99))

@@ -66,3 +66,11 @@ def resume_hint(argv: list[str] | None = None, flag: str = "--resume") -> str:
     if flag not in args:
         args.append(flag)
     return "numpy-gpt " + shlex.join(args)
+
+
+def should_resume(run_file: str | Path, asked: bool) -> bool:
+    """True when ``--resume`` was given and ``run_file`` holds a run to continue; says so when it
+    was given but there is nothing to continue (the command then starts a new run)."""
+    if asked and not Path(run_file).exists():
+        print(f"--resume: no run saved at {run_file} yet, starting a new one")
+    return asked and Path(run_file).exists()

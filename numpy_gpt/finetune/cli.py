@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_gpt.download import DownloadError, gather_downloads
+from numpy_gpt.interrupt import should_resume
 
 # The parsers need only these names; the modules behind the commands (matplotlib among them) are
 # imported when a command runs, so `numpy-gpt --help` stays fast. tests/test_cli.py checks they match.
@@ -142,9 +143,7 @@ def _cmd_finetune_spam(args: argparse.Namespace) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "spam-train.npz"                    # model, optimizer, data position (Ctrl-C, --resume)
-    resume = args.resume and run_file.exists()
-    if args.resume and not resume:
-        print(f"--resume: no interrupted run at {run_file}, starting a new one")
+    resume = should_resume(run_file, args.resume)
     result = finetune_spam_classifier(
         model, tokens.tokenizer, csv_paths, trainable=args.trainable, n_blocks=args.n_blocks,
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, num_epochs=args.epochs, lr=args.lr,
@@ -303,9 +302,7 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "instruct-train.npz"                # model, optimizer, data position (Ctrl-C, --resume)
-    resume = args.resume and run_file.exists()
-    if args.resume and not resume:
-        print(f"--resume: no interrupted run at {run_file}, starting a new one")
+    resume = should_resume(run_file, args.resume)
     start = time.perf_counter()
     # The book's train_model_simple step by step (no schedule, no clipping), in train_model, which
     # also saves the run on Ctrl-C and continues it exactly with --resume.

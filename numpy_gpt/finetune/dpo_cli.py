@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from numpy_gpt.interrupt import should_resume
+
 DATA_CHOICES = ("synthetic", "book")
 GPT2_VOCAB_SIZE = 50257
 
@@ -95,9 +97,7 @@ def _cmd_finetune_dpo(args: argparse.Namespace) -> int:
             raise ValueError(f"{flag} must be > 0, got {value}")
     out = args.out
     checkpoint_path = out / "dpo-train.npz"
-    resume = args.resume and checkpoint_path.exists()
-    if args.resume and not resume:
-        print(f"--resume: no checkpoint at {checkpoint_path} yet, starting a new run")
+    resume = should_resume(checkpoint_path, args.resume)
     started = time.perf_counter()
 
     model, tokenizer, spec = _load_init(args)
