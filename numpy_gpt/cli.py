@@ -179,7 +179,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
                        f"context_length + 1 = {context + 1}: use more text, a larger --val-fraction or a "
                        f"smaller --context-length")
     print(f"{len(train_text) + len(val_text):,} characters -> {len(train_ids):,} training and "
-          f"{len(val_ids):,} validation tokens ({tokenizer_spec(tokenizer)['kind']} tokenizer, vocabulary {tokenizer.n_vocab:,})")
+          f"{len(val_ids):,} validation tokens ({tokenizer_spec(tokenizer)['kind']} tokenizer, "
+          f"vocabulary {tokenizer.n_vocab:,})")
 
     stride = args.stride or context
     train_loader = create_dataloader_v1(train_ids, batch_size=args.batch_size, max_length=context,
