@@ -268,9 +268,9 @@ def test_no_network_lists_every_missing_file_after_one_attempt_each(tmp_path, mo
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
-    files = [(f"https://example.invalid/{name}", tmp_path / "data" / sub / name, f"{i}" * 64)
+    files = [(f"http://127.0.0.1:9/{name}", tmp_path / "data" / sub / name, f"{i}" * 64)
              for i, (sub, name) in enumerate([("a", "one.zip"), ("b", "two.json"), ("b", "three.bin")])]
-    jobs = [lambda url=url, dest=dest, sha=sha: download_file([url, "https://mirror.invalid/x"], dest,
+    jobs = [lambda url=url, dest=dest, sha=sha: download_file([url, "http://127.0.0.1:9/mirror"], dest,
                                                               sha256=sha, progress=False)
             for url, dest, sha in files]
     with pytest.raises(DownloadError) as err:
