@@ -10,8 +10,10 @@ Commands defined here (chapter 5 and the gradient proofs):
 * ``gradcheck`` -- finite-difference check of every layer's hand-written backward, as a table.
 
 Other commands live beside their feature and are added by ``build_parser``:
-``numpy_gpt/gpt2/cli.py`` (download, convert) and ``numpy_gpt/finetune/cli.py`` (finetune-spam,
-classify, finetune-instruct, chat), ``numpy_gpt/bench.py`` (bench). Each adds its parsers to the
+``numpy_gpt/gpt2/cli.py`` (download, convert), ``numpy_gpt/finetune/cli.py`` (finetune-spam,
+classify, finetune-instruct, chat), ``finetune/dpo_cli.py`` (finetune-dpo), ``encoder_cli.py``
+(pretrain-mlm, fill-mask, attention-heatmap), ``eval_cli.py`` (evaluate), ``scaling_cli.py``
+(scaling) and ``tools/bench.py`` (bench). Each adds its parsers to the
 subparsers with ``set_defaults(func=handler)``; ``handler(args)`` returns the exit code. A new
 group of commands follows the same pattern: an ``add_subcommands`` beside its feature, one line
 in ``build_parser``.

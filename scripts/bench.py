@@ -3,7 +3,7 @@
     python scripts/bench.py            # the full table (a few minutes); writes scripts/results/bench.json
     python scripts/bench.py --quick    # small models, few repeats (well under a minute)
 
-The same as ``numpy-gpt bench``; see numpy_gpt/bench.py for what is measured and how.
+The same as ``numpy-gpt bench``; see numpy_gpt/tools/bench.py for what is measured and how.
 """
 
 import sys
