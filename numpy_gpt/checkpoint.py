@@ -328,6 +328,21 @@ def _open(path: Path) -> tuple[zipfile.ZipFile, dict[str, _Entry], dict[str, Any
     return zf, entries, meta
 
 
+def block_parameter_shapes(prefix: str, C: int, qkv_bias: bool) -> dict[str, tuple[int, ...]]:  # noqa: N803
+    """{state-dict name: shape} of one transformer block of width C (attention, feed-forward, two
+    LayerNorms) whose names start with ``prefix``: the same for GPT's blocks and the encoder's."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in ("W_query", "W_key", "W_value", "out_proj"):
+        shapes[f"{prefix}att.{name}.weight"] = (C, C)
+        if name == "out_proj" or qkv_bias:
+            shapes[f"{prefix}att.{name}.bias"] = (C,)
+    shapes.update({f"{prefix}ff.layers.0.weight": (C, 4 * C), f"{prefix}ff.layers.0.bias": (4 * C,),
+                   f"{prefix}ff.layers.2.weight": (4 * C, C), f"{prefix}ff.layers.2.bias": (C,)})
+    for norm in ("norm1", "norm2"):
+        shapes.update({f"{prefix}{norm}.scale": (C,), f"{prefix}{norm}.shift": (C,)})
+    return shapes
+
+
 def gpt_parameter_shapes(cfg: dict[str, Any], num_classes: int | None = None) -> dict[str, tuple[int, ...]]:
     """{state-dict name: shape} of ``GPTModel(cfg)`` (with ``num_classes``: of the classifier that
     ``add_classification_head`` makes), computed without building it."""
@@ -335,14 +350,7 @@ def gpt_parameter_shapes(cfg: dict[str, Any], num_classes: int | None = None) ->
     shapes: dict[str, tuple[int, ...]] = {"tok_emb.weight": (V, C), "pos_emb.weight": (T, C)}
     for i in range(cfg["n_layers"]):
         block = f"trf_blocks.{i}."
-        for name in ("W_query", "W_key", "W_value", "out_proj"):
-            shapes[f"{block}att.{name}.weight"] = (C, C)
-            if name == "out_proj" or cfg["qkv_bias"]:
-                shapes[f"{block}att.{name}.bias"] = (C,)
-        shapes.update({f"{block}ff.layers.0.weight": (C, 4 * C), f"{block}ff.layers.0.bias": (4 * C,),
-                       f"{block}ff.layers.2.weight": (4 * C, C), f"{block}ff.layers.2.bias": (C,)})
-        for norm in ("norm1", "norm2"):
-            shapes.update({f"{block}{norm}.scale": (C,), f"{block}{norm}.shift": (C,)})
+        shapes.update(block_parameter_shapes(block, C, cfg["qkv_bias"]))
     shapes.update({"final_norm.scale": (C,), "final_norm.shift": (C,)})
     if num_classes is None:
         shapes["out_head.weight"] = (C, V)

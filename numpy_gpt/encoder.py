@@ -37,6 +37,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from numpy_gpt.checkpoint import block_parameter_shapes
 from numpy_gpt.fast import map_chunks
 from numpy_gpt.model import validate_config
 from numpy_gpt.nn.attention import MultiHeadAttention
@@ -388,14 +389,7 @@ def encoder_parameter_shapes(cfg: Mapping, mlm_head: bool = True) -> dict[str, t
         "emb_norm.scale": (C,), "emb_norm.shift": (C,)}
     for i in range(c["n_layers"]):
         block = f"blocks.{i}."
-        for name in ("W_query", "W_key", "W_value", "out_proj"):
-            shapes[f"{block}att.{name}.weight"] = (C, C)
-            if name == "out_proj" or c["qkv_bias"]:
-                shapes[f"{block}att.{name}.bias"] = (C,)
-        shapes.update({f"{block}ff.layers.0.weight": (C, 4 * C), f"{block}ff.layers.0.bias": (4 * C,),
-                       f"{block}ff.layers.2.weight": (4 * C, C), f"{block}ff.layers.2.bias": (C,)})
-        for norm in ("norm1", "norm2"):
-            shapes.update({f"{block}{norm}.scale": (C,), f"{block}{norm}.shift": (C,)})
+        shapes.update(block_parameter_shapes(block, C, c["qkv_bias"]))
     if c["norm"] == "pre":
         shapes.update({"final_norm.scale": (C,), "final_norm.shift": (C,)})
     if mlm_head:
