@@ -101,41 +101,55 @@ def test_a_second_sigint_exits_at_once_with_130_and_no_traceback(tmp_path, corpu
     assert len(err.strip().splitlines()) == 1, err
 
 
-def test_finetune_instruct_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_path, verdict_path,
-                                                                           monkeypatch, capsys):
-    """finetune-instruct on a model pretrained here: a Ctrl-C at the first step (the flag set as the
-    signal handler would set it) saves the run and exits 130; --resume then ends with the weights of
-    a run that was never interrupted."""
-    import json
-
-    from numpy_gpt import interrupt
+def _pretrain_tiny(tmp_path, corpus, context: int) -> str:
+    """A tiny character-level model pretrained for two steps; its checkpoint path."""
     from numpy_gpt.cli import main
 
-    assert main(["pretrain", "--corpus", str(verdict_path), "--tokenizer", "char", "--preset", "tiny",
-                 "--context-length", "16", "--emb-dim", "16", "--n-layers", "1", "--n-heads", "2",
+    assert main(["pretrain", "--corpus", str(corpus), "--tokenizer", "char", "--preset", "tiny",
+                 "--context-length", str(context), "--emb-dim", "16", "--n-layers", "1", "--n-heads", "2",
                  "--max-steps", "2", "--eval-iter", "1", "--num-samples", "0", "--no-progress",
                  "--max-chars", "4000", "--out-dir", str(tmp_path / "pre")]) == 0
-    words = "ab cd ef gh ij kl mn op".split() * 5
-    entries = [{"instruction": "Repeat.", "input": w, "output": w} for w in words]
-    (tmp_path / "data.json").write_text(json.dumps(entries), encoding="utf-8")
+    return str(tmp_path / "pre" / "model.npz")
 
-    def finetune(out: str, *extra: str) -> int:
-        return main(["finetune-instruct", "--init", "checkpoint", "--checkpoint",
-                     str(tmp_path / "pre" / "model.npz"), "--data", str(tmp_path / "data.json"),
-                     "--epochs", "2", "--batch-size", "4", "--eval-freq", "2", "--eval-iter", "1",
-                     "--max-new-tokens", "2", "--judge", "none", "--lr", "1e-3", "--out", str(tmp_path / out),
-                     *extra])
+
+def _run_whole_then_ctrl_c_at_first_step(finetune, monkeypatch, capsys) -> None:
+    """finetune("whole") runs through; finetune("split") sees a Ctrl-C in its first step (the flag
+    set as the signal handler sets it), saves and exits 130 naming --resume."""
+    from numpy_gpt import interrupt
 
     assert finetune("whole") == 0
     original_init = interrupt.InterruptFlag.__init__
 
     def pressed(self):
         original_init(self)
-        self.requested = True                              # Ctrl-C during the first step
+        self.requested = True
     monkeypatch.setattr(interrupt.InterruptFlag, "__init__", pressed)
     assert finetune("split") == 130
     assert "--resume" in capsys.readouterr().err
     monkeypatch.setattr(interrupt.InterruptFlag, "__init__", original_init)
+
+
+def test_finetune_instruct_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_path, verdict_path,
+                                                                           monkeypatch, capsys):
+    """finetune-instruct on a model pretrained here: a Ctrl-C at the first step saves the run and
+    exits 130; --resume then ends with the weights of a run that was never interrupted."""
+    import json
+
+    from numpy_gpt.cli import main
+
+    pretrained = _pretrain_tiny(tmp_path, verdict_path, context=16)
+    words = "ab cd ef gh ij kl mn op".split() * 5
+    entries = [{"instruction": "Repeat.", "input": w, "output": w} for w in words]
+    (tmp_path / "data.json").write_text(json.dumps(entries), encoding="utf-8")
+
+    def finetune(out: str, *extra: str) -> int:
+        return main(["finetune-instruct", "--init", "checkpoint", "--checkpoint", pretrained,
+                     "--data", str(tmp_path / "data.json"),
+                     "--epochs", "2", "--batch-size", "4", "--eval-freq", "2", "--eval-iter", "1",
+                     "--max-new-tokens", "2", "--judge", "none", "--lr", "1e-3", "--out", str(tmp_path / out),
+                     *extra])
+
+    _run_whole_then_ctrl_c_at_first_step(finetune, monkeypatch, capsys)
     assert load_checkpoint(tmp_path / "split" / "instruct-train.npz").step == 1
     assert finetune("split", "--resume") == 0
     assert "resumed from step 1 of" in capsys.readouterr().out
@@ -149,38 +163,24 @@ def test_finetune_spam_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_path,
                                                                        monkeypatch, capsys):
     """finetune-spam from a model pretrained here, Ctrl-C at the first step, then --resume: the
     classifier equals one trained without interruption."""
-    from numpy_gpt import interrupt
     from numpy_gpt.cli import main
+    from numpy_gpt.finetune.classifier import load_classifier
 
-    assert main(["pretrain", "--corpus", str(verdict_path), "--tokenizer", "char", "--preset", "tiny",
-                 "--context-length", "32", "--emb-dim", "16", "--n-layers", "1", "--n-heads", "2",
-                 "--max-steps", "2", "--eval-iter", "1", "--num-samples", "0", "--no-progress",
-                 "--max-chars", "4000", "--out-dir", str(tmp_path / "pre")]) == 0
+    pretrained = _pretrain_tiny(tmp_path, verdict_path, context=32)
     rng = np.random.default_rng(3)
     lines = [f"{'spam' if i % 3 == 0 else 'ham'}\t{' '.join(rng.choice(['win', 'cash', 'see', 'you'], 4))}"
              for i in range(60)]
     (tmp_path / "sms.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def finetune(out: str, *extra: str) -> int:
-        return main(["finetune-spam", "--init", "checkpoint", "--checkpoint",
-                     str(tmp_path / "pre" / "model.npz"), "--spam-file", str(tmp_path / "sms.txt"),
-                     "--data-dir", str(tmp_path / "data"),
+        return main(["finetune-spam", "--init", "checkpoint", "--checkpoint", pretrained,
+                     "--spam-file", str(tmp_path / "sms.txt"), "--data-dir", str(tmp_path / "data"),
                      "--epochs", "2", "--batch-size", "4", "--eval-freq", "2", "--eval-iter", "1",
                      "--trainable", "all", "--lr", "1e-3", "--out", str(tmp_path / out), *extra])
 
-    assert finetune("whole") == 0
-    original_init = interrupt.InterruptFlag.__init__
-
-    def pressed(self):
-        original_init(self)
-        self.requested = True                              # Ctrl-C during the first step
-    monkeypatch.setattr(interrupt.InterruptFlag, "__init__", pressed)
-    assert finetune("split") == 130
-    assert "--resume" in capsys.readouterr().err
-    monkeypatch.setattr(interrupt.InterruptFlag, "__init__", original_init)
+    _run_whole_then_ctrl_c_at_first_step(finetune, monkeypatch, capsys)
     assert finetune("split", "--resume") == 0
     assert "resumed from step 1 of" in capsys.readouterr().out
-    from numpy_gpt.finetune.classifier import load_classifier
     whole, split = (load_classifier(tmp_path / run / "spam-classifier.npz")[0].state_dict()
                     for run in ("whole", "split"))
     for name, value in whole.items():
