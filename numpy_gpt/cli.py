@@ -421,7 +421,7 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
 
 
 # -- the parser -----------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
@@ -440,33 +440,33 @@ def _add_pretrain(subparsers) -> None:
                       help="a registered corpus (stdlib-docs: offline; the-verdict, tinyshakespeare: "
                            "downloaded) or the path of a UTF-8 text file")
     data.add_argument("--data-dir", default="data", help="where corpora and vocabularies are kept")
-    data.add_argument("--max-chars", type=_positive_int, default=None,
+    data.add_argument("--max-chars", type=positive_int, default=None,
                       help="use only the first N characters of the corpus")
     data.add_argument("--val-fraction", type=float, default=0.1, help="share of the text kept for validation")
     data.add_argument("--tokenizer", choices=("char", "bpe", "gpt2"), default=DEFAULT_TOKENIZER,
                       help="characters; a byte-level BPE trained on the corpus; or GPT-2's vocabulary")
-    data.add_argument("--vocab-size", type=_positive_int, default=DEFAULT_BPE_VOCAB,
+    data.add_argument("--vocab-size", type=positive_int, default=DEFAULT_BPE_VOCAB,
                       help="vocabulary size of the trained BPE (--tokenizer bpe)")
     model = p.add_argument_group("model (a preset, then any overrides)")
     model.add_argument("--preset", choices=(*PRESETS, "from-scaling"), default=DEFAULT_PRESET,
                        help="; ".join(f"{k}: {v['n_layers']} layers x {v['emb_dim']} wide, context "
                                       f"{v['context_length']}" for k, v in PRESETS.items())
                        + "; from-scaling: the model, corpus and tokens `numpy-gpt scaling --recommend` chose")
-    model.add_argument("--context-length", type=_positive_int, help="tokens the model sees at once")
-    model.add_argument("--emb-dim", type=_positive_int, help="width of the embeddings and residual stream")
-    model.add_argument("--n-layers", type=_positive_int, help="transformer blocks")
-    model.add_argument("--n-heads", type=_positive_int, help="attention heads per block (divides --emb-dim)")
+    model.add_argument("--context-length", type=positive_int, help="tokens the model sees at once")
+    model.add_argument("--emb-dim", type=positive_int, help="width of the embeddings and residual stream")
+    model.add_argument("--n-layers", type=positive_int, help="transformer blocks")
+    model.add_argument("--n-heads", type=positive_int, help="attention heads per block (divides --emb-dim)")
     model.add_argument("--drop-rate", type=float, help="dropout probability while training")
     model.add_argument("--qkv-bias", action="store_true", help="bias in the query, key and value projections")
     train = p.add_argument_group("training")
     length = train.add_mutually_exclusive_group()
-    length.add_argument("--max-steps", type=_positive_int, default=None,
+    length.add_argument("--max-steps", type=positive_int, default=None,
                         help=f"optimizer steps (default {DEFAULT_STEPS} unless --epochs is given)")
-    length.add_argument("--epochs", type=_positive_int, default=None, help="passes over the training split")
-    train.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH,
+    length.add_argument("--epochs", type=positive_int, default=None, help="passes over the training split")
+    train.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH,
                        help="windows per batch")
-    train.add_argument("--grad-accum", type=_positive_int, default=1, help="batches per optimizer step")
-    train.add_argument("--stride", type=_positive_int, default=None,
+    train.add_argument("--grad-accum", type=positive_int, default=1, help="batches per optimizer step")
+    train.add_argument("--stride", type=positive_int, default=None,
                        help="distance between training windows (default: the context length)")
     train.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
     train.add_argument("--min-lr", type=float, default=1e-4, help="learning rate at the end of the cosine")
@@ -479,21 +479,21 @@ def _add_pretrain(subparsers) -> None:
     train.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm (0: off)")
     train.add_argument("--seed", type=int, default=123, help="seed of the weights, batches and samples")
     out = p.add_argument_group("evaluation and output")
-    out.add_argument("--eval-freq", type=_positive_int, default=DEFAULT_EVAL_FREQ,
+    out.add_argument("--eval-freq", type=positive_int, default=DEFAULT_EVAL_FREQ,
                      help="evaluate every N steps")
-    out.add_argument("--eval-iter", type=_positive_int, default=10, help="batches per evaluation")
-    out.add_argument("--checkpoint-freq", type=_positive_int, default=None,
+    out.add_argument("--eval-iter", type=positive_int, default=10, help="batches per evaluation")
+    out.add_argument("--checkpoint-freq", type=positive_int, default=None,
                      help="also save the checkpoint every N steps (it is always saved at the end)")
     out.add_argument("--out-dir", default=None,
                      help="run folder (default: runs/<corpus>-<preset>-<tokenizer>)")
     out.add_argument("--resume", action="store_true",
                      help="continue the run saved in --out-dir (after Ctrl-C or --checkpoint-freq saves)")
     out.add_argument("--prompt", default=DEFAULT_PROMPT, help="start of the generated samples")
-    out.add_argument("--sample-tokens", type=_positive_int, default=DEFAULT_SAMPLE_TOKENS,
+    out.add_argument("--sample-tokens", type=positive_int, default=DEFAULT_SAMPLE_TOKENS,
                      help="length of each generated sample, in tokens")
     out.add_argument("--num-samples", type=int, default=2, help="samples printed at the end")
     out.add_argument("--temperature", type=float, default=0.8, help="temperature of the final samples")
-    out.add_argument("--top-k", type=_positive_int, default=None, help="top-k of the final samples")
+    out.add_argument("--top-k", type=positive_int, default=None, help="top-k of the final samples")
     out.add_argument("--no-progress", action="store_true",
                      help="no progress bar (there is none either when stderr is not a terminal)")
     p.set_defaults(func=_cmd_pretrain)
@@ -513,15 +513,15 @@ def _add_generate(subparsers) -> None:
                              f"read from --models-dir/SIZE, downloaded there once")
     p.add_argument("--models-dir", default="gpt2", help="where GPT-2 weights are kept (with --gpt2)")
     p.add_argument("--prompt", default=None, help="the text to continue (default: the run's sample prompt)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=200, help="tokens to generate")
+    p.add_argument("--max-new-tokens", type=positive_int, default=200, help="tokens to generate")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=_positive_int, default=None,
+    p.add_argument("--top-k", type=positive_int, default=None,
                    help="sample only from the k most likely tokens")
     p.add_argument("--top-p", type=float, default=None,
                    help="sample only from the most likely tokens whose probabilities add up to p")
     p.add_argument("--seed", type=int, default=None, help="seed of the sampling (default: random)")
-    p.add_argument("--num-samples", type=_positive_int, default=1, help="samples to print")
-    p.add_argument("--context-size", type=_positive_int, default=None,
+    p.add_argument("--num-samples", type=positive_int, default=1, help="samples to print")
+    p.add_argument("--context-size", type=positive_int, default=None,
                    help="tokens the model sees (default: its context length)")
     p.add_argument("--stop-at-eos", action="store_true", help="stop at the tokenizer's <|endoftext|>")
     p.add_argument("--no-cache", action="store_true", help="recompute every step instead of the KV cache")

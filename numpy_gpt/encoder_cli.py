@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from numpy_gpt.cli import positive_int
 from numpy_gpt.interrupt import should_resume
 
 DEFAULT_CORPUS = "stdlib-docs"
@@ -29,12 +30,6 @@ DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_SENTENCES = ("Return the [MASK] of the list.", "The cat [MASK] on the mat.",
                      "If the file does not [MASK], an exception is raised.")
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _show_bars(args: argparse.Namespace) -> bool:
@@ -249,24 +244,24 @@ def add_subcommands(subparsers) -> None:
     data.add_argument("--corpus", default=DEFAULT_CORPUS,
                       help="a registered corpus (stdlib-docs: offline) or the path of a UTF-8 text file")
     data.add_argument("--data-dir", default="data", help="where corpora are kept")
-    data.add_argument("--max-chars", type=_positive_int, default=None, help="use only the first N characters")
+    data.add_argument("--max-chars", type=positive_int, default=None, help="use only the first N characters")
     data.add_argument("--val-fraction", type=float, default=0.1, help="share of the text kept for validation")
-    data.add_argument("--vocab-size", type=_positive_int, default=2000, help="WordPiece vocabulary size")
-    data.add_argument("--min-frequency", type=_positive_int, default=100,
+    data.add_argument("--vocab-size", type=positive_int, default=2000, help="WordPiece vocabulary size")
+    data.add_argument("--min-frequency", type=positive_int, default=100,
                       help="WordPiece merges only pairs seen at least this often")
     model = p.add_argument_group("model")
-    model.add_argument("--context-length", type=_positive_int, default=64,
+    model.add_argument("--context-length", type=positive_int, default=64,
                        help="tokens per sequence, [CLS] and [SEP] included")
-    model.add_argument("--emb-dim", type=_positive_int, default=128, help="hidden size")
-    model.add_argument("--n-layers", type=_positive_int, default=4, help="encoder blocks")
-    model.add_argument("--n-heads", type=_positive_int, default=4, help="attention heads")
+    model.add_argument("--emb-dim", type=positive_int, default=128, help="hidden size")
+    model.add_argument("--n-layers", type=positive_int, default=4, help="encoder blocks")
+    model.add_argument("--n-heads", type=positive_int, default=4, help="attention heads")
     model.add_argument("--drop-rate", type=float, default=0.0, help="dropout while training")
     model.add_argument("--norm", choices=("post", "pre"), default="post",
                        help="post-LN (BERT) or pre-LN (GPT-2) blocks")
     model.add_argument("--gelu", choices=("erf", "tanh"), default="erf", help="exact (BERT) or tanh GELU")
     train = p.add_argument_group("training")
-    train.add_argument("--max-steps", type=_positive_int, default=800, help="optimizer steps")
-    train.add_argument("--batch-size", type=_positive_int, default=16, help="sequences per batch")
+    train.add_argument("--max-steps", type=positive_int, default=800, help="optimizer steps")
+    train.add_argument("--batch-size", type=positive_int, default=16, help="sequences per batch")
     train.add_argument("--mask-prob", type=float, default=0.15, help="share of tokens chosen for prediction")
     train.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     train.add_argument("--min-lr", type=float, default=1e-4, help="learning rate at the end of the cosine")
@@ -275,9 +270,9 @@ def add_subcommands(subparsers) -> None:
     train.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm (0: off)")
     train.add_argument("--seed", type=int, default=123, help="seed of the weights, batches and masks")
     out = p.add_argument_group("evaluation and output")
-    out.add_argument("--eval-freq", type=_positive_int, default=100, help="evaluate every N steps")
-    out.add_argument("--eval-iter", type=_positive_int, default=5, help="batches per evaluation")
-    out.add_argument("--checkpoint-freq", type=_positive_int, default=None,
+    out.add_argument("--eval-freq", type=positive_int, default=100, help="evaluate every N steps")
+    out.add_argument("--eval-iter", type=positive_int, default=5, help="batches per evaluation")
+    out.add_argument("--checkpoint-freq", type=positive_int, default=None,
                      help="also save the checkpoint every N steps (it is always saved at the end)")
     out.add_argument("--out-dir", default=None, help="run folder (default: runs/<corpus>-mlm)")
     out.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
@@ -295,7 +290,7 @@ def add_subcommands(subparsers) -> None:
     source.add_argument("--bert", help="a BERT folder written by transformers' save_pretrained")
     f.add_argument("--vocab", help="the vocab.txt of --bert (default: FOLDER/vocab.txt)")
     f.add_argument("--cased", action="store_true", help="--bert's vocabulary is cased: do not lower-case")
-    f.add_argument("--top-k", type=_positive_int, default=5, help="candidates per [MASK]")
+    f.add_argument("--top-k", type=positive_int, default=5, help="candidates per [MASK]")
     f.set_defaults(func=_cmd_fill_mask)
 
     a = subparsers.add_parser(

@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from numpy_gpt.cli import positive_int
+
 DEFAULT_OUT_DIR = Path("runs") / "scaling"
 DEFAULT_CORPUS = "tinyshakespeare"
 DEFAULT_BUDGETS = (3e10, 1e11, 3e11, 1e12)
@@ -631,12 +633,6 @@ def _float_list(text: str) -> tuple[float, ...]:
     return values
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
 
 def add_subcommands(subparsers) -> None:
     """Add ``scaling`` to the main command's subparsers."""
@@ -651,27 +647,27 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--data-dir", default="data", help="where corpora are kept")
     p.add_argument("--tokenizer", choices=("auto", "char", "bpe"), default="auto",
                    help="auto: a trained BPE for stdlib-docs, characters otherwise")
-    p.add_argument("--vocab-size", type=_positive_int, default=1024, help="vocabulary of the trained BPE")
-    p.add_argument("--max-chars", type=_positive_int, default=None, help="use only the first N characters")
+    p.add_argument("--vocab-size", type=positive_int, default=1024, help="vocabulary of the trained BPE")
+    p.add_argument("--max-chars", type=positive_int, default=None, help="use only the first N characters")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text kept for validation")
     p.add_argument("--quick", action="store_true",
                    help="5 sizes x 3 budgets, about 3 minutes (a subset of the default grid)")
-    p.add_argument("--sizes", type=_positive_int, default=9,
+    p.add_argument("--sizes", type=positive_int, default=9,
                    help="use only the first N of the nine sizes, smallest first")
     p.add_argument("--budgets", type=_float_list, default=None,
                    help="comma-separated compute budgets in FLOPs (default 3e10,1e11,3e11,1e12)")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="repeat every run with this many seeds")
-    p.add_argument("--context-length", type=_positive_int, default=64, help="tokens per window")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="windows per optimizer step")
-    p.add_argument("--min-steps", type=_positive_int, default=40, help="leave out runs with fewer steps")
+    p.add_argument("--seeds", type=positive_int, default=1, help="repeat every run with this many seeds")
+    p.add_argument("--context-length", type=positive_int, default=64, help="tokens per window")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per optimizer step")
+    p.add_argument("--min-steps", type=positive_int, default=40, help="leave out runs with fewer steps")
     p.add_argument("--max-epochs", type=float, default=None,
                    help=f"leave out runs with more passes over the training split "
                         f"(default {DEFAULT_MAX_EPOCHS:g}, --quick {QUICK_MAX_EPOCHS:g})")
-    p.add_argument("--eval-tokens", type=_positive_int, default=16384,
+    p.add_argument("--eval-tokens", type=positive_int, default=16384,
                    help="validation tokens each run is evaluated on at its end")
     p.add_argument("--bootstrap", type=int, default=200,
                    help="bootstrap resamples for the intervals (0: none)")
-    p.add_argument("--threads", type=_positive_int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="BLAS threads (tiny matrices: one thread was fastest here)")
     p.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR), help="folder of results.jsonl, fits and plots")
     p.add_argument("--recommend", default=None, metavar="BUDGET",
