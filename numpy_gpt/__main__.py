@@ -1,4 +1,4 @@
-"""`python -m numpy_gpt ...` runs the command line (see cli.py)."""
+"""`python -m numpy_gpt ...` runs the command line (see numpy_gpt/cli/main.py)."""
 
 from numpy_gpt.cli import main
 

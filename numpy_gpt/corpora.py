@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import sys
 import sysconfig
 import tokenize
@@ -203,3 +204,28 @@ def get_gpt2_tokenizer(data_dir: str | Path = "data"):
     gather_downloads([functools.partial(download_file, entry.urls, folder / name, sha256=entry.sha256,
                                         desc=f"GPT-2 {name}") for name, entry in GPT2_VOCAB_FILES.items()])
     return _load_gpt2_tokenizer(folder.resolve())
+
+
+def build_tokenizer(kind: str, train_text: str, full_text: str, vocab_size: int, data_dir: str | Path,
+                    out_dir: Path):
+    """A tokenizer for a new run on a corpus, with an end-of-text token (fine-tuning pads and stops
+    with it): ``"char"``, an alphabet of every character of ``full_text`` with <|endoftext|> and
+    <|unk|> (tokenizers/char.py); ``"bpe"``, a byte-level BPE of ``vocab_size`` tokens trained on
+    ``train_text`` with <|endoftext|> (BPETokenizer.train); ``"gpt2"``, GPT-2's own. A trained BPE is
+    cached in ``out_dir`` under a name made of its vocabulary size and a hash of the training text,
+    and reused when both match (``pretrain`` and ``scaling`` share it)."""
+    if kind == "char":
+        from numpy_gpt.tokenizers.char import CHAR_SPECIALS, CharTokenizer
+        return CharTokenizer.from_text(full_text, CHAR_SPECIALS)     # every character, val included
+    if kind == "bpe":
+        from numpy_gpt.tokenizers.train_bpe import BPETokenizer
+        digest = hashlib.sha256(train_text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        cached = out_dir / f"tokenizer-bpe{vocab_size}-{digest}.bpe"
+        if cached.is_file():
+            print(f"Reusing the BPE tokenizer trained before: {cached}")
+            return BPETokenizer.load(cached)
+        print(f"Training a {vocab_size}-token BPE tokenizer on the training split...", flush=True)
+        tokenizer = BPETokenizer.train(train_text, vocab_size)
+        tokenizer.save(cached)
+        return tokenizer
+    return get_gpt2_tokenizer(data_dir)

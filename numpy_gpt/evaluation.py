@@ -24,7 +24,7 @@ a context share its computation: the context is run once into a KV cache (``GPTM
 the cache is copied for each choice, and all choices run as one batch on top of it.
 
 The tasks that use these pieces (HellaSwag, LAMBADA, WikiText-2, the offline cloze task, SMS spam)
-are in ``eval_tasks.py``; the command is ``numpy-gpt evaluate`` (``eval_cli.py``).
+are in ``eval_tasks.py``; the command is ``numpy-gpt evaluate`` (``cli/evaluate.py``).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ if TYPE_CHECKING:   # matplotlib is imported when a plot is drawn: it costs ~1 s
     from matplotlib.figure import Figure
 
 
-def _save_png(fig: Figure, path: str | os.PathLike) -> Path:
+def save_png(fig: Figure, path: str | os.PathLike) -> Path:
     """Write ``fig`` to ``path`` as PNG, atomically."""
     path = Path(path)
     with atomic_write(path, "wb") as f:
@@ -63,7 +63,7 @@ def plot_losses(steps_seen: Sequence[int], tokens_seen: Sequence[int], train_los
     if title:
         ax_steps.set_title(title, fontsize="medium", pad=28)
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def attention_weights(model, idx: np.ndarray) -> np.ndarray:
@@ -149,7 +149,7 @@ def plot_attention(model, idx: np.ndarray, path: str | os.PathLike, tokens: Sequ
                 ax.set_xticklabels(labels, rotation=90, fontsize=6)
                 ax.set_yticklabels(labels, fontsize=6)
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 # -- scaling laws (numpy-gpt scaling) -------------------------------------------------------------------
@@ -187,7 +187,7 @@ def plot_isoflop(records: Sequence[dict], fit: dict, path: str | os.PathLike) ->
     ax.set_title("IsoFLOP curves: a parabola in log N per budget, * = its minimum", fontsize="medium")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def _tokens_at(records: Sequence[dict]):
@@ -248,7 +248,7 @@ def _draw_loss_vs_n_and_d(records: Sequence[dict], law: dict | None, colors: dic
     fig.suptitle("Loss against N and D; lines: the fitted L(N, D) = E + A/N^alpha + B/D^beta along each "
                  "budget", fontsize="medium")
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def plot_frontier(records: Sequence[dict], fit: dict, path: str | os.PathLike) -> Path:
@@ -290,7 +290,7 @@ def plot_frontier(records: Sequence[dict], fit: dict, path: str | os.PathLike) -
         ax.legend(fontsize="x-small")
     fig.suptitle("Compute-optimal frontier", fontsize="medium")
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def plot_attention_side_by_side(left: np.ndarray, left_tokens: Sequence[str], right: np.ndarray,
@@ -323,4 +323,4 @@ def plot_attention_side_by_side(left: np.ndarray, left_tokens: Sequence[str], ri
         ax.set_ylabel("query")
         ax.set_title(title, fontsize="medium")
     fig.colorbar(image, ax=axes, shrink=0.7, label="attention weight")
-    return _save_png(fig, path)
+    return save_png(fig, path)

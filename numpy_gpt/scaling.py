@@ -6,8 +6,9 @@ non-embedding parameters N (L ~ N^-0.076) and the training tokens D, and advised
 compute mostly on bigger models (N_opt ~ C^0.73). Hoffmann et al. (2022, "Chinchilla") trained
 every model with a learning-rate schedule matched to its own token budget -- Kaplan had used one
 long schedule and read intermediate points -- and found N and D should grow alike: N_opt ~ C^0.5,
-D_opt ~ C^0.5, about 20 tokens per parameter. ``numpy-gpt scaling`` (scaling_cli.py) repeats their
-experiment with GPTs of 3K to 3M parameters; this module holds the pieces that need no training.
+D_opt ~ C^0.5, about 20 tokens per parameter. ``numpy-gpt scaling`` (cli/scaling.py) repeats their
+experiment with GPTs of 3K to 3M parameters; this module holds its pieces: the FLOP counts, the grid,
+one run of the sweep (``train_run``), its results file, and the fits and the recommendation.
 
 FLOPs per token (``flops_per_token``). A matrix product of (m, k) by (k, n) costs 2mkn FLOPs (a
 multiply and an add per term). For one token of a GPT with L blocks, width d, context T and
@@ -62,9 +63,13 @@ intervals of the exponents.
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -531,3 +536,341 @@ def bootstrap(runs: dict[str, np.ndarray], curves: Sequence[tuple] | None = None
                             "a": interval(beta / (alpha + beta)), "b": interval(alpha / (alpha + beta)),
                             "fits": samples}
     return out
+
+
+# -- the sweep: one run, its record, the results file ---------------------------------------------
+
+class ScalingError(ValueError):
+    """A results file, record or recommendation that cannot be used, said in one line."""
+
+
+# Published values the table sets ours beside (Hoffmann et al. 2022, table 2 and eq. 10; Kaplan et
+# al. 2020, eqs. 1.1, 1.2 and 6.1).
+CHINCHILLA = {"a": (0.50, 0.49, 0.46), "b": (0.50, 0.51, 0.54), "E": 1.69, "A": 406.4, "B": 410.7,
+              "alpha": 0.34, "beta": 0.28, "tokens_per_param": 20}
+KAPLAN = {"alpha_N": 0.076, "alpha_D": 0.095, "a": 0.73, "b": 0.27}
+
+
+def validation_loader(val_ids, context_length: int, eval_tokens: int):
+    """Windows spread evenly over the whole validation split, about ``eval_tokens`` tokens, the same
+    for every run (so differences between runs are not sampling noise of the evaluation)."""
+    from numpy_gpt.data import DataLoader, GPTDatasetV1
+
+    windows = max(1, eval_tokens // context_length)
+    stride = max(1, (len(val_ids) - context_length - 1) // windows)
+    dataset = GPTDatasetV1(val_ids, max_length=context_length, stride=stride)
+    return DataLoader(dataset, batch_size=32, shuffle=False, drop_last=False)
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """The runs recorded in a results.jsonl; a broken line is an error naming the file and line."""
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ScalingError(f"{path}, line {number}: not valid JSON ({err}); delete that line to rerun "
+                               f"the run") from None
+        if not isinstance(record, dict) or "key" not in record or "val_loss" not in record:
+            raise ScalingError(f"{path}, line {number}: not a run record of numpy-gpt scaling")
+        records.append(record)
+    return records
+
+
+def append_result(path: Path, record: dict[str, Any]) -> None:
+    """Add one line to the results file by writing the whole new file and renaming it over the old
+    one: an interruption leaves either the old or the new file, never half a line."""
+    from numpy_gpt.fileio import write_text_atomic
+
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    write_text_atomic(path, old + json.dumps(record) + "\n")
+
+
+# -- one run ----------------------------------------------------------------------------------------
+
+
+def _curve(step_losses: list[float], batch_tokens: int, points: int = 32) -> list[list[float]]:
+    """(tokens seen, smoothed training loss) at up to ``points`` log-spaced steps after warmup; the
+    loss at step s is the mean over the last s/10 steps (at least one)."""
+    losses = np.asarray(step_losses, dtype=np.float64)
+    start = min(len(losses) - 1, max(1, len(losses) // 10))
+    steps = np.unique(np.geomspace(start, len(losses), points).round().astype(int))
+    curve = []
+    for s in steps:
+        window = max(1, s // 10)
+        curve.append([int(s * batch_tokens), float(losses[s - window:s].mean())])
+    return curve
+
+
+def train_run(run, cfg: dict[str, Any], train_ids, val_loader, batch_size: int, stop) -> dict[str, Any]:
+    """Train one planned run with warmup + cosine to 10 % over exactly its steps; return its record.
+
+    ``stop`` is the interrupt flag of ``stop_on_interrupt``: after a Ctrl-C the current step ends
+    and ``TrainingInterrupted`` is raised (nothing of this run is recorded)."""
+    from numpy_gpt.data import create_dataloader_v1
+    from numpy_gpt.interrupt import TrainingInterrupted
+    from numpy_gpt.model import GPTModel
+    from numpy_gpt.optim import AdamW, WarmupCosineLR, clip_grad_norm, configure_param_groups
+    from numpy_gpt.train import NonFiniteLossError, calc_loss_batch, calc_loss_loader
+
+    lr = peak_lr(run.n_params)
+    warmup = warmup_steps(run.steps)
+    schedule = WarmupCosineLR(lr, run.steps, warmup, initial_lr=lr / (warmup + 1), min_lr=0.1 * lr)
+    model = GPTModel(cfg, seed=run.seed)
+    optimizer = AdamW(configure_param_groups(model, 0.1), lr=lr, betas=(0.9, 0.99))
+    params = list(model.parameters(trainable_only=True))
+    loader = create_dataloader_v1(train_ids, batch_size=batch_size, max_length=cfg["context_length"],
+                                  stride=cfg["context_length"], shuffle=True, drop_last=True, seed=run.seed)
+
+    def batches():
+        epoch = 0
+        while True:
+            loader.epoch = epoch
+            yield from loader
+            epoch += 1
+
+    stream = batches()
+    step_losses = []
+    started = time.perf_counter()
+    model.train()
+    for step in range(run.steps):
+        lr_now = schedule(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
+        optimizer.zero_grad()
+        inputs, targets = next(stream)
+        loss = calc_loss_batch(inputs, targets, model, backward=True)
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(f"run {run.key}: the training loss is {loss} at step {step}")
+        clip_grad_norm(params, 1.0)
+        optimizer.step()
+        step_losses.append(loss)
+        if stop.requested:
+            raise TrainingInterrupted(step + 1, run.steps, None)
+    train_seconds = time.perf_counter() - started
+    model.eval()
+    val_loss = calc_loss_loader(val_loader, model)
+    return {"key": run.key, "n_layers": run.shape.n_layers, "emb_dim": run.shape.emb_dim,
+            "n_heads": run.shape.n_heads, "N": run.n_params, "params_total": model.num_parameters(),
+            "flops_per_token": run.flops_per_token, "budget": run.budget, "C": run.flops, "D": run.tokens,
+            "steps": run.steps, "seed": run.seed, "lr": lr, "warmup": warmup, "val_loss": val_loss,
+            "train_loss": float(sum(step_losses[-max(1, run.steps // 10):]) / max(1, run.steps // 10)),
+            "curve": _curve(step_losses, run.batch_tokens), "train_seconds": train_seconds,
+            "flops_per_second": run.flops / train_seconds,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def seconds_per_step(shapes, vocab_size: int, context_length: int, batch_size: int) -> dict:
+    """Time two training steps of each shape on random tokens (after one untimed step)."""
+    from numpy_gpt.model import GPTModel
+    from numpy_gpt.optim import AdamW, clip_grad_norm, configure_param_groups
+    from numpy_gpt.train import calc_loss_batch
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, vocab_size, (batch_size, context_length))
+    timing = {}
+    for shape in shapes:
+        model = GPTModel(model_config(shape, vocab_size, context_length), seed=0)
+        optimizer = AdamW(configure_param_groups(model, 0.1), lr=1e-4)
+        for i in range(3):
+            if i == 1:
+                started = time.perf_counter()
+            optimizer.zero_grad()
+            calc_loss_batch(x, x, model, backward=True)
+            clip_grad_norm(list(model.parameters()), 1.0)
+            optimizer.step()
+        timing[shape] = (time.perf_counter() - started) / 2
+    return timing
+
+
+def _fpt_of(records: list[dict[str, Any]]):
+    """flops_per_token as a function of N, interpolated in log-log between the sizes trained."""
+    pairs = sorted({(r["N"], r["flops_per_token"]) for r in records})
+    log_n = np.log([p[0] for p in pairs])
+    log_f = np.log([p[1] for p in pairs])
+
+    def fpt(n):
+        n = np.log(np.asarray(n, dtype=np.float64))
+        slope = (log_f[-1] - log_f[0]) / (log_n[-1] - log_n[0]) if len(pairs) > 1 else 1.0
+        inside = np.interp(n, log_n, log_f)                    # beyond the ends: extend the end slope
+        outside = np.where(n < log_n[0], log_f[0] + slope * (n - log_n[0]),
+                           log_f[-1] + slope * (n - log_n[-1]))
+        return np.exp(np.where((n >= log_n[0]) & (n <= log_n[-1]), inside, outside))
+    return fpt
+
+
+def analyse(records: list[dict[str, Any]], bootstrap_samples: int = 200) -> dict[str, Any]:
+    """The three fits and their bootstrap intervals, as a JSON-ready dict."""
+
+    arrays = {k: np.array([r[k] for r in records], dtype=np.float64) for k in ("N", "D", "C", "budget")}
+    arrays["L"] = np.array([r["val_loss"] for r in records])
+    curves = [(r["N"], r["flops_per_token"], [p[0] for p in r["curve"]], [p[1] for p in r["curve"]])
+              for r in records]
+    fpt = _fpt_of(records)
+    c_max = float(arrays["budget"].max())
+    result: dict[str, Any] = {"runs": len(records), "C_max": c_max,
+                              "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    errors = {}
+    try:
+        env = fit_envelope(curves)
+        result["approach1"] = {"a": env["a"], "b": env["b"], "N_coef": env["N_coef"], "D_coef": env["D_coef"]}
+    except ValueError as err:
+        errors["approach1"] = str(err)
+    try:
+        iso = fit_isoflop(arrays["N"], arrays["budget"], arrays["L"], fpt)
+        result["approach2"] = {k: iso[k] for k in ("a", "b", "N_coef", "D_coef", "minima")}
+    except ValueError as err:
+        errors["approach2"] = str(err)
+        result["isoflop_minima"] = isoflop_minima(arrays["N"], arrays["budget"], arrays["L"])
+    fit3 = None
+    try:
+        fit3 = fit_parametric(arrays["N"], arrays["D"], arrays["L"])
+        result["approach3"] = fit3
+    except ValueError as err:
+        errors["approach3"] = str(err)
+    for name in ("approach1", "approach2"):
+        if name in result:
+            fit = result[name]
+            n_opt, d_opt = fit["N_coef"] * c_max ** fit["a"], fit["D_coef"] * c_max ** fit["b"]
+            fit["tokens_per_param"] = d_opt / n_opt
+    if fit3 is not None:
+        n_opt, d_opt = optimal_allocation(fit3, c_max)
+        fit3["tokens_per_param"] = float(d_opt / n_opt)
+    result["bootstrap_samples"] = bootstrap_samples
+    if bootstrap_samples:
+        result["bootstrap"] = bootstrap(arrays, curves, samples=bootstrap_samples, fit3=fit3,
+                                                flops_per_token_of=fpt)
+    result["errors"] = errors
+    return result
+
+
+def _fmt(value: float | None, interval: tuple[float, float] | None = None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.{digits}f}"
+    return f"{text} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]" if interval else text
+
+
+def fit_table(fit: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The markdown table of fit.md: our three approaches beside Chinchilla's and Kaplan's numbers."""
+    boot = fit.get("bootstrap", {})
+    boot_samples = fit.get("bootstrap_samples", 0)
+    rows = ["| | alpha | beta | E | a (N_opt ~ C^a) | b (D_opt ~ C^b) | tokens/param at C_max |",
+            "|---|---|---|---|---|---|---|"]
+    for i, name in enumerate(("approach1", "approach2", "approach3"), start=1):
+        f = fit.get(name)
+        if f is None:
+            rows.append(f"| ours, approach {i} | - | - | - | failed: {fit['errors'].get(name, '')} | | |")
+            continue
+        b = boot.get(name, {})
+        alpha = _fmt(f.get("alpha"), b.get("alpha")) if "alpha" in f else "-"
+        beta = _fmt(f.get("beta"), b.get("beta")) if "beta" in f else "-"
+        e = _fmt(f.get("E"), b.get("E")) if "E" in f else "-"
+        fits = f" ({b['fits']} of {boot_samples} resamples)" if b and b["fits"] < boot_samples else ""
+        rows.append(f"| ours, approach {i}{fits} | {alpha} | {beta} | {e} | {_fmt(f['a'], b.get('a'))} | "
+                    f"{_fmt(f['b'], b.get('b'))} | {f['tokens_per_param']:.1f} |")
+    ca, cb = CHINCHILLA["a"], CHINCHILLA["b"]
+    rows.append(f"| Chinchilla (approaches 1 / 2 / 3) | {CHINCHILLA['alpha']} | {CHINCHILLA['beta']} | "
+                f"{CHINCHILLA['E']} | {ca[0]} / {ca[1]} / {ca[2]} | {cb[0]} / {cb[1]} / {cb[2]} | "
+                f"~{CHINCHILLA['tokens_per_param']} |")
+    rows.append(f"| Kaplan et al. | alpha_N = {KAPLAN['alpha_N']} | alpha_D = {KAPLAN['alpha_D']} | - | "
+                f"{KAPLAN['a']} | {KAPLAN['b']} | falls as C grows |")
+    header = (f"Sweep of {fit['runs']} runs on {settings['corpus']} ({settings['tokenizer']} tokenizer, "
+              f"vocabulary {settings['vocab_size']}, context {settings['context_length']}, "
+              f"batch {settings['batch_size']}), "
+              f"fitted {fit['date']}. Brackets: 10th-90th percentile over bootstrap resamples of the runs. "
+              f"C_max = {fit['C_max']:.0e} FLOPs.")
+    return header + "\n\n" + "\n".join(rows) + "\n"
+
+
+def recommend(records: list[dict[str, Any]], settings: dict[str, Any], flops: float | None,
+              seconds: float | None) -> dict[str, Any]:
+    """The compute-optimal ladder shape for a budget, and its tokens D = C / its flops_per_token.
+
+    The size comes from approach 2's power law N_opt = k C^a (the ladder shape nearest in log N)
+    when the sweep bracketed at least two IsoFLOP minima, else from approach 3 (the shape with the
+    lowest fitted L(N, D)); the predicted loss is approach 3's. A wall-clock budget becomes FLOPs
+    with the FLOP/s measured in the sweep for a model of that size (interpolated in log N); since
+    the size depends on the budget, the two are iterated together."""
+
+    n_runs = np.array([r["N"] for r in records], dtype=np.float64)
+    losses = np.array([r["val_loss"] for r in records])
+    fit = fit_parametric(n_runs, [r["D"] for r in records], losses)
+    try:
+        iso = fit_isoflop(n_runs, [r["budget"] for r in records], losses, _fpt_of(records))
+        method = f"approach 2, N_opt = {iso['N_coef']:.3g} C^{iso['a']:.3f}"
+    except ValueError:
+        iso, method = None, "approach 3, the lowest fitted L(N, D)"
+    order = np.argsort(n_runs)
+    speed = np.log([records[i]["flops_per_second"] for i in order])
+
+    def flops_per_second(n: float) -> float:
+        return float(np.exp(np.interp(np.log(n), np.log(n_runs[order]), speed)))
+
+    def best_for(c: float):
+        options = []
+        for shape in SIZE_LADDER:
+            cfg = model_config(shape, settings["vocab_size"], settings["context_length"])
+            n, tokens = non_embedding_params(cfg), c / flops_per_token(cfg)
+            loss = float(predict_loss(fit, n, tokens))
+            rank = abs(math.log(n / (iso["N_coef"] * c ** iso["a"]))) if iso else loss
+            options.append((rank, loss, shape, cfg, tokens))
+        return min(options, key=lambda o: o[0])[1:]
+
+    if flops is None:
+        flops = seconds * flops_per_second(1e5)
+        for _ in range(10):
+            n = non_embedding_params(best_for(flops)[2])
+            flops = seconds * flops_per_second(n)
+    loss, shape, cfg, tokens = best_for(flops)
+    batch_tokens = settings["batch_size"] * settings["context_length"]
+    steps = max(1, round(tokens / batch_tokens))
+    n_params = non_embedding_params(cfg)
+    n_opt, d_opt = optimal_allocation(fit, flops)
+    return {"budget_flops": flops, "shape": [shape.n_layers, shape.emb_dim, shape.n_heads], "cfg": cfg,
+            "N": n_params, "tokens": steps * batch_tokens, "steps": steps, "predicted_val_loss": loss,
+            "estimated_seconds": flops / flops_per_second(n_params), "lr": peak_lr(n_params),
+            "warmup_steps": warmup_steps(steps), "settings": settings, "method": method,
+            "fit": {k: fit[k] for k in ("E", "A", "B", "alpha", "beta", "a", "b")},
+            "law_N_opt": float(n_opt), "law_D_opt": float(d_opt),
+            "largest_budget_swept": float(max(r["budget"] for r in records)),
+            "at_ladder_end": shape == SIZE_LADDER[-1]}
+
+
+RESULTS_NAME = "results.jsonl"
+RECOMMENDATION_NAME = "recommendation.json"
+
+
+def read_recommendation(folder: Path) -> tuple[dict[str, Any], str]:
+    """The settings of ``pretrain --preset from-scaling``, read from ``folder/recommendation.json``
+    (written by ``numpy-gpt scaling --recommend``): (the values of pretrain's flags by their
+    argparse names, one line saying what was chosen). ``"max_steps"`` is the recommended length."""
+    from numpy_gpt.fileio import read_json
+
+    path = Path(folder) / RECOMMENDATION_NAME
+    if not path.is_file():
+        raise ScalingError(f"--preset from-scaling: no {path} yet; run `numpy-gpt scaling` (or --quick), "
+                           f"then `numpy-gpt scaling --recommend 1e13` to write it")
+    rec = read_json(path)
+    try:
+        cfg, settings = rec["cfg"], rec["settings"]
+        flags = {"corpus": settings["corpus"], "max_chars": settings["max_chars"],
+                 "tokenizer": settings["tokenizer"], "val_fraction": settings["val_fraction"],
+                 "context_length": cfg["context_length"], "emb_dim": cfg["emb_dim"],
+                 "n_layers": cfg["n_layers"], "n_heads": cfg["n_heads"], "drop_rate": 0.0,
+                 "batch_size": settings["batch_size"], "lr": rec["lr"], "min_lr": 0.1 * rec["lr"],
+                 "warmup_steps": rec["warmup_steps"], "max_steps": rec["steps"]}
+        if settings["tokenizer"] == "bpe":
+            flags["vocab_size"] = settings["vocab_size"]
+        summary = (f"--preset from-scaling ({path}): {rec['N']:,} non-embedding parameters "
+                   f"({cfg['n_layers']} layers x {cfg['emb_dim']}), {rec['tokens']:,} tokens, "
+                   f"{rec['budget_flops']:.2e} FLOPs on {settings['corpus']}")
+    except (KeyError, TypeError) as err:
+        raise ScalingError(f"{path} is not a recommendation of numpy-gpt scaling (missing {err})") from None
+    return flags, summary

@@ -8,7 +8,7 @@ The same as ``numpy-gpt bench``; see numpy_gpt/tools/bench.py for what is measur
 
 import sys
 
-from numpy_gpt.tools.bench import main
+from numpy_gpt.cli.tools import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,6 +13,7 @@ import math
 import pytest
 
 import numpy_gpt.tools.bench as bench
+from numpy_gpt.cli import tools as bench_cli
 from numpy_gpt.tools.bench import (
     TINY_CONFIG,
     format_table,
@@ -94,7 +95,7 @@ def test_quick_logic_with_torch_and_transformers():
 
 def test_subcommand_is_registered(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
-    bench.add_subcommands(parser.add_subparsers(dest="command"))
+    bench_cli.add_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["bench", "--quick", "--no-torch", "--threads", "1",
                               "--json", str(tmp_path / "b.json")])
     assert args.quick and args.no_torch and args.threads == 1 and callable(args.func)

@@ -263,7 +263,7 @@ def test_save_classifier_merges_lora(tmp_path):
 def run_cli(argv):
     import argparse
 
-    from numpy_gpt.finetune.cli import add_finetune_subcommands
+    from numpy_gpt.cli.finetune import add_subcommands as add_finetune_subcommands
     parser = argparse.ArgumentParser()
     add_finetune_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)

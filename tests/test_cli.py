@@ -1,4 +1,4 @@
-"""Tests for numpy_gpt/cli.py: pretrain -> generate on a tiny text, resume, gradcheck, errors."""
+"""Tests for numpy_gpt/cli/ (main.py, pretrain.py): pretrain -> generate, resume, gradcheck, errors."""
 
 from __future__ import annotations
 

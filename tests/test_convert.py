@@ -1,4 +1,4 @@
-"""Tests for numpy_gpt.gpt2.convert and numpy_gpt.gpt2.cli: GPT-2 weights into and out of GPTModel.
+"""Tests for numpy_gpt.gpt2.convert and numpy_gpt.cli.weights: GPT-2 weights into and out of GPTModel.
 
 References: the logits and greedy tokens transformers computed for the gpt2-tiny fixture; the
 fixture's own files (written by TensorFlow and transformers); transformers' GPT2LMHeadModel loading
@@ -23,10 +23,10 @@ from safetensors.numpy import load_file as reference_load_file
 from transformers import GPT2LMHeadModel
 
 from numpy_gpt.checkpoint import load_checkpoint
+from numpy_gpt.cli.weights import add_subcommands
 from numpy_gpt.download import DownloadError
 from numpy_gpt.generate import generate
 from numpy_gpt.gpt2 import convert as convert_module
-from numpy_gpt.gpt2.cli import add_subcommands
 from numpy_gpt.gpt2.convert import (
     GPT2_FILES,
     convert,

@@ -11,11 +11,12 @@ import pytest
 from helpers import tiny_cfg
 
 from numpy_gpt.checkpoint import save_checkpoint
-from numpy_gpt.cli import main, tokenizer_spec
+from numpy_gpt.cli import main
 from numpy_gpt.gpt2.convert import convert
 from numpy_gpt.model import GPTModel
 from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
 from numpy_gpt.tokenizers.char import CharTokenizer
+from numpy_gpt.tokenizers.spec import tokenizer_spec
 from numpy_gpt.tokenizers.train_bpe import BPETokenizer
 
 TEXT = "the cat sat on the mat and the dog ran far away from the cat. " * 20

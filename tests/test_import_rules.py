@@ -52,3 +52,130 @@ def test_the_rule_can_fail(tmp_path):
     assert breaks(imported_modules(bad), FORBIDDEN_IN_LESSON) == ["numpy_gpt.fast.threads",
                                                                   "numpy_gpt.runtime",
                                                                   "numpy_gpt.runtime.set_threads"]
+
+
+# -- no import cycles, no private names across the command line's modules ----------------------------
+def module_names(package: Path) -> dict[str, Path]:
+    """Dotted module name -> file, for every module of ``package`` (a package is its __init__.py)."""
+    names = {}
+    for path in package.rglob("*.py"):
+        parts = list(path.relative_to(package.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        names[".".join(parts)] = path
+    return names
+
+
+def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The module an ``from ... import`` names, relative imports resolved against ``module``."""
+    if not node.level:
+        return node.module or ""
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """module -> the modules of ``package`` it imports anywhere in its file, function bodies included.
+    ``from a import b`` is an edge to a.b when that is a module, else to a; a name outside the
+    package's modules is resolved to its longest prefix that is one."""
+    modules = module_names(package)
+
+    def known(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                edges.update(known(alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                source = _absolute(node, name, path.name == "__init__.py")
+                for alias in node.names:
+                    child = f"{source}.{alias.name}"
+                    edges.add(child if child in modules else known(source))
+        graph[name] = edges - {None, name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm): every
+    module of one can reach every other, so each holds at least one import cycle."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles_in_numpy_gpt():
+    assert cycles(import_graph(PACKAGE)) == []
+
+
+def test_the_cycle_finder_finds_cycles_of_any_length_inside_functions(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from pkg.sub import b\n")
+    (package / "sub" / "b.py").write_text("from ..c import name\n")
+    (package / "c.py").write_text("import pkg.a\n")
+    (package / "d.py").write_text("from pkg import c\n")                     # reaches the cycle, not in it
+    assert cycles(import_graph(package)) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
+    (package / "c.py").write_text("")
+    assert cycles(import_graph(package)) == []
+
+
+def private_imports(path: Path, module: str) -> list[str]:
+    """``from X import _name`` in ``path`` where X is another module of numpy_gpt."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            source = _absolute(node, module, path.name == "__init__.py")
+            if source.split(".")[0] == "numpy_gpt" and source != module:
+                found += [f"{source}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "cli").glob("*.py")), ids=lambda p: p.name)
+def test_the_command_line_imports_no_private_names(path):
+    assert private_imports(path, f"numpy_gpt.cli.{path.stem}") == []
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "cli").glob("*.py")), ids=lambda p: p.name)
+def test_no_command_module_imports_main(path):
+    """The command modules share cli/common.py; only the package's __init__ imports main.py."""
+    if path.stem in ("__init__", "main"):
+        return
+    assert "numpy_gpt.cli.main" not in import_graph(PACKAGE)[f"numpy_gpt.cli.{path.stem}"]
+
+
+def test_the_private_import_rule_can_fail(tmp_path):
+    bad = tmp_path / "x.py"
+    bad.write_text("from numpy_gpt.cli import _build_tokenizer\nfrom numpy_gpt.plots import save_png\n"
+                   "def f():\n    from .common import _helper\n")
+    assert private_imports(bad, "numpy_gpt.cli.x") == ["numpy_gpt.cli._build_tokenizer",
+                                                       "numpy_gpt.cli.common._helper"]

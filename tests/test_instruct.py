@@ -200,7 +200,7 @@ def test_tiny_model_learns_to_reverse(tmp_path):
 def run_cli(argv):
     import argparse
 
-    from numpy_gpt.finetune.cli import add_finetune_subcommands
+    from numpy_gpt.cli.finetune import add_subcommands as add_finetune_subcommands
     parser = argparse.ArgumentParser()
     add_finetune_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Masked-language-model pretraining (numpy_gpt/mlm.py) and the encoder commands (encoder_cli.py)."""
+"""Masked-language-model pretraining (numpy_gpt/mlm.py) and the encoder commands (cli/encoder.py)."""
 
 from __future__ import annotations
 

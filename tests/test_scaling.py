@@ -16,15 +16,10 @@ import numpy as np
 import pytest
 
 from numpy_gpt import scaling
+from numpy_gpt.cli.pretrain import apply_scaling_recommendation
+from numpy_gpt.cli.scaling import parse_budget
 from numpy_gpt.model import GPTModel
-from numpy_gpt.scaling_cli import (
-    ScalingError,
-    append_result,
-    apply_scaling_recommendation,
-    parse_budget,
-    read_results,
-    recommend,
-)
+from numpy_gpt.scaling import ScalingError, append_result, read_results, recommend
 
 TINY = {"vocab_size": 10, "context_length": 4, "emb_dim": 8, "n_heads": 2, "n_layers": 2, "drop_rate": 0.0,
         "qkv_bias": False}

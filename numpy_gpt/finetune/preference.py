@@ -519,7 +519,7 @@ def plot_dpo(history: DPOHistory, path: str | os.PathLike, title: str | None = N
     training step (thin) and per evaluation on the validation pairs (dots)."""
     from matplotlib.figure import Figure  # a bare Figure: no pyplot, no window
 
-    from numpy_gpt.plots import _save_png
+    from numpy_gpt.plots import save_png
 
     steps = np.arange(len(history.losses))
     val = {key: [v[key] for v in history.val] for key in ("loss", "margin", "accuracy", "chosen_reward",
@@ -547,4 +547,4 @@ def plot_dpo(history: DPOHistory, path: str | os.PathLike, title: str | None = N
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_png(fig, path)

@@ -54,7 +54,6 @@ use the count above.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -481,50 +480,3 @@ def format_table(result: dict) -> str:
 def write_json(result: dict, path: Path) -> None:
     """Write the result as JSON, atomically (fileio.write_json_atomic)."""
     write_json_atomic(path, result, indent=1)
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    plan = dict(QUICK if args.quick else FULL)
-    if args.repeats is not None:
-        if args.repeats < 1:
-            print("error: --repeats must be at least 1", file=sys.stderr)
-            return 2
-        plan["repeats"], plan["case_repeats"] = args.repeats, {}
-    result = run_bench(plan, use_torch=not args.no_torch, threads=args.threads,
-                       log=lambda s: print(s, file=sys.stderr, flush=True))
-    print(format_table(result))
-    path = Path(args.out) if args.out is not None else DEFAULT_BENCH_DIR / (
-        "bench_quick.json" if args.quick else "bench.json")     # the committed results need --out
-    write_json(result, path)
-    print(f"\nwrote {path}")
-    return 0
-
-
-DEFAULT_BENCH_DIR = Path("runs") / "bench"
-
-
-def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "bench", help="time training steps, generation and memory against PyTorch/transformers",
-        description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true",
-                   help="small models and few repeats (well under a minute)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed training steps per library, every case (default 7; 31 for shakespeare-char)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for both numpy's BLAS and torch (default: CPU cores)")
-    p.add_argument("--no-torch", action="store_true", help="numpy_gpt only, even if torch is installed")
-    p.add_argument("--out", "--json", dest="out", default=None,
-                   help=f"where to write the JSON (default: {DEFAULT_BENCH_DIR}/bench[_quick].json; the "
-                        f"repository's scripts/results/ only when given here)")
-    p.set_defaults(func=_cmd_bench)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``scripts/bench.py``: the same command, writing the repository's scripts/results/ unless --out."""
-    parser = argparse.ArgumentParser(prog="numpy-gpt")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
-    if args.out is None:
-        args.out = str(Path("scripts/results") / ("bench_quick.json" if args.quick else "bench.json"))
-    return args.func(args)

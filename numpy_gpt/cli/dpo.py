@@ -10,7 +10,7 @@ before tuning: its log-probabilities of every pair are computed once, before the
 ``--lora``, from the base model with its adapters switched off). Writes to ``--out``: ``dpo.npz`` (the
 tuned model, adapters merged, with its tokenizer), ``dpo-train.npz`` (the resumable training state),
 ``dpo-curves.png``, ``metrics.json`` (held-out rewards before and after) and ``responses.json``
-(answers to held-out prompts before and after, also printed). ``numpy_gpt/cli.py`` adds the parser
+(answers to held-out prompts before and after, also printed). ``numpy_gpt/cli/main.py`` adds the parser
 with ``add_subcommands``; the modules behind the command are imported when it runs.
 """
 
@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from numpy_gpt.cli.common import GPT2_VOCAB_SIZE
 from numpy_gpt.interrupt import should_resume
 
 DATA_CHOICES = ("synthetic", "book")
-GPT2_VOCAB_SIZE = 50257
 
 
 def _load_init(args: argparse.Namespace):

@@ -11,8 +11,8 @@ Every command takes ``--init``: ``gpt2-124M`` (or another size: OpenAI's weights
 model of ``--preset`` size). A checkpoint is fine-tuned with the tokenizer it records (characters, a
 trained BPE or GPT-2's; ``finetune/tokens.py``), padded and stopped with that tokenizer's end-of-text;
 GPT-2's tokenizer is read from ``--vocab-dir`` or (downloaded into) ``--data-dir``.
-``numpy_gpt/cli.py`` adds these parsers through ``add_finetune_subcommands`` (also available as
-``add_subcommands``, the name its extension hook calls).
+``numpy_gpt/cli/main.py`` adds these parsers through ``add_subcommands`` (also available as
+``add_finetune_subcommands``, its older name).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from numpy_gpt.cli.common import GPT2_SIZE_CHOICES as GPT2_SIZES
 from numpy_gpt.download import DownloadError, gather_downloads
 from numpy_gpt.interrupt import should_resume
 
 # The parsers need only these names; the modules behind the commands (matplotlib among them) are
 # imported when a command runs, so `numpy-gpt --help` stays fast. tests/test_cli.py checks they match.
-GPT2_SIZES = ("124M", "355M", "774M", "1558M")                      # gpt2.convert.GPT2_SIZES
 TRAINABLE_CHOICES = ("last-block", "last-n", "all", "lora")          # finetune.classifier's
 OLLAMA_URL = "http://localhost:11434/api/chat"                       # finetune.judge's
 GPT2_INITS = tuple(f"gpt2-{size}" for size in GPT2_SIZES)

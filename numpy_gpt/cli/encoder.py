@@ -18,22 +18,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 import time
 from pathlib import Path
 
-from numpy_gpt.cli import positive_int
+from numpy_gpt.cli.common import DEFAULT_CORPUS, DEFAULT_RUNS_DIR, load_split_corpus, positive_int, show_bars
 from numpy_gpt.interrupt import should_resume
 
-DEFAULT_CORPUS = "stdlib-docs"
-DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_SENTENCES = ("Return the [MASK] of the list.", "The cat [MASK] on the mat.",
                      "If the file does not [MASK], an exception is raised.")
-
-
-
-def _show_bars(args: argparse.Namespace) -> bool:
-    return not args.no_progress and sys.stderr.isatty()
 
 
 def _wordpiece(train_text: str, vocab_size: int, min_frequency: int, out_dir: Path):
@@ -63,7 +55,6 @@ def _print_fills(results, text: str) -> None:
 def _cmd_pretrain_mlm(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from numpy_gpt.cli import load_split_corpus
     from numpy_gpt.encoder import EncoderModel
     from numpy_gpt.fileio import write_json_atomic
     from numpy_gpt.mlm import MLMLoader, checkpoint_extra, fill_mask, load_mlm_checkpoint, masked_accuracy
@@ -115,7 +106,7 @@ def _cmd_pretrain_mlm(args: argparse.Namespace) -> int:
         eval_iter=args.eval_iter, lr_schedule=schedule, grad_clip=args.grad_clip or None,
         checkpoint_path=checkpoint_path, checkpoint_freq=args.checkpoint_freq,
         checkpoint_extra={**checkpoint_extra(model, tokenizer), "corpus": str(args.corpus)},
-        resume_from=checkpoint_path if resume else None, progress=_show_bars(args))
+        resume_from=checkpoint_path if resume else None, progress=show_bars(args))
     plot_path = plot_losses(history.eval_steps, history.tokens_seen, history.train_losses,
                             history.val_losses, out_dir / "loss.png",
                             title=f"MLM on {args.corpus}: {model.num_parameters():,} parameters")
@@ -207,9 +198,10 @@ def _cmd_attention_heatmap(args: argparse.Namespace) -> int:
     enc_labels = [enc_tok.inverse[i] for i in enc_ids[0]]
     if args.gpt_checkpoint:
         from numpy_gpt.checkpoint import load_checkpoint
-        from numpy_gpt.cli import tokenizer_from_spec
+        from numpy_gpt.tokenizers.spec import tokenizer_from_spec
         saved = load_checkpoint(args.gpt_checkpoint, load_optimizer=False)
-        decoder, dec_tok = saved.model, tokenizer_from_spec(saved.extra.get("tokenizer"), args.data_dir)
+        decoder, dec_tok = saved.model, tokenizer_from_spec(saved.extra.get("tokenizer"), args.data_dir,
+                                                            where=str(args.gpt_checkpoint))
         dec_ids = np.asarray([dec_tok.encode(sentence)])
         dec_labels = [dec_tok.decode([int(i)]) for i in dec_ids[0]]
     else:
@@ -233,7 +225,8 @@ def _cmd_attention_heatmap(args: argparse.Namespace) -> int:
 
 
 # -- parsers ----------------------------------------------------------------------------------------------
-def add_subcommands(subparsers) -> None:
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``pretrain-mlm``, ``fill-mask`` and ``attention-heatmap`` to the main parser's subcommands."""
     p = subparsers.add_parser(
         "pretrain-mlm", help="pretrain a small BERT-style encoder with masked-language modelling",
         description="Train a WordPiece vocabulary and a small EncoderModel on a corpus with BERT's "

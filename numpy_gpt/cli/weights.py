@@ -5,7 +5,7 @@
     numpy-gpt convert run/model.npz hf-model/      # numpy_gpt -> safetensors + config.json (transformers)
     numpy-gpt convert model.safetensors model.npz  # Hugging Face's gpt2 file -> numpy_gpt
 
-``numpy_gpt/cli.py`` calls ``add_subcommands`` to add these parsers to the main command.
+``numpy_gpt/cli/main.py`` calls ``add_subcommands`` to add these parsers to the main command.
 """
 
 from __future__ import annotations

@@ -1,6 +1,4 @@
-"""The command line: ``numpy-gpt <command>`` (or ``python -m numpy_gpt <command>``).
-
-Commands defined here (chapter 5 and the gradient proofs):
+"""``numpy-gpt pretrain | generate | gradcheck``: chapter 5 and the gradient proofs from the command line.
 
 * ``pretrain`` -- train a GPT on a corpus and write a run folder: checkpoint, loss plot, samples.
   With no arguments it trains a small model on the offline default corpus (the standard
@@ -9,38 +7,35 @@ Commands defined here (chapter 5 and the gradient proofs):
 * ``generate`` -- continue a prompt with a checkpoint (greedy, temperature, top-k, top-p).
 * ``gradcheck`` -- finite-difference check of every layer's hand-written backward, as a table.
 
-Other commands live beside their feature and are added by ``build_parser``:
-``numpy_gpt/gpt2/cli.py`` (download, convert), ``numpy_gpt/finetune/cli.py`` (finetune-spam,
-classify, finetune-instruct, chat), ``finetune/dpo_cli.py`` (finetune-dpo), ``encoder_cli.py``
-(pretrain-mlm, fill-mask, attention-heatmap), ``eval_cli.py`` (evaluate), ``scaling_cli.py``
-(scaling) and ``tools/bench.py`` (bench). Each adds its parsers to the
-subparsers with ``set_defaults(func=handler)``; ``handler(args)`` returns the exit code. A new
-group of commands follows the same pattern: an ``add_subcommands`` beside its feature, one line
-in ``build_parser``.
+``numpy_gpt/cli/main.py`` adds these parsers with ``add_subcommands``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import signal
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from numpy_gpt.cli.common import (
+    DEFAULT_CORPUS,
+    DEFAULT_RUNS_DIR,
+    DEFAULT_SCALING_DIR,
+    GPT2_SIZE_CHOICES,
+    GPT2_VOCAB_SIZE,
+    CLIError,
+    checkpoint_format,
+    load_split_corpus,
+    positive_int,
+    show_bars,
+)
 from numpy_gpt.fileio import write_text_atomic
 from numpy_gpt.interrupt import should_resume
-
-DEFAULT_CORPUS = "stdlib-docs"
-GPT2_VOCAB_SIZE = 50257
-DEFAULT_RUNS_DIR = Path("runs")
-GPT2_SIZE_CHOICES = ("124M", "355M", "774M", "1558M")     # gpt2.convert.GPT2_SIZES, without importing it
+from numpy_gpt.tokenizers.spec import tokenizer_from_spec, tokenizer_spec
 
 # Model sizes for `pretrain --preset` (vocab_size always comes from the tokenizer), each with the
 # peak learning rate it trains well with (GPT-2 124M: 6e-4, as in the GPT-3 paper's table).
@@ -70,48 +65,6 @@ DEFAULT_PROMPT = "Return the"
 DEFAULT_SAMPLE_TOKENS = 200
 
 
-class CLIError(Exception):
-    """A problem with the command's input, reported as one line without a traceback."""
-
-
-# -- tokenizers recorded in checkpoints ----------------------------------------------------------
-# A checkpoint's extra["tokenizer"] says how to rebuild the tokenizer it was trained with; char and
-# trained-BPE vocabularies are stored inline, so the .npz file is all `generate` needs.
-def tokenizer_spec(tokenizer) -> dict[str, Any]:
-    """The JSON description of ``tokenizer`` (see numpy_gpt/tokenizers/spec.py)."""
-    from numpy_gpt.tokenizers.spec import tokenizer_spec as build_spec
-    return build_spec(tokenizer)
-
-
-def tokenizer_from_spec(spec: dict[str, Any], data_dir: str | os.PathLike = "data"):
-    """Rebuild the tokenizer a checked description stands for (see numpy_gpt/tokenizers/spec.py)."""
-    from numpy_gpt.tokenizers.spec import tokenizer_from_spec as from_spec
-    return from_spec(spec, data_dir, where="the checkpoint's tokenizer description")
-
-
-def _build_tokenizer(kind: str, train_text: str, full_text: str, vocab_size: int, data_dir: str,
-                     out_dir: Path):
-    """A tokenizer for a new run, with an end-of-text token (fine-tuning pads and stops with it): a
-    character alphabet gets <|endoftext|> and <|unk|> (tokenizers/char.py), a trained BPE gets
-    <|endoftext|> from BPETokenizer.train. A trained BPE is cached in the run folder under a name
-    made of its vocabulary size and a hash of the training text, and reused when both match."""
-    if kind == "char":
-        from numpy_gpt.tokenizers.char import CHAR_SPECIALS, CharTokenizer
-        return CharTokenizer.from_text(full_text, CHAR_SPECIALS)     # every character, val included
-    if kind == "bpe":
-        from numpy_gpt.tokenizers.train_bpe import BPETokenizer
-        digest = hashlib.sha256(train_text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-        cached = out_dir / f"tokenizer-bpe{vocab_size}-{digest}.bpe"
-        if cached.is_file():
-            print(f"Reusing the BPE tokenizer trained before: {cached}")
-            return BPETokenizer.load(cached)
-        print(f"Training a {vocab_size}-token BPE tokenizer on the training split...", flush=True)
-        tokenizer = BPETokenizer.train(train_text, vocab_size)
-        tokenizer.save(cached)
-        return tokenizer
-    from numpy_gpt.corpora import get_gpt2_tokenizer
-    return get_gpt2_tokenizer(data_dir)
-
 
 # -- pretrain -------------------------------------------------------------------------------------
 def _model_config(args: argparse.Namespace, vocab_size: int) -> dict[str, Any]:
@@ -124,30 +77,14 @@ def _model_config(args: argparse.Namespace, vocab_size: int) -> dict[str, Any]:
     return cfg
 
 
-def _show_bars(args: argparse.Namespace) -> bool:
-    """tqdm bars only on a terminal: piped or logged output gets one event per line."""
-    return not args.no_progress and sys.stderr.isatty()
-
-
 def _default_out_dir(args: argparse.Namespace) -> Path:
     corpus = Path(args.corpus).stem if Path(args.corpus).suffix else str(args.corpus)
     return DEFAULT_RUNS_DIR / f"{corpus}-{args.preset}-{args.tokenizer}"
 
 
-def load_split_corpus(args: argparse.Namespace) -> tuple[str, str]:
-    """--corpus (its first --max-chars characters), split into training and validation text by
-    --val-fraction: the data of pretrain and pretrain-mlm."""
-    from numpy_gpt.data import load_corpus, train_val_split
-
-    print(f"Corpus {args.corpus!r}", flush=True)
-    text = load_corpus(args.corpus, data_dir=args.data_dir)
-    if args.max_chars is not None:
-        text = text[:args.max_chars]
-    return train_val_split(text, 1.0 - args.val_fraction)
-
-
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from numpy_gpt.checkpoint import load_checkpoint
+    from numpy_gpt.corpora import build_tokenizer
     from numpy_gpt.data import create_dataloader_v1, encode_text
     from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
     from numpy_gpt.model import GPTModel
@@ -157,7 +94,6 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     if args.preset == "from-scaling":                    # runs/scaling/recommendation.json sets the flags
-        from numpy_gpt.scaling_cli import apply_scaling_recommendation
         apply_scaling_recommendation(args)
     out_dir = Path(args.out_dir) if args.out_dir else _default_out_dir(args)
     checkpoint_path = out_dir / "model.npz"
@@ -167,10 +103,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         saved = load_checkpoint(checkpoint_path, load_optimizer=False)
-        tokenizer = tokenizer_from_spec(saved.extra.get("tokenizer"), args.data_dir)
+        tokenizer = tokenizer_from_spec(saved.extra.get("tokenizer"), args.data_dir,
+                                        where="the checkpoint's tokenizer description")
         cfg = saved.cfg
     else:
-        tokenizer = _build_tokenizer(args.tokenizer, train_text, train_text + val_text, args.vocab_size,
+        tokenizer = build_tokenizer(args.tokenizer, train_text, train_text + val_text, args.vocab_size,
                                      args.data_dir, out_dir)
         cfg = _model_config(args, tokenizer.n_vocab)
     train_ids = np.asarray(encode_text(tokenizer, train_text), dtype=np.int64)
@@ -218,7 +155,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         sampling={"temperature": args.temperature, "top_k": args.top_k, "seed": args.seed},
         checkpoint_freq=args.checkpoint_freq, checkpoint_extra={
             "tokenizer": tokenizer_spec(tokenizer), "corpus": str(args.corpus), "prompt": args.prompt},
-        resume_from=checkpoint_path if resume else None, progress=_show_bars(args))
+        resume_from=checkpoint_path if resume else None, progress=show_bars(args))
 
     plot_path = plot_losses(history.eval_steps, history.tokens_seen, history.train_losses,
                             history.val_losses, out_dir / "loss.png",
@@ -246,36 +183,24 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def apply_scaling_recommendation(args: argparse.Namespace, folder: Path = DEFAULT_SCALING_DIR) -> None:
+    """For ``pretrain --preset from-scaling``: set the corpus, tokenizer, model and training flags
+    from ``folder/recommendation.json`` (written by ``numpy-gpt scaling --recommend``); --max-steps
+    or --epochs, when given, still set the length."""
+    from numpy_gpt.scaling import read_recommendation
+
+    flags, summary = read_recommendation(folder)
+    if args.max_steps is not None or args.epochs is not None:
+        del flags["max_steps"]
+    for name, value in flags.items():
+        setattr(args, name, value)
+    args.preset = "tiny"                                     # every model flag above overrides it
+    if args.out_dir is None:
+        args.out_dir = str(DEFAULT_RUNS_DIR / f"{Path(str(args.corpus)).stem}-from-scaling-{args.tokenizer}")
+    print(summary)
+
+
 # -- generate -------------------------------------------------------------------------------------
-def checkpoint_format(path: str | os.PathLike) -> str:
-    """What ``path`` holds, from its first bytes: "npz", "safetensors" or "openai" (a folder); any
-    other file raises CLIError saying what it looks like and what to pass instead."""
-    path = Path(path)
-    expected = ("pass a model.npz written by `numpy-gpt pretrain`, a .safetensors file or an OpenAI "
-                "GPT-2 folder, or use --gpt2 124M")
-    if path.is_dir():
-        if any(path.glob("*.index")) or (path / "hparams.json").is_file():
-            return "openai"
-        if (path / "model.safetensors").is_file():
-            return "safetensors"
-        raise CLIError(f"{path} is a folder without a checkpoint in it: {expected}")
-    if not path.is_file():
-        raise CLIError(f"{path} does not exist: {expected}")
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head.startswith(b"PK\x03\x04"):
-        return "npz"
-    header_size = int.from_bytes(head[:8], "little")         # safetensors: u64 size, then a JSON header
-    if len(head) >= 9 and head[8:9] == b"{" and 2 <= header_size <= path.stat().st_size:
-        return "safetensors"
-    looks = "empty" if not head else ("text" if _is_text(head) else "binary data of an unknown format")
-    raise CLIError(f"{path} is not a model checkpoint (it is {looks}): {expected}")
-
-
-def _is_text(head: bytes) -> bool:
-    return b"\x00" not in head and head.decode("utf-8", "replace").count("\ufffd") <= 1   # a cut last char
-
-
 def _load_for_generate(args: argparse.Namespace):
     """(model in eval mode, tokenizer spec or None, extra) for `generate` from --gpt2 or --checkpoint."""
     from numpy_gpt.checkpoint import load_checkpoint
@@ -306,7 +231,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     else:
         raise CLIError(f"{args.checkpoint} does not record its tokenizer and its vocabulary "
                        f"({model.cfg['vocab_size']}) is not GPT-2's; pass --tokenizer")
-    tokenizer = tokenizer_from_spec(spec, args.data_dir)
+    tokenizer = tokenizer_from_spec(spec, args.data_dir, where="the checkpoint's tokenizer description")
     prompt = args.prompt if args.prompt is not None else extra.get("prompt", "\n")
     if not prompt:
         raise CLIError('the prompt is empty: give some text to continue, e.g. --prompt "The"')
@@ -420,14 +345,7 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-# -- the parser -----------------------------------------------------------------------------------
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
+# -- the parsers ---------------------------------------------------------------------------------
 def _add_pretrain(subparsers) -> None:
     p = subparsers.add_parser(
         "pretrain", help="train a GPT on a corpus (chapter 5); no arguments: a quick demo run",
@@ -543,93 +461,8 @@ def _add_gradcheck(subparsers) -> None:
     p.set_defaults(func=_cmd_gradcheck)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from numpy_gpt import encoder_cli, eval_cli, scaling_cli
-    from numpy_gpt.finetune import cli as finetune_cli
-    from numpy_gpt.finetune import dpo_cli
-    from numpy_gpt.gpt2 import cli as gpt2_cli
-    from numpy_gpt.tools import bench
-
-    parser = argparse.ArgumentParser(
-        prog="numpy-gpt", description="GPT-2 in pure NumPy, every backward written by hand: "
-                                      "a companion to 'Build a Large Language Model (From Scratch)'.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``pretrain``, ``generate`` and ``gradcheck`` to the main parser's subcommands."""
     _add_pretrain(subparsers)
     _add_generate(subparsers)
     _add_gradcheck(subparsers)
-    gpt2_cli.add_subcommands(subparsers)
-    finetune_cli.add_finetune_subcommands(subparsers)
-    encoder_cli.add_subcommands(subparsers)
-    dpo_cli.add_subcommands(subparsers)
-    bench.add_subcommands(subparsers)
-    scaling_cli.add_subcommands(subparsers)
-    eval_cli.add_subcommands(subparsers)
-    for command in subparsers.choices.values():
-        command.formatter_class = _HelpFormatter
-        command.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    return parser
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """Appends "(default: X)" to a flag's help, once: not when the help already states its default,
-    nor for flags whose default is None or False."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if ("default" in text or not action.option_strings or action.default is None
-                or action.default is False or action.default is argparse.SUPPRESS):
-            return text
-        return f"{text} (default: %(default)s)"
-
-
-def _version() -> str:
-    from numpy_gpt import __version__
-    return __version__
-
-
-def _with_flag_names(message: str, args: argparse.Namespace) -> str:
-    """``message`` with the Python names of this command's options (max_new_tokens) written as the
-    flags the user typed (--max-new-tokens)."""
-    import re
-    for dest in vars(args):
-        if "_" in dest:
-            message = re.sub(rf"(?<![\w-]){dest}(?!\w)", "--" + dest.replace("_", "-"), message)
-    return message
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code: 0 on success, 1 on an error (one line on stderr,
-    the traceback only with --debug), 130 after Ctrl-C (the shell's code for SIGINT)."""
-    from numpy_gpt.checkpoint import CheckpointError
-    from numpy_gpt.download import DownloadError
-    from numpy_gpt.interrupt import TrainingInterrupted, resume_hint
-    from numpy_gpt.runtime import configure
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    configure()                                                     # entry point's speed settings
-    try:
-        return args.func(args)
-    except TrainingInterrupted as stop:
-        if args.debug:
-            raise
-        signal.signal(signal.SIGINT, signal.SIG_IGN)              # the work is saved: finish the line
-        hint = f"; continue with: {resume_hint(argv)}" if stop.checkpoint is not None else ""
-        print(f"numpy-gpt {args.command}: {stop}{hint}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print(f"numpy-gpt {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except (CLIError, CheckpointError, DownloadError, OSError, FloatingPointError, ValueError) as err:
-        if args.debug:
-            raise
-        print(f"numpy-gpt {args.command}: error: {_with_flag_names(str(err), args)}", file=sys.stderr)
-        return 1

@@ -6,8 +6,8 @@
 
 Prints a table (task, shots, metric, value, stderr, items), writes it as JSON with an
 exact-reproduction note (tokenizer, context length, stride, seed, limit) and reports items per
-second. The tasks and their scoring are described in ``eval_tasks.py``. ``numpy_gpt/cli.py`` adds
-this parser through ``add_subcommands``.
+second. The tasks and their scoring are described in ``eval_tasks.py``. ``numpy_gpt/cli/main.py``
+adds this parser through ``add_subcommands``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from numpy_gpt.cli.common import GPT2_SIZE_CHOICES, GPT2_VOCAB_SIZE, CLIError, checkpoint_format
+
 TASK_NAMES = ("stdlib-cloze", "hellaswag", "lambada", "wikitext", "sms-spam")   # eval_tasks.TASK_NAMES
-GPT2_SIZES = ("124M", "355M", "774M", "1558M")                                 # gpt2.convert.GPT2_SIZES
 DEFAULT_OUT_DIR = Path("runs") / "eval"
 # Below this width BLAS threads cost more than they save: the quickstart model (128 wide) scored 50
 # cloze items in 18.4 s with OpenBLAS's default threads and 1.9 s with one, on a busy 2-core machine.
@@ -49,7 +50,6 @@ def _parse_shots(text: str) -> list[int]:
 def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
     """(model in eval mode, its tokenizer spec, a name for the run) from --gpt2 or --checkpoint."""
     from numpy_gpt.checkpoint import load_checkpoint
-    from numpy_gpt.cli import GPT2_VOCAB_SIZE, CLIError, checkpoint_format
     from numpy_gpt.gpt2.convert import load_gpt2, load_model, read_tokenizer_spec
 
     if args.gpt2 is not None:
@@ -209,8 +209,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path,
                         help="a model.npz from `numpy-gpt pretrain`, a .safetensors file or an OpenAI folder")
-    source.add_argument("--gpt2", metavar="SIZE", choices=GPT2_SIZES,
-                        help=f"OpenAI's GPT-2 weights ({', '.join(GPT2_SIZES)}), downloaded once")
+    source.add_argument("--gpt2", metavar="SIZE", choices=GPT2_SIZE_CHOICES,
+                        help=f"OpenAI's GPT-2 weights ({', '.join(GPT2_SIZE_CHOICES)}), downloaded once")
     p.add_argument("--tasks", type=_parse_tasks, default=[TASK_NAMES[0]], metavar="T1,T2",
                    help=f"comma-separated tasks from {', '.join(TASK_NAMES)} (default: {TASK_NAMES[0]})")
     p.add_argument("--shots", type=_parse_shots, default=[0], metavar="K[,K...]",

@@ -1,0 +1,85 @@
+"""The command line: ``numpy-gpt <command>`` (or ``python -m numpy_gpt <command>``).
+
+One module per family of commands, each adding its parsers with ``add_subcommands(subparsers)``
+and ``set_defaults(func=handler)``; ``handler(args)`` returns the exit code:
+
+* ``cli/pretrain.py`` -- pretrain, generate, gradcheck (chapter 5 and the gradient proofs)
+* ``cli/weights.py`` -- download, convert (GPT-2's weights)
+* ``cli/finetune.py`` -- finetune-spam, classify, finetune-instruct, chat (chapters 6 and 7)
+* ``cli/dpo.py`` -- finetune-dpo (preference tuning)
+* ``cli/encoder.py`` -- pretrain-mlm, fill-mask, attention-heatmap (the BERT side)
+* ``cli/evaluate.py`` -- evaluate (benchmarks)
+* ``cli/scaling.py`` -- scaling (scaling laws)
+* ``cli/tools.py`` -- bench (speed against PyTorch)
+
+They share ``cli/common.py`` (errors, help format, argument types) and import nothing else of the
+command line. A new family of commands is one module with an ``add_subcommands`` and one name in
+``build_parser``. This module reports an error as one line (the traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+
+from numpy_gpt.cli.common import CLIError, HelpFormatter, with_flag_names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from numpy_gpt.cli import dpo, encoder, evaluate, finetune, pretrain, scaling, tools, weights
+
+    parser = argparse.ArgumentParser(
+        prog="numpy-gpt", description="GPT-2 in pure NumPy, every backward written by hand: "
+                                      "a companion to 'Build a Large Language Model (From Scratch)'.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    for module in (pretrain, weights, finetune, encoder, dpo, tools, scaling, evaluate):
+        module.add_subcommands(subparsers)
+    for command in subparsers.choices.values():
+        command.formatter_class = HelpFormatter
+        command.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    return parser
+
+
+def _version() -> str:
+    from numpy_gpt import __version__
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code: 0 on success, 1 on an error (one line on stderr,
+    the traceback only with --debug), 130 after Ctrl-C (the shell's code for SIGINT)."""
+    from numpy_gpt.checkpoint import CheckpointError
+    from numpy_gpt.download import DownloadError
+    from numpy_gpt.interrupt import TrainingInterrupted, resume_hint
+    from numpy_gpt.runtime import configure
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    configure()                                                     # entry point's speed settings
+    try:
+        return args.func(args)
+    except TrainingInterrupted as stop:
+        if args.debug:
+            raise
+        signal.signal(signal.SIGINT, signal.SIG_IGN)              # the work is saved: finish the line
+        hint = f"; continue with: {resume_hint(argv)}" if stop.checkpoint is not None else ""
+        print(f"numpy-gpt {args.command}: {stop}{hint}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print(f"numpy-gpt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, CheckpointError, DownloadError, OSError, FloatingPointError, ValueError) as err:
+        if args.debug:
+            raise
+        print(f"numpy-gpt {args.command}: error: {with_flag_names(str(err), args)}", file=sys.stderr)
+        return 1
