@@ -52,6 +52,9 @@ from numpy_gpt.generate import generate
 from numpy_gpt.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from numpy_gpt.plots import plot_losses
 
+# Any model file numpy_gpt writes (a GPT, an encoder, a classifier, ...) -> (model, tokenizer)
+from numpy_gpt.model_files import load
+
 # Chapter 5.5: OpenAI's GPT-2 weights, without TensorFlow
 from numpy_gpt.gpt2.convert import (download_gpt2, load_gpt2, load_openai_checkpoint, load_safetensors,
                                     load_weights_into_gpt, save_safetensors)
@@ -84,7 +87,7 @@ __all__ = [
     # chapter 5
     "cross_entropy", "AdamW", "ConstantLR", "WarmupCosineLR", "clip_grad_norm", "configure_param_groups",
     "calc_loss_batch", "calc_loss_loader", "evaluate_model", "train_model", "train_model_simple",
-    "generate", "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint", "plot_losses",
+    "generate", "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint", "plot_losses", "load",
     # chapter 5.5
     "download_gpt2", "load_gpt2", "load_openai_checkpoint", "load_safetensors", "load_weights_into_gpt",
     "save_safetensors",

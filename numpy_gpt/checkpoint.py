@@ -9,8 +9,12 @@ pickle, and unpickling runs arbitrary code; numpy_gpt writes a plain NumPy ``.np
 * ``optimizer/<key>``    the optimizer's arrays (``state.3.exp_avg`` ...), when an optimizer is saved;
 * ``__meta__``           a JSON document encoded as a uint8 array: format name and version, the
                          model's ``cfg`` and dtype, the training step, the dropout RNG state, the
-                         optimizer's non-array state (hyperparameters, step counts) and a free
-                         ``extra`` dict (tokenizer name, losses so far, ...).
+                         optimizer's non-array state (hyperparameters, step counts), the alpha
+                         of each LoRA adapter the model keeps (``lora``; their ranks are the
+                         arrays' shapes) and a free ``extra`` dict (tokenizer, losses so far, ...).
+
+``read_checkpoint_meta`` reads the metadata and every array's shape without reading an array;
+``numpy_gpt.load`` (model_files.py) uses it to tell what a file holds before building its model.
 
 The file is written atomically (a temporary file in the same folder, then ``os.replace``), so a
 crash or a full disk never leaves a half-written checkpoint in place of a good one.
@@ -22,7 +26,6 @@ import json
 import math
 import os
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from numpy_gpt.fileio import atomic_write, read_json
+from numpy_gpt.fileio import ZIP_READ_ERRORS, atomic_write, read_json
 from numpy_gpt.model import GPTModel, validate_config
+from numpy_gpt.nn.lora import LinearWithLoRA
 from numpy_gpt.nn.module import Module
 from numpy_gpt.optim import AdamW
 
@@ -40,6 +44,7 @@ FORMAT_VERSION = 1
 META_KEY = "__meta__"
 MODEL_PREFIX = "model/"
 OPTIMIZER_PREFIX = "optimizer/"
+GPT_CLASS = "GPTModel"            # the model_class of GPT checkpoints: language models and classifiers
 # cfg entries that may differ between a checkpoint and the model it is loaded into: they change
 # training behaviour, not the network's function or shapes.
 TRAINING_ONLY_CFG_KEYS = frozenset({"drop_rate"})
@@ -106,6 +111,14 @@ def _rng_state_from_json(state: Any) -> Any:
 
 
 # -- saving ---------------------------------------------------------------------------------------
+def model_config(model: Module) -> dict[str, Any] | None:
+    """The config dict a model was built from (``model.cfg``), or None for a model without one."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        cfg = getattr(model, "config", None)          # EncoderModel's name for it until it is renamed .cfg
+    return cfg if isinstance(cfg, dict) else None
+
+
 def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: AdamW | None = None, *,
                     step: int = 0, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (and ``optimizer``'s state) to the .npz file ``path``, atomically.
@@ -135,7 +148,7 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: AdamW | N
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "model_class": type(model).__name__,
-        "cfg": getattr(model, "cfg", None),
+        "cfg": model_config(model),
         "dtype": np.dtype(dtype).name,
         "step": int(step),
         "extra": extra,
@@ -143,6 +156,9 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: AdamW | N
                               if isinstance(rng, np.random.Generator) else None),
         "optimizer": None,
     }
+    lora = {name: float(m.lora.alpha) for name, m in model.named_modules() if isinstance(m, LinearWithLoRA)}
+    if lora:                                 # kept adapters: their ranks are in A's shape, not their alpha
+        meta["lora"] = lora
     if optimizer is not None:
         meta["optimizer"] = {}
         for key, value in optimizer.state_dict().items():
@@ -173,7 +189,7 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: AdamW | N
 MAX_META_BYTES = 32 * 2**20
 # Deflate cannot expand data more than 1032 times; an entry that claims more is lying.
 _MAX_DEFLATE_RATIO = 1100
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError)
+_READ_ERRORS = (*ZIP_READ_ERRORS, ValueError, OSError, KeyError)
 
 
 def _corrupt(path: Path, what: str, err: BaseException | None = None) -> CheckpointError:
@@ -196,6 +212,9 @@ class _Entry:
 def _read_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> _Entry:
     """Parse one entry's .npy header and check it against the zip's sizes."""
     key = info.filename[:-len(".npy")]
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _corrupt(path, f"entry {key!r} says it is packed with zip compression method "
+                             f"{info.compress_type}; a .npz uses only 0 (stored) or 8 (deflate)")
     stored = info.compress_type == zipfile.ZIP_STORED
     if (stored and info.file_size != info.compress_size) or (
             not stored and info.file_size > _MAX_DEFLATE_RATIO * max(info.compress_size, 1)):
@@ -287,16 +306,20 @@ def _parse_meta(zf: zipfile.ZipFile, entries: dict[str, _Entry], path: Path) -> 
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise _field_error(path, "step", f"must be an integer >= 0, got {step!r:.100}")
     for field, kind in (("extra", dict), ("cfg", dict), ("dropout_rng_state", dict), ("optimizer", dict),
-                        ("dtype", str), ("model_class", str)):
+                        ("lora", dict), ("dtype", str), ("model_class", str)):
         value = meta.get(field)
         if value is not None and not isinstance(value, kind):
             raise _field_error(path, field, f"must be a JSON {'object' if kind is dict else 'string'} or "
                                             f"null, got {type(value).__name__}")
-    if meta.get("cfg") is not None:
-        try:
+    if meta.get("cfg") is not None and meta.get("model_class", GPT_CLASS) == GPT_CLASS:
+        try:                          # other models' configs are checked by their loaders (model_files.py)
             validate_config(meta["cfg"])
         except (KeyError, TypeError, ValueError) as err:
             raise _field_error(path, "cfg", f"is not a valid GPT config: {err}") from None
+    for name, alpha in (meta.get("lora") or {}).items():
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha):
+            raise _field_error(path, "lora", f"must map each adapted layer to its alpha, a number; got "
+                                             f"{name!r:.60}: {alpha!r:.60}")
     return meta
 
 
@@ -359,24 +382,60 @@ def gpt_parameter_shapes(cfg: dict[str, Any], num_classes: int | None = None) ->
     return shapes
 
 
-def _check_fit(path: Path, entries: dict[str, _Entry], expected: dict[str, tuple[int, ...]],
-               what: str) -> None:
-    """Every expected parameter is stored, floating point, with its shape; nothing else is stored."""
-    stored = {k[len(MODEL_PREFIX):]: e for k, e in entries.items() if k.startswith(MODEL_PREFIX)}
-    missing = sorted(set(expected) - set(stored))
-    unexpected = sorted(set(stored) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not match {what}: missing parameters {missing[:10]}, "
-                              f"unexpected parameters {unexpected[:10]}")
-    problems = []
-    for name, shape in expected.items():
-        entry = stored[name]
-        if entry.shape != tuple(shape):
-            problems.append(f"{name}: checkpoint {entry.shape} vs model {tuple(shape)}")
-        elif not np.issubdtype(entry.dtype, np.floating):
-            problems.append(f"{name}: checkpoint dtype {entry.dtype} is not floating point")
-    if problems:
-        raise CheckpointError(f"{path} does not fit {what}: " + "; ".join(problems[:10]))
+@dataclass(frozen=True)
+class CheckpointHeader:
+    """What a checkpoint holds, read from its headers alone: the checked ``__meta__`` document and
+    the shape and dtype of every stored parameter, by state-dict name. No array has been read."""
+
+    path: Path
+    meta: dict[str, Any]
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, np.dtype]
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype the model was saved in (float32 or float64; float32 when not recorded)."""
+        dtype = self.meta.get("dtype", "float32")
+        if dtype not in ("float32", "float64"):
+            raise _field_error(self.path, "dtype", f"must be 'float32' or 'float64', got {dtype!r:.100}")
+        return np.dtype(dtype)
+
+    def check_fit(self, expected: dict[str, tuple[int, ...]], what: str) -> None:
+        """Every expected parameter is stored, floating point, with its shape, and nothing else is
+        (else CheckpointError): a model of that description then allocates no more than the file holds."""
+        missing = sorted(set(expected) - set(self.shapes))
+        unexpected = sorted(set(self.shapes) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(f"{self.path} does not match {what}: missing parameters {missing[:10]}, "
+                                  f"unexpected parameters {unexpected[:10]}")
+        problems = []
+        for name, shape in expected.items():
+            if self.shapes[name] != tuple(shape):
+                problems.append(f"{name}: checkpoint {self.shapes[name]} vs model {tuple(shape)}")
+            elif not np.issubdtype(self.dtypes[name], np.floating):
+                problems.append(f"{name}: checkpoint dtype {self.dtypes[name]} is not floating point")
+        if problems:
+            raise CheckpointError(f"{self.path} does not fit {what}: " + "; ".join(problems[:10]))
+
+
+def _not_a_language_model(header: CheckpointHeader) -> str | None:
+    """What a checkpoint holds when it is not a plain GPTModel language model, else None."""
+    model_class = header.meta.get("model_class", GPT_CLASS)
+    if model_class != GPT_CLASS:
+        return f"a {model_class}"
+    if header.meta.get("cfg") is None:
+        return "a model without its cfg"
+    if "out_head.bias" in header.shapes or "out_head.linear.bias" in header.shapes:
+        return "a GPT classifier (a small head in place of the output layer)"
+    if header.meta.get("lora") or any(name.endswith(".lora.A") for name in header.shapes):
+        return "a GPT with LoRA adapters kept beside its weights"
+    return None
+
+
+def _header(path: Path, entries: dict[str, _Entry], meta: dict[str, Any]) -> CheckpointHeader:
+    params = {k[len(MODEL_PREFIX):]: e for k, e in entries.items() if k.startswith(MODEL_PREFIX)}
+    return CheckpointHeader(path, meta, {k: e.shape for k, e in params.items()},
+                            {k: e.dtype for k, e in params.items()})
 
 
 def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -417,6 +476,18 @@ def restore_dropout_rng(model: Module, state: dict[str, Any]) -> None:
 ShapesFromMeta = Callable[[dict[str, Any]], dict[str, tuple[int, ...]]]
 
 
+def read_checkpoint_header(path: str | os.PathLike) -> CheckpointHeader:
+    """The metadata and parameter shapes of a checkpoint, read without any array: the zip's
+    directory, each entry's .npy header and the bounded ``__meta__`` entry, all checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist" +
+                                ("" if path.suffix else " (checkpoints are .npz files: add the suffix?)"))
+    zf, entries, meta = _open(path)
+    zf.close()
+    return _header(path, entries, meta)
+
+
 def read_checkpoint_meta(path: str | os.PathLike, shapes_from_meta: ShapesFromMeta | None = None
                          ) -> dict[str, Any]:
     """The checked ``__meta__`` document of a checkpoint, read without any array.
@@ -425,14 +496,10 @@ def read_checkpoint_meta(path: str | os.PathLike, shapes_from_meta: ShapesFromMe
     ``gpt_parameter_shapes`` of the cfg) are checked against the shapes the archive really holds,
     so a model built from the metadata afterwards allocates no more than the file contains.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    zf, entries, meta = _open(path)
-    with zf:
-        if shapes_from_meta is not None:
-            _check_fit(path, entries, shapes_from_meta(meta), "the model its metadata describes")
-    return meta
+    header = read_checkpoint_header(path)
+    if shapes_from_meta is not None:
+        header.check_fit(shapes_from_meta(header.meta), "the model its metadata describes")
+    return header.meta
 
 
 def load_checkpoint(path: str | os.PathLike, model: Module | None = None, *,
@@ -456,17 +523,17 @@ def load_checkpoint(path: str | os.PathLike, model: Module | None = None, *,
                                 ("" if path.suffix else " (checkpoints are .npz files: add the suffix?)"))
     zf, entries, meta = _open(path)
     with zf:
+        header = _header(path, entries, meta)
         cfg = meta.get("cfg")
         fresh = model is None
         if fresh:
-            if cfg is None:
-                raise CheckpointError(f"{path} stores no model cfg ({meta.get('model_class')} checkpoint): "
-                                      f"build the model yourself and pass it as load_checkpoint(path, model)")
-            dtype = meta.get("dtype", "float32")
-            if dtype not in ("float32", "float64"):
-                raise _field_error(path, "dtype", f"must be 'float32' or 'float64', got {dtype!r:.100}")
-            _check_fit(path, entries, gpt_parameter_shapes(cfg), f"the GPTModel its cfg describes {cfg}")
-            model = GPTModel(cfg, dtype=np.dtype(dtype), init=False)
+            other = _not_a_language_model(header)
+            if other is not None:
+                raise CheckpointError(f"{path} holds {other}, which load_checkpoint(path) does not build: "
+                                      f"numpy_gpt.load(path) builds the model any numpy_gpt checkpoint "
+                                      f"describes (or pass one: load_checkpoint(path, model))")
+            header.check_fit(gpt_parameter_shapes(cfg), f"the GPTModel its cfg describes {cfg}")
+            model = GPTModel(cfg, dtype=header.dtype, init=False)
         else:
             if cfg is not None and isinstance(getattr(model, "cfg", None), dict):
                 differences = _config_differences(cfg, model.cfg)
@@ -474,7 +541,7 @@ def load_checkpoint(path: str | os.PathLike, model: Module | None = None, *,
                     raise CheckpointError(f"{path} was saved from a model with a different config: "
                                           + "; ".join(differences))
         params = dict(model.named_parameters())
-        _check_fit(path, entries, {name: p.shape for name, p in params.items()}, type(model).__name__)
+        header.check_fit({name: p.shape for name, p in params.items()}, type(model).__name__)
 
         rng = getattr(model, "dropout_rng", None)
         rng_state = meta.get("dropout_rng_state")

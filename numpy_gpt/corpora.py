@@ -192,18 +192,30 @@ def _pydoc_topics(tree: ast.Module) -> list[str]:
     return []
 
 
-def get_gpt2_tokenizer(data_dir: str | Path = "data"):
-    """GPT-2's tokenizer, downloading ``encoder.json`` and ``vocab.bpe`` into ``data_dir/gpt2`` once.
+_GPT2_TOKENIZERS: dict[Path, object] = {}          # get_gpt2_tokenizer's, by folder
 
-    The files come from OpenAI's public URLs and are checked by sha256; the loaded tokenizer is
-    cached per folder, so calling this again is free.
+
+def get_gpt2_tokenizer(data_dir: str | Path = "data", vocab_dir: str | Path | None = None):
+    """GPT-2's tokenizer: the one place numpy_gpt builds it (every command and ``tokenizer_from_spec``
+    come here).
+
+    From ``vocab_dir``'s ``encoder.json`` and ``vocab.bpe`` when given (nothing is downloaded), else
+    from ``data_dir/gpt2``, where the files are downloaded once from OpenAI's public URLs and checked
+    by sha256. The loaded tokenizer is cached per folder, so calling this again is free.
     """
-    from numpy_gpt.tokenizers.bpe import _load_gpt2_tokenizer
+    from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
 
-    folder = Path(data_dir) / "gpt2"
-    gather_downloads([functools.partial(download_file, entry.urls, folder / name, sha256=entry.sha256,
-                                        desc=f"GPT-2 {name}") for name, entry in GPT2_VOCAB_FILES.items()])
-    return _load_gpt2_tokenizer(folder.resolve())
+    if vocab_dir is None:
+        folder = Path(data_dir) / "gpt2"
+        gather_downloads([functools.partial(download_file, entry.urls, folder / name, sha256=entry.sha256,
+                                            desc=f"GPT-2 {name}")
+                          for name, entry in GPT2_VOCAB_FILES.items()])
+    else:
+        folder = Path(vocab_dir)
+    folder = folder.resolve()
+    if folder not in _GPT2_TOKENIZERS:                   # reading the 50,000 merges takes a second
+        _GPT2_TOKENIZERS[folder] = GPT2Tokenizer.from_files(folder / "encoder.json", folder / "vocab.bpe")
+    return _GPT2_TOKENIZERS[folder]
 
 
 def build_tokenizer(kind: str, train_text: str, full_text: str, vocab_size: int, data_dir: str | Path,

@@ -54,6 +54,7 @@ from numpy_gpt.evaluation import (
     perplexity,
     sample_shots,
 )
+from numpy_gpt.fileio import zip_member_errors
 
 TASK_NAMES = ("stdlib-cloze", "hellaswag", "lambada", "wikitext", "sms-spam")
 OFFLINE_TASK = "stdlib-cloze"
@@ -203,7 +204,8 @@ def read_wikitext(path: str | Path, member: str = WIKITEXT_TEST_MEMBER) -> str:
                                  f"wikitext-2-raw-v1.zip?") from None
             if info.file_size > 100_000_000:
                 raise ValueError(f"{path}: {member} claims {info.file_size} bytes, too many for WikiText-2")
-            data = archive.read(info)
+            with zip_member_errors(path, member):
+                data = archive.read(info)
     else:
         data = path.read_bytes()
     try:

@@ -17,6 +17,9 @@ files no writer is holding (every writer keeps an exclusive ``flock`` on its own
 
 ``read_json`` is the matching reader: a JSON file or entry whose problems (bad UTF-8, bad JSON,
 nesting too deep for Python's parser) come back as one ``ValueError`` line that names the file.
+``zip_member_errors`` does the same for a zip member that lies about itself (its size, its
+checksum, a compression method no zip reader knows): the checkpoint reader, the spam data and
+WikiText are all zips.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import os
 import re
 import secrets
 import time
+import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +41,10 @@ try:
 except ImportError:             # Windows: stale temporary files are told apart by their age alone
     fcntl = None
 
+# What Python's zipfile raises for a member whose bytes contradict its headers: a CRC or size that does
+# not match (BadZipFile), a corrupt deflate stream (zlib.error), data that ends early (EOFError), a
+# compression method zipfile cannot read (NotImplementedError, e.g. method 99, AES encryption).
+ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
 # A temporary file untouched for this long, and not locked by a writer, was left by a dead process.
 STALE_TEMP_SECONDS = 600
 _TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
@@ -140,6 +149,18 @@ def read_json(source: str | os.PathLike | bytes, where: str | os.PathLike | None
     except RecursionError:
         raise ValueError(f"{where}: the JSON is nested too deeply to parse (arrays or objects inside "
                          f"each other thousands of levels deep); it is corrupt or hostile") from None
+
+
+@contextlib.contextmanager
+def zip_member_errors(archive: str | os.PathLike, member: str) -> Iterator[None]:
+    """Inside this block, reading ``member`` of the zip file ``archive`` fails with one ``ValueError``
+    line naming both, whatever way the member lies about itself (``ZIP_READ_ERRORS``)."""
+    try:
+        yield
+    except ZIP_READ_ERRORS as err:
+        detail = str(err) or type(err).__name__
+        raise ValueError(f"{archive}: zip member {member!r} cannot be read ({detail}): the archive is "
+                         f"corrupt or its headers lie; download or copy it again") from None
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, newline: str | None = "\n") -> Path:

@@ -12,8 +12,9 @@ and predicts them from both sides ("The cat [MASK] on the mat." -> "sat"). This 
   (the ignore_index) wherever nothing was hidden;
 * ``masked_accuracy`` and the ``unigram`` baseline, to see that the model learned something;
 * ``save_mlm_checkpoint`` / ``load_mlm_checkpoint``: numpy_gpt's checkpoint format (atomic, no
-  pickle, validated before anything is allocated), with the encoder config and the WordPiece
-  vocabulary stored inside;
+  pickle, validated before anything is allocated), with the encoder config (``cfg``, as every model's)
+  and the WordPiece vocabulary (the one tokenizer schema, tokenizers/spec.py) stored inside; it loads
+  the way ``numpy_gpt.load`` loads any model file;
 * ``fill_mask``: the top-k candidates for each [MASK] of a text.
 """
 
@@ -27,15 +28,22 @@ from typing import Any
 
 import numpy as np
 
-from numpy_gpt.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
-from numpy_gpt.encoder import EncoderModel, encoder_parameter_shapes, validate_encoder_config
+from numpy_gpt.checkpoint import save_checkpoint
+from numpy_gpt.encoder import EncoderModel
+from numpy_gpt.model_files import (
+    OLD_ENCODER_CONFIG_KEY,
+    OLD_WORDPIECE_KEY,
+    checkpoint_tokenizer,
+    read_model_file,
+)
 from numpy_gpt.nn.module import no_grad
 from numpy_gpt.nn.softmax import softmax
+from numpy_gpt.tokenizers.spec import tokenizer_spec
 from numpy_gpt.tokenizers.wordpiece import WordPieceTokenizer
 
 IGNORE_INDEX = -100
-ENCODER_CONFIG_KEY = "encoder_config"     # where a checkpoint's extra keeps the EncoderModel config
-TOKENIZER_KEY = "wordpiece"               # ... and the WordPiece vocabulary
+ENCODER_CONFIG_KEY = OLD_ENCODER_CONFIG_KEY   # where the first encoder checkpoints kept their config
+TOKENIZER_KEY = OLD_WORDPIECE_KEY             # ... and their vocabulary (both still read)
 
 
 def mask_tokens(ids: np.ndarray, rng: np.random.Generator, *, vocab_size: int, mask_id: int,
@@ -174,52 +182,26 @@ def fill_mask(model: EncoderModel, tokenizer: WordPieceTokenizer, text: str,
 
 # -- checkpoints --------------------------------------------------------------------------------------
 def checkpoint_extra(model: EncoderModel, tokenizer: WordPieceTokenizer) -> dict[str, Any]:
-    """What an encoder checkpoint stores beside the weights: its config and its vocabulary."""
-    return {ENCODER_CONFIG_KEY: model.config,
-            TOKENIZER_KEY: {"vocab": tokenizer.inverse, "lowercase": tokenizer.lowercase,
-                            "strip_accents": tokenizer.strip_accents}}
+    """What an encoder checkpoint stores beside the weights and the config: its vocabulary, as the
+    tokenizer description every numpy_gpt checkpoint keeps in ``extra["tokenizer"]``."""
+    return {"tokenizer": tokenizer_spec(tokenizer)}
 
 
 def save_mlm_checkpoint(path: str | os.PathLike, model: EncoderModel, tokenizer: WordPieceTokenizer,
                         **kwargs) -> Path:
-    """``save_checkpoint`` (atomic .npz, no pickle) with the config and vocabulary in ``extra``."""
+    """``save_checkpoint`` (atomic .npz, no pickle) with the vocabulary in ``extra``."""
     extra = {**kwargs.pop("extra", {}), **checkpoint_extra(model, tokenizer)}
     return save_checkpoint(path, model, extra=extra, **kwargs)
 
 
-def _encoder_config(meta: dict[str, Any], path: Path) -> dict[str, Any]:
-    extra = meta.get("extra") or {}
-    if ENCODER_CONFIG_KEY not in extra or TOKENIZER_KEY not in extra:
-        raise CheckpointError(f"{path} is not an encoder checkpoint (no {ENCODER_CONFIG_KEY!r} and "
-                              f"{TOKENIZER_KEY!r} in its extra): was it written by pretrain-mlm?")
-    try:
-        return validate_encoder_config(extra[ENCODER_CONFIG_KEY])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: the stored encoder config is invalid: {err}") from None
-
-
 def load_mlm_checkpoint(path: str | os.PathLike) -> tuple[EncoderModel, WordPieceTokenizer, dict[str, Any]]:
-    """(model in eval mode, tokenizer, extra) from a checkpoint written by pretrain-mlm.
+    """(model in eval mode, tokenizer, extra) from a checkpoint written by pretrain-mlm (or by an older
+    numpy_gpt, which kept the config and vocabulary under ``ENCODER_CONFIG_KEY`` and ``TOKENIZER_KEY``).
 
-    The stored config is checked and the shapes it implies are compared with the arrays the file
-    really holds before the model is built; then ``load_checkpoint`` reads every array (CRC and
-    finiteness checked)."""
-    path = Path(path)
-    meta = read_checkpoint_meta(path, lambda m: encoder_parameter_shapes(_encoder_config(m, path)))
-    cfg = _encoder_config(meta, path)
-    spec = meta["extra"][TOKENIZER_KEY]
-    if not isinstance(spec, dict) or not isinstance(spec.get("vocab"), list) or \
-            not all(isinstance(t, str) for t in spec["vocab"]):
-        raise CheckpointError(f"{path}: the stored WordPiece vocabulary must be a list of strings")
-    try:
-        tokenizer = WordPieceTokenizer(spec["vocab"], bool(spec.get("lowercase", True)),
-                                       spec.get("strip_accents"))
-    except ValueError as err:
-        raise CheckpointError(f"{path}: the stored WordPiece vocabulary is invalid: {err}") from None
-    if tokenizer.n_vocab != cfg["vocab_size"]:
-        raise CheckpointError(f"{path}: the vocabulary has {tokenizer.n_vocab} tokens, the model "
-                              f"{cfg['vocab_size']}")
-    model = EncoderModel(cfg, init=False)
-    checkpoint = load_checkpoint(path, model, load_optimizer=False)
-    model.eval()
-    return model, tokenizer, checkpoint.extra
+    The way ``numpy_gpt.load`` goes (model_files.py): the stored config is checked and the shapes it
+    implies are compared with the arrays the file really holds before the model is built; then every
+    array is read (CRC and finiteness checked). Another kind of file is refused, with the command that
+    takes it."""
+    file = read_model_file(path, expect=("encoder",), use="load_mlm_checkpoint")
+    tokenizer = checkpoint_tokenizer(file)
+    return file.load_model(), tokenizer, file.extra

@@ -13,7 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import numpy_gpt.checkpoint as checkpoint_module
-from numpy_gpt.checkpoint import CheckpointError, load_checkpoint, restore_dropout_rng, save_checkpoint
+from numpy_gpt.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_meta,
+    restore_dropout_rng,
+    save_checkpoint,
+)
 from numpy_gpt.model import GPTModel
 from numpy_gpt.nn.module import no_grad
 from numpy_gpt.optim import AdamW, configure_param_groups
@@ -204,6 +210,21 @@ def test_corrupt_parameter_bytes(tmp_path, model):
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=r"corrupt or truncated.*model/tok_emb\.weight"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("method", [99, 12], ids=["aes-99", "bzip2-12"])
+def test_an_unknown_compression_method_is_one_line_naming_the_file(tmp_path, model, method):
+    """Issue 24 item 18: method 99 in an entry's headers gave zipfile's NotImplementedError traceback."""
+    path = save_checkpoint(tmp_path / "ckpt.npz", model)
+    data = bytearray(path.read_bytes())
+    central = data.rfind(b"PK\x01\x02")                     # the first entry's two headers
+    for offset in (8, central + 10):
+        data[offset:offset + 2] = method.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    for read in (load_checkpoint, read_checkpoint_meta):
+        with pytest.raises(CheckpointError, match=rf"ckpt.npz is corrupt .*compression method {method}; a "
+                                                  rf".npz uses only 0 \(stored\) or 8 \(deflate\)"):
+            read(path)
 
 
 def test_single_npy_and_foreign_npz(tmp_path):

@@ -255,7 +255,7 @@ def test_save_classifier_merges_lora(tmp_path):
     loaded, _ = load_classifier(save_classifier(tmp_path / "c.npz", model, max_length=6))
     np.testing.assert_allclose(loaded(idx), expected, rtol=1e-12, atol=1e-12)
     plain = save_checkpoint(tmp_path / "plain.npz", GPTModel(TINY, seed=0))
-    with pytest.raises(ValueError, match="not a classifier checkpoint"):
+    with pytest.raises(ValueError, match="plain.npz is a GPT language model, not a GPT spam classifier"):
         load_classifier(plain)
 
 

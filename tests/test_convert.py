@@ -88,7 +88,7 @@ def test_load_gpt2_returns_settings_and_reads_every_source(fixture, tmp_path):
         assert other_settings == settings
         for name, value in gpt.state_dict().items():
             np.testing.assert_array_equal(other.state_dict()[name], value, err_msg=f"{source}: {name}")
-    with pytest.raises(FileNotFoundError, match="not a GPT-2 checkpoint"):
+    with pytest.raises(FileNotFoundError, match="nothing-here does not exist"):
         load_gpt2(tmp_path / "nothing-here")
 
 
@@ -257,7 +257,7 @@ def test_cli_convert_and_download(fixture, gpt2_server, tmp_path, monkeypatch, c
     np.testing.assert_allclose(load_gpt2(tmp_path / "m.npz")[0](fixture["ids"]), fixture["logits"],
                                rtol=0, atol=ATOL)
     assert run_cli("convert", str(tmp_path / "missing"), str(tmp_path / "x.npz")) == 1
-    assert "not a GPT-2 checkpoint" in capsys.readouterr().err
+    assert "missing does not exist" in capsys.readouterr().err
 
     url, sizes, _ = gpt2_server
     monkeypatch.setitem(convert_module.GPT2_FILE_SIZES, "124M", sizes)

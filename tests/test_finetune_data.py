@@ -84,6 +84,28 @@ def test_refuses_zip_bombs(tmp_path):
         safe_extract_zip(stored, tmp_path / "out", max_total_size=2000)
 
 
+def lie_about_size(archive: Path, declared: int, method: int) -> Path:
+    """Patch the one member's uncompressed size (and, stored, its compressed size) in both of the zip's
+    headers, the local one and the central directory's, to ``declared`` bytes."""
+    data = bytearray(archive.read_bytes())
+    central = data.rfind(b"PK\x01\x02")
+    for offset in (22, central + 24) + ((18, central + 20) if method == zipfile.ZIP_STORED else ()):
+        data[offset:offset + 4] = declared.to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+    return archive
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["stored", "deflated"])
+def test_a_member_that_lies_about_its_size_is_one_line_naming_the_zip(tmp_path, method):
+    """Issue 24 item 18: a spam zip whose member declares 100 bytes gave zipfile's 'Bad CRC-32' traceback."""
+    text = "".join(f"{'spam' if i % 3 == 0 else 'ham'}\tmessage {i}\n" for i in range(50)).encode()
+    archive = make_zip(tmp_path / "spam.zip", {"SMSSpamCollection": text}, compression=method)
+    lie_about_size(archive, 100, method)
+    with pytest.raises(ValueError, match=r"spam.zip: zip member 'SMSSpamCollection' cannot be read "
+                                         r"\(.*\): the archive is corrupt or its headers lie"):
+        read_sms_spam(archive)
+
+
 def test_refuses_non_zip_and_missing_members(tmp_path):
     (tmp_path / "x.zip").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a valid zip"):

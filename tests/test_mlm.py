@@ -135,11 +135,11 @@ def test_checkpoint_round_trip_and_fill_mask(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="no \\[MASK\\]"):
         fill_mask(loaded, tok, "the cat sat")
 
-    save_checkpoint(tmp_path / "plain.npz", model)                 # weights, but no config or vocabulary
-    with pytest.raises(CheckpointError, match="not an encoder checkpoint"):
+    save_checkpoint(tmp_path / "plain.npz", model)                 # weights and config, but no vocabulary
+    with pytest.raises(CheckpointError, match="plain.npz does not record its tokenizer: "):
         load_mlm_checkpoint(tmp_path / "plain.npz")
     meta_lie = tiny_encoder(tokenizer)
-    meta_lie.config = {**meta_lie.config, "emb_dim": 64}             # a config the arrays do not fit
+    meta_lie.config = meta_lie.cfg = {**meta_lie.config, "emb_dim": 64}   # a config the arrays do not fit
     save_mlm_checkpoint(tmp_path / "lying.npz", meta_lie, tokenizer)
     with pytest.raises(CheckpointError, match="does not fit"):
         load_mlm_checkpoint(tmp_path / "lying.npz")

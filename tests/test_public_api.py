@@ -11,7 +11,7 @@ DESIGN_NAMES = [
     "create_dataloader_v1", "generate", "train_model_simple", "calc_loss_batch", "calc_loss_loader",
     "evaluate_model", "plot_losses", "save_checkpoint", "load_checkpoint", "load_gpt2",
     "load_openai_checkpoint", "load_safetensors", "save_safetensors", "EncoderModel", "load_bert",
-    "WordPieceTokenizer", "generate_text_simple",
+    "WordPieceTokenizer", "generate_text_simple", "load",
 ]
 
 
@@ -32,6 +32,11 @@ def test_design_names_are_exported():
 def test_all_lists_only_real_names():
     assert sorted(set(numpy_gpt.__all__)) == sorted(numpy_gpt.__all__)
     assert [n for n in numpy_gpt.__all__ if not hasattr(numpy_gpt, n)] == []
+
+
+def test_load_reads_any_model_file_and_returns_model_and_tokenizer():
+    params = inspect.signature(numpy_gpt.load).parameters
+    assert list(params)[0] == "path" and params["expect"].default is None
 
 
 def test_config_keys_match_the_book():

@@ -78,3 +78,22 @@ def test_any_json_is_a_tokenizer_or_a_spec_error(spec):
         tokenizer_from_spec(spec)
     except TokenizerSpecError:
         pass
+
+
+def test_wordpiece_is_one_more_kind_of_the_same_schema():
+    """The encoder's vocabulary is recorded like every other tokenizer (it had its own schema before)."""
+    from numpy_gpt.tokenizers.wordpiece import SPECIAL_TOKENS, WordPieceTokenizer
+    tok = WordPieceTokenizer([*SPECIAL_TOKENS, "the", "cat", "##s", "sat"], lowercase=False,
+                             strip_accents=True)
+    spec = tokenizer_spec(tok)
+    assert spec == {"kind": "wordpiece", "vocab": tok.inverse, "lowercase": False, "strip_accents": True}
+    again = tokenizer_from_spec(spec)
+    assert again.encode("the cats sat") == tok.encode("the cats sat") and not again.lowercase
+    assert tokenizer_from_spec({k: v for k, v in spec.items() if k != "strip_accents"}).strip_accents is None
+    for change, match in (({"vocab": "the cat"}, "'vocab' must be a list"),
+                          ({"vocab": ["the", ""]}, "'vocab'"),
+                          ({"lowercase": "yes"}, "'lowercase' must be true or false"),
+                          ({"vocab": ["the", "cat"]}, "the WordPiece vocabulary is invalid: .*\\[UNK\\]"),
+                          ({"merges": []}, "a 'wordpiece' tokenizer has the fields")):
+        with pytest.raises(TokenizerSpecError, match=f"mlm.npz: {match}"):
+            tokenizer_from_spec({**spec, **change}, where="mlm.npz")

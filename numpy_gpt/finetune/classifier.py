@@ -45,18 +45,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from numpy_gpt.checkpoint import (
-    CheckpointError,
-    gpt_parameter_shapes,
-    load_checkpoint,
-    read_checkpoint_meta,
-    save_checkpoint,
-)
+from numpy_gpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from numpy_gpt.data import DataLoader
 from numpy_gpt.fileio import atomic_write
 from numpy_gpt.finetune.data import read_spam_csv
 from numpy_gpt.interrupt import TrainingInterrupted, stop_on_interrupt
 from numpy_gpt.model import GPTModel
+from numpy_gpt.model_files import read_model_file
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.lora import LoRALayer, merge_lora, replace_linear_with_lora
 from numpy_gpt.nn.loss import cross_entropy
@@ -376,34 +371,19 @@ def save_classifier(path: str | os.PathLike, model: GPTModel, *, max_length: int
     return save_checkpoint(path, model, extra=info)
 
 
-def _classifier_shapes(path: str | os.PathLike, meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """The parameter shapes a classifier checkpoint's metadata describes, its extra fields checked."""
-    extra = meta.get("extra") or {}
-    if extra.get("task") != "classifier" or meta.get("cfg") is None:
-        raise CheckpointError(f"{path} is not a classifier checkpoint (written by save_classifier / "
-                              f"numpy-gpt finetune-spam); for a plain GPT checkpoint use load_checkpoint")
-    for key in ("num_classes", "max_length", "pad_token_id"):
-        value = extra.get(key)
-        least = 0 if key == "pad_token_id" else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise CheckpointError(f"checkpoint {path}: extra field {key!r} must be an integer >= {least}, "
-                                  f"got {value!r:.100}")
-    return gpt_parameter_shapes(meta["cfg"], num_classes=extra["num_classes"])
-
-
 def load_classifier(path: str | os.PathLike) -> tuple[GPTModel, dict[str, Any]]:
     """Load a checkpoint written by ``save_classifier``; returns (model in eval mode, its extra dict
     with ``num_classes``, ``max_length`` and ``pad_token_id``).
 
-    The metadata (read with a size limit) and the head size are checked against the shapes stored
-    in the file before the model is built, and ``load_checkpoint`` checks every array."""
-    meta = read_checkpoint_meta(path, lambda meta: _classifier_shapes(path, meta))
-    extra = meta["extra"]
-    dtype = np.float64 if meta.get("dtype") == "float64" else np.float32
-    model = add_classification_head(GPTModel(meta["cfg"], dtype=dtype, init=False), extra["num_classes"])
-    load_checkpoint(path, model, load_optimizer=False)
-    model.eval()
-    return model, extra
+    The way ``numpy_gpt.load`` goes (model_files.py): the metadata (read with a size limit) and the
+    head size are checked against the shapes stored in the file before the model is built, then every
+    array is read and checked. Another kind of file is refused, with the command that takes it."""
+    file = read_model_file(path, expect=("classifier",), use="load_classifier")
+    if file.extra.get("task") != "classifier":
+        raise CheckpointError(f"{path} is the training state of an interrupted finetune-spam run, not the "
+                              f"classifier it writes at the end (spam-classifier.npz): finish the run "
+                              f"with --resume")
+    return file.load_model(), file.extra
 
 
 def format_accuracies(accuracies: dict[str, float]) -> str:

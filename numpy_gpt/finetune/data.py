@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from numpy_gpt.download import download_file, sha256_of
-from numpy_gpt.fileio import atomic_write, read_json, write_json_atomic, write_text_atomic
+from numpy_gpt.fileio import atomic_write, read_json, write_json_atomic, write_text_atomic, zip_member_errors
 
 SPAM_URLS = (
     "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
@@ -112,8 +112,10 @@ def safe_extract_zip(zip_path: str | os.PathLike, dest_dir: str | os.PathLike, *
 
 
 def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> Path:
-    """Copy one member to ``target`` atomically, refusing more bytes than its header declares."""
-    with atomic_write(target, "wb") as out, archive.open(info) as src:
+    """Copy one member to ``target`` atomically, refusing more bytes than its header declares; a
+    member whose bytes contradict its headers (checksum, size, compression method) is one line."""
+    with zip_member_errors(archive.filename, info.filename), atomic_write(target, "wb") as out, \
+            archive.open(info) as src:
         copied = 0
         while chunk := src.read(1 << 20):
             copied += len(chunk)

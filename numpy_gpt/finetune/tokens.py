@@ -6,9 +6,9 @@ on its corpus), and its token ids only mean something under that tokenizer. So e
 command (finetune-spam, classify, finetune-instruct, chat, and preference tuning) asks
 ``tokenizer_for_checkpoint`` for the tokenizer the checkpoint records:
 
-* a numpy_gpt ``.npz`` records it in ``extra["tokenizer"]`` (``tokenizers/spec.py``); a safetensors
-  file in its metadata; an OpenAI folder is GPT-2's; a file that records none is taken to be GPT-2's
-  (the vocabulary-size check of ``check_tokenizer_fits`` catches a wrong guess);
+* the tokenizer comes from ``model_files.checkpoint_tokenizer``, the one way from a checkpoint to
+  its tokenizer (a numpy_gpt ``.npz`` or a safetensors file records it; an OpenAI folder, or a file
+  of GPT-2's vocabulary that records none, is GPT-2's);
 * starting from OpenAI's weights or a random model (``checkpoint=None``) means GPT-2's tokenizer.
 
 Fine-tuning needs one special token, end-of-text: it pads a batch (chapter 6's ``SpamDataset``,
@@ -22,9 +22,13 @@ token. The error says so and how to fix it (pretrain again).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from numpy_gpt.corpora import get_gpt2_tokenizer
+from numpy_gpt.model_files import ModelFile, checkpoint_tokenizer, read_model_file
+from numpy_gpt.tokenizers.spec import tokenizer_spec
 
 GPT2_SPEC = {"kind": "gpt2"}
 
@@ -44,54 +48,38 @@ class FinetuneTokenizer:
         return self.spec["kind"]
 
 
-def checkpoint_tokenizer_spec(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The tokenizer description a checkpoint records, or None. A ``.npz`` is read without loading its
-    weights (``read_checkpoint_meta``), so this works for classifier checkpoints too."""
-    path = Path(path)
-    if path.suffix == ".npz":
-        from numpy_gpt.checkpoint import read_checkpoint_meta
-        return (read_checkpoint_meta(path).get("extra") or {}).get("tokenizer")
-    from numpy_gpt.gpt2.convert import read_tokenizer_spec
-    return read_tokenizer_spec(path)
-
-
-def gpt2_tokenizer(data_dir: str | os.PathLike = "data", vocab_dir: str | os.PathLike | None = None):
-    """GPT-2's tokenizer: from ``vocab_dir``'s encoder.json and vocab.bpe when given (nothing is
-    downloaded), else from ``data_dir/gpt2`` (downloaded there once)."""
-    from numpy_gpt.corpora import get_gpt2_tokenizer
-    from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
-    if vocab_dir is not None:
-        vocab_dir = Path(vocab_dir)
-        return GPT2Tokenizer.from_files(vocab_dir / "encoder.json", vocab_dir / "vocab.bpe")
-    return get_gpt2_tokenizer(data_dir)
-
-
-def tokenizer_for_checkpoint(checkpoint: str | os.PathLike | None = None, *,
+def tokenizer_for_checkpoint(checkpoint: str | os.PathLike | ModelFile | None = None, *,
                              data_dir: str | os.PathLike = "data",
                              vocab_dir: str | os.PathLike | None = None) -> FinetuneTokenizer:
-    """The tokenizer to fine-tune (or run) the model of ``checkpoint`` with; GPT-2's when
-    ``checkpoint`` is None (OpenAI's weights or a random model of GPT-2's vocabulary).
+    """The tokenizer to fine-tune (or run) the model of ``checkpoint`` (a path or a ``ModelFile``)
+    with; GPT-2's when ``checkpoint`` is None (OpenAI's weights or a random model of GPT-2's vocabulary).
 
-    GPT-2's vocabulary files come from ``vocab_dir`` or ``data_dir`` (see ``gpt2_tokenizer``); char
-    and trained-BPE tokenizers are stored in the checkpoint itself. Raises ValueError when the
-    tokenizer has no end-of-text token."""
-    from numpy_gpt.tokenizers.spec import check_tokenizer_spec, tokenizer_from_spec, tokenizer_spec
-
-    where = f"{checkpoint}" if checkpoint is not None else "GPT-2"
-    recorded = None if checkpoint is None else checkpoint_tokenizer_spec(checkpoint)
-    description = f"{where}'s tokenizer description"
-    if recorded is None or check_tokenizer_spec(recorded, description)["kind"] == "gpt2":
-        tokenizer, spec = gpt2_tokenizer(data_dir, vocab_dir), dict(GPT2_SPEC)
-    else:
-        tokenizer = tokenizer_from_spec(recorded, data_dir, where=description)
-        spec = tokenizer_spec(tokenizer)
+    ``model_files.checkpoint_tokenizer`` finds it (GPT-2's vocabulary files come from ``vocab_dir`` or
+    ``data_dir``); this adds its end-of-text id. Raises ValueError when the tokenizer has none."""
+    tokenizer = checkpoint_tokenizer(checkpoint, data_dir=data_dir, vocab_dir=vocab_dir)
+    spec = tokenizer_spec(tokenizer)
     eot_id = getattr(tokenizer, "eot_token", None)
     if eot_id is None:
+        where = "GPT-2" if checkpoint is None else getattr(checkpoint, "path", checkpoint)
         raise ValueError(f"{where}: its {spec['kind']} tokenizer has no <|endoftext|> token, which "
                          f"fine-tuning needs to pad batches and end answers (the model has no embedding "
                          f"for it). Checkpoints of `numpy-gpt pretrain` carry one since character "
                          f"alphabets got <|endoftext|> and <|unk|>: pretrain this model again")
     return FinetuneTokenizer(tokenizer, spec, int(eot_id))
+
+
+def checkpoint_tokenizer_spec(path: str | os.PathLike) -> dict[str, Any] | None:
+    """Kept for one release: use ``numpy_gpt.model_files.read_model_file(path).tokenizer_spec``."""
+    warnings.warn("checkpoint_tokenizer_spec is deprecated: use numpy_gpt.model_files.read_model_file(path)"
+                  ".tokenizer_spec", DeprecationWarning, stacklevel=2)
+    return read_model_file(path).tokenizer_spec
+
+
+def gpt2_tokenizer(data_dir: str | os.PathLike = "data", vocab_dir: str | os.PathLike | None = None):
+    """Kept for one release: use ``numpy_gpt.get_gpt2_tokenizer(data_dir, vocab_dir)``."""
+    warnings.warn("gpt2_tokenizer is deprecated: use numpy_gpt.get_gpt2_tokenizer(data_dir, vocab_dir)",
+                  DeprecationWarning, stacklevel=2)
+    return get_gpt2_tokenizer(data_dir, vocab_dir=vocab_dir)
 
 
 def check_tokenizer_fits(tokens: FinetuneTokenizer, model, where: str = "the model") -> None:

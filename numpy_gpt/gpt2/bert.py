@@ -33,6 +33,7 @@ import numpy as np
 from numpy_gpt.encoder import EncoderClassifier, EncoderModel, encoder_parameter_shapes
 from numpy_gpt.fileio import read_json
 from numpy_gpt.gpt2.safetensors import SafetensorsError, SafetensorsReader
+from numpy_gpt.model_files import ENCODERS, Format, ModelFile, add_format, read_model_file
 
 # numpy_gpt name -> (transformers name, transpose?). {i} is the layer index.
 _EMBEDDINGS = {
@@ -144,15 +145,32 @@ def load_bert(path: str | os.PathLike, dtype: np.dtype | type = np.float32
               ) -> EncoderModel | EncoderClassifier:
     """An HF BERT folder (config.json + model.safetensors) -> EncoderModel (BertForMaskedLM or a
     bare BertModel) or EncoderClassifier (BertForSequenceClassification: a file with
-    ``classifier.weight``).
+    ``classifier.weight``); or the encoder of a numpy_gpt checkpoint (pretrain-mlm's model.npz).
 
-    All or nothing: the config, every tensor's presence, shape and dtype are checked from the
-    headers before the model is allocated, and every value must be finite; a failed load raises
-    with the file and the tensor named. A BertModel without an MLM head gets a freshly initialised
-    one (the result can encode, and fill-mask after fine-tuning only). The model is returned in
-    eval mode, as transformers' ``from_pretrained`` returns it: call ``.train()`` to fine-tune.
+    It goes the way ``numpy_gpt.load`` goes (model_files.py: the folder's metadata, then the weights);
+    a file of another kind (a GPT) is refused with the command that takes it. All or nothing: the
+    config, every tensor's presence, shape and dtype are checked from the headers before the model is
+    allocated, and every value must be finite; a failed load raises with the file and the tensor
+    named. A BertModel without an MLM head gets a freshly initialised one (the result can encode, and
+    fill-mask after fine-tuning only). The model is returned in eval mode, as transformers'
+    ``from_pretrained`` returns it: call ``.train()`` to fine-tune.
     """
-    folder = Path(path)
+    return read_model_file(path, expect=ENCODERS, use="load_bert").load_model(dtype=dtype)
+
+
+# -- the BERT folder, one format of numpy_gpt.load (model_files.py) ---------------------------------------
+def _is_bert_folder(path: Path) -> bool:
+    config = path / "config.json"
+    if not path.is_dir() or not config.is_file():
+        return False
+    try:
+        return read_json(config).get("model_type") == "bert"
+    except (ValueError, AttributeError):
+        return False
+
+
+def _bert_config(folder: Path) -> tuple[dict, Path, Path]:
+    """(numpy_gpt's encoder config, config.json, model.safetensors) of a BERT folder, checked."""
     config_path, weights_path = folder / "config.json", folder / "model.safetensors"
     for needed in (config_path, weights_path):
         if not needed.is_file():
@@ -161,7 +179,20 @@ def load_bert(path: str | os.PathLike, dtype: np.dtype | type = np.float32
     config = read_json(config_path.read_bytes(), where=str(config_path))
     if not isinstance(config, dict):
         raise ValueError(f"{config_path} must hold a JSON object")
-    cfg = encoder_config_from_hf(config, str(config_path))
+    return encoder_config_from_hf(config, str(config_path)), config_path, weights_path
+
+
+def _read_bert_folder(folder: Path) -> ModelFile:
+    cfg, _, weights_path = _bert_config(folder)
+    kind = "encoder-classifier" if "classifier.weight" in SafetensorsReader(weights_path) else "encoder"
+    return ModelFile(folder, BERT_FOLDER, kind, cfg, None)
+
+
+def _load_bert_folder(file: ModelFile, drop_rate: float, dtype: np.dtype | None
+                      ) -> EncoderModel | EncoderClassifier:
+    """The model of a BERT folder; ``drop_rate`` is the config's own (hidden_dropout_prob)."""
+    dtype = np.float32 if dtype is None else dtype
+    cfg, config_path, weights_path = _bert_config(file.path)
     reader = SafetensorsReader(weights_path)
 
     is_classifier = "classifier.weight" in reader
@@ -218,3 +249,8 @@ def load_bert(path: str | os.PathLike, dtype: np.dtype | type = np.float32
                                    f"MLM head is tied to it (as BERT's)")
     model.eval()                                   # as from_pretrained: no dropout until model.train()
     return model
+
+
+BERT_FOLDER = Format("bert", "a transformers BERT folder (config.json + model.safetensors)",
+                     _is_bert_folder, _read_bert_folder, _load_bert_folder)
+add_format(BERT_FOLDER)

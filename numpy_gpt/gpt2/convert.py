@@ -22,7 +22,9 @@ The mapping, written out in full below (``_DIRECT``, ``_QKV``), is the book's:
   as in numpy_gpt.
 
 Loading reads each tensor straight into the model's parameter array (except c_attn, read into one
-temporary (C, 3C) array and split), so it never holds a second copy of the weights.
+temporary (C, 3C) array and split), so it never holds a second copy of the weights. The safetensors
+and OpenAI formats are two entries of ``numpy_gpt.load``'s table (model_files.py), and ``load_gpt2``
+goes through that same path.
 
 ``save_safetensors`` goes the other way: it writes the layout ``transformers.GPT2LMHeadModel``
 loads (with a ``config.json`` beside it), so a model trained here can move to PyTorch.
@@ -32,17 +34,20 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from numpy_gpt.checkpoint import load_checkpoint, save_checkpoint
+from numpy_gpt.checkpoint import save_checkpoint
 from numpy_gpt.download import DownloadError, download_file, gather_downloads
-from numpy_gpt.fileio import write_text_atomic
+from numpy_gpt.fileio import read_json, write_text_atomic
 from numpy_gpt.gpt2.openai_tf import TFCheckpointReader, checkpoint_prefix, read_hparams
 from numpy_gpt.gpt2.safetensors import SafetensorsReader, save_file
-from numpy_gpt.model import GPTModel
+from numpy_gpt.model import GPTModel, validate_config
+from numpy_gpt.model_files import GPT2_SPEC, LANGUAGE_MODELS, Format, ModelFile, add_format, read_model_file
+from numpy_gpt.tokenizers.spec import check_tokenizer_spec
 
 # -- downloading ---------------------------------------------------------------------------------
 GPT2_BASE_URLS = (
@@ -397,22 +402,89 @@ def _is_openai_dir(path: Path) -> bool:
         return False
 
 
+# -- the two GPT-2 formats of numpy_gpt.load (model_files.py) -------------------------------------------
+def _safetensors_path(path: Path) -> Path:
+    return path / "model.safetensors" if path.is_dir() else path
+
+
+def _model_type(config_json: Path) -> str | None:
+    try:
+        config = read_json(config_json)
+    except ValueError:
+        return None                             # the reader says what is wrong with it
+    return config.get("model_type") if isinstance(config, dict) else None
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A .safetensors file (by its suffix or its first bytes: a u64 size, then the JSON header's "{"),
+    or a folder holding model.safetensors whose config.json, if any, describes a GPT-2."""
+    if path.is_dir():
+        config = path / "config.json"
+        return (path / "model.safetensors").is_file() and (
+            not config.is_file() or _model_type(config) in (None, "gpt2"))
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    header_size = int.from_bytes(head[:8], "little")
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= header_size <= path.stat().st_size
+
+
+def _metadata_tokenizer(reader: SafetensorsReader) -> dict | None:
+    """The tokenizer description ``save_safetensors`` stored in the file's metadata, checked; or None."""
+    text = reader.metadata.get(TOKENIZER_METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        spec = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError(f"{reader.path}: the tokenizer in its metadata ({TOKENIZER_METADATA_KEY}) is not "
+                         f"valid JSON") from None
+    check_tokenizer_spec(spec, f"{reader.path}'s tokenizer (metadata {TOKENIZER_METADATA_KEY})")
+    return spec
+
+
+def _read_safetensors(path: Path) -> ModelFile:
+    file = _safetensors_path(path)
+    reader = SafetensorsReader(file)                                  # its JSON header, no tensor
+    config_json = file.parent / "config.json"
+    cfg = _config_from_hf(config_json, 0.0) if config_json.is_file() else _config_from_shapes(reader, 0.0)
+    try:
+        cfg = validate_config(cfg)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{config_json if config_json.is_file() else file}: {err}") from None
+    return ModelFile(path, SAFETENSORS, "gpt", cfg, _metadata_tokenizer(reader), build={"file": file})
+
+
+def _load_safetensors(file: ModelFile, drop_rate: float, dtype: np.dtype | None) -> GPTModel:
+    return load_safetensors(file.build["file"], {**file.cfg, "drop_rate": drop_rate},
+                            dtype=np.float32 if dtype is None else dtype)
+
+
+def _read_openai(path: Path) -> ModelFile:
+    return ModelFile(path, OPENAI, "gpt", gpt2_config(read_hparams(path)), dict(GPT2_SPEC))
+
+
+def _load_openai(file: ModelFile, drop_rate: float, dtype: np.dtype | None) -> GPTModel:
+    return load_openai_checkpoint(file.path, drop_rate=drop_rate,
+                                  dtype=np.float32 if dtype is None else dtype)
+
+
+SAFETENSORS = Format("safetensors", "a GPT-2 .safetensors file (or a folder holding model.safetensors)",
+                     _is_safetensors, _read_safetensors, _load_safetensors)
+OPENAI = Format("openai", "an OpenAI GPT-2 folder (hparams.json, checkpoint, model.ckpt.*)",
+                _is_openai_dir, _read_openai, _load_openai)
+add_format(SAFETENSORS)
+add_format(OPENAI)
+
+
 def load_model(path: str | os.PathLike, *, drop_rate: float = 0.0,
                dtype: np.dtype | type = np.float32) -> GPTModel:
-    """GPTModel (in eval mode) from an OpenAI checkpoint folder, a safetensors file (or a folder
-    holding model.safetensors), or a numpy_gpt .npz checkpoint, told apart by what ``path`` is.
-    A .npz keeps the config and dtype it was saved with (``drop_rate`` and ``dtype`` are ignored)."""
-    path = Path(path)
-    if path.suffix == ".npz":
-        return load_checkpoint(path, load_optimizer=False).model.eval()
-    if path.suffix == ".safetensors" or (path.is_dir() and (path / "model.safetensors").is_file()):
-        return load_safetensors(path, drop_rate=drop_rate, dtype=dtype)
-    if _is_openai_dir(path):
-        return load_openai_checkpoint(path, drop_rate=drop_rate, dtype=dtype)
-    raise FileNotFoundError(f"{path} is not a GPT-2 checkpoint numpy_gpt can read: expected an OpenAI "
-                            f"folder (hparams.json, checkpoint, model.ckpt.index, model.ckpt.data-*), a "
-                            f".safetensors file (or a folder with model.safetensors), or a .npz "
-                            f"checkpoint; or a size name {list(GPT2_SIZES)} to download")
+    """GPTModel (in eval mode) from any GPT file: kept for one release, use ``load_gpt2(path)`` (the
+    same path, with the book's settings) or ``numpy_gpt.load(path)`` (with the tokenizer)."""
+    warnings.warn("numpy_gpt.gpt2.convert.load_model is deprecated: use load_gpt2(path) or "
+                  "numpy_gpt.load(path)", DeprecationWarning, stacklevel=2)
+    return load_gpt2(path, drop_rate=drop_rate, dtype=dtype)[0]
 
 
 def load_gpt2(model_size_or_path: str | os.PathLike = "124M", models_dir: str | os.PathLike = "gpt2", *,
@@ -421,15 +493,18 @@ def load_gpt2(model_size_or_path: str | os.PathLike = "124M", models_dir: str | 
     """Pretrained GPT-2, ready to generate: ``(model in eval mode, settings)``.
 
     ``model_size_or_path`` is a size ("124M", "355M", "774M", "1558M": downloaded into
-    ``models_dir/<size>`` unless already there, then read with NumPy) or a path (see
-    ``load_model``). ``settings`` is the book's hparams dict: n_vocab, n_ctx, n_embd, n_head, n_layer.
-    ``drop_rate`` only matters once you train (the book's chapter 5 uses 0.1, chapters 6-7 use 0.0).
+    ``models_dir/<size>`` unless already there, then read with NumPy) or the path of any GPT language
+    model numpy_gpt reads: an OpenAI folder, a .safetensors file (or a folder holding one), a numpy_gpt
+    .npz. It goes the way ``numpy_gpt.load`` goes (``read_model_file``, then the weights); another kind
+    of file (a classifier, an encoder) is refused, with the command that takes it. ``settings`` is the
+    book's hparams dict: n_vocab, n_ctx, n_embd, n_head, n_layer. ``drop_rate`` only matters once you
+    train (the book's chapter 5 uses 0.1, chapters 6-7 use 0.0); a .npz keeps its saved config and dtype.
     """
+    path = model_size_or_path
     if str(model_size_or_path) in GPT2_SIZES:
-        model_dir = download_gpt2(str(model_size_or_path), models_dir, base_urls=base_urls)
-        gpt = load_openai_checkpoint(model_dir, drop_rate=drop_rate, dtype=dtype)
-    else:
-        gpt = load_model(model_size_or_path, drop_rate=drop_rate, dtype=dtype)
+        path = download_gpt2(str(model_size_or_path), models_dir, base_urls=base_urls)
+    file = read_model_file(path, expect=LANGUAGE_MODELS, use="load_gpt2")
+    gpt = file.load_model(drop_rate=drop_rate, dtype=dtype)
     return gpt, _settings(gpt.cfg)
 
 
@@ -476,26 +551,11 @@ def gpt_to_hf_tensors(gpt: GPTModel) -> tuple[dict[str, np.ndarray], bool]:
 
 
 def read_tokenizer_spec(path: str | os.PathLike) -> dict | None:
-    """The tokenizer a checkpoint records (``cli.tokenizer_spec``'s JSON), or None if it records none:
-    a .npz's ``extra["tokenizer"]``, a safetensors file's metadata under ``TOKENIZER_METADATA_KEY``;
-    an OpenAI folder is GPT-2's."""
-    path = Path(path)
-    if path.suffix == ".npz":
-        return load_checkpoint(path, load_optimizer=False).extra.get("tokenizer")
-    if path.suffix == ".safetensors" or (path.is_dir() and (path / "model.safetensors").is_file()):
-        st_path = path if path.suffix == ".safetensors" else path / "model.safetensors"
-        text = SafetensorsReader(st_path).metadata.get(TOKENIZER_METADATA_KEY)
-        if text is None:
-            return None
-        try:
-            spec = json.loads(text)
-        except (ValueError, RecursionError):
-            raise ValueError(f"{st_path}: the tokenizer in its metadata ({TOKENIZER_METADATA_KEY}) is not "
-                             f"valid JSON") from None
-        if not isinstance(spec, dict):
-            raise ValueError(f"{st_path}: the tokenizer in its metadata is not a JSON object")
-        return spec
-    return {"kind": "gpt2"} if _is_openai_dir(path) else None
+    """The tokenizer a model file records: kept for one release, use ``read_model_file(path).tokenizer_spec``
+    (numpy_gpt.model_files), which reads a .npz's metadata without its weights."""
+    warnings.warn("read_tokenizer_spec is deprecated: use numpy_gpt.model_files.read_model_file(path)"
+                  ".tokenizer_spec", DeprecationWarning, stacklevel=2)
+    return read_model_file(path).tokenizer_spec
 
 
 def save_safetensors(gpt: GPTModel, path: str | os.PathLike, tokenizer: Mapping | None = None) -> Path:
@@ -504,7 +564,7 @@ def save_safetensors(gpt: GPTModel, path: str | os.PathLike, tokenizer: Mapping 
     ``path`` is a ``.safetensors`` file or a folder (then ``model.safetensors`` inside it). A
     ``config.json`` is written beside the file; with the default name, the folder loads with
     ``GPT2LMHeadModel.from_pretrained(folder)``. ``tokenizer`` (a tokenizer spec, see
-    ``read_tokenizer_spec``) is stored as JSON in the file's metadata, so a model with its own
+    tokenizers/spec.py) is stored as JSON in the file's metadata, so a model with its own
     tokenizer converts back without loss.
     """
     path = Path(path)
@@ -536,11 +596,12 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, models_dir: str |
         raise ValueError(f"{dst} holds an OpenAI checkpoint: writing OpenAI's TensorFlow format is not "
                          f"supported; convert to a .safetensors file, a new folder (model.safetensors + "
                          f"config.json) or a .npz instead")
-    gpt, _ = load_gpt2(src, models_dir, dtype=dtype)
+    if str(src) in GPT2_SIZES:
+        src = download_gpt2(str(src), models_dir)
+    file = read_model_file(src, expect=LANGUAGE_MODELS, use="convert")
+    gpt = file.load_model(dtype=dtype)
     # The tokenizer travels with the weights, so `numpy-gpt generate` reads the result as the source.
-    tokenizer = {"kind": "gpt2"} if str(src) in GPT2_SIZES else read_tokenizer_spec(src)
-    if tokenizer is None and gpt.cfg["vocab_size"] == 50257:
-        tokenizer = {"kind": "gpt2"}                       # e.g. Hugging Face's gpt2 file
+    tokenizer = file.tokenizer_description()               # GPT-2's for Hugging Face's gpt2 file
     if dst.suffix == ".npz":
         dst.parent.mkdir(parents=True, exist_ok=True)
         return save_checkpoint(dst, gpt, extra={} if tokenizer is None else {"tokenizer": tokenizer})

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import heapq
 import json
 import operator
@@ -483,8 +482,3 @@ class GPT2Tokenizer(ByteLevelBPE):
         if special_tokens is None:
             special_tokens = {ENDOFTEXT: max(token_bytes) + 1}
         return cls(token_bytes, special_tokens, pattern, name=path.stem)
-
-
-@functools.lru_cache(maxsize=4)
-def _load_gpt2_tokenizer(folder: Path) -> GPT2Tokenizer:
-    return GPT2Tokenizer.from_files(folder / "encoder.json", folder / "vocab.bpe")

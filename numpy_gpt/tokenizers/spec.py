@@ -2,7 +2,8 @@
 
 Chapter 5 saves a model; to generate text with it later you also need the tokenizer it was trained
 with. A numpy_gpt checkpoint records it in ``extra["tokenizer"]`` as a small JSON document, so the
-``.npz`` file is all ``numpy-gpt generate`` needs:
+``.npz`` file is all ``numpy-gpt generate`` needs (a safetensors file written by ``convert`` keeps
+the same document in its metadata). One schema for every model numpy_gpt writes:
 
     {"kind": "gpt2"}                                      GPT-2's tokenizer (its files are read from
                                                           the data folder, downloaded once)
@@ -11,6 +12,11 @@ with. A numpy_gpt checkpoint records it in ``extra["tokenizer"]`` as a small JSO
     {"kind": "bpe", "pattern": "gpt2",                    a BPE trained here (train_bpe.py): its
      "byte_ids": [256 ids], "merges": [[l, r], ...],      merges, byte ids and special tokens
      "special_tokens": {"<|endoftext|>": 1023}}
+    {"kind": "wordpiece", "vocab": ["[PAD]", ...],        BERT's WordPiece (the encoder's, from
+     "lowercase": true, "strip_accents": null}            pretrain-mlm): the vocabulary in id order
+
+``model_files.checkpoint_tokenizer`` is the one way from a checkpoint to its tokenizer; it reads
+this document (and the encoder's older ``extra["wordpiece"]``, which had no "kind").
 
 A checkpoint may come from anywhere, so a description is data and never code. The one part that
 would be executable, the pre-tokenization regular expression, is stored by *name* (a key of
@@ -30,13 +36,16 @@ from numpy_gpt.tokenizers.bpe import GPT2_PATTERN
 
 # Pre-tokenization patterns a spec may name. GPT-2's is also the one BPETokenizer.train uses.
 KNOWN_PATTERNS = {"gpt2": GPT2_PATTERN}
-KINDS = ("char", "bpe", "gpt2")
+KINDS = ("char", "bpe", "gpt2", "wordpiece")
 MAX_CHARS = 1 << 20               # alphabet of a character tokenizer (Unicode has ~1.1 million)
 MAX_MERGES = 1 << 20              # GPT-2 has 50,000; cl100k about 100,000
 MAX_SPECIAL_TOKENS = 1 << 12
 MAX_TOKEN_BYTES = 1 << 12         # GPT-2's longest token is 128 bytes
+MAX_VOCAB = 1 << 20               # a WordPiece vocabulary (bert-base-uncased has 30,522)
 _FIELDS = {"char": {"kind", "chars", "special_tokens"},
-           "bpe": {"kind", "pattern", "byte_ids", "merges", "special_tokens"}, "gpt2": {"kind"}}
+           "bpe": {"kind", "pattern", "byte_ids", "merges", "special_tokens"}, "gpt2": {"kind"},
+           "wordpiece": {"kind", "vocab", "lowercase", "strip_accents"}}
+_OPTIONAL = {"char": {"special_tokens"}, "wordpiece": {"strip_accents"}}
 
 
 class TokenizerSpecError(ValueError):
@@ -57,6 +66,7 @@ def tokenizer_spec(tokenizer) -> dict[str, Any]:
     from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
     from numpy_gpt.tokenizers.char import CharTokenizer
     from numpy_gpt.tokenizers.train_bpe import BPETokenizer
+    from numpy_gpt.tokenizers.wordpiece import WordPieceTokenizer
 
     if isinstance(tokenizer, CharTokenizer):
         spec = {"kind": "char", "chars": list(tokenizer.chars)}
@@ -69,6 +79,9 @@ def tokenizer_spec(tokenizer) -> dict[str, Any]:
                 "special_tokens": tokenizer.special_tokens}
     if isinstance(tokenizer, GPT2Tokenizer):
         return {"kind": "gpt2"}
+    if isinstance(tokenizer, WordPieceTokenizer):
+        return {"kind": "wordpiece", "vocab": list(tokenizer.inverse), "lowercase": bool(tokenizer.lowercase),
+                "strip_accents": tokenizer.strip_accents}
     raise TypeError(f"cannot record a {type(tokenizer).__name__} in a checkpoint")
 
 
@@ -87,7 +100,7 @@ def check_tokenizer_spec(spec: object, where: str = "the tokenizer spec") -> dic
     kind = spec.get("kind")
     if kind not in KINDS:
         raise fail(f"unknown tokenizer kind {kind!r:.80}; expected one of {list(KINDS)}")
-    optional = {"special_tokens"} if kind == "char" else set()
+    optional = _OPTIONAL.get(kind, set())
     if not _FIELDS[kind] - optional <= set(spec) <= _FIELDS[kind]:
         raise fail(f"a {kind!r} tokenizer has the fields {sorted(_FIELDS[kind] - optional)}"
                    f"{f' (and optionally {sorted(optional)})' if optional else ''}, got "
@@ -105,6 +118,17 @@ def check_tokenizer_spec(spec: object, where: str = "the tokenizer spec") -> dic
             raise fail(f"'special_tokens' must be a list of at most {MAX_SPECIAL_TOKENS} distinct non-empty "
                        f"strings (their ids follow the alphabet's)")
         return {"kind": "char", "chars": chars, "special_tokens": specials}
+    if kind == "wordpiece":
+        vocab = spec["vocab"]
+        if not isinstance(vocab, list) or not 0 < len(vocab) <= MAX_VOCAB or not all(
+                isinstance(t, str) and t and len(t) <= MAX_TOKEN_BYTES for t in vocab):
+            raise fail(f"'vocab' must be a list of 1 to {MAX_VOCAB:,} non-empty tokens (the WordPiece "
+                       f"vocabulary in id order)")
+        strip_accents = spec.get("strip_accents")
+        if not isinstance(spec["lowercase"], bool) or strip_accents not in (None, True, False):
+            raise fail("'lowercase' must be true or false, 'strip_accents' true, false or null")
+        return {"kind": "wordpiece", "vocab": vocab, "lowercase": spec["lowercase"],
+                "strip_accents": strip_accents}
 
     pattern = spec["pattern"]
     if not isinstance(pattern, str):
@@ -142,9 +166,9 @@ def check_tokenizer_spec(spec: object, where: str = "the tokenizer spec") -> dic
 
 
 def tokenizer_from_spec(spec: object, data_dir: str | os.PathLike = "data", *,
-                        where: str = "the tokenizer spec"):
-    """Rebuild the tokenizer a (checked) description stands for. GPT-2's is read from ``data_dir``,
-    downloaded there once if absent."""
+                        where: str = "the tokenizer spec", vocab_dir: str | os.PathLike | None = None):
+    """Rebuild the tokenizer a (checked) description stands for. GPT-2's is read from ``vocab_dir``
+    when given (nothing is downloaded), else from ``data_dir/gpt2``, downloaded there once."""
     spec = check_tokenizer_spec(spec, where)
     if spec["kind"] == "char":
         from numpy_gpt.tokenizers.char import CharTokenizer
@@ -153,5 +177,11 @@ def tokenizer_from_spec(spec: object, data_dir: str | os.PathLike = "data", *,
         from numpy_gpt.tokenizers.train_bpe import BPETokenizer
         return BPETokenizer(spec["merges"], spec["special_tokens"], KNOWN_PATTERNS[spec["pattern"]],
                             spec["byte_ids"])
+    if spec["kind"] == "wordpiece":
+        from numpy_gpt.tokenizers.wordpiece import WordPieceTokenizer
+        try:
+            return WordPieceTokenizer(spec["vocab"], spec["lowercase"], spec["strip_accents"])
+        except ValueError as err:
+            raise TokenizerSpecError(f"{where}: the WordPiece vocabulary is invalid: {err}") from None
     from numpy_gpt.corpora import get_gpt2_tokenizer
-    return get_gpt2_tokenizer(data_dir)
+    return get_gpt2_tokenizer(data_dir, vocab_dir=vocab_dir)
