@@ -13,6 +13,7 @@ What a file holds, its *kind* (``KINDS``), and the command that takes it:
     instruct            an instruction-tuned GPT      finetune-instruct  -> chat, finetune-dpo --init
     dpo                 a preference-tuned GPT        finetune-dpo       -> chat
     classifier          a GPT spam classifier         finetune-spam      -> classify
+    classifier-run      an interrupted finetune-spam  finetune-spam      -> finetune-spam --resume
     encoder             a BERT-style encoder          pretrain-mlm       -> fill-mask, attention-heatmap
     encoder-classifier  a BERT sequence classifier    transformers       -> load_bert
 
@@ -89,6 +90,9 @@ KINDS = {
                                                      "generate and evaluate)"),
     "classifier": Kind("a GPT spam classifier (written by finetune-spam)", "a GPT spam classifier",
                        "`numpy-gpt classify --checkpoint {path} TEXT` takes it"),
+    "classifier-run": Kind("the training state of an interrupted finetune-spam run", "a GPT spam classifier",
+                           "`numpy-gpt finetune-spam --resume` continues it, and classify takes the "
+                           "spam-classifier.npz it writes at the end"),
     "encoder": Kind("a BERT-style encoder (written by pretrain-mlm)", "a BERT-style encoder",
                     "`numpy-gpt fill-mask --checkpoint {path} TEXT` takes it (so does attention-heatmap "
                     "--checkpoint)"),
@@ -102,6 +106,10 @@ ENCODERS = ("encoder", "encoder-classifier")
 class WrongKindError(CheckpointError):
     """A model file of another kind than the one asked for: the message says what the file is and
     which command takes it."""
+
+
+class NotAModelError(CheckpointError):
+    """A file that holds no model in any format numpy_gpt reads: the message says what it looks like."""
 
 
 # -- formats and the files they describe ---------------------------------------------------------------
@@ -156,14 +164,20 @@ class ModelFile:
         model = self.format.load(self, drop_rate, None if dtype is None else np.dtype(dtype))
         return model.eval()
 
-    def tokenizer_description(self) -> dict[str, Any] | None:
+    def tokenizer_description(self, required: bool = False) -> dict[str, Any] | None:
         """The tokenizer this file records; GPT-2's for a GPT of GPT-2's vocabulary that records none
-        (OpenAI's and Hugging Face's files record none); None when it is unknown."""
+        (OpenAI's and Hugging Face's files record none). When it is unknown: None, or with ``required``
+        a CheckpointError that says so."""
         if self.tokenizer_spec is not None:
             return self.tokenizer_spec
-        if self.kind not in ENCODERS and self.cfg["vocab_size"] == GPT2_VOCAB_SIZE:
+        vocab_size = self.cfg["vocab_size"]
+        if self.kind not in ENCODERS and vocab_size == GPT2_VOCAB_SIZE:
             return dict(GPT2_SPEC)
-        return None
+        if not required:
+            return None
+        why = "" if self.kind in ENCODERS else f" and its vocabulary of {vocab_size:,} ids is not GPT-2's"
+        raise CheckpointError(f"{self.path} does not record its tokenizer{why}: the text it was trained on "
+                              f"cannot be encoded (the files numpy-gpt writes record it)")
 
 
 FORMATS: list[Format] = []
@@ -185,12 +199,10 @@ def _looks_like(path: Path) -> str:
     return "text" if text else "binary data of an unknown format"
 
 
-def read_model_file(path: str | os.PathLike, *, expect: Iterable[str] | None = None,
-                    use: str | None = None) -> ModelFile:
-    """What the model file or folder ``path`` holds (its ``ModelFile``), read without its weights.
-
-    With ``expect`` (kinds, e.g. ``LANGUAGE_MODELS``) a file of another kind is a ``WrongKindError``
-    that says what the file is and which command takes it; ``use`` names who asks (a command)."""
+def file_format(path: str | os.PathLike) -> Format:
+    """The format that stores the model at ``path``, from its name and first bytes (nothing else is
+    read). A path that does not exist, or a folder of none of them, is a FileNotFoundError; a file of
+    none of them a ``NotAModelError`` saying what it looks like."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist" +
@@ -198,10 +210,19 @@ def read_model_file(path: str | os.PathLike, *, expect: Iterable[str] | None = N
     fmt = next((f for f in FORMATS if f.matches(path)), None)
     if fmt is None:
         expected = "; ".join(f.description for f in FORMATS)
-        error = FileNotFoundError if path.is_dir() else CheckpointError
+        error = FileNotFoundError if path.is_dir() else NotAModelError
         raise error(f"{path} is not a model checkpoint (it is {_looks_like(path)}): numpy_gpt reads "
                     f"{expected}")
-    file = fmt.read(path)
+    return fmt
+
+
+def read_model_file(path: str | os.PathLike, *, expect: Iterable[str] | None = None,
+                    use: str | None = None) -> ModelFile:
+    """What the model file or folder ``path`` holds (its ``ModelFile``), read without its weights.
+
+    With ``expect`` (kinds, e.g. ``LANGUAGE_MODELS``) a file of another kind is a ``WrongKindError``
+    that says what the file is and which command takes it; ``use`` names who asks (a command)."""
+    file = file_format(path).read(Path(path))
     return file if expect is None else file.expect(expect, use)
 
 
@@ -220,12 +241,8 @@ def checkpoint_tokenizer(source: str | os.PathLike | ModelFile | None, *,
     if source is None:
         return get_gpt2_tokenizer(data_dir, vocab_dir=vocab_dir)
     file = source if isinstance(source, ModelFile) else read_model_file(source)
-    spec = file.tokenizer_description()
+    spec = file.tokenizer_description(required=True)
     vocab_size = file.cfg["vocab_size"]
-    if spec is None:
-        why = "" if file.kind in ENCODERS else f" and its vocabulary of {vocab_size:,} ids is not GPT-2's"
-        raise CheckpointError(f"{file.path} does not record its tokenizer{why}: the text it was trained on "
-                              f"cannot be encoded (the files numpy-gpt writes record it)")
     tokenizer = tokenizer_from_spec(spec, data_dir, vocab_dir=vocab_dir, where=f"{file.path}'s tokenizer")
     if tokenizer.n_vocab > vocab_size:
         raise CheckpointError(f"{file.path}: its {spec['kind']} tokenizer makes ids up to "
@@ -348,8 +365,10 @@ def _read_npz(path: Path) -> ModelFile:
                                   f"save_checkpoint from a model")
         num_classes = _classifier_head(header)
         task = extra.get("task")
-        kind = ("classifier" if num_classes is not None else "instruct" if task == "instruct"
-                else "dpo" if task == "dpo" or "dpo" in extra else "gpt")
+        if num_classes is not None:
+            kind = "classifier" if task == "classifier" else "classifier-run"
+        else:
+            kind = "instruct" if task == "instruct" else "dpo" if task == "dpo" or "dpo" in extra else "gpt"
         shapes = gpt_parameter_shapes(cfg, num_classes)
     else:
         raise CheckpointError(f"{path} holds a {model_class:.60}, a model numpy_gpt.load does not build")

@@ -124,7 +124,7 @@ def written(kind, tmp_path, char_tok, bpe_tok, wordpiece_tok):
         model = trained_lora(add_classification_head(gpt(char_tok), 2, seed=3))
         path = save_checkpoint(tmp_path / "spam-train.npz", model, step=4,
                                extra={"classifier_training": {"examples_seen": 8}})
-        return path, model, None, "classifier"
+        return path, model, None, "classifier-run"
     if kind == "encoder":
         cfg = tiny_cfg(vocab_size=wordpiece_tok.n_vocab, qkv_bias=True)
         model = EncoderModel(cfg, seed=0)
@@ -298,3 +298,26 @@ def test_a_tokenizer_larger_than_the_model_is_refused(tmp_path, bpe_tok):
     path = save_checkpoint(tmp_path / "small.npz", model, extra={"tokenizer": tokenizer_spec(bpe_tok)})
     with pytest.raises(CheckpointError, match="makes ids up to 269, but the model has embeddings for 260"):
         checkpoint_tokenizer(path)
+
+
+# -- the commands: issue 24 item 22 -------------------------------------------------------------------------
+@pytest.mark.parametrize(("kind", "command", "takes_it"), [
+    ("encoder", ["generate", "--checkpoint", "{path}"], "`numpy-gpt fill-mask --checkpoint {path} TEXT`"),
+    ("encoder", ["evaluate", "--checkpoint", "{path}", "--tasks", "stdlib-cloze"], "`numpy-gpt fill-mask"),
+    ("encoder", ["finetune-spam", "--init", "checkpoint", "--checkpoint", "{path}"], "`numpy-gpt fill-mask"),
+    ("classifier", ["generate", "--checkpoint", "{path}"], "`numpy-gpt classify --checkpoint {path} TEXT`"),
+    ("classifier", ["chat", "--checkpoint", "{path}", "--instruction", "hi"], "`numpy-gpt classify"),
+    ("classifier", ["evaluate", "--checkpoint", "{path}", "--tasks", "stdlib-cloze"], "`numpy-gpt classify"),
+    ("pretrain-char", ["classify", "--checkpoint", "{path}", "hello"], "`numpy-gpt generate --checkpoint"),
+    ("pretrain-char", ["fill-mask", "--checkpoint", "{path}", "a [MASK]"], "`numpy-gpt generate"),
+], ids=lambda value: value[0] if isinstance(value, list) else None)
+def test_a_command_given_the_wrong_kind_says_what_the_file_is_and_who_takes_it(
+        kind, command, takes_it, tmp_path, capsys, char_tok, wordpiece_tok):
+    from numpy_gpt.cli import main
+    path = written(kind, tmp_path, char_tok, None, wordpiece_tok)[0]
+    assert main([part.format(path=path) for part in command]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"numpy-gpt {command[0]}: error: {path} is a" in err
+    assert f"which `numpy-gpt {command[0]}` needs: {takes_it.format(path=path)}" in err
+    assert "load_checkpoint(path, model)" not in err and "unexpected parameters" not in err

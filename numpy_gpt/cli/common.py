@@ -72,30 +72,27 @@ def load_split_corpus(args: argparse.Namespace) -> tuple[str, str]:
     return train_val_split(text, 1.0 - args.val_fraction)
 
 
+def model_file(path: str | os.PathLike, command: str, kinds: tuple[str, ...], *, or_else: str = ""):
+    """What the model file ``path`` given to ``command`` holds (``numpy_gpt.model_files.read_model_file``:
+    its metadata alone; ``.load_model()`` and ``checkpoint_tokenizer`` take it from there), refused
+    unless of ``kinds``: the error says what the file is and which command takes it. ``or_else`` ends
+    the error for a file that holds no model at all (e.g. "use --gpt2 124M")."""
+    from numpy_gpt.model_files import NotAModelError, read_model_file
+
+    try:
+        return read_model_file(path, expect=kinds, use=f"`numpy-gpt {command}`")
+    except NotAModelError as err:
+        if not or_else:
+            raise
+        raise CLIError(f"{err}; or {or_else}") from None
+
+
 def checkpoint_format(path: str | os.PathLike) -> str:
-    """What ``path`` holds, from its first bytes: "npz", "safetensors" or "openai" (a folder); any
-    other file raises CLIError saying what it looks like and what to pass instead."""
-    path = Path(path)
-    expected = ("pass a model.npz written by `numpy-gpt pretrain`, a .safetensors file or an OpenAI "
-                "GPT-2 folder, or use --gpt2 124M")
-    if path.is_dir():
-        if any(path.glob("*.index")) or (path / "hparams.json").is_file():
-            return "openai"
-        if (path / "model.safetensors").is_file():
-            return "safetensors"
-        raise CLIError(f"{path} is a folder without a checkpoint in it: {expected}")
-    if not path.is_file():
-        raise CLIError(f"{path} does not exist: {expected}")
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head.startswith(b"PK\x03\x04"):
-        return "npz"
-    header_size = int.from_bytes(head[:8], "little")         # safetensors: u64 size, then a JSON header
-    if len(head) >= 9 and head[8:9] == b"{" and 2 <= header_size <= path.stat().st_size:
-        return "safetensors"
-    looks = "empty" if not head else ("text" if _is_text(head) else "binary data of an unknown format")
-    raise CLIError(f"{path} is not a model checkpoint (it is {looks}): {expected}")
+    """Kept for one release: the format name of ``numpy_gpt.model_files.file_format(path)``."""
+    import warnings
 
+    from numpy_gpt.model_files import file_format
 
-def _is_text(head: bytes) -> bool:
-    return b"\x00" not in head and head.decode("utf-8", "replace").count("\ufffd") <= 1   # a cut last char
+    warnings.warn("checkpoint_format is deprecated: use numpy_gpt.model_files.file_format(path).name",
+                  DeprecationWarning, stacklevel=2)
+    return file_format(path).name

@@ -21,36 +21,22 @@ import sys
 import time
 from pathlib import Path
 
-from numpy_gpt.cli.common import GPT2_VOCAB_SIZE
 from numpy_gpt.interrupt import should_resume
 
 DATA_CHOICES = ("synthetic", "book")
 
 
 def _load_init(args: argparse.Namespace):
-    """(model, tokenizer, tokenizer spec) from --init."""
-    from numpy_gpt.checkpoint import read_checkpoint_meta
-    from numpy_gpt.gpt2.convert import load_model, read_tokenizer_spec
-    from numpy_gpt.tokenizers.spec import tokenizer_from_spec
+    """(model, tokenizer, tokenizer spec) from --init (numpy_gpt.load)."""
+    from numpy_gpt.model_files import LANGUAGE_MODELS, load
+    from numpy_gpt.tokenizers.spec import tokenizer_spec
 
     if not args.init.exists():
         raise FileNotFoundError(f"--init {args.init} does not exist: pass an instruction-tuned checkpoint "
                                 f"(numpy-gpt finetune-instruct writes runs/instruct/instruct.npz)")
-    model = load_model(args.init, drop_rate=args.drop_rate)
-    if args.init.suffix == ".npz":                                  # its metadata only, not the weights again
-        spec = (read_checkpoint_meta(args.init).get("extra") or {}).get("tokenizer")
-    else:
-        spec = read_tokenizer_spec(args.init)
-    if spec is None:
-        if model.cfg["vocab_size"] != GPT2_VOCAB_SIZE:
-            raise ValueError(f"--init {args.init} records no tokenizer and its vocabulary "
-                             f"({model.cfg['vocab_size']}) is not GPT-2's; save it with its tokenizer")
-        spec = {"kind": "gpt2"}
-    tokenizer = tokenizer_from_spec(spec, args.data_dir, where=str(args.init))
-    if tokenizer.n_vocab > model.cfg["vocab_size"]:
-        raise ValueError(f"--init {args.init}: its tokenizer has {tokenizer.n_vocab} tokens, the model only "
-                         f"{model.cfg['vocab_size']}")
-    return model, tokenizer, spec
+    model, tokenizer = load(args.init, expect=LANGUAGE_MODELS, use="`numpy-gpt finetune-dpo`",
+                            data_dir=args.data_dir, drop_rate=args.drop_rate)
+    return model, tokenizer, tokenizer_spec(tokenizer)
 
 
 def _load_data(args: argparse.Namespace) -> tuple[list[dict], str]:

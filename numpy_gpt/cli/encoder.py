@@ -21,7 +21,14 @@ import hashlib
 import time
 from pathlib import Path
 
-from numpy_gpt.cli.common import DEFAULT_CORPUS, DEFAULT_RUNS_DIR, load_split_corpus, positive_int, show_bars
+from numpy_gpt.cli.common import (
+    DEFAULT_CORPUS,
+    DEFAULT_RUNS_DIR,
+    load_split_corpus,
+    model_file,
+    positive_int,
+    show_bars,
+)
 from numpy_gpt.interrupt import should_resume
 
 DEFAULT_SENTENCES = ("Return the [MASK] of the list.", "The cat [MASK] on the mat.",
@@ -57,8 +64,9 @@ def _cmd_pretrain_mlm(args: argparse.Namespace) -> int:
 
     from numpy_gpt.encoder import EncoderModel
     from numpy_gpt.fileio import write_json_atomic
-    from numpy_gpt.mlm import MLMLoader, checkpoint_extra, fill_mask, load_mlm_checkpoint, masked_accuracy
+    from numpy_gpt.mlm import MLMLoader, checkpoint_extra, fill_mask, masked_accuracy
     from numpy_gpt.mlm import unigram_token as most_frequent_token
+    from numpy_gpt.model_files import checkpoint_tokenizer
     from numpy_gpt.optim import AdamW, WarmupCosineLR, configure_param_groups
     from numpy_gpt.plots import plot_losses
     from numpy_gpt.train import train_model
@@ -70,9 +78,9 @@ def _cmd_pretrain_mlm(args: argparse.Namespace) -> int:
 
     train_text, val_text = load_split_corpus(args)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if resume:
-        model, tokenizer, _ = load_mlm_checkpoint(checkpoint_path)
-        cfg = model.config
+    if resume:                                            # its metadata: train_model reads the weights
+        saved = model_file(checkpoint_path, "pretrain-mlm --resume", ("encoder",))
+        tokenizer, cfg = checkpoint_tokenizer(saved), saved.cfg
     else:
         tokenizer = _wordpiece(train_text, args.vocab_size, args.min_frequency, out_dir)
         cfg = {"vocab_size": tokenizer.n_vocab, "context_length": args.context_length,
@@ -145,9 +153,8 @@ def _load_encoder(args: argparse.Namespace):
     from numpy_gpt.encoder import EncoderModel
 
     if args.checkpoint is not None:
-        from numpy_gpt.mlm import load_mlm_checkpoint
-        model, tokenizer, _ = load_mlm_checkpoint(args.checkpoint)
-        return model, tokenizer
+        from numpy_gpt.model_files import load
+        return load(args.checkpoint, expect=("encoder",), use="`numpy-gpt fill-mask`")
     from numpy_gpt.gpt2.bert import load_bert
     from numpy_gpt.tokenizers.wordpiece import WordPieceTokenizer
 
@@ -183,25 +190,23 @@ def _cmd_attention_heatmap(args: argparse.Namespace) -> int:
 
     from numpy_gpt.encoder import EncoderModel, encoder_attention_weights
     from numpy_gpt.model import GPTModel
+    from numpy_gpt.model_files import LANGUAGE_MODELS, load
     from numpy_gpt.plots import attention_weights, plot_attention_side_by_side
     from numpy_gpt.tokenizers.wordpiece import SPECIAL_TOKENS, WordPieceTokenizer, basic_tokenize
 
     sentence = args.sentence
     size = {"context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2, "drop_rate": 0.0}
+    use = "`numpy-gpt attention-heatmap`"
     if args.checkpoint:
-        from numpy_gpt.mlm import load_mlm_checkpoint
-        encoder, enc_tok, _ = load_mlm_checkpoint(args.checkpoint)
+        encoder, enc_tok = load(args.checkpoint, expect=("encoder",), use=use)
     else:
         enc_tok = WordPieceTokenizer([*SPECIAL_TOKENS, *dict.fromkeys(basic_tokenize(sentence))])
         encoder = EncoderModel({"vocab_size": enc_tok.n_vocab, **size, "qkv_bias": True}, seed=args.seed)
     enc_ids = np.asarray([enc_tok.encode(sentence)])
     enc_labels = [enc_tok.inverse[i] for i in enc_ids[0]]
     if args.gpt_checkpoint:
-        from numpy_gpt.checkpoint import load_checkpoint
-        from numpy_gpt.tokenizers.spec import tokenizer_from_spec
-        saved = load_checkpoint(args.gpt_checkpoint, load_optimizer=False)
-        decoder, dec_tok = saved.model, tokenizer_from_spec(saved.extra.get("tokenizer"), args.data_dir,
-                                                            where=str(args.gpt_checkpoint))
+        decoder, dec_tok = load(args.gpt_checkpoint, expect=LANGUAGE_MODELS, use=f"{use} --gpt-checkpoint",
+                                data_dir=args.data_dir)
         dec_ids = np.asarray([dec_tok.encode(sentence)])
         dec_labels = [dec_tok.decode([int(i)]) for i in dec_ids[0]]
     else:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from numpy_gpt.cli.common import GPT2_SIZE_CHOICES, GPT2_VOCAB_SIZE, CLIError, checkpoint_format
+from numpy_gpt.cli.common import GPT2_SIZE_CHOICES, model_file
 
 TASK_NAMES = ("stdlib-cloze", "hellaswag", "lambada", "wikitext", "sms-spam")   # eval_tasks.TASK_NAMES
 DEFAULT_OUT_DIR = Path("runs") / "eval"
@@ -47,28 +47,19 @@ def _parse_shots(text: str) -> list[int]:
     return shots
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
-    """(model in eval mode, its tokenizer spec, a name for the run) from --gpt2 or --checkpoint."""
-    from numpy_gpt.checkpoint import load_checkpoint
-    from numpy_gpt.gpt2.convert import load_gpt2, load_model, read_tokenizer_spec
+def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """(model in eval mode, its ModelFile or None for --gpt2, a name for the run) from --gpt2 or
+    --checkpoint. A checkpoint whose tokenizer is unknown is refused here, before any download."""
+    from numpy_gpt.gpt2.convert import load_gpt2
+    from numpy_gpt.model_files import LANGUAGE_MODELS
 
     if args.gpt2 is not None:
         model, _ = load_gpt2(args.gpt2, args.models_dir)
-        return model.eval(), {"kind": "gpt2"}, f"gpt2-{args.gpt2}"
-    fmt = checkpoint_format(args.checkpoint)
-    if fmt == "npz":
-        checkpoint = load_checkpoint(args.checkpoint, load_optimizer=False)
-        model, spec = checkpoint.model, checkpoint.extra.get("tokenizer")
-    else:
-        model = load_model(args.checkpoint)
-        spec = {"kind": "gpt2"} if fmt == "openai" else read_tokenizer_spec(args.checkpoint)
-    if spec is None and model.cfg["vocab_size"] == GPT2_VOCAB_SIZE:
-        spec = {"kind": "gpt2"}
-    if spec is None:
-        raise CLIError(f"{args.checkpoint} does not record its tokenizer and its vocabulary "
-                       f"({model.cfg['vocab_size']}) is not GPT-2's")
+        return model.eval(), None, f"gpt2-{args.gpt2}"
+    file = model_file(args.checkpoint, "evaluate", LANGUAGE_MODELS, or_else="use --gpt2 124M")
+    file.tokenizer_description(required=True)
     path = Path(args.checkpoint)
-    return model.eval(), spec, path.parent.name if path.stem == "model" else path.stem
+    return file.load_model(), file, path.parent.name if path.stem == "model" else path.stem
 
 
 def _fetch_everything(args: argparse.Namespace, gpt2_vocab: bool) -> None:
@@ -141,7 +132,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from numpy_gpt import __version__
     from numpy_gpt.eval_tasks import DEFAULT_SEED, run_task
     from numpy_gpt.fileio import write_json_atomic
-    from numpy_gpt.tokenizers.spec import tokenizer_from_spec
+    from numpy_gpt.model_files import checkpoint_tokenizer
 
     if (args.gpt2 is None) == (args.checkpoint is None):
         raise ValueError("give exactly one of --checkpoint FILE and --gpt2 SIZE")
@@ -149,10 +140,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if args.gpt2 is not None:
         _fetch_everything(args, gpt2_vocab=True)
-    model, spec, name = _load(args)
-    if args.gpt2 is None:
-        _fetch_everything(args, gpt2_vocab=spec.get("kind") == "gpt2")
-    tokenizer = tokenizer_from_spec(spec, args.data_dir, where=f"{args.checkpoint or 'GPT-2'}'s tokenizer")
+    model, file, name = _load(args)
+    spec = {"kind": "gpt2"} if file is None else file.tokenizer_description()
+    if file is not None:
+        _fetch_everything(args, gpt2_vocab=spec["kind"] == "gpt2")
+    tokenizer = checkpoint_tokenizer(file, data_dir=args.data_dir)
     threads = args.threads or (1 if model.cfg["emb_dim"] < SMALL_MODEL_WIDTH else None)
     if threads is not None:
         from numpy_gpt.runtime import set_threads

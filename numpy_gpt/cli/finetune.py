@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_gpt.cli.common import GPT2_SIZE_CHOICES as GPT2_SIZES
+from numpy_gpt.cli.common import model_file
 from numpy_gpt.download import DownloadError, gather_downloads
 from numpy_gpt.interrupt import should_resume
 
@@ -49,27 +50,34 @@ class _Fail(Exception):
 
 
 # -- shared pieces --------------------------------------------------------------------------------
-def _tokenizer(args: argparse.Namespace):
-    """The FinetuneTokenizer of the model --init names: the checkpoint's own, else GPT-2's."""
-    from numpy_gpt.finetune.tokens import tokenizer_for_checkpoint
-    if args.init == "checkpoint" and args.checkpoint is None:
+def _init_file(args: argparse.Namespace):
+    """The model file of ``--init checkpoint --checkpoint FILE`` (its metadata, numpy_gpt.model_files),
+    else None: classify takes a classifier, the other commands a GPT language model."""
+    from numpy_gpt.model_files import LANGUAGE_MODELS
+    if args.init != "checkpoint":
+        return None
+    if args.checkpoint is None:
         raise _Fail("--init checkpoint needs --checkpoint FILE (.npz, .safetensors or an OpenAI folder)")
-    return tokenizer_for_checkpoint(args.checkpoint if args.init == "checkpoint" else None,
-                                    data_dir=args.data_dir, vocab_dir=args.vocab_dir)
+    return model_file(args.checkpoint, args.command, ("classifier",) if args.command == "classify"
+                      else LANGUAGE_MODELS)
 
 
-def _base_model(args: argparse.Namespace):
-    """The GPT a command starts from, as ``--init`` says (a plain GPTModel with its LM head)."""
-    from numpy_gpt.gpt2.convert import load_gpt2, load_model
+def _tokenizer(args: argparse.Namespace, file=None):
+    """The FinetuneTokenizer of the model --init names: the checkpoint's own (``file``), else GPT-2's."""
+    from numpy_gpt.finetune.tokens import tokenizer_for_checkpoint
+    return tokenizer_for_checkpoint(file, data_dir=args.data_dir, vocab_dir=args.vocab_dir)
+
+
+def _base_model(args: argparse.Namespace, file=None):
+    """The GPT a command starts from, as ``--init`` says: GPT-2, the checkpoint's (``file``), or new."""
+    from numpy_gpt.gpt2.convert import load_gpt2
     from numpy_gpt.model import GPTModel
     if args.init in GPT2_INITS:
         size = args.init.removeprefix("gpt2-")
         model, _ = load_gpt2(size, args.models_dir, drop_rate=args.drop_rate)
         return model
-    if args.init == "checkpoint":
-        if args.checkpoint is None:
-            raise _Fail("--init checkpoint needs --checkpoint FILE (.npz, .safetensors or an OpenAI folder)")
-        return load_model(args.checkpoint, drop_rate=args.drop_rate)
+    if file is not None:
+        return file.load_model(drop_rate=args.drop_rate)
     cfg = {"vocab_size": 50257, "drop_rate": args.drop_rate, "qkv_bias": False,
            **SCRATCH_PRESETS[args.preset]}
     return GPTModel(cfg, seed=args.seed)
@@ -135,10 +143,11 @@ def _cmd_finetune_spam(args: argparse.Namespace) -> int:
     from numpy_gpt.finetune.data import prepare_spam_data, save_json
     from numpy_gpt.finetune.tokens import check_tokenizer_fits
 
+    file = _init_file(args)
     csv_paths, tokens, model = gather_downloads([
         lambda: prepare_spam_data(args.data_dir / "sms_spam_collection", source=args.spam_file,
                                   seed=args.seed),
-        lambda: _tokenizer(args), lambda: _base_model(args)], hint=_LOCAL_COPIES)
+        lambda: _tokenizer(args, file), lambda: _base_model(args, file)], hint=_LOCAL_COPIES)
     check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -173,7 +182,7 @@ def _cmd_finetune_spam(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from numpy_gpt.finetune.classifier import add_classification_head, classify_review, load_classifier
+    from numpy_gpt.finetune.classifier import add_classification_head, classify_review
     from numpy_gpt.finetune.tokens import check_tokenizer_fits
 
     max_length = args.max_length
@@ -181,9 +190,10 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         if args.checkpoint is None or not args.checkpoint.exists():
             raise _Fail(f"no classifier checkpoint at {args.checkpoint}: train one with `numpy-gpt "
                         f"finetune-spam` or pass --checkpoint FILE")
-        model, extra = load_classifier(args.checkpoint)
+        file = _init_file(args)
+        model, extra = file.load_model(), file.extra
         max_length = extra.get("max_length") if max_length is None else max_length
-        tokens = _tokenizer(args)
+        tokens = _tokenizer(args, file)
         pad_token_id = extra["pad_token_id"]
     else:
         tokens, model = gather_downloads([lambda: _tokenizer(args), lambda: _base_model(args)],
@@ -263,8 +273,10 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     from numpy_gpt.plots import plot_losses
     from numpy_gpt.train import calc_loss_loader, perplexity, train_model
 
+    file = _init_file(args)
     data, tokens, model = gather_downloads([
-        lambda: _load_instruction_entries(args), lambda: _tokenizer(args), lambda: _base_model(args)],
+        lambda: _load_instruction_entries(args), lambda: _tokenizer(args, file),
+        lambda: _base_model(args, file)],
         hint=_LOCAL_COPIES.replace(_SPAM_COPY, "--data FILE (the instruction data)"))
     check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
     tokenizer, eot = tokens.tokenizer, tokens.eot_id
@@ -352,7 +364,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     if args.init == "checkpoint" and (args.checkpoint is None or not args.checkpoint.exists()):
         raise _Fail(f"no instruction-tuned checkpoint at {args.checkpoint}: train one with `numpy-gpt "
                     f"finetune-instruct` or pass --checkpoint FILE")
-    tokens, model = gather_downloads([lambda: _tokenizer(args), lambda: _base_model(args)],
+    file = _init_file(args)
+    tokens, model = gather_downloads([lambda: _tokenizer(args, file), lambda: _base_model(args, file)],
                                      hint=_LOCAL_COPIES)
     check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
     model.eval()

@@ -26,16 +26,15 @@ from numpy_gpt.cli.common import (
     DEFAULT_RUNS_DIR,
     DEFAULT_SCALING_DIR,
     GPT2_SIZE_CHOICES,
-    GPT2_VOCAB_SIZE,
     CLIError,
-    checkpoint_format,
     load_split_corpus,
+    model_file,
     positive_int,
     show_bars,
 )
 from numpy_gpt.fileio import write_text_atomic
 from numpy_gpt.interrupt import should_resume
-from numpy_gpt.tokenizers.spec import tokenizer_from_spec, tokenizer_spec
+from numpy_gpt.tokenizers.spec import tokenizer_spec
 
 # Model sizes for `pretrain --preset` (vocab_size always comes from the tokenizer), each with the
 # peak learning rate it trains well with (GPT-2 124M: 6e-4, as in the GPT-3 paper's table).
@@ -83,11 +82,11 @@ def _default_out_dir(args: argparse.Namespace) -> Path:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from numpy_gpt.checkpoint import load_checkpoint
     from numpy_gpt.corpora import build_tokenizer
     from numpy_gpt.data import create_dataloader_v1, encode_text
     from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
     from numpy_gpt.model import GPTModel
+    from numpy_gpt.model_files import LANGUAGE_MODELS, checkpoint_tokenizer
     from numpy_gpt.optim import AdamW, ConstantLR, WarmupCosineLR, configure_param_groups
     from numpy_gpt.plots import plot_losses
     from numpy_gpt.train import perplexity, train_model
@@ -101,10 +100,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     train_text, val_text = load_split_corpus(args)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if resume:
-        saved = load_checkpoint(checkpoint_path, load_optimizer=False)
-        tokenizer = tokenizer_from_spec(saved.extra.get("tokenizer"), args.data_dir,
-                                        where="the checkpoint's tokenizer description")
+    if resume:                                            # its metadata: train_model reads the weights
+        saved = model_file(checkpoint_path, "pretrain --resume", LANGUAGE_MODELS)
+        tokenizer = checkpoint_tokenizer(saved, data_dir=args.data_dir)
         cfg = saved.cfg
     else:
         tokenizer = build_tokenizer(args.tokenizer, train_text, train_text + val_text, args.vocab_size,
@@ -202,36 +200,24 @@ def apply_scaling_recommendation(args: argparse.Namespace, folder: Path = DEFAUL
 
 # -- generate -------------------------------------------------------------------------------------
 def _load_for_generate(args: argparse.Namespace):
-    """(model in eval mode, tokenizer spec or None, extra) for `generate` from --gpt2 or --checkpoint."""
-    from numpy_gpt.checkpoint import load_checkpoint
-    from numpy_gpt.gpt2.convert import load_gpt2, load_model, read_tokenizer_spec
+    """(model in eval mode, tokenizer, extra) for `generate` from --gpt2 or --checkpoint."""
+    from numpy_gpt.gpt2.convert import load_gpt2
+    from numpy_gpt.model_files import LANGUAGE_MODELS, checkpoint_tokenizer
 
     if args.gpt2 is not None:
         model, _ = load_gpt2(args.gpt2, args.models_dir)
-        return model, {"kind": "gpt2"}, {}
-    fmt = checkpoint_format(args.checkpoint)
-    if fmt == "npz":
-        checkpoint = load_checkpoint(args.checkpoint, load_optimizer=False)
-        return checkpoint.model.eval(), checkpoint.extra.get("tokenizer"), checkpoint.extra
-    spec = {"kind": "gpt2"} if fmt == "openai" else read_tokenizer_spec(args.checkpoint)
-    return load_model(args.checkpoint), spec, {}
+        return model, checkpoint_tokenizer(None, data_dir=args.data_dir), {}
+    file = model_file(args.checkpoint, "generate", LANGUAGE_MODELS, or_else="use --gpt2 124M")
+    # --tokenizer gpt2 (the one choice) overrides what the file records: GPT-2's is checkpoint None's.
+    tokenizer = checkpoint_tokenizer(None if args.tokenizer else file, data_dir=args.data_dir)
+    return file.load_model(), tokenizer, file.extra
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
     from numpy_gpt.plots import plot_attention
 
-    model, recorded, extra = _load_for_generate(args)
-    if args.tokenizer is not None:
-        spec = {"kind": args.tokenizer}
-    elif recorded is not None:
-        spec = recorded
-    elif model.cfg["vocab_size"] == GPT2_VOCAB_SIZE:              # e.g. converted OpenAI weights
-        spec = {"kind": "gpt2"}
-    else:
-        raise CLIError(f"{args.checkpoint} does not record its tokenizer and its vocabulary "
-                       f"({model.cfg['vocab_size']}) is not GPT-2's; pass --tokenizer")
-    tokenizer = tokenizer_from_spec(spec, args.data_dir, where="the checkpoint's tokenizer description")
+    model, tokenizer, extra = _load_for_generate(args)
     prompt = args.prompt if args.prompt is not None else extra.get("prompt", "\n")
     if not prompt:
         raise CLIError('the prompt is empty: give some text to continue, e.g. --prompt "The"')

@@ -45,7 +45,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from numpy_gpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from numpy_gpt.checkpoint import load_checkpoint, save_checkpoint
 from numpy_gpt.data import DataLoader
 from numpy_gpt.fileio import atomic_write
 from numpy_gpt.finetune.data import read_spam_csv
@@ -379,10 +379,6 @@ def load_classifier(path: str | os.PathLike) -> tuple[GPTModel, dict[str, Any]]:
     head size are checked against the shapes stored in the file before the model is built, then every
     array is read and checked. Another kind of file is refused, with the command that takes it."""
     file = read_model_file(path, expect=("classifier",), use="load_classifier")
-    if file.extra.get("task") != "classifier":
-        raise CheckpointError(f"{path} is the training state of an interrupted finetune-spam run, not the "
-                              f"classifier it writes at the end (spam-classifier.npz): finish the run "
-                              f"with --resume")
     return file.load_model(), file.extra
 
 
