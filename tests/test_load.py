@@ -321,3 +321,21 @@ def test_a_command_given_the_wrong_kind_says_what_the_file_is_and_who_takes_it(
     assert f"numpy-gpt {command[0]}: error: {path} is a" in err
     assert f"which `numpy-gpt {command[0]}` needs: {takes_it.format(path=path)}" in err
     assert "load_checkpoint(path, model)" not in err and "unexpected parameters" not in err
+
+
+def test_the_names_this_replaces_still_work_for_one_release(tmp_path, bpe_tok, gpt2_vocab_dir):
+    from numpy_gpt.cli import checkpoint_format
+    from numpy_gpt.finetune.tokens import checkpoint_tokenizer_spec, gpt2_tokenizer
+    from numpy_gpt.gpt2.convert import load_model, read_tokenizer_spec
+    path, model, _, _ = written("pretrain-bpe", tmp_path, None, bpe_tok, None)
+    with pytest.warns(DeprecationWarning):
+        assert read_tokenizer_spec(path) == tokenizer_spec(bpe_tok)
+    with pytest.warns(DeprecationWarning):
+        assert checkpoint_tokenizer_spec(path) == tokenizer_spec(bpe_tok)
+    with pytest.warns(DeprecationWarning):
+        assert_same_function(model, load_model(path), IDS)
+    with pytest.warns(DeprecationWarning):
+        assert checkpoint_format(path) == "npz"
+    with pytest.warns(DeprecationWarning):
+        old = gpt2_tokenizer(vocab_dir=gpt2_vocab_dir)
+    assert old is numpy_gpt.get_gpt2_tokenizer(vocab_dir=gpt2_vocab_dir)
