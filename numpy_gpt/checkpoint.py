@@ -422,7 +422,7 @@ def _not_a_language_model(header: CheckpointHeader) -> str | None:
     """What a checkpoint holds when it is not a plain GPTModel language model, else None."""
     model_class = header.meta.get("model_class", GPT_CLASS)
     if model_class != GPT_CLASS:
-        return f"a {model_class}"
+        return f"a model of class {model_class:.60}"
     if header.meta.get("cfg") is None:
         return "a model without its cfg"
     if "out_head.bias" in header.shapes or "out_head.linear.bias" in header.shapes:

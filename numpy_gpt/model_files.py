@@ -158,9 +158,9 @@ class ModelFile:
     def load_model(self, *, drop_rate: float = 0.0, dtype: np.dtype | type | None = None) -> Module:
         """The model, every weight read and checked, in eval mode (``.train()`` before training it).
 
-        ``drop_rate`` and ``dtype`` apply to formats that do not record them (safetensors, OpenAI's,
-        BERT folders; float32 by default); a numpy_gpt checkpoint keeps the config and dtype it was
-        saved with."""
+        ``drop_rate`` applies where the file records none (GPT-2's safetensors and OpenAI folders; a
+        BERT folder's config.json has its own), ``dtype`` (float32 by default) to every format but a
+        numpy_gpt checkpoint, which keeps the config and dtype it was saved with."""
         model = self.format.load(self, drop_rate, None if dtype is None else np.dtype(dtype))
         return model.eval()
 
@@ -371,7 +371,8 @@ def _read_npz(path: Path) -> ModelFile:
             kind = "instruct" if task == "instruct" else "dpo" if task == "dpo" or "dpo" in extra else "gpt"
         shapes = gpt_parameter_shapes(cfg, num_classes)
     else:
-        raise CheckpointError(f"{path} holds a {model_class:.60}, a model numpy_gpt.load does not build")
+        raise CheckpointError(f"{path} holds a model of class {model_class:.60}, which numpy_gpt.load does "
+                              f"not build")
     header.check_fit(_with_lora(path, shapes, adapters), f"the {KINDS[kind].family} its metadata describes")
     return ModelFile(path, NPZ, kind, cfg, _recorded_spec(header), extra,
                      {"dtype": header.dtype, "num_classes": num_classes, "lora": adapters})
