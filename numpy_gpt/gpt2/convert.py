@@ -409,7 +409,8 @@ def load_model(path: str | os.PathLike, *, drop_rate: float = 0.0,
         return load_safetensors(path, drop_rate=drop_rate, dtype=dtype)
     if _is_openai_dir(path):
         return load_openai_checkpoint(path, drop_rate=drop_rate, dtype=dtype)
-    raise FileNotFoundError(f"{path} is not a GPT-2 checkpoint numpy_gpt can read: expected an OpenAI "
+    what = "is not a GPT-2 checkpoint numpy_gpt can read" if path.exists() else "does not exist"
+    raise FileNotFoundError(f"{path} {what}: expected an OpenAI "
                             f"folder (hparams.json, checkpoint, model.ckpt.index, model.ckpt.data-*), a "
                             f".safetensors file (or a folder with model.safetensors), or a .npz "
                             f"checkpoint; or a size name {list(GPT2_SIZES)} to download")
