@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from numpy_gpt.cli.common import DEFAULT_SCALING_DIR as DEFAULT_OUT_DIR
-from numpy_gpt.cli.common import positive_int
+from numpy_gpt.cli.common import fraction, non_negative_int, positive_float, positive_int, thread_count
 from numpy_gpt.scaling import (
     RECOMMENDATION_NAME,
     RESULTS_NAME,
@@ -305,7 +305,7 @@ def add_subcommands(subparsers) -> None:
                    help="auto: a trained BPE for stdlib-docs, characters otherwise")
     p.add_argument("--vocab-size", type=positive_int, default=1024, help="vocabulary of the trained BPE")
     p.add_argument("--max-chars", type=positive_int, default=None, help="use only the first N characters")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text kept for validation")
+    p.add_argument("--val-fraction", type=fraction, default=0.1, help="share of the text kept for validation")
     p.add_argument("--quick", action="store_true",
                    help="5 sizes x 3 budgets, about 3 minutes (a subset of the default grid)")
     p.add_argument("--sizes", type=positive_int, default=9,
@@ -316,14 +316,14 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--context-length", type=positive_int, default=64, help="tokens per window")
     p.add_argument("--batch-size", type=positive_int, default=8, help="windows per optimizer step")
     p.add_argument("--min-steps", type=positive_int, default=40, help="leave out runs with fewer steps")
-    p.add_argument("--max-epochs", type=float, default=None,
+    p.add_argument("--max-epochs", type=positive_float, default=None,
                    help=f"leave out runs with more passes over the training split "
                         f"(default {DEFAULT_MAX_EPOCHS:g}, --quick {QUICK_MAX_EPOCHS:g})")
     p.add_argument("--eval-tokens", type=positive_int, default=16384,
                    help="validation tokens each run is evaluated on at its end")
-    p.add_argument("--bootstrap", type=int, default=200,
+    p.add_argument("--bootstrap", type=non_negative_int, default=200,
                    help="bootstrap resamples for the intervals (0: none)")
-    p.add_argument("--threads", type=positive_int, default=1,
+    p.add_argument("--threads", type=thread_count, default=1,
                    help="BLAS threads (tiny matrices: one thread was fastest here)")
     p.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR), help="folder of results.jsonl, fits and plots")
     p.add_argument("--recommend", default=None, metavar="BUDGET",
