@@ -93,6 +93,7 @@ def test_flags_that_only_make_sense_together_are_refused_before_any_work(tmp_pat
     line = _refused([*run, "--emb-dim", "1000000000000", "--n-heads", "1"], capsys)
     assert "--emb-dim 1000000000000" in line and "bytes" in line and "GiB free" in line
     assert "--mask-prob" not in line
+    assert "plans more than 10,000 runs" in _refused(["scaling", "--seeds", "1000000000000"], capsys)
     line = _refused(["pretrain-mlm", "--corpus", str(corpus), "--emb-dim", "64", "--n-heads", "5"], capsys)
     assert "--n-heads 5 does not divide --emb-dim 64" in line
     assert not (tmp_path / "run").exists(), "a refused run leaves no folder"

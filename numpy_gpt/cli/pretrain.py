@@ -283,6 +283,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise CLIError('the prompt is empty: give some text to continue, e.g. --prompt "The"')
     idx = text_to_token_ids(prompt, tokenizer)
     context_size = args.context_size or model.cfg["context_length"]
+    if context_size > model.cfg["context_length"]:
+        raise CLIError(f"--context-size {context_size} is longer than the model's context of "
+                       f"{model.cfg['context_length']} tokens (it has no position embedding beyond it)")
     eos_id = getattr(tokenizer, "eot_token", None) if args.stop_at_eos else None
     for i in range(args.num_samples):
         seed = None if args.seed is None else args.seed + i

@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from numpy_gpt.cli.common import DEFAULT_SCALING_DIR as DEFAULT_OUT_DIR
-from numpy_gpt.cli.common import fraction, non_negative_int, positive_float, positive_int, thread_count
+from numpy_gpt.cli.common import (
+    CLIError,
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    thread_count,
+)
 from numpy_gpt.scaling import (
     RECOMMENDATION_NAME,
     RESULTS_NAME,
@@ -116,6 +123,20 @@ def parse_budget(text: str) -> tuple[float | None, float | None]:
 
 def _say(bar) -> Any:
     return bar.write if not bar.disable else (lambda line: print(line, flush=True))
+
+
+MAX_RUNS = 10_000              # a sweep of more runs would take days on a laptop: surely a typo
+
+
+def _check_scaling(args: argparse.Namespace) -> None:
+    """The size of the grid, before the corpus is read (see main.main)."""
+    from numpy_gpt.scaling import SWEEP_SHAPES
+
+    sizes = len(SWEEP_SHAPES[QUICK_SHAPES] if args.quick else SWEEP_SHAPES[:args.sizes])
+    budgets = len(args.budgets or (QUICK_BUDGETS if args.quick else DEFAULT_BUDGETS))
+    if sizes * budgets * args.seeds > MAX_RUNS:
+        raise CLIError(f"--seeds {args.seeds} with {sizes} sizes and {budgets} budgets plans more than "
+                       f"{MAX_RUNS:,} runs; use fewer --seeds")
 
 
 def _cmd_scaling(args: argparse.Namespace) -> int:
@@ -330,4 +351,4 @@ def add_subcommands(subparsers) -> None:
                    help="FLOPs (1e15) or a duration (10min): print the compute-optimal model from the sweep "
                         "in --out-dir and write recommendation.json for pretrain --preset from-scaling")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_scaling)
+    p.set_defaults(func=_cmd_scaling, check=_check_scaling)
