@@ -17,7 +17,6 @@ Heavy imports happen inside the commands, so ``numpy-gpt --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from pathlib import Path
 
@@ -43,22 +42,6 @@ from numpy_gpt.interrupt import should_resume
 
 DEFAULT_SENTENCES = ("Return the [MASK] of the list.", "The cat [MASK] on the mat.",
                      "If the file does not [MASK], an exception is raised.")
-
-
-def _wordpiece(train_text: str, vocab_size: int, min_frequency: int, out_dir: Path):
-    """A WordPiece tokenizer trained on the training split, cached in the run folder under a name
-    made of its settings and a hash of the text."""
-    from numpy_gpt.tokenizers.wordpiece import WordPieceTokenizer, train_wordpiece_vocab
-
-    digest = hashlib.sha256(train_text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    cached = out_dir / f"vocab-wordpiece{vocab_size}-min{min_frequency}-{digest}.txt"
-    if cached.is_file():
-        print(f"Reusing the WordPiece vocabulary trained before: {cached}")
-        return WordPieceTokenizer.from_file(cached)
-    print(f"Training a {vocab_size}-token WordPiece vocabulary on the training split...", flush=True)
-    tokenizer = WordPieceTokenizer(train_wordpiece_vocab(train_text, vocab_size, min_frequency=min_frequency))
-    tokenizer.save(cached)
-    return tokenizer
 
 
 def _print_fills(results, text: str) -> None:
@@ -93,6 +76,7 @@ def _check_pretrain_mlm(args: argparse.Namespace) -> None:
 def _cmd_pretrain_mlm(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from numpy_gpt.corpora import build_tokenizer
     from numpy_gpt.encoder import EncoderModel
     from numpy_gpt.fileio import write_json_atomic
     from numpy_gpt.mlm import MLMLoader, checkpoint_extra, fill_mask, load_mlm_checkpoint, masked_accuracy
@@ -118,7 +102,8 @@ def _cmd_pretrain_mlm(args: argparse.Namespace) -> int:
         model, tokenizer, _ = load_mlm_checkpoint(checkpoint_path)
         cfg = model.config
     else:
-        tokenizer = _wordpiece(train_text, args.vocab_size, args.min_frequency, out_dir)
+        tokenizer = build_tokenizer("wordpiece", train_text, train_text, args.vocab_size, args.data_dir,
+                                    out_dir, min_frequency=args.min_frequency)
         cfg = {"vocab_size": tokenizer.n_vocab, "context_length": args.context_length,
                "emb_dim": args.emb_dim, "n_heads": args.n_heads, "n_layers": args.n_layers,
                "drop_rate": args.drop_rate, "qkv_bias": True, "type_vocab_size": 2, "norm": args.norm,
