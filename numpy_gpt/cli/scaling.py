@@ -32,19 +32,6 @@ from numpy_gpt.cli.common import (
     positive_int,
     thread_count,
 )
-from numpy_gpt.scaling import (
-    RECOMMENDATION_NAME,
-    RESULTS_NAME,
-    ScalingError,
-    analyse,
-    append_result,
-    fit_table,
-    read_results,
-    recommend,
-    seconds_per_step,
-    train_run,
-    validation_loader,
-)
 
 DEFAULT_CORPUS = "tinyshakespeare"
 DEFAULT_BUDGETS = (3e10, 1e11, 3e11, 1e12)
@@ -79,6 +66,7 @@ def _load_data(args: argparse.Namespace, kind: str, out_dir: Path):
 
     from numpy_gpt.corpora import build_tokenizer
     from numpy_gpt.data import encode_text, load_corpus, train_val_split
+    from numpy_gpt.scaling import ScalingError
 
     text = load_corpus(args.corpus, data_dir=args.data_dir)
     if args.max_chars is not None:
@@ -104,6 +92,8 @@ _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(s|sec|min|m|h)\s*$", re.IGNORE
 
 def parse_budget(text: str) -> tuple[float | None, float | None]:
     """(FLOPs, None) for "1e15", (None, seconds) for "90s", "10min", "2h"."""
+    from numpy_gpt.scaling import ScalingError
+
     match = _DURATION.match(text)
     if match:
         value, unit = float(match[1]), match[2].lower()
@@ -149,8 +139,8 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
     from numpy_gpt.runtime import set_threads
 
     out_dir = Path(args.out_dir)
-    results_path = out_dir / RESULTS_NAME
-    records = read_results(results_path)
+    results_path = out_dir / scaling.RESULTS_NAME
+    records = scaling.read_results(results_path)
     if args.recommend is not None:
         return _cmd_recommend(args, records, results_path, out_dir)
 
@@ -161,8 +151,8 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
     settings = _settings(args, kind, tokenizer.n_vocab)
     for record in records:
         if record.get("settings") != settings:
-            raise ScalingError(f"{results_path} holds runs with other settings ({record.get('settings')}); "
-                               f"use another --out-dir for this sweep")
+            raise CLIError(f"{results_path} holds runs with other settings ({record.get('settings')}); "
+                           f"use another --out-dir for this sweep")
     shapes = scaling.SWEEP_SHAPES[QUICK_SHAPES] if args.quick else scaling.SWEEP_SHAPES[:args.sizes]
     budgets = args.budgets or (QUICK_BUDGETS if args.quick else DEFAULT_BUDGETS)
     max_epochs = args.max_epochs or (QUICK_MAX_EPOCHS if args.quick else DEFAULT_MAX_EPOCHS)
@@ -171,14 +161,14 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
                                        train_tokens=len(train_ids), min_steps=args.min_steps,
                                        max_epochs=max_epochs)
     if not plan:
-        raise ScalingError("the grid has no run: every size has too few steps or too many epochs for the "
-                           "budgets; raise --budgets or lower --min-steps")
+        raise CLIError("the grid has no run: every size has too few steps or too many epochs for the "
+                       "budgets; raise --budgets or lower --min-steps")
     done = {r["key"] for r in records}
     todo = [run for run in plan if run.key not in done]
     print(f"{len(train_ids):,} training and {len(val_ids):,} validation tokens "
           f"(vocabulary {tokenizer.n_vocab})")
     print("Timing two steps of each size...", flush=True)
-    timing = seconds_per_step(sorted({run.shape for run in todo}, key=lambda s: s.emb_dim),
+    timing = scaling.seconds_per_step(sorted({run.shape for run in todo}, key=lambda s: s.emb_dim),
                                tokenizer.n_vocab, args.context_length, args.batch_size)
     eval_steps = max(1, args.eval_tokens // (args.batch_size * args.context_length)) / 3
     print(f"\n{'run':<34} {'N':>10} {'tokens':>10} {'steps':>6} {'epochs':>6} {'est. s':>7}")
@@ -199,7 +189,7 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
           f"estimated {total / 60:.1f} min (from the timing above: the CPU is shared, it may vary)\n",
           flush=True)
 
-    val_loader = validation_loader(val_ids, args.context_length, args.eval_tokens)
+    val_loader = scaling.validation_loader(val_ids, args.context_length, args.eval_tokens)
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="runs", unit="run",
                disable=args.no_progress or not sys.stderr.isatty(), dynamic_ncols=True)
     say = _say(bar)
@@ -207,14 +197,14 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
         for i, run in enumerate(todo):
             cfg = scaling.model_config(run.shape, tokenizer.n_vocab, args.context_length)
             try:
-                record = train_run(run, cfg, train_ids, val_loader, args.batch_size, stop)
+                record = scaling.train_run(run, cfg, train_ids, val_loader, args.batch_size, stop)
             except TrainingInterrupted:
                 print(f"numpy-gpt scaling: interrupted during run {run.key}; {len(plan) - len(todo) + i} "
                       f"finished runs are in {results_path}; run the same command again to continue",
                       file=sys.stderr)
                 return 130
             record["settings"] = settings
-            append_result(results_path, record)
+            scaling.append_result(results_path, record)
             records.append(record)
             bar.update(1)
             say(f"[{len(plan) - len(todo) + i + 1}/{len(plan)}] {run.key}: val loss {record['val_loss']:.4f} "
@@ -229,8 +219,8 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
     used = [r for r in records if r["key"] in in_plan]
     print(f"\nFitting the scaling laws to {len(used)} runs (bootstrap: {args.bootstrap} resamples)...",
           flush=True)
-    fit = analyse(used, args.bootstrap)
-    table = fit_table(fit, settings)
+    fit = scaling.analyse(used, args.bootstrap)
+    table = scaling.fit_table(fit, settings)
     write_json_atomic(out_dir / "fit.json", _jsonable(fit))
     write_text_atomic(out_dir / "fit.md", table)
     print("\n" + table)
@@ -265,6 +255,7 @@ def _jsonable(value: Any) -> Any:
 
 def _cmd_recommend(args, records, results_path: Path, out_dir: Path) -> int:
     from numpy_gpt.fileio import write_json_atomic
+    from numpy_gpt.scaling import RECOMMENDATION_NAME, ScalingError, recommend
 
     flops, seconds = parse_budget(args.recommend)
     if len(records) < 5:
