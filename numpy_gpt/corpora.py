@@ -219,25 +219,42 @@ def get_gpt2_tokenizer(data_dir: str | Path = "data", vocab_dir: str | Path | No
 
 
 def build_tokenizer(kind: str, train_text: str, full_text: str, vocab_size: int, data_dir: str | Path,
-                    out_dir: Path):
-    """A tokenizer for a new run on a corpus, with an end-of-text token (fine-tuning pads and stops
-    with it): ``"char"``, an alphabet of every character of ``full_text`` with <|endoftext|> and
-    <|unk|> (tokenizers/char.py); ``"bpe"``, a byte-level BPE of ``vocab_size`` tokens trained on
-    ``train_text`` with <|endoftext|> (BPETokenizer.train); ``"gpt2"``, GPT-2's own. A trained BPE is
-    cached in ``out_dir`` under a name made of its vocabulary size and a hash of the training text,
-    and reused when both match (``pretrain`` and ``scaling`` share it)."""
+                    out_dir: Path, *, min_frequency: int = 2):
+    """A tokenizer for a new run on a corpus. For a GPT, with an end-of-text token (fine-tuning pads
+    and stops with it): ``"char"``, an alphabet of every character of ``full_text`` with
+    <|endoftext|> and <|unk|> (tokenizers/char.py); ``"bpe"``, a byte-level BPE of ``vocab_size``
+    tokens trained on ``train_text`` with <|endoftext|> (BPETokenizer.train); ``"gpt2"``, GPT-2's own.
+    For a BERT-style encoder, ``"wordpiece"``: a WordPiece vocabulary of at most ``vocab_size``
+    tokens trained on ``train_text``, merging pairs seen at least ``min_frequency`` times. A trained
+    vocabulary is cached in ``out_dir`` under a name made of its settings and a hash of the training
+    text, and reused when they match (``pretrain``, ``pretrain-mlm`` and ``scaling`` share it)."""
     if kind == "char":
         from numpy_gpt.tokenizers.char import CHAR_SPECIALS, CharTokenizer
         return CharTokenizer.from_text(full_text, CHAR_SPECIALS)     # every character, val included
+    if kind == "gpt2":
+        return get_gpt2_tokenizer(data_dir)
+    digest = hashlib.sha256(train_text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     if kind == "bpe":
         from numpy_gpt.tokenizers.train_bpe import BPETokenizer
-        digest = hashlib.sha256(train_text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
         cached = out_dir / f"tokenizer-bpe{vocab_size}-{digest}.bpe"
-        if cached.is_file():
-            print(f"Reusing the BPE tokenizer trained before: {cached}")
-            return BPETokenizer.load(cached)
-        print(f"Training a {vocab_size}-token BPE tokenizer on the training split...", flush=True)
-        tokenizer = BPETokenizer.train(train_text, vocab_size)
-        tokenizer.save(cached)
-        return tokenizer
-    return get_gpt2_tokenizer(data_dir)
+        name, load = "BPE tokenizer", BPETokenizer.load
+
+        def train():
+            return BPETokenizer.train(train_text, vocab_size)
+    elif kind == "wordpiece":
+        from numpy_gpt.tokenizers.wordpiece import WordPieceTokenizer, train_wordpiece_vocab
+        cached = out_dir / f"vocab-wordpiece{vocab_size}-min{min_frequency}-{digest}.txt"
+        name, load = "WordPiece vocabulary", WordPieceTokenizer.from_file
+
+        def train():
+            vocab = train_wordpiece_vocab(train_text, vocab_size, min_frequency=min_frequency)
+            return WordPieceTokenizer(vocab)
+    else:
+        raise ValueError(f"unknown tokenizer kind {kind!r}: char, bpe, gpt2 or wordpiece")
+    if cached.is_file():
+        print(f"Reusing the {name} trained before: {cached}")
+        return load(cached)
+    print(f"Training a {vocab_size}-token {name} on the training split...", flush=True)
+    tokenizer = train()
+    tokenizer.save(cached)
+    return tokenizer

@@ -868,6 +868,15 @@ def read_recommendation(folder: Path) -> tuple[dict[str, Any], str]:
                  "warmup_steps": rec["warmup_steps"], "max_steps": rec["steps"]}
         if settings["tokenizer"] == "bpe":
             flags["vocab_size"] = settings["vocab_size"]
+        counts = {k: flags[k] for k in ("context_length", "emb_dim", "n_layers", "n_heads", "batch_size",
+                                        "max_steps", "vocab_size") if k in flags}
+        counts["warmup_steps"] = flags["warmup_steps"] + 1          # may be 0
+        bad = [k for k, v in counts.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+        if not (isinstance(rec["lr"], int | float) and math.isfinite(rec["lr"]) and rec["lr"] > 0):
+            bad.append("lr")
+        if bad:
+            raise ScalingError(f"{path}: {', '.join(bad)} must be positive numbers; write it again with "
+                               f"`numpy-gpt scaling --recommend`")
         summary = (f"--preset from-scaling ({path}): {rec['N']:,} non-embedding parameters "
                    f"({cfg['n_layers']} layers x {cfg['emb_dim']}), {rec['tokens']:,} tokens, "
                    f"{rec['budget_flops']:.2e} FLOPs on {settings['corpus']}")

@@ -261,13 +261,9 @@ def test_save_classifier_merges_lora(tmp_path):
 
 # -- the command line ---------------------------------------------------------------------------
 def run_cli(argv):
-    import argparse
-
-    from numpy_gpt.cli.finetune import add_subcommands as add_finetune_subcommands
-    parser = argparse.ArgumentParser()
-    add_finetune_subcommands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The command through numpy_gpt.cli.main: its flag checks and its one-line error path."""
+    from numpy_gpt.cli import main
+    return main(argv)
 
 
 @pytest.mark.parametrize("start", ["scratch", "openai-checkpoint"])

@@ -7,7 +7,6 @@ what we export. Downloads are served by a local HTTP server on 127.0.0.1.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import http.server
 import json
@@ -23,7 +22,7 @@ from safetensors.numpy import load_file as reference_load_file
 from transformers import GPT2LMHeadModel
 
 from numpy_gpt.checkpoint import load_checkpoint
-from numpy_gpt.cli.weights import add_subcommands
+from numpy_gpt.cli import main
 from numpy_gpt.download import DownloadError
 from numpy_gpt.generate import generate
 from numpy_gpt.gpt2 import convert as convert_module
@@ -90,6 +89,9 @@ def test_load_gpt2_returns_settings_and_reads_every_source(fixture, tmp_path):
             np.testing.assert_array_equal(other.state_dict()[name], value, err_msg=f"{source}: {name}")
     with pytest.raises(FileNotFoundError, match="nothing-here does not exist"):
         load_gpt2(tmp_path / "nothing-here")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="is not a model checkpoint"):
+        load_gpt2(tmp_path / "empty")
 
 
 def test_hub_style_file_without_prefix_and_with_mask_buffers(fixture, tmp_path):
@@ -245,10 +247,8 @@ def test_download_offline_explains_manual_placement(tmp_path):
 
 # -- command line ------------------------------------------------------------------------------------------
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="numpy-gpt")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The command through numpy_gpt.cli.main: its one-line error path, as every other command."""
+    return main(list(argv))
 
 
 def test_cli_convert_and_download(fixture, gpt2_server, tmp_path, monkeypatch, capsys):
@@ -257,7 +257,8 @@ def test_cli_convert_and_download(fixture, gpt2_server, tmp_path, monkeypatch, c
     np.testing.assert_allclose(load_gpt2(tmp_path / "m.npz")[0](fixture["ids"]), fixture["logits"],
                                rtol=0, atol=ATOL)
     assert run_cli("convert", str(tmp_path / "missing"), str(tmp_path / "x.npz")) == 1
-    assert "missing does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("numpy-gpt convert: error: ") and "missing does not exist" in err
 
     url, sizes, _ = gpt2_server
     monkeypatch.setitem(convert_module.GPT2_FILE_SIZES, "124M", sizes)

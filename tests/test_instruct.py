@@ -198,13 +198,9 @@ def test_tiny_model_learns_to_reverse(tmp_path):
 
 # -- the command line ---------------------------------------------------------------------------
 def run_cli(argv):
-    import argparse
-
-    from numpy_gpt.cli.finetune import add_subcommands as add_finetune_subcommands
-    parser = argparse.ArgumentParser()
-    add_finetune_subcommands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The command through numpy_gpt.cli.main: its flag checks and its one-line error path."""
+    from numpy_gpt.cli import main
+    return main(argv)
 
 
 def test_cli_finetune_instruct_then_chat(tmp_path, gpt2_vocab_dir, monkeypatch, capsys):

@@ -9,6 +9,7 @@ command are imported when it runs, so ``numpy-gpt --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -23,6 +24,26 @@ GPT2_SIZE_CHOICES = ("124M", "355M", "774M", "1558M")     # gpt2.convert.GPT2_SI
 
 class CLIError(Exception):
     """A problem with the command's input, reported as one line without a traceback."""
+
+
+# What bad input raises (CheckpointError, SafetensorsError and the tokenizers' errors are ValueErrors,
+# a disk full or a missing file an OSError, a non-finite loss a FloatingPointError, a size no check
+# foresaw a MemoryError): reported by main.main in one line, exit code 1. DownloadError is added
+# there, so that this module imports nothing of the library.
+USER_ERRORS: tuple[type[BaseException], ...] = (CLIError, OSError, FloatingPointError, ValueError, KeyError,
+                                                MemoryError)
+
+
+def error_text(err: BaseException) -> str:
+    """The one line of an error: a KeyError's key without the quotes str() adds, an OSError with the
+    path it is about."""
+    if isinstance(err, MemoryError):
+        return f"not enough memory: {err}; use smaller sizes"
+    if isinstance(err, KeyError) and len(err.args) == 1:
+        return f"missing {err.args[0]}"
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in str(err):
+        return f"{err.filename}: {err.strerror or err}"
+    return str(err)
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -47,11 +68,166 @@ def with_flag_names(message: str, args: argparse.Namespace) -> str:
 
 
 # -- argument types --------------------------------------------------------------------------------
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+# One type per concept, used by every command: argparse calls it on the flag's text and reports an
+# ArgumentTypeError as "numpy-gpt CMD: error: argument --FLAG: MESSAGE" with exit code 2, before any
+# work. A value a type cannot judge alone (--min-lr against --lr, a size against the memory) is
+# checked by the command's ``check`` (see ``main.main``), also before any work.
+def _number(text: str, kind: type) -> float:
+    """``text`` as an int or a float; an int flag refuses "1e3" and "2.5" rather than rounding them."""
+    try:
+        return int(text) if kind is int else float(text)
+    except ValueError:
+        expected = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
+def _finite(text: str) -> float:
+    value = _number(text, float)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """A count of at least one: steps, epochs, batch size, widths, tokens to generate."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A count that may be zero: warmup steps, samples to print, bootstrap resamples, a layer index."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
+    return value
+
+
+def thread_count(text: str) -> int:
+    """Threads for BLAS and map_chunks: from one to the CPUs of this machine (more only slow down)."""
+    value = positive_int(text)
+    cpus = os.cpu_count() or 1
+    if value > cpus:
+        raise argparse.ArgumentTypeError(f"this machine has {cpus} CPUs; give at most {cpus}, got {text}")
+    return value
+
+
+def random_seed(text: str) -> int:
+    """A random seed: a whole number >= 0 (what numpy.random.default_rng accepts)."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number >= 0, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A probability in [0, 1): dropout rates, the MLM masking share, Adam's beta2 (1 would never
+    forget and divides by zero in the bias correction)."""
+    value = _finite(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A share strictly between 0 and 1: --val-fraction leaves text on both sides of the split."""
+    value = _finite(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
+    return value
+
+
+def top_p_mass(text: str) -> float:
+    """Nucleus sampling's probability mass, in (0, 1]: 1 keeps every token."""
+    value = _finite(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def learning_rate(text: str) -> float:
+    """A peak learning rate: finite and > 0 (see ``check_min_lr`` for --min-lr)."""
+    value = _finite(text)
+    if value <= 0.0:
+        raise argparse.ArgumentTypeError(f"a learning rate must be > 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0: DPO's beta, LoRA's alpha, epochs as a float."""
+    value = _finite(text)
+    if value <= 0.0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0: weight decay, the gradient-norm limit (0: off), temperature (0: greedy),
+    the final learning rate of a cosine."""
+    value = _finite(text)
+    if value < 0.0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+NUMERIC_TYPES = (positive_int, non_negative_int, thread_count, random_seed, probability, fraction, top_p_mass,
+                 learning_rate, positive_float, non_negative_float)
+
+
+# -- checks of several flags together, before any work ------------------------------------------------
+def check_min_lr(args: argparse.Namespace, lr: float | None = None) -> None:
+    """--min-lr (the end of the cosine) may not exceed --lr (its peak); ``lr`` when --lr is unset."""
+    peak = args.lr if args.lr is not None else lr
+    if peak is not None and args.min_lr > peak:
+        raise CLIError(f"--min-lr {args.min_lr:g} is above --lr {peak:g}: the cosine decays from --lr "
+                       f"down to --min-lr; lower --min-lr")
+
+
+def check_heads(emb_dim: int, n_heads: int) -> None:
+    if emb_dim % n_heads:
+        raise CLIError(f"--n-heads {n_heads} does not divide --emb-dim {emb_dim}: every head gets "
+                       f"emb_dim / n_heads dimensions; pick a divisor")
+
+
+def available_memory() -> int:
+    """Bytes this process can still allocate: MemAvailable of /proc/meminfo where there is one,
+    else the physical memory."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError, AttributeError):
+        return 1 << 62                                     # unknown: refuse only the impossible
+
+
+def training_bytes(cfg: dict, batch_size: int, *, itemsize: int = 4, optimizer: bool = True) -> int:
+    """About the bytes a GPT-shaped model of ``cfg`` needs to train on batches of ``batch_size``:
+    its parameters, their gradients and AdamW's two moments (4 copies), plus the activations kept
+    for backward (per layer about 16 (B, T, C) arrays and the (B, heads, T, T) scores twice; the
+    logits, their softmax and gradient, 3 (B, T, V)). An estimate to refuse the impossible before
+    allocating, not a budget: the real peak is of the same order."""
+    V, T, C = cfg["vocab_size"], cfg["context_length"], cfg["emb_dim"]
+    L, H = cfg["n_layers"], cfg["n_heads"]
+    hidden = cfg.get("hidden_dim") or 4 * C
+    per_block = 4 * C * C + 4 * C + 2 * C * hidden + hidden + C + 4 * C
+    params = V * C + T * C + L * per_block + 2 * C + C * V
+    activations = batch_size * T * (L * (16 * C + 2 * H * T) + 3 * V)
+    return itemsize * ((4 if optimizer else 1) * params + activations)
+
+
+def check_memory(flags: dict[str, object], needed: int, what: str = "the model and its training") -> None:
+    """Refuse, in one line naming ``flags`` and the bytes, a size that cannot fit in memory."""
+    free = available_memory()
+    if needed > free:
+        named = " ".join(f"{flag} {value}" for flag, value in flags.items())
+        raise CLIError(f"{named}: {what} would need about {needed:.3g} bytes ({needed / 2**30:,.3g} GiB), "
+                       f"more than the {free / 2**30:,.1f} GiB free here; make them smaller")
 
 
 # -- shared pieces of the commands -----------------------------------------------------------------
@@ -69,6 +245,10 @@ def load_split_corpus(args: argparse.Namespace) -> tuple[str, str]:
     text = load_corpus(args.corpus, data_dir=args.data_dir)
     if args.max_chars is not None:
         text = text[:args.max_chars]
+    if not text.strip():
+        raise CLIError(f"--corpus {args.corpus} is empty" + (f" in its first {args.max_chars} characters"
+                                                             if args.max_chars is not None else "")
+                       + ": give a text to train on")
     return train_val_split(text, 1.0 - args.val_fraction)
 
 

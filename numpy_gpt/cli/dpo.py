@@ -21,6 +21,15 @@ import sys
 import time
 from pathlib import Path
 
+from numpy_gpt.cli.common import (
+    learning_rate,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    random_seed,
+)
 from numpy_gpt.interrupt import should_resume
 
 DATA_CHOICES = ("synthetic", "book")
@@ -77,10 +86,6 @@ def _cmd_finetune_dpo(args: argparse.Namespace) -> int:
     from numpy_gpt.nn.lora import merge_lora, replace_linear_with_lora
     from numpy_gpt.optim import AdamW
 
-    for flag, value in (("--beta", args.beta), ("--lr", args.lr), ("--epochs", args.epochs),
-                        ("--batch-size", args.batch_size)):
-        if not value > 0:
-            raise ValueError(f"{flag} must be > 0, got {value}")
     out = args.out
     checkpoint_path = out / "dpo-train.npz"
     resume = should_resume(checkpoint_path, args.resume)
@@ -90,8 +95,8 @@ def _cmd_finetune_dpo(args: argparse.Namespace) -> int:
     data, data_name = _load_data(args)
     train_data, val_data, test_data = split_preference_data(data)
     if not train_data or not val_data or not test_data:
-        raise ValueError(f"--data {args.data}: {len(data)} entries split 85/5/10 leave an empty part; "
-                         f"use at least 20 entries")
+        raise ValueError(f"--data {args.data}: {len(data)} entries split 85/10/5 (train, test, "
+                         f"validation) leave an empty part; use at least 20 entries")
     eos_id = end_of_text_id(tokenizer)
     allowed = min(args.allowed_max_length, model.cfg["context_length"])
     options = {"pad_token_id": 0 if eos_id is None else eos_id, "allowed_max_length": allowed}
@@ -178,42 +183,48 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "finetune-dpo", help="preference tuning (DPO) of an instruction-tuned model",
         description="Direct Preference Optimization on {instruction, input, chosen, rejected} pairs, split "
-                    "85/5/10 as chapter 7: the synthetic polite/curt task (offline, default), the book "
-                    "companion's 1,100 pairs (--data book, downloaded) or a JSON file. The reference is "
-                    "the --init model before tuning. Defaults suit the synthetic task and a small model; "
-                    "the book tunes GPT-2 355M with --lr 5e-6 --beta 0.1 --epochs 1.")
+                    "as chapter 7 splits (85 % train, 10 % test, the last 5 % validation): the synthetic "
+                    "polite/curt task (offline, default), the book companion's 1,100 pairs (--data book, "
+                    "downloaded) or a JSON file. The reference is the --init model before tuning. Defaults "
+                    "suit the synthetic task and a small model; the book tunes GPT-2 355M with --lr 5e-6 "
+                    "--beta 0.1 --epochs 1.")
     p.add_argument("--init", type=Path, required=True,
                    help="instruction-tuned checkpoint (.npz, .safetensors or an OpenAI folder)")
     p.add_argument("--data", default="synthetic",
                    help="synthetic, book, or a JSON file of preference entries (default: synthetic)")
     p.add_argument("--data-dir", type=Path, default=Path("data"),
                    help="where the book's data and GPT-2's vocabulary are kept (default: data)")
-    p.add_argument("--beta", type=float, default=0.1,
+    p.add_argument("--beta", type=positive_float, default=0.1,
                    help="how far the policy may move from the reference: larger keeps it closer "
                         "(default: 0.1)")
-    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default: 1e-4)")
-    p.add_argument("--epochs", type=int, default=1, help="passes over the training pairs (default: 1)")
-    p.add_argument("--batch-size", type=int, default=8, help="pairs per step (default: 8)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm, 0: off "
+    p.add_argument("--lr", type=learning_rate, default=1e-4, help="AdamW learning rate (default: 1e-4)")
+    p.add_argument("--epochs", type=positive_int, default=1,
+                   help="passes over the training pairs (default: 1)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="pairs per step (default: 8)")
+    p.add_argument("--weight-decay", type=non_negative_float, default=0.0,
+                   help="AdamW weight decay (default: 0)")
+    p.add_argument("--grad-clip", type=non_negative_float, default=1.0,
+                   help="max global gradient norm, 0: off "
                                                                 "(default: 1.0)")
-    p.add_argument("--lora", type=int, default=0, metavar="RANK",
+    p.add_argument("--lora", type=non_negative_int, default=0, metavar="RANK",
                    help="train only LoRA adapters of this rank (default: 0, full fine-tuning)")
-    p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha (default: 16)")
-    p.add_argument("--allowed-max-length", type=int, default=1024,
+    p.add_argument("--lora-alpha", type=positive_float, default=16.0, help="LoRA alpha (default: 16)")
+    p.add_argument("--allowed-max-length", type=positive_int, default=1024,
                    help="truncate pairs to this many tokens (default: 1024, at most the context)")
-    p.add_argument("--drop-rate", type=float, default=0.0, help="dropout while tuning (default: 0)")
-    p.add_argument("--eval-freq", type=int, default=5, help="evaluate every N steps (default: 5)")
-    p.add_argument("--eval-iter", type=int, default=None,
+    p.add_argument("--drop-rate", type=probability, default=0.0, help="dropout while tuning (default: 0)")
+    p.add_argument("--eval-freq", type=positive_int, default=5, help="evaluate every N steps (default: 5)")
+    p.add_argument("--eval-iter", type=positive_int, default=None,
                    help="validation batches per evaluation (default: all)")
-    p.add_argument("--checkpoint-freq", type=int, default=None,
+    p.add_argument("--checkpoint-freq", type=positive_int, default=None,
                    help="also save dpo-train.npz every N steps (it is saved at the end and on Ctrl-C)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out/dpo-train.npz")
-    p.add_argument("--num-responses", type=int, default=8,
+    p.add_argument("--num-responses", type=non_negative_int, default=8,
                    help="held-out prompts answered before and after (default: 8)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default: 64)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64,
+                   help="answer length limit (default: 64)")
     p.add_argument("--out", type=Path, default=Path("runs/dpo"), help="output folder (default: runs/dpo)")
-    p.add_argument("--seed", type=int, default=123, help="seed of the batches and adapters (default: 123)")
+    p.add_argument("--seed", type=random_seed, default=123,
+                   help="seed of the batches and adapters (default: 123)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (there is none either when stderr is not a terminal)")
     p.set_defaults(func=_cmd_finetune_dpo)

@@ -17,38 +17,32 @@ Heavy imports happen inside the commands, so ``numpy-gpt --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from pathlib import Path
 
 from numpy_gpt.cli.common import (
     DEFAULT_CORPUS,
     DEFAULT_RUNS_DIR,
+    CLIError,
+    check_heads,
+    check_memory,
+    check_min_lr,
+    fraction,
+    learning_rate,
     load_split_corpus,
     model_file,
+    non_negative_float,
+    non_negative_int,
     positive_int,
+    probability,
+    random_seed,
     show_bars,
+    training_bytes,
 )
 from numpy_gpt.interrupt import should_resume
 
 DEFAULT_SENTENCES = ("Return the [MASK] of the list.", "The cat [MASK] on the mat.",
                      "If the file does not [MASK], an exception is raised.")
-
-
-def _wordpiece(train_text: str, vocab_size: int, min_frequency: int, out_dir: Path):
-    """A WordPiece tokenizer trained on the training split, cached in the run folder under a name
-    made of its settings and a hash of the text."""
-    from numpy_gpt.tokenizers.wordpiece import WordPieceTokenizer, train_wordpiece_vocab
-
-    digest = hashlib.sha256(train_text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    cached = out_dir / f"vocab-wordpiece{vocab_size}-min{min_frequency}-{digest}.txt"
-    if cached.is_file():
-        print(f"Reusing the WordPiece vocabulary trained before: {cached}")
-        return WordPieceTokenizer.from_file(cached)
-    print(f"Training a {vocab_size}-token WordPiece vocabulary on the training split...", flush=True)
-    tokenizer = WordPieceTokenizer(train_wordpiece_vocab(train_text, vocab_size, min_frequency=min_frequency))
-    tokenizer.save(cached)
-    return tokenizer
 
 
 def _print_fills(results, text: str) -> None:
@@ -59,9 +53,31 @@ def _print_fills(results, text: str) -> None:
 
 
 # -- pretrain-mlm -------------------------------------------------------------------------------------
+def _check_pretrain_mlm(args: argparse.Namespace) -> None:
+    """The flags that only make sense together, and the memory, before any work (see main.main)."""
+    from numpy_gpt.tokenizers.wordpiece import SPECIAL_TOKENS
+
+    if args.resume:
+        return                                           # the checkpoint's model and schedule are used
+    check_min_lr(args)
+    check_heads(args.emb_dim, args.n_heads)
+    if args.context_length < 3:
+        raise CLIError(f"--context-length {args.context_length}: a sequence is [CLS], at least one token "
+                       f"and [SEP], so at least 3")
+    if args.vocab_size <= len(SPECIAL_TOKENS):
+        raise CLIError(f"--vocab-size {args.vocab_size} cannot hold the {len(SPECIAL_TOKENS)} special tokens "
+                       f"and any word")
+    cfg = {"vocab_size": args.vocab_size, "context_length": args.context_length, "emb_dim": args.emb_dim,
+           "n_layers": args.n_layers, "n_heads": args.n_heads}
+    check_memory({"--vocab-size": args.vocab_size, "--emb-dim": args.emb_dim, "--n-layers": args.n_layers,
+                  "--context-length": args.context_length, "--batch-size": args.batch_size},
+                 training_bytes(cfg, args.batch_size))
+
+
 def _cmd_pretrain_mlm(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from numpy_gpt.corpora import build_tokenizer
     from numpy_gpt.encoder import EncoderModel
     from numpy_gpt.fileio import write_json_atomic
     from numpy_gpt.mlm import MLMLoader, checkpoint_extra, fill_mask, masked_accuracy
@@ -77,12 +93,19 @@ def _cmd_pretrain_mlm(args: argparse.Namespace) -> int:
     resume = should_resume(checkpoint_path, args.resume)
 
     train_text, val_text = load_split_corpus(args)
+    if not resume:          # before the vocabulary trains and the run folder exists: a token per char at most
+        window = args.context_length - 2
+        if len(train_text) // window < args.batch_size or len(val_text) < window:
+            raise CLIError(f"the text makes at most {len(train_text) // window:,} training sequences of "
+                           f"{args.context_length} tokens (and at most {len(val_text) // window} for "
+                           f"validation): use more text, a smaller --batch-size or --context-length")
     out_dir.mkdir(parents=True, exist_ok=True)
     if resume:                                            # its metadata: train_model reads the weights
         saved = model_file(checkpoint_path, "pretrain-mlm --resume", ("encoder",))
         tokenizer, cfg = checkpoint_tokenizer(saved), saved.cfg
     else:
-        tokenizer = _wordpiece(train_text, args.vocab_size, args.min_frequency, out_dir)
+        tokenizer = build_tokenizer("wordpiece", train_text, train_text, args.vocab_size, args.data_dir,
+                                    out_dir, min_frequency=args.min_frequency)
         cfg = {"vocab_size": tokenizer.n_vocab, "context_length": args.context_length,
                "emb_dim": args.emb_dim, "n_heads": args.n_heads, "n_layers": args.n_layers,
                "drop_rate": args.drop_rate, "qkv_bias": True, "type_vocab_size": 2, "norm": args.norm,
@@ -235,15 +258,16 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pretrain-mlm", help="pretrain a small BERT-style encoder with masked-language modelling",
         description="Train a WordPiece vocabulary and a small EncoderModel on a corpus with BERT's "
-                    "masked-language-model objective (15%% of tokens chosen: 80%% [MASK], 10%% random, "
-                    "10%% unchanged). Writes model.npz, loss.png and metrics.json (masked-token accuracy "
+                    "masked-language-model objective (15% of tokens chosen: 80% [MASK], 10% random, "
+                    "10% unchanged). Writes model.npz, loss.png and metrics.json (masked-token accuracy "
                     "vs the unigram baseline) in a run folder.")
     data = p.add_argument_group("data")
     data.add_argument("--corpus", default=DEFAULT_CORPUS,
                       help="a registered corpus (stdlib-docs: offline) or the path of a UTF-8 text file")
     data.add_argument("--data-dir", default="data", help="where corpora are kept")
     data.add_argument("--max-chars", type=positive_int, default=None, help="use only the first N characters")
-    data.add_argument("--val-fraction", type=float, default=0.1, help="share of the text kept for validation")
+    data.add_argument("--val-fraction", type=fraction, default=0.1,
+                      help="share of the text kept for validation")
     data.add_argument("--vocab-size", type=positive_int, default=2000, help="WordPiece vocabulary size")
     data.add_argument("--min-frequency", type=positive_int, default=100,
                       help="WordPiece merges only pairs seen at least this often")
@@ -253,20 +277,24 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--emb-dim", type=positive_int, default=128, help="hidden size")
     model.add_argument("--n-layers", type=positive_int, default=4, help="encoder blocks")
     model.add_argument("--n-heads", type=positive_int, default=4, help="attention heads")
-    model.add_argument("--drop-rate", type=float, default=0.0, help="dropout while training")
+    model.add_argument("--drop-rate", type=probability, default=0.0, help="dropout while training")
     model.add_argument("--norm", choices=("post", "pre"), default="post",
                        help="post-LN (BERT) or pre-LN (GPT-2) blocks")
     model.add_argument("--gelu", choices=("erf", "tanh"), default="erf", help="exact (BERT) or tanh GELU")
     train = p.add_argument_group("training")
     train.add_argument("--max-steps", type=positive_int, default=800, help="optimizer steps")
     train.add_argument("--batch-size", type=positive_int, default=16, help="sequences per batch")
-    train.add_argument("--mask-prob", type=float, default=0.15, help="share of tokens chosen for prediction")
-    train.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    train.add_argument("--min-lr", type=float, default=1e-4, help="learning rate at the end of the cosine")
-    train.add_argument("--warmup-steps", type=int, default=50, help="steps of linear warmup")
-    train.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decay of the weight matrices")
-    train.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm (0: off)")
-    train.add_argument("--seed", type=int, default=123, help="seed of the weights, batches and masks")
+    train.add_argument("--mask-prob", type=probability, default=0.15,
+                       help="share of tokens chosen for prediction")
+    train.add_argument("--lr", type=learning_rate, default=1e-3, help="peak learning rate")
+    train.add_argument("--min-lr", type=non_negative_float, default=1e-4,
+                       help="learning rate at the end of the cosine")
+    train.add_argument("--warmup-steps", type=non_negative_int, default=50, help="steps of linear warmup")
+    train.add_argument("--weight-decay", type=non_negative_float, default=0.01,
+                       help="AdamW decay of the weight matrices")
+    train.add_argument("--grad-clip", type=non_negative_float, default=1.0,
+                       help="max global gradient norm (0: off)")
+    train.add_argument("--seed", type=random_seed, default=123, help="seed of the weights, batches and masks")
     out = p.add_argument_group("evaluation and output")
     out.add_argument("--eval-freq", type=positive_int, default=100, help="evaluate every N steps")
     out.add_argument("--eval-iter", type=positive_int, default=5, help="batches per evaluation")
@@ -276,7 +304,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     out.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
     out.add_argument("--no-progress", action="store_true",
                      help="no progress bar (there is none either when stderr is not a terminal)")
-    p.set_defaults(func=_cmd_pretrain_mlm)
+    p.set_defaults(func=_cmd_pretrain_mlm, check=_check_pretrain_mlm)
 
     f = subparsers.add_parser(
         "fill-mask", help="print the likeliest tokens for each [MASK] of a text",
@@ -301,8 +329,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--checkpoint", help="an encoder model.npz from pretrain-mlm (default: random weights)")
     a.add_argument("--gpt-checkpoint", help="a decoder model.npz from pretrain (default: random weights)")
     a.add_argument("--data-dir", default="data", help="where GPT-2's vocabulary is kept (--gpt-checkpoint)")
-    a.add_argument("--layer", type=int, default=0, help="which layer of each model")
-    a.add_argument("--seed", type=int, default=0, help="seed of the random models")
+    a.add_argument("--layer", type=non_negative_int, default=0, help="which layer of each model")
+    a.add_argument("--seed", type=random_seed, default=0, help="seed of the random models")
     a.add_argument("--out", default=str(DEFAULT_RUNS_DIR / "attention" / "encoder-vs-decoder.png"),
                    help="the PNG to write")
     a.set_defaults(func=_cmd_attention_heatmap)

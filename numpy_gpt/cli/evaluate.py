@@ -19,7 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from numpy_gpt.cli.common import GPT2_SIZE_CHOICES, model_file
+from numpy_gpt.cli.common import (
+    GPT2_SIZE_CHOICES,
+    CLIError,
+    model_file,
+    positive_int,
+    random_seed,
+    thread_count,
+)
 
 TASK_NAMES = ("stdlib-cloze", "hellaswag", "lambada", "wikitext", "sms-spam")   # eval_tasks.TASK_NAMES
 DEFAULT_OUT_DIR = Path("runs") / "eval"
@@ -136,8 +143,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if (args.gpt2 is None) == (args.checkpoint is None):
         raise ValueError("give exactly one of --checkpoint FILE and --gpt2 SIZE")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if args.gpt2 is not None:
         _fetch_everything(args, gpt2_vocab=True)
     model, file, name = _load(args)
@@ -150,6 +155,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from numpy_gpt.runtime import set_threads
         set_threads(threads)
     context = model.cfg["context_length"]
+    if args.stride is not None and args.stride > context:
+        raise CLIError(f"--stride {args.stride} is longer than the model's context of {context} tokens: a "
+                       f"window moves by at most its own length")
     seed = DEFAULT_SEED if args.seed is None else args.seed
     results = []
     started = time.perf_counter()
@@ -208,10 +216,10 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shots", type=_parse_shots, default=[0], metavar="K[,K...]",
                    help="examples from the training split before each item; several counts run the "
                         "task once per count, e.g. 0,1,4,8 (default: 0; lambada and wikitext: 0)")
-    p.add_argument("--limit", type=int, help="only the first N items (wikitext: N tokens)")
-    p.add_argument("--stride", type=int,
+    p.add_argument("--limit", type=positive_int, help="only the first N items (wikitext: N tokens)")
+    p.add_argument("--stride", type=positive_int,
                    help="perplexity window stride in tokens (default: the context length, no overlap)")
-    p.add_argument("--seed", type=int, help="seed of the few-shot example draws (default: 1234)")
+    p.add_argument("--seed", type=random_seed, help="seed of the few-shot example draws (default: 1234)")
     p.add_argument("--data-dir", type=Path, default=Path("data"),
                    help="where data sets and the GPT-2 vocabulary are kept (default: data)")
     p.add_argument("--models-dir", type=Path, default=Path("gpt2"),
@@ -219,7 +227,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--spam-file", type=Path,
                    help="a local SMSSpamCollection (or its zip) for sms-spam instead of the download")
     p.add_argument("--out", type=Path, help="the JSON results file (default: runs/eval/<model>/results.json)")
-    p.add_argument("--threads", type=int,
+    p.add_argument("--threads", type=thread_count,
                    help=f"BLAS threads (default: 1 for models narrower than {SMALL_MODEL_WIDTH}, else "
                         f"NumPy's own choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")

@@ -25,8 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from numpy_gpt.cli.common import GPT2_SIZE_CHOICES as GPT2_SIZES
-from numpy_gpt.cli.common import model_file
-from numpy_gpt.download import DownloadError, gather_downloads
+from numpy_gpt.cli.common import (
+    CLIError,
+    learning_rate,
+    model_file,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    probability,
+    random_seed,
+    top_p_mass,
+)
+from numpy_gpt.download import gather_downloads
 from numpy_gpt.interrupt import should_resume
 
 # The parsers need only these names; the modules behind the commands (matplotlib among them) are
@@ -41,14 +51,6 @@ SCRATCH_PRESETS = {
     "small": {"context_length": 256, "emb_dim": 128, "n_heads": 4, "n_layers": 4},
     "medium": {"context_length": 512, "emb_dim": 384, "n_heads": 6, "n_layers": 6},
 }
-# What a missing file, a failed download or bad input raises: one line on stderr, exit code 1.
-_USER_ERRORS = (DownloadError, ValueError, KeyError, OSError)      # CheckpointError, JudgeError: ValueErrors
-
-
-class _Fail(Exception):
-    """A user-facing error of these commands."""
-
-
 # -- shared pieces --------------------------------------------------------------------------------
 def _init_file(args: argparse.Namespace):
     """The model file of ``--init checkpoint --checkpoint FILE`` (its metadata, numpy_gpt.model_files),
@@ -57,7 +59,7 @@ def _init_file(args: argparse.Namespace):
     if args.init != "checkpoint":
         return None
     if args.checkpoint is None:
-        raise _Fail("--init checkpoint needs --checkpoint FILE (.npz, .safetensors or an OpenAI folder)")
+        raise CLIError("--init checkpoint needs --checkpoint FILE (.npz, .safetensors or an OpenAI folder)")
     return model_file(args.checkpoint, args.command, ("classifier",) if args.command == "classify"
                       else LANGUAGE_MODELS)
 
@@ -97,38 +99,30 @@ def _add_init_arguments(parser: argparse.ArgumentParser, default_init: str, chec
     parser.add_argument("--vocab-dir", type=Path,
                         help="read GPT-2's encoder.json and vocab.bpe from this folder instead of "
                              "DATA_DIR/gpt2 (nothing is downloaded)")
-    parser.add_argument("--seed", type=int, default=123, help="random seed (default: 123)")
+    parser.add_argument("--seed", type=random_seed, default=123, help="random seed (default: 123)")
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser, *, trainable: str, epochs: int, lr: float,
                             eval_freq: int) -> None:
     parser.add_argument("--trainable", choices=TRAINABLE_CHOICES, default=trainable,
                         help=f"what is trained, the rest is frozen (default: {trainable})")
-    parser.add_argument("--n-blocks", type=int, default=1, help="blocks trained with --trainable last-n")
-    parser.add_argument("--lora-rank", type=int, default=16, help="rank with --trainable lora (default: 16)")
-    parser.add_argument("--lora-alpha", type=float, default=16.0,
+    parser.add_argument("--n-blocks", type=positive_int, default=1,
+                        help="blocks trained with --trainable last-n")
+    parser.add_argument("--lora-rank", type=positive_int, default=16,
+                        help="rank with --trainable lora (default: 16)")
+    parser.add_argument("--lora-alpha", type=positive_float, default=16.0,
                         help="alpha with --trainable lora (default: 16)")
-    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default: {epochs})")
-    parser.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate (default: {lr:g})")
-    parser.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default: 0.1)")
-    parser.add_argument("--batch-size", type=int, default=8, help="batch size (default: 8)")
-    parser.add_argument("--eval-freq", type=int, default=eval_freq,
+    parser.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs (default: {epochs})")
+    parser.add_argument("--lr", type=learning_rate, default=lr, help=f"AdamW learning rate (default: {lr:g})")
+    parser.add_argument("--weight-decay", type=non_negative_float, default=0.1,
+                        help="AdamW weight decay (default: 0.1)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="batch size (default: 8)")
+    parser.add_argument("--eval-freq", type=positive_int, default=eval_freq,
                         help=f"evaluate every this many steps (default: {eval_freq})")
-    parser.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation (default: 5)")
-    parser.add_argument("--drop-rate", type=float, default=0.0, help="dropout while training (default: 0.0)")
-
-
-def _run(handler):
-    """Wrap a handler: user errors become one line on stderr and exit code 1."""
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except (_Fail, *_USER_ERRORS) as err:
-            if getattr(args, "debug", False):
-                raise
-            print(f"numpy-gpt {args.command}: error: {err}", file=sys.stderr)
-            return 1
-    return run
+    parser.add_argument("--eval-iter", type=positive_int, default=5,
+                        help="batches per evaluation (default: 5)")
+    parser.add_argument("--drop-rate", type=probability, default=0.0,
+                        help="dropout while training (default: 0.0)")
 
 
 # -- finetune-spam / classify (chapter 6) ---------------------------------------------------------
@@ -188,7 +182,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     max_length = args.max_length
     if args.init == "checkpoint":
         if args.checkpoint is None or not args.checkpoint.exists():
-            raise _Fail(f"no classifier checkpoint at {args.checkpoint}: train one with `numpy-gpt "
+            raise CLIError(f"no classifier checkpoint at {args.checkpoint}: train one with `numpy-gpt "
                         f"finetune-spam` or pass --checkpoint FILE")
         file = _init_file(args)
         model, extra = file.load_model(), file.extra
@@ -238,14 +232,14 @@ def _judge(args: argparse.Namespace, answered: list[dict], baselines: dict[str, 
     if not ollama_is_running(args.ollama_url):
         message = f"no Ollama server answers at {args.ollama_url}"
         if args.judge == "ollama":
-            raise _Fail(f"{message}: start it (`ollama serve`, `ollama pull {args.judge_model}`) or use "
+            raise CLIError(f"{message}: start it (`ollama serve`, `ollama pull {args.judge_model}`) or use "
                         f"--judge auto / none")
         print(f"{message}: skipping the LLM judge (the offline metrics above need no server)")
         return scores
     try:
         judged = generate_model_scores(answered, "model_response", args.judge_model, args.ollama_url)
     except JudgeError as err:
-        raise _Fail(str(err)) from None
+        raise CLIError(str(err)) from None
     scores["ollama"] = {"model": args.judge_model, "n": len(judged),
                         "average_score": float(np.mean(judged)) if judged else float("nan")}
     print(f"{args.judge_model} scored {len(judged)} of {len(answered)} responses: average "
@@ -362,7 +356,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     from numpy_gpt.finetune.tokens import check_tokenizer_fits
 
     if args.init == "checkpoint" and (args.checkpoint is None or not args.checkpoint.exists()):
-        raise _Fail(f"no instruction-tuned checkpoint at {args.checkpoint}: train one with `numpy-gpt "
+        raise CLIError(f"no instruction-tuned checkpoint at {args.checkpoint}: train one with `numpy-gpt "
                     f"finetune-instruct` or pass --checkpoint FILE")
     file = _init_file(args)
     tokens, model = gather_downloads([lambda: _tokenizer(args, file), lambda: _base_model(args, file)],
@@ -405,14 +399,14 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
     _add_init_arguments(spam, "gpt2-124M", "pretrained GPT to start from with --init checkpoint")
     spam.add_argument("--spam-file", type=Path,
                       help="a local SMSSpamCollection file or its zip (no download)")
-    spam.add_argument("--max-length", type=int, help="pad/truncate messages to this many tokens "
+    spam.add_argument("--max-length", type=positive_int, help="pad/truncate messages to this many tokens "
                                                      "(default: the longest training message)")
     spam.add_argument("--resume", action="store_true",
                       help="continue the run that Ctrl-C saved in --out/spam-train.npz")
     spam.add_argument("--out", type=Path, default=Path("runs/spam"),
                       help="output folder (default: runs/spam)")
     _add_training_arguments(spam, trainable="last-block", epochs=5, lr=5e-5, eval_freq=50)
-    spam.set_defaults(func=_run(_cmd_finetune_spam))
+    spam.set_defaults(func=_cmd_finetune_spam)
 
     classify = subparsers.add_parser("classify", help="label texts spam / not spam with a fine-tuned "
                                                       "classifier",
@@ -421,13 +415,15 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
     _add_init_arguments(classify, "checkpoint", "classifier written by finetune-spam "
                                                 "(default: runs/spam/spam-classifier.npz)",
                         Path("runs/spam/spam-classifier.npz"))
-    classify.add_argument("--max-length", type=int, help="padding length (default: the checkpoint's)")
-    classify.add_argument("--drop-rate", type=float, default=0.0, help=argparse.SUPPRESS)
-    classify.set_defaults(func=_run(_cmd_classify))
+    classify.add_argument("--max-length", type=positive_int,
+                          help="padding length (default: the checkpoint's)")
+    classify.add_argument("--drop-rate", type=probability, default=0.0, help=argparse.SUPPRESS)
+    classify.set_defaults(func=_cmd_classify)
 
     instruct = subparsers.add_parser(
         "finetune-instruct", help="instruction fine-tuning on Alpaca-format data (chapter 7)",
-        description="Fine-tune on instruction-data.json (downloaded, or --data), split 85/10/5, generate "
+        description="Fine-tune on instruction-data.json (downloaded, or --data), split as the book does "
+                    "(85 % train, 10 % test, the last 5 % validation), generate "
                     "answers for the test set and score them (exact match and token F1 offline; an "
                     "Ollama judge when a server runs). Writes instruct.npz, the responses JSON, a loss "
                     "plot and metrics.json to --out.")
@@ -436,12 +432,13 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
                                                    "(default: download the book's instruction-data.json)")
     instruct.add_argument("--mask-prompt", action="store_true",
                           help="leave the prompt tokens out of the loss (exercise 7.2)")
-    instruct.add_argument("--allowed-max-length", type=int, default=1024,
+    instruct.add_argument("--allowed-max-length", type=positive_int, default=1024,
                           help="cut training batches to this many tokens, keeping their start, as the "
                                "book does (default: 1024; texts are also fitted to the model's context)")
-    instruct.add_argument("--max-new-tokens", type=int, default=256,
+    instruct.add_argument("--max-new-tokens", type=positive_int, default=256,
                           help="answer length limit (default: 256)")
-    instruct.add_argument("--limit", type=int, help="use only the first N entries of each split (quick runs)")
+    instruct.add_argument("--limit", type=positive_int,
+                          help="use only the first N entries of each split (quick runs)")
     instruct.add_argument("--judge", choices=("auto", "ollama", "none"), default="auto",
                           help="score with an Ollama judge: auto = when a server answers (default)")
     instruct.add_argument("--judge-model", default="llama3",
@@ -453,7 +450,7 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
     instruct.add_argument("--resume", action="store_true",
                           help="continue the run that Ctrl-C saved in --out/instruct-train.npz")
     _add_training_arguments(instruct, trainable="all", epochs=2, lr=5e-5, eval_freq=5)
-    instruct.set_defaults(func=_run(_cmd_finetune_instruct))
+    instruct.set_defaults(func=_cmd_finetune_instruct)
 
     chat = subparsers.add_parser("chat", help="answer instructions with an instruction-tuned model",
                                  description="An interactive prompt loop in the Alpaca format, or one "
@@ -463,12 +460,13 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
                         Path("runs/instruct/instruct.npz"))
     chat.add_argument("--instruction", help="answer this one instruction and exit")
     chat.add_argument("--input", help="the optional input for --instruction")
-    chat.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default: 256)")
-    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    chat.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
-    chat.add_argument("--top-p", type=float, help="nucleus sampling threshold")
-    chat.add_argument("--drop-rate", type=float, default=0.0, help=argparse.SUPPRESS)
-    chat.set_defaults(func=_run(_cmd_chat))
+    chat.add_argument("--max-new-tokens", type=positive_int, default=256,
+                      help="answer length limit (default: 256)")
+    chat.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy (default)")
+    chat.add_argument("--top-k", type=positive_int, help="sample from the k most likely tokens")
+    chat.add_argument("--top-p", type=top_p_mass, help="nucleus sampling threshold")
+    chat.add_argument("--drop-rate", type=probability, default=0.0, help=argparse.SUPPRESS)
+    chat.set_defaults(func=_cmd_chat)
 
 
 add_subcommands = add_finetune_subcommands

@@ -24,21 +24,23 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from numpy_gpt.cli.common import CLIError, HelpFormatter, with_flag_names
+from numpy_gpt.cli.common import USER_ERRORS, CLIError, HelpFormatter, error_text, with_flag_names
 
 
 def build_parser() -> argparse.ArgumentParser:
     from numpy_gpt.cli import dpo, encoder, evaluate, finetune, pretrain, scaling, tools, weights
 
     parser = argparse.ArgumentParser(
-        prog="numpy-gpt", description="GPT-2 in pure NumPy, every backward written by hand: "
-                                      "a companion to 'Build a Large Language Model (From Scratch)'.")
+        prog="numpy-gpt", allow_abbrev=False,
+        description="GPT-2 in pure NumPy, every backward written by hand: a companion to 'Build a Large "
+                    "Language Model (From Scratch)'.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for module in (pretrain, weights, finetune, encoder, dpo, tools, scaling, evaluate):
         module.add_subcommands(subparsers)
     for command in subparsers.choices.values():
         command.formatter_class = HelpFormatter
+        command.allow_abbrev = False            # --checkpoint is not --checkpoint-freq: whole flags only
         command.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser
 
@@ -49,9 +51,10 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code: 0 on success, 1 on an error (one line on stderr,
-    the traceback only with --debug), 130 after Ctrl-C (the shell's code for SIGINT)."""
-    from numpy_gpt.checkpoint import CheckpointError
+    """Run the command line; returns the exit code: 2 for flags refused before any work (argparse's
+    code: a bad value, or a command's ``check`` of several flags together), 0 on success, 1 on an
+    error (one line on stderr, the traceback only with --debug), 130 after Ctrl-C (the shell's code
+    for SIGINT)."""
     from numpy_gpt.download import DownloadError
     from numpy_gpt.interrupt import TrainingInterrupted, resume_hint
     from numpy_gpt.runtime import configure
@@ -62,6 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    try:
+        if getattr(args, "check", None) is not None:
+            args.check(args)                     # flags that only make sense together, the memory
+    except USER_ERRORS as err:                   # (a CLIError is a refused flag: argparse's code 2)
+        if args.debug:
+            raise
+        print(f"numpy-gpt {args.command}: error: {with_flag_names(error_text(err), args)}", file=sys.stderr)
+        return 2 if isinstance(err, CLIError) else 1
     configure()                                                     # entry point's speed settings
     try:
         return args.func(args)
@@ -78,8 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(f"numpy-gpt {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, CheckpointError, DownloadError, OSError, FloatingPointError, ValueError) as err:
+    except USER_ERRORS + (DownloadError,) as err:
         if args.debug:
             raise
-        print(f"numpy-gpt {args.command}: error: {with_flag_names(str(err), args)}", file=sys.stderr)
+        print(f"numpy-gpt {args.command}: error: {with_flag_names(error_text(err), args)}", file=sys.stderr)
         return 1

@@ -26,11 +26,23 @@ from numpy_gpt.cli.common import (
     DEFAULT_RUNS_DIR,
     DEFAULT_SCALING_DIR,
     GPT2_SIZE_CHOICES,
+    GPT2_VOCAB_SIZE,
     CLIError,
+    check_heads,
+    check_memory,
+    check_min_lr,
+    fraction,
+    learning_rate,
     load_split_corpus,
     model_file,
+    non_negative_float,
+    non_negative_int,
     positive_int,
+    probability,
+    random_seed,
     show_bars,
+    top_p_mass,
+    training_bytes,
 )
 from numpy_gpt.fileio import write_text_atomic
 from numpy_gpt.interrupt import should_resume
@@ -81,6 +93,47 @@ def _default_out_dir(args: argparse.Namespace) -> Path:
     return DEFAULT_RUNS_DIR / f"{corpus}-{args.preset}-{args.tokenizer}"
 
 
+def _windows(tokens: int, context: int, stride: int) -> int:
+    """Training windows of ``context`` + 1 tokens every ``stride`` tokens (data.GPTDatasetV1)."""
+    return 0 if tokens <= context else (tokens - context - 1) // stride + 1
+
+
+def _check_windows(args: argparse.Namespace, context: int, train_tokens: int, val_tokens: int,
+                   bound: bool = False) -> None:
+    """Refuse a split too short for one validation window or for one optimizer step (--batch-size x
+    --grad-accum windows). With ``bound``, the token counts are upper bounds (bytes, before the
+    tokenizer exists): what fails then fails for every tokenizer."""
+    most = "at most " if bound else ""
+    if val_tokens <= context:
+        raise CLIError(f"the validation split has {most}{val_tokens} tokens, fewer than one window of "
+                       f"context_length + 1 = {context + 1}: use more text, a larger --val-fraction or a "
+                       f"smaller --context-length")
+    windows = _windows(train_tokens, context, args.stride or context)
+    if windows < args.batch_size * args.grad_accum:
+        raise CLIError(f"the training split makes {most}{windows:,} windows of {context} tokens, fewer than "
+                       f"one optimizer step of --batch-size {args.batch_size} x --grad-accum "
+                       f"{args.grad_accum}: use more text or smaller --batch-size / --grad-accum / --stride")
+
+
+def _check_pretrain(args: argparse.Namespace) -> None:
+    """The flags that only make sense together, and the memory, before any work (see main.main)."""
+    if args.preset == "from-scaling":                    # runs/scaling/recommendation.json sets the flags
+        apply_scaling_recommendation(args)
+    if args.resume:
+        return                                           # the checkpoint's model and schedule are used
+    check_min_lr(args, PRESETS[args.preset]["lr"])
+    cfg = _model_config(args, {"bpe": args.vocab_size, "gpt2": GPT2_VOCAB_SIZE}.get(args.tokenizer, 256))
+    check_heads(cfg["emb_dim"], cfg["n_heads"])
+    if args.tokenizer == "bpe" and args.vocab_size < 257:
+        raise CLIError(f"--vocab-size {args.vocab_size}: a byte-level BPE needs at least 257 tokens (the 256 "
+                       f"bytes and <|endoftext|>)")
+    flags = {"--emb-dim": cfg["emb_dim"], "--n-layers": cfg["n_layers"],
+             "--context-length": cfg["context_length"], "--batch-size": args.batch_size}
+    if args.tokenizer == "bpe":
+        flags["--vocab-size"] = args.vocab_size
+    check_memory(flags, training_bytes(cfg, args.batch_size))
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from numpy_gpt.corpora import build_tokenizer
     from numpy_gpt.data import create_dataloader_v1, encode_text
@@ -92,29 +145,26 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from numpy_gpt.train import perplexity, train_model
 
     started = time.perf_counter()
-    if args.preset == "from-scaling":                    # runs/scaling/recommendation.json sets the flags
-        apply_scaling_recommendation(args)
     out_dir = Path(args.out_dir) if args.out_dir else _default_out_dir(args)
     checkpoint_path = out_dir / "model.npz"
     resume = should_resume(checkpoint_path, args.resume)
 
     train_text, val_text = load_split_corpus(args)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if resume:                                            # its metadata: train_model reads the weights
         saved = model_file(checkpoint_path, "pretrain --resume", LANGUAGE_MODELS)
         tokenizer = checkpoint_tokenizer(saved, data_dir=args.data_dir)
         cfg = saved.cfg
-    else:
+    else:          # before the BPE trains and the run folder exists: at most one token per byte
+        _check_windows(args, _model_config(args, 1)["context_length"],
+                       *(len(t.encode("utf-8", "surrogatepass")) for t in (train_text, val_text)), bound=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
         tokenizer = build_tokenizer(args.tokenizer, train_text, train_text + val_text, args.vocab_size,
-                                     args.data_dir, out_dir)
+                                    args.data_dir, out_dir)
         cfg = _model_config(args, tokenizer.n_vocab)
     train_ids = np.asarray(encode_text(tokenizer, train_text), dtype=np.int64)
     val_ids = np.asarray(encode_text(tokenizer, val_text), dtype=np.int64)
     context = cfg["context_length"]
-    if len(val_ids) <= context:
-        raise CLIError(f"the validation split has {len(val_ids)} tokens, fewer than one window of "
-                       f"context_length + 1 = {context + 1}: use more text, a larger --val-fraction or a "
-                       f"smaller --context-length")
+    _check_windows(args, context, len(train_ids), len(val_ids))
     print(f"{len(train_text) + len(val_text):,} characters -> {len(train_ids):,} training and "
           f"{len(val_ids):,} validation tokens ({tokenizer_spec(tokenizer)['kind']} tokenizer, "
           f"vocabulary {tokenizer.n_vocab:,})")
@@ -124,9 +174,6 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
                                         stride=stride, shuffle=True, drop_last=True, seed=args.seed)
     val_loader = create_dataloader_v1(val_ids, batch_size=args.batch_size, max_length=context,
                                       stride=context, shuffle=False, drop_last=False)
-    if len(train_loader) == 0:
-        raise CLIError(f"the training split makes fewer windows than one batch of {args.batch_size}: "
-                       f"use more text or a smaller --batch-size")
     steps_per_epoch = len(train_loader) // args.grad_accum
     if args.max_steps is not None:
         max_steps = args.max_steps
@@ -223,6 +270,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise CLIError('the prompt is empty: give some text to continue, e.g. --prompt "The"')
     idx = text_to_token_ids(prompt, tokenizer)
     context_size = args.context_size or model.cfg["context_length"]
+    if context_size > model.cfg["context_length"]:
+        raise CLIError(f"--context-size {context_size} is longer than the model's context of "
+                       f"{model.cfg['context_length']} tokens (it has no position embedding beyond it)")
     eos_id = getattr(tokenizer, "eot_token", None) if args.stop_at_eos else None
     for i in range(args.num_samples):
         seed = None if args.seed is None else args.seed + i
@@ -346,7 +396,8 @@ def _add_pretrain(subparsers) -> None:
     data.add_argument("--data-dir", default="data", help="where corpora and vocabularies are kept")
     data.add_argument("--max-chars", type=positive_int, default=None,
                       help="use only the first N characters of the corpus")
-    data.add_argument("--val-fraction", type=float, default=0.1, help="share of the text kept for validation")
+    data.add_argument("--val-fraction", type=fraction, default=0.1,
+                      help="share of the text kept for validation")
     data.add_argument("--tokenizer", choices=("char", "bpe", "gpt2"), default=DEFAULT_TOKENIZER,
                       help="characters; a byte-level BPE trained on the corpus; or GPT-2's vocabulary")
     data.add_argument("--vocab-size", type=positive_int, default=DEFAULT_BPE_VOCAB,
@@ -360,7 +411,7 @@ def _add_pretrain(subparsers) -> None:
     model.add_argument("--emb-dim", type=positive_int, help="width of the embeddings and residual stream")
     model.add_argument("--n-layers", type=positive_int, help="transformer blocks")
     model.add_argument("--n-heads", type=positive_int, help="attention heads per block (divides --emb-dim)")
-    model.add_argument("--drop-rate", type=float, help="dropout probability while training")
+    model.add_argument("--drop-rate", type=probability, help="dropout probability while training")
     model.add_argument("--qkv-bias", action="store_true", help="bias in the query, key and value projections")
     train = p.add_argument_group("training")
     length = train.add_mutually_exclusive_group()
@@ -372,16 +423,21 @@ def _add_pretrain(subparsers) -> None:
     train.add_argument("--grad-accum", type=positive_int, default=1, help="batches per optimizer step")
     train.add_argument("--stride", type=positive_int, default=None,
                        help="distance between training windows (default: the context length)")
-    train.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
-    train.add_argument("--min-lr", type=float, default=1e-4, help="learning rate at the end of the cosine")
-    train.add_argument("--warmup-steps", type=int, default=DEFAULT_WARMUP,
+    train.add_argument("--lr", type=learning_rate, default=None,
+                       help="peak learning rate (default: the preset's)")
+    train.add_argument("--min-lr", type=non_negative_float, default=1e-4,
+                       help="learning rate at the end of the cosine")
+    train.add_argument("--warmup-steps", type=non_negative_int, default=DEFAULT_WARMUP,
                        help="steps of linear warmup before the cosine")
     train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                        help="linear warmup + cosine decay to --min-lr, or a constant --lr")
-    train.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay of the weight matrices")
-    train.add_argument("--beta2", type=float, default=0.99, help="AdamW's second-moment decay")
-    train.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm (0: off)")
-    train.add_argument("--seed", type=int, default=123, help="seed of the weights, batches and samples")
+    train.add_argument("--weight-decay", type=non_negative_float, default=0.1,
+                       help="AdamW decay of the weight matrices")
+    train.add_argument("--beta2", type=probability, default=0.99, help="AdamW's second-moment decay")
+    train.add_argument("--grad-clip", type=non_negative_float, default=1.0,
+                       help="max global gradient norm (0: off)")
+    train.add_argument("--seed", type=random_seed, default=123,
+                       help="seed of the weights, batches and samples")
     out = p.add_argument_group("evaluation and output")
     out.add_argument("--eval-freq", type=positive_int, default=DEFAULT_EVAL_FREQ,
                      help="evaluate every N steps")
@@ -395,12 +451,13 @@ def _add_pretrain(subparsers) -> None:
     out.add_argument("--prompt", default=DEFAULT_PROMPT, help="start of the generated samples")
     out.add_argument("--sample-tokens", type=positive_int, default=DEFAULT_SAMPLE_TOKENS,
                      help="length of each generated sample, in tokens")
-    out.add_argument("--num-samples", type=int, default=2, help="samples printed at the end")
-    out.add_argument("--temperature", type=float, default=0.8, help="temperature of the final samples")
+    out.add_argument("--num-samples", type=non_negative_int, default=2, help="samples printed at the end")
+    out.add_argument("--temperature", type=non_negative_float, default=0.8,
+                     help="temperature of the final samples")
     out.add_argument("--top-k", type=positive_int, default=None, help="top-k of the final samples")
     out.add_argument("--no-progress", action="store_true",
                      help="no progress bar (there is none either when stderr is not a terminal)")
-    p.set_defaults(func=_cmd_pretrain)
+    p.set_defaults(func=_cmd_pretrain, check=_check_pretrain)
 
 
 def _add_generate(subparsers) -> None:
@@ -418,12 +475,12 @@ def _add_generate(subparsers) -> None:
     p.add_argument("--models-dir", default="gpt2", help="where GPT-2 weights are kept (with --gpt2)")
     p.add_argument("--prompt", default=None, help="the text to continue (default: the run's sample prompt)")
     p.add_argument("--max-new-tokens", type=positive_int, default=200, help="tokens to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--temperature", type=non_negative_float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=positive_int, default=None,
                    help="sample only from the k most likely tokens")
-    p.add_argument("--top-p", type=float, default=None,
+    p.add_argument("--top-p", type=top_p_mass, default=None,
                    help="sample only from the most likely tokens whose probabilities add up to p")
-    p.add_argument("--seed", type=int, default=None, help="seed of the sampling (default: random)")
+    p.add_argument("--seed", type=random_seed, default=None, help="seed of the sampling (default: random)")
     p.add_argument("--num-samples", type=positive_int, default=1, help="samples to print")
     p.add_argument("--context-size", type=positive_int, default=None,
                    help="tokens the model sees (default: its context length)")
@@ -442,7 +499,7 @@ def _add_gradcheck(subparsers) -> None:
         "gradcheck", help="check every layer's backward against finite differences",
         description="Run the float64 finite-difference gradient check on every layer (Linear ... "
                     "GPTModel) and print a table; the exit code is 1 if any check fails.")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights")
+    p.add_argument("--seed", type=random_seed, default=0, help="seed of the random inputs and weights")
     p.add_argument("--verbose", action="store_true", help="print every tensor's row")
     p.set_defaults(func=_cmd_gradcheck)
 

@@ -24,19 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from numpy_gpt.cli.common import DEFAULT_SCALING_DIR as DEFAULT_OUT_DIR
-from numpy_gpt.cli.common import positive_int
-from numpy_gpt.scaling import (
-    RECOMMENDATION_NAME,
-    RESULTS_NAME,
-    ScalingError,
-    analyse,
-    append_result,
-    fit_table,
-    read_results,
-    recommend,
-    seconds_per_step,
-    train_run,
-    validation_loader,
+from numpy_gpt.cli.common import (
+    CLIError,
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    thread_count,
 )
 
 DEFAULT_CORPUS = "tinyshakespeare"
@@ -72,6 +66,7 @@ def _load_data(args: argparse.Namespace, kind: str, out_dir: Path):
 
     from numpy_gpt.corpora import build_tokenizer
     from numpy_gpt.data import encode_text, load_corpus, train_val_split
+    from numpy_gpt.scaling import ScalingError
 
     text = load_corpus(args.corpus, data_dir=args.data_dir)
     if args.max_chars is not None:
@@ -97,6 +92,8 @@ _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(s|sec|min|m|h)\s*$", re.IGNORE
 
 def parse_budget(text: str) -> tuple[float | None, float | None]:
     """(FLOPs, None) for "1e15", (None, seconds) for "90s", "10min", "2h"."""
+    from numpy_gpt.scaling import ScalingError
+
     match = _DURATION.match(text)
     if match:
         value, unit = float(match[1]), match[2].lower()
@@ -118,6 +115,20 @@ def _say(bar) -> Any:
     return bar.write if not bar.disable else (lambda line: print(line, flush=True))
 
 
+MAX_RUNS = 10_000              # a sweep of more runs would take days on a laptop: surely a typo
+
+
+def _check_scaling(args: argparse.Namespace) -> None:
+    """The size of the grid, before the corpus is read (see main.main)."""
+    from numpy_gpt.scaling import SWEEP_SHAPES
+
+    sizes = len(SWEEP_SHAPES[QUICK_SHAPES] if args.quick else SWEEP_SHAPES[:args.sizes])
+    budgets = len(args.budgets or (QUICK_BUDGETS if args.quick else DEFAULT_BUDGETS))
+    if sizes * budgets * args.seeds > MAX_RUNS:
+        raise CLIError(f"--seeds {args.seeds} with {sizes} sizes and {budgets} budgets plans more than "
+                       f"{MAX_RUNS:,} runs; use fewer --seeds")
+
+
 def _cmd_scaling(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm.auto import tqdm
@@ -128,8 +139,8 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
     from numpy_gpt.runtime import set_threads
 
     out_dir = Path(args.out_dir)
-    results_path = out_dir / RESULTS_NAME
-    records = read_results(results_path)
+    results_path = out_dir / scaling.RESULTS_NAME
+    records = scaling.read_results(results_path)
     if args.recommend is not None:
         return _cmd_recommend(args, records, results_path, out_dir)
 
@@ -140,8 +151,8 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
     settings = _settings(args, kind, tokenizer.n_vocab)
     for record in records:
         if record.get("settings") != settings:
-            raise ScalingError(f"{results_path} holds runs with other settings ({record.get('settings')}); "
-                               f"use another --out-dir for this sweep")
+            raise CLIError(f"{results_path} holds runs with other settings ({record.get('settings')}); "
+                           f"use another --out-dir for this sweep")
     shapes = scaling.SWEEP_SHAPES[QUICK_SHAPES] if args.quick else scaling.SWEEP_SHAPES[:args.sizes]
     budgets = args.budgets or (QUICK_BUDGETS if args.quick else DEFAULT_BUDGETS)
     max_epochs = args.max_epochs or (QUICK_MAX_EPOCHS if args.quick else DEFAULT_MAX_EPOCHS)
@@ -150,14 +161,14 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
                                        train_tokens=len(train_ids), min_steps=args.min_steps,
                                        max_epochs=max_epochs)
     if not plan:
-        raise ScalingError("the grid has no run: every size has too few steps or too many epochs for the "
-                           "budgets; raise --budgets or lower --min-steps")
+        raise CLIError("the grid has no run: every size has too few steps or too many epochs for the "
+                       "budgets; raise --budgets or lower --min-steps")
     done = {r["key"] for r in records}
     todo = [run for run in plan if run.key not in done]
     print(f"{len(train_ids):,} training and {len(val_ids):,} validation tokens "
           f"(vocabulary {tokenizer.n_vocab})")
     print("Timing two steps of each size...", flush=True)
-    timing = seconds_per_step(sorted({run.shape for run in todo}, key=lambda s: s.emb_dim),
+    timing = scaling.seconds_per_step(sorted({run.shape for run in todo}, key=lambda s: s.emb_dim),
                                tokenizer.n_vocab, args.context_length, args.batch_size)
     eval_steps = max(1, args.eval_tokens // (args.batch_size * args.context_length)) / 3
     print(f"\n{'run':<34} {'N':>10} {'tokens':>10} {'steps':>6} {'epochs':>6} {'est. s':>7}")
@@ -178,7 +189,7 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
           f"estimated {total / 60:.1f} min (from the timing above: the CPU is shared, it may vary)\n",
           flush=True)
 
-    val_loader = validation_loader(val_ids, args.context_length, args.eval_tokens)
+    val_loader = scaling.validation_loader(val_ids, args.context_length, args.eval_tokens)
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="runs", unit="run",
                disable=args.no_progress or not sys.stderr.isatty(), dynamic_ncols=True)
     say = _say(bar)
@@ -186,14 +197,14 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
         for i, run in enumerate(todo):
             cfg = scaling.model_config(run.shape, tokenizer.n_vocab, args.context_length)
             try:
-                record = train_run(run, cfg, train_ids, val_loader, args.batch_size, stop)
+                record = scaling.train_run(run, cfg, train_ids, val_loader, args.batch_size, stop)
             except TrainingInterrupted:
                 print(f"numpy-gpt scaling: interrupted during run {run.key}; {len(plan) - len(todo) + i} "
                       f"finished runs are in {results_path}; run the same command again to continue",
                       file=sys.stderr)
                 return 130
             record["settings"] = settings
-            append_result(results_path, record)
+            scaling.append_result(results_path, record)
             records.append(record)
             bar.update(1)
             say(f"[{len(plan) - len(todo) + i + 1}/{len(plan)}] {run.key}: val loss {record['val_loss']:.4f} "
@@ -208,8 +219,8 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
     used = [r for r in records if r["key"] in in_plan]
     print(f"\nFitting the scaling laws to {len(used)} runs (bootstrap: {args.bootstrap} resamples)...",
           flush=True)
-    fit = analyse(used, args.bootstrap)
-    table = fit_table(fit, settings)
+    fit = scaling.analyse(used, args.bootstrap)
+    table = scaling.fit_table(fit, settings)
     write_json_atomic(out_dir / "fit.json", _jsonable(fit))
     write_text_atomic(out_dir / "fit.md", table)
     print("\n" + table)
@@ -244,6 +255,7 @@ def _jsonable(value: Any) -> Any:
 
 def _cmd_recommend(args, records, results_path: Path, out_dir: Path) -> int:
     from numpy_gpt.fileio import write_json_atomic
+    from numpy_gpt.scaling import RECOMMENDATION_NAME, ScalingError, recommend
 
     flops, seconds = parse_budget(args.recommend)
     if len(records) < 5:
@@ -305,7 +317,7 @@ def add_subcommands(subparsers) -> None:
                    help="auto: a trained BPE for stdlib-docs, characters otherwise")
     p.add_argument("--vocab-size", type=positive_int, default=1024, help="vocabulary of the trained BPE")
     p.add_argument("--max-chars", type=positive_int, default=None, help="use only the first N characters")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text kept for validation")
+    p.add_argument("--val-fraction", type=fraction, default=0.1, help="share of the text kept for validation")
     p.add_argument("--quick", action="store_true",
                    help="5 sizes x 3 budgets, about 3 minutes (a subset of the default grid)")
     p.add_argument("--sizes", type=positive_int, default=9,
@@ -316,18 +328,18 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--context-length", type=positive_int, default=64, help="tokens per window")
     p.add_argument("--batch-size", type=positive_int, default=8, help="windows per optimizer step")
     p.add_argument("--min-steps", type=positive_int, default=40, help="leave out runs with fewer steps")
-    p.add_argument("--max-epochs", type=float, default=None,
+    p.add_argument("--max-epochs", type=positive_float, default=None,
                    help=f"leave out runs with more passes over the training split "
                         f"(default {DEFAULT_MAX_EPOCHS:g}, --quick {QUICK_MAX_EPOCHS:g})")
     p.add_argument("--eval-tokens", type=positive_int, default=16384,
                    help="validation tokens each run is evaluated on at its end")
-    p.add_argument("--bootstrap", type=int, default=200,
+    p.add_argument("--bootstrap", type=non_negative_int, default=200,
                    help="bootstrap resamples for the intervals (0: none)")
-    p.add_argument("--threads", type=positive_int, default=1,
+    p.add_argument("--threads", type=thread_count, default=1,
                    help="BLAS threads (tiny matrices: one thread was fastest here)")
     p.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR), help="folder of results.jsonl, fits and plots")
     p.add_argument("--recommend", default=None, metavar="BUDGET",
                    help="FLOPs (1e15) or a duration (10min): print the compute-optimal model from the sweep "
                         "in --out-dir and write recommendation.json for pretrain --preset from-scaling")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_scaling)
+    p.set_defaults(func=_cmd_scaling, check=_check_scaling)

@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from numpy_gpt.cli.common import positive_int, thread_count
+
 DEFAULT_BENCH_DIR = Path("runs") / "bench"
 
 
@@ -19,9 +21,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     plan = dict(QUICK if args.quick else FULL)
     if args.repeats is not None:
-        if args.repeats < 1:
-            print("error: --repeats must be at least 1", file=sys.stderr)
-            return 2
         plan["repeats"], plan["case_repeats"] = args.repeats, {}
     result = run_bench(plan, use_torch=not args.no_torch, threads=args.threads,
                        log=lambda s: print(s, file=sys.stderr, flush=True))
@@ -42,9 +41,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                     "measured and how).")
     p.add_argument("--quick", action="store_true",
                    help="small models and few repeats (well under a minute)")
-    p.add_argument("--repeats", type=int, default=None,
+    p.add_argument("--repeats", type=positive_int, default=None,
                    help="timed training steps per library, every case (default 7; 31 for shakespeare-char)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=thread_count, default=None,
                    help="threads for both numpy's BLAS and torch (default: CPU cores)")
     p.add_argument("--no-torch", action="store_true", help="numpy_gpt only, even if torch is installed")
     p.add_argument("--out", "--json", dest="out", default=None,
@@ -55,7 +54,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``scripts/bench.py``: the same command, writing the repository's scripts/results/ unless --out."""
-    parser = argparse.ArgumentParser(prog="numpy-gpt")
+    parser = argparse.ArgumentParser(prog="numpy-gpt", allow_abbrev=False)
     add_subcommands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
     if args.out is None:

@@ -11,18 +11,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from numpy_gpt.download import DownloadError
 from numpy_gpt.gpt2.convert import GPT2_BASE_URLS, GPT2_SIZES, convert, download_gpt2
 from numpy_gpt.gpt2.openai_tf import TFCheckpointReader
-from numpy_gpt.gpt2.safetensors import SafetensorsError
-
-# What a bad file, a bad path or no network raises: reported in one line, without a traceback.
-_USER_ERRORS = (DownloadError, SafetensorsError, ValueError, KeyError, OSError)
 
 
 def _verify_checkpoint(model_dir: Path) -> int:
@@ -34,25 +28,17 @@ def _verify_checkpoint(model_dir: Path) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    try:
-        model_dir = download_gpt2(args.gpt2, args.models_dir, base_urls=args.base_url or GPT2_BASE_URLS)
-        if args.verify:
-            count = _verify_checkpoint(model_dir)
-            print(f"GPT-2 {args.gpt2} is in {model_dir}: {count} tensors, every crc32c checked")
-        else:
-            print(f"GPT-2 {args.gpt2} is in {model_dir}")
-    except _USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    model_dir = download_gpt2(args.gpt2, args.models_dir, base_urls=args.base_url or GPT2_BASE_URLS)
+    if args.verify:
+        count = _verify_checkpoint(model_dir)
+        print(f"GPT-2 {args.gpt2} is in {model_dir}: {count} tensors, every crc32c checked")
+    else:
+        print(f"GPT-2 {args.gpt2} is in {model_dir}")
     return 0
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    try:
-        written = convert(args.src, args.dst, models_dir=args.models_dir, dtype=np.dtype(args.dtype))
-    except _USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    written = convert(args.src, args.dst, models_dir=args.models_dir, dtype=np.dtype(args.dtype))
     print(f"wrote {written}")
     if written.suffix == ".safetensors":
         print(f"wrote {written.parent / 'config.json'} beside it (the model's shape, for transformers)")
@@ -74,7 +60,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                           help="download from URL/SIZE/FILE instead; repeat for mirrors tried in order "
                                f"(default: {' then '.join(GPT2_BASE_URLS)})")
     download.add_argument("--no-verify", dest="verify", action="store_false",
-                          help="skip reading every tensor to check its crc32c")
+                          help="skip reading every tensor to check its crc32c (default: check them)")
     download.set_defaults(func=_cmd_download)
 
     conv = subparsers.add_parser(

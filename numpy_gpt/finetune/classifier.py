@@ -476,6 +476,8 @@ def finetune_spam_classifier(model: GPTModel, tokenizer, csv_paths: dict[str, st
     after are computed on every message of each split (the training loader drops its last partial
     batch and shuffles; the final table does neither)."""
     context_length = model.cfg["context_length"]
+    if max_length is not None:
+        max_length = min(max_length, context_length)
     train_ds = SpamDataset(csv_paths["train"], tokenizer, max_length, pad_token_id)
     if train_ds.max_length > context_length:
         train_ds = SpamDataset(csv_paths["train"], tokenizer, context_length, pad_token_id)
@@ -489,6 +491,9 @@ def finetune_spam_classifier(model: GPTModel, tokenizer, csv_paths: dict[str, st
               f"longer ones keep their first {train_ds.max_length} tokens (the book's rule, at most the "
               f"model's context of {context_length}): {cut} messages cut")
     train_loader = DataLoader(train_ds, batch_size, shuffle=True, drop_last=True, seed=seed)
+    if len(train_loader) == 0:
+        raise ValueError(f"batch_size {batch_size} is larger than the {len(train_ds)} training messages: "
+                         f"no full batch to train on")
     full = {name: DataLoader(ds, batch_size) for name, ds in datasets.items()}     # every message, in order
 
     add_classification_head(model, 2, seed=seed)
