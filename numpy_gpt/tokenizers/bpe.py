@@ -30,7 +30,13 @@ merge); read it first. tests/test_naive_bpe.py checks that the two give identica
 ``ByteLevelBPE`` is that engine for any vocabulary; ``GPT2Tokenizer`` loads OpenAI's files into it
 (``encoder.json`` + ``vocab.bpe``, or a ``.tiktoken`` rank file); ``corpora.get_gpt2_tokenizer``
 downloads OpenAI's files once into ``data/gpt2``. The trainable ``BPETokenizer`` (train_bpe.py) is the same
-engine with a vocabulary learned from your text.
+engine with a vocabulary learned from your text, and hf_json.py loads a Hugging Face ``tokenizer.json``
+(Llama 3, Qwen, SmolLM2) into it.
+
+Hugging Face's ``tokenizers`` library merges by a slightly different rule, and the engine does both:
+tiktoken joins any adjacent pair whose concatenation is a token (lowest token id first), while a
+``tokenizer.json`` lists its merges, and only a listed pair is joined (the pair listed first wins).
+Given ``merges``, ``ByteLevelBPE`` follows the second rule; the heap and the linked list are the same.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import binascii
 import heapq
 import json
 import operator
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -49,11 +55,20 @@ import regex
 from numpy_gpt.tokenizers.unicode16 import has_unicode_17_letters, pin_to_unicode_16
 
 # GPT-2's pre-tokenization pattern, as tiktoken writes it for "gpt2". OpenAI's original release
-# (encoder.py) spells it  's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-# which splits every text identically; the possessive quantifiers (++) only spare the regex engine
-# some backtracking. Contractions, then an optional space followed by letters, digits, or other
-# symbols, then whitespace (a run of spaces leaves its last space to the word that follows it).
+# (encoder.py) spells it as GPT2_ORIGINAL_PATTERN below, which splits every text identically; the
+# possessive quantifiers (++) only spare the regex engine some backtracking. Contractions, then an
+# optional space followed by letters, digits, or other symbols, then whitespace (a run of spaces
+# leaves its last space to the word that follows it).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+# ... as OpenAI's encoder.py (and Hugging Face's ByteLevel pre-tokenizer) spell it.
+GPT2_ORIGINAL_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# Llama 3's pattern (Meta's tokenizer.py and its tokenizer.json): contractions in any case, a word
+# with at most one leading non-letter, numbers of at most three digits, symbols with the newlines
+# that follow them, then newlines with the spaces before them, then other whitespace.
+LLAMA3_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"""
+                  r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
+# Qwen2's, Qwen2.5's and Qwen3's pattern: Llama 3's with every digit its own chunk.
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
 
 ENDOFTEXT = "<|endoftext|>"
 
@@ -88,6 +103,19 @@ class PreTokenizer:
         compiled = self._pinned if has_unicode_17_letters(text) else self._plain
         return compiled.findall(text)
 
+    def split(self, text: str) -> list[str]:
+        """The matches and the text between them, in order (Hugging Face's "Isolated" split). GPT-2's
+        pattern, Llama 3's and Qwen's match every character, so this is ``findall`` for them."""
+        chunks = self.findall(text)
+        if sum(map(len, chunks)) == len(text):
+            return chunks
+        compiled = self._pinned if has_unicode_17_letters(text) else self._plain
+        chunks, start = [], 0
+        for match in compiled.finditer(text):
+            chunks.extend(c for c in (text[start:match.start()], match.group()) if c)
+            start = match.end()
+        return chunks + ([text[start:]] if start < len(text) else [])
+
 
 # Pieces up to this many characters are remembered with their ids; the cache is emptied when it holds
 # this many pieces, so memory stays bounded on any corpus.
@@ -114,10 +142,19 @@ class ByteLevelBPE:
             must not be BPE ids.
         pattern: the pre-tokenization regex (``regex`` module syntax).
         name: a label shown in ``repr``.
+        merges: a ``tokenizer.json``'s merge list as (left id, right id) pairs, first = joined first.
+            Given, only these pairs are joined (Hugging Face's rule); by default any adjacent pair
+            that forms a token is, the lowest token id first (tiktoken's rule).
+        ignore_merges: with ``merges``, a chunk that is itself a token becomes that one id at once
+            (Llama 3 sets it; tiktoken's rule always does this).
+        pretokenizer: splits text into chunks (any object with ``findall(text) -> list[str]``) in
+            place of ``PreTokenizer(pattern)``; hf_json.py passes a tokenizer.json's pipeline.
     """
 
     def __init__(self, token_bytes: Mapping[int, bytes], special_tokens: Mapping[str, int] | None = None,
-                 pattern: str = GPT2_PATTERN, name: str = "bpe") -> None:
+                 pattern: str = GPT2_PATTERN, name: str = "bpe", *,
+                 merges: Sequence[tuple[int, int]] | None = None, ignore_merges: bool = False,
+                 pretokenizer: PreTokenizer | None = None) -> None:
         special_tokens = dict(special_tokens or {})
         self.name = name
         self.pattern = pattern
@@ -145,9 +182,24 @@ class ByteLevelBPE:
         self._token_len = [0] * (max(self._decoder) + 1)  # byte length of each BPE token, by id
         for token_id, data in self._decoder.items():
             self._token_len[token_id] = len(data)
+        # How candidate pairs are ranked: None = by the id of the token they form (tiktoken), else
+        # (left bytes, right bytes) -> the pair's place in ``merges``; and the byte length of the token
+        # each rank forms (the merge loop's staleness test).
+        self._pair_ranks: dict[tuple[bytes, bytes], int] | None = None
+        self._merged_len = self._token_len
+        self._whole_chunks = merges is None or ignore_merges
+        if merges is not None:
+            self._pair_ranks, self._merged_len = {}, [0] * len(merges)
+            for rank, (left, right) in enumerate(merges):
+                a, b = self._decoder.get(left), self._decoder.get(right)
+                if a is None or b is None or a + b not in self._ranks:
+                    raise ValueError(f"{name}: merge #{rank} ({left!r}, {right!r}) joins ids that are not "
+                                     f"tokens, or forms bytes that are not a token")
+                self._pair_ranks[a, b] = rank       # a pair listed twice keeps its last place, as in HF
+                self._merged_len[rank] = len(a) + len(b)
         for token, token_id in special_tokens.items():
             self._decoder[token_id] = token.encode("utf-8")
-        self._pretokenizer = PreTokenizer(pattern)
+        self._pretokenizer = pretokenizer if pretokenizer is not None else PreTokenizer(pattern)
         # Longest first, so that a special token that contains another one wins.
         specials = sorted(special_tokens, key=lambda s: (-len(s), s))
         self._special_pat = regex.compile("|".join(regex.escape(s) for s in specials)) if specials else None
@@ -270,23 +322,30 @@ class ByteLevelBPE:
     def _bpe(self, piece: bytes) -> tuple[int, ...]:
         """Merge the bytes of one chunk into tokens: lowest-rank adjacent pair first, leftmost on ties.
 
-        This is tiktoken's rule. The parts form a linked list of byte offsets: the part starting at
-        byte i is ``piece[i:end[i]]`` (``end[i] > n`` once it has been absorbed by its left
-        neighbour). Candidate merges wait in a min-heap as one int ``rank * (n + 1) + i`` (ordered
-        by rank, then position). An entry is stale when its pair has changed since it was pushed;
-        since a rank names one byte string, the pair now starting at i is still the same one
-        exactly when it spans ``len(token rank)`` bytes.
+        A pair's rank is the id of the token it forms (tiktoken's rule), or with ``merges`` its place
+        in that list (Hugging Face's rule; ``pairs`` holds it). The parts form a linked list of byte
+        offsets: the part starting at byte i is ``piece[i:end[i]]`` (``end[i] > n`` once it has been
+        absorbed by its left neighbour). Candidate merges wait in a min-heap as one int
+        ``rank * (n + 1) + i`` (ordered by rank, then position). An entry is stale when its pair
+        has changed since it was pushed; since parts only grow, the pair now starting at i is still
+        the same one exactly when it spans as many bytes as the token its rank forms.
         """
         ranks = self._ranks
-        whole = ranks.get(piece)
-        if whole is not None:
-            return (whole,)
-        token_len = self._token_len
+        if self._whole_chunks:
+            whole = ranks.get(piece)
+            if whole is not None:
+                return (whole,)
+        pairs = self._pair_ranks
+        merged_len = self._merged_len
         n = len(piece)
         stride = n + 1
         end = list(range(1, n + 1))
         prev = list(range(-1, n - 1))
-        heap = [rank * stride + i for i in range(n - 1) if (rank := ranks.get(piece[i:i + 2])) is not None]
+        if pairs is None:
+            heap = [rank * stride + i for i in range(n - 1) if (rank := ranks.get(piece[i:i + 2])) is not None]
+        else:
+            heap = [rank * stride + i for i in range(n - 1)
+                    if (rank := pairs.get((piece[i:i + 1], piece[i + 1:i + 2]))) is not None]
         heapq.heapify(heap)
         while heap:
             rank, i = divmod(heapq.heappop(heap), stride)
@@ -294,18 +353,19 @@ class ByteLevelBPE:
             if j >= n:
                 continue  # i was absorbed, or is the last part
             k = end[j]
-            if k - i != token_len[rank]:
+            if k - i != merged_len[rank]:
                 continue  # stale
             end[j] = stride
             end[i] = k
-            if k < n:  # new pair with the right neighbour
+            if k < n:  # new pair with the right neighbour piece[k:m]
                 prev[k] = i
-                rank_right = ranks.get(piece[i:end[k]])
+                m = end[k]
+                rank_right = ranks.get(piece[i:m]) if pairs is None else pairs.get((piece[i:k], piece[k:m]))
                 if rank_right is not None:
                     heapq.heappush(heap, rank_right * stride + i)
             p = prev[i]
-            if p >= 0:  # new pair with the left neighbour
-                rank_left = ranks.get(piece[p:k])
+            if p >= 0:  # new pair with the left neighbour piece[p:i]
+                rank_left = ranks.get(piece[p:k]) if pairs is None else pairs.get((piece[p:i], piece[i:k]))
                 if rank_left is not None:
                     heapq.heappush(heap, rank_left * stride + p)
         ids = []
