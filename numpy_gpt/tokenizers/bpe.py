@@ -342,7 +342,8 @@ class ByteLevelBPE:
         end = list(range(1, n + 1))
         prev = list(range(-1, n - 1))
         if pairs is None:
-            heap = [rank * stride + i for i in range(n - 1) if (rank := ranks.get(piece[i:i + 2])) is not None]
+            heap = [rank * stride + i for i in range(n - 1)
+                    if (rank := ranks.get(piece[i:i + 2])) is not None]
         else:
             heap = [rank * stride + i for i in range(n - 1)
                     if (rank := pairs.get((piece[i:i + 1], piece[i + 1:i + 2]))) is not None]

@@ -14,6 +14,9 @@ the same document in its metadata). One schema for every model numpy_gpt writes:
      "special_tokens": {"<|endoftext|>": 1023}}
     {"kind": "wordpiece", "vocab": ["[PAD]", ...],        BERT's WordPiece (the encoder's, from
      "lowercase": true, "strip_accents": null}            pretrain-mlm): the vocabulary in id order
+    {"kind": "hf", "tokenizer_json": "{...}",             a Hugging Face tokenizer (hf_json.py): its
+     "tokenizer_config": {"chat_template": ...,           tokenizer.json as text, rebuilt through the
+                          "bos_token": ..., ...}}         file's checks; chat template, bos, eos
 
 ``model_files.checkpoint_tokenizer`` is the one way from a checkpoint to its tokenizer; it reads
 this document (and the encoder's older ``extra["wordpiece"]``, which had no "kind").
@@ -32,11 +35,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from numpy_gpt.tokenizers.bpe import GPT2_PATTERN
+from numpy_gpt.tokenizers.bpe import NAMED_PATTERNS
 
-# Pre-tokenization patterns a spec may name. GPT-2's is also the one BPETokenizer.train uses.
-KNOWN_PATTERNS = {"gpt2": GPT2_PATTERN}
-KINDS = ("char", "bpe", "gpt2", "wordpiece")
+# Pre-tokenization patterns a spec may name (GPT-2's, Llama 3's, Qwen2's). GPT-2's is also the one
+# BPETokenizer.train uses.
+KNOWN_PATTERNS = NAMED_PATTERNS
+KINDS = ("char", "bpe", "gpt2", "wordpiece", "hf")
 MAX_CHARS = 1 << 20               # alphabet of a character tokenizer (Unicode has ~1.1 million)
 MAX_MERGES = 1 << 20              # GPT-2 has 50,000; cl100k about 100,000
 MAX_SPECIAL_TOKENS = 1 << 12
@@ -44,8 +48,10 @@ MAX_TOKEN_BYTES = 1 << 12         # GPT-2's longest token is 128 bytes
 MAX_VOCAB = 1 << 20               # a WordPiece vocabulary (bert-base-uncased has 30,522)
 _FIELDS = {"char": {"kind", "chars", "special_tokens"},
            "bpe": {"kind", "pattern", "byte_ids", "merges", "special_tokens"}, "gpt2": {"kind"},
-           "wordpiece": {"kind", "vocab", "lowercase", "strip_accents"}}
-_OPTIONAL = {"char": {"special_tokens"}, "wordpiece": {"strip_accents"}}
+           "wordpiece": {"kind", "vocab", "lowercase", "strip_accents"},
+           "hf": {"kind", "tokenizer_json", "tokenizer_config"}}
+_OPTIONAL = {"char": {"special_tokens"}, "wordpiece": {"strip_accents"}, "hf": {"tokenizer_config"}}
+_HF_CONFIG_KEYS = ("chat_template", "bos_token", "eos_token")
 
 
 class TokenizerSpecError(ValueError):
@@ -65,6 +71,7 @@ def tokenizer_spec(tokenizer) -> dict[str, Any]:
     """The JSON description of ``tokenizer`` that ``tokenizer_from_spec`` rebuilds it from."""
     from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
     from numpy_gpt.tokenizers.char import CharTokenizer
+    from numpy_gpt.tokenizers.hf_json import HFTokenizer
     from numpy_gpt.tokenizers.train_bpe import BPETokenizer
     from numpy_gpt.tokenizers.wordpiece import WordPieceTokenizer
 
@@ -82,6 +89,9 @@ def tokenizer_spec(tokenizer) -> dict[str, Any]:
     if isinstance(tokenizer, WordPieceTokenizer):
         return {"kind": "wordpiece", "vocab": list(tokenizer.inverse), "lowercase": bool(tokenizer.lowercase),
                 "strip_accents": tokenizer.strip_accents}
+    if isinstance(tokenizer, HFTokenizer):
+        return {"kind": "hf", "tokenizer_json": tokenizer.tokenizer_json,
+                "tokenizer_config": {key: getattr(tokenizer, key) for key in _HF_CONFIG_KEYS}}
     raise TypeError(f"cannot record a {type(tokenizer).__name__} in a checkpoint")
 
 
@@ -129,6 +139,16 @@ def check_tokenizer_spec(spec: object, where: str = "the tokenizer spec") -> dic
             raise fail("'lowercase' must be true or false, 'strip_accents' true, false or null")
         return {"kind": "wordpiece", "vocab": vocab, "lowercase": spec["lowercase"],
                 "strip_accents": strip_accents}
+    if kind == "hf":       # the tokenizer.json itself is checked field by field when it is read
+        from numpy_gpt.tokenizers.hf_json import MAX_FILE_BYTES
+        config = spec.get("tokenizer_config", {})
+        if not isinstance(spec["tokenizer_json"], str) or len(spec["tokenizer_json"]) > MAX_FILE_BYTES:
+            raise fail(f"'tokenizer_json' must be the text of a tokenizer.json (at most {MAX_FILE_BYTES:,} "
+                       f"characters)")
+        if not isinstance(config, dict) or not set(config) <= set(_HF_CONFIG_KEYS) or not all(
+                value is None or isinstance(value, str) for value in config.values()):
+            raise fail(f"'tokenizer_config' must map some of {list(_HF_CONFIG_KEYS)} to strings or null")
+        return {"kind": "hf", "tokenizer_json": spec["tokenizer_json"], "tokenizer_config": config}
 
     pattern = spec["pattern"]
     if not isinstance(pattern, str):
@@ -183,5 +203,12 @@ def tokenizer_from_spec(spec: object, data_dir: str | os.PathLike = "data", *,
             return WordPieceTokenizer(spec["vocab"], spec["lowercase"], spec["strip_accents"])
         except ValueError as err:
             raise TokenizerSpecError(f"{where}: the WordPiece vocabulary is invalid: {err}") from None
+    if spec["kind"] == "hf":
+        from numpy_gpt.tokenizers.hf_json import HFTokenizer
+        try:
+            return HFTokenizer.from_json(spec["tokenizer_json"], spec["tokenizer_config"],
+                                         where=f"{where}, tokenizer_json")
+        except ValueError as err:
+            raise TokenizerSpecError(str(err)) from None
     from numpy_gpt.corpora import get_gpt2_tokenizer
     return get_gpt2_tokenizer(data_dir, vocab_dir=vocab_dir)

@@ -1,4 +1,5 @@
-"""Unicode 16 letter and number classes for GPT-2's pre-tokenizer: a compatibility detail, not the lesson.
+"""Unicode 16 letter and number classes for GPT-2's pre-tokenizer, and Hugging Face's NFC: compatibility
+details, not the lesson.
 
 Which characters are letters (``\\p{L}``) and numbers (``\\p{N}``) decides where GPT-2's regular
 expression cuts a text into chunks, and it depends on the Unicode version of the regex engine.
@@ -8,12 +9,21 @@ To split text exactly as tiktoken does, bpe.py's ``PreTokenizer`` splits a text 
 them with ``\\p{L}`` and ``\\p{N}`` pinned to Unicode 16.0 (``pin_to_unicode_16``). The pinned
 pattern is twice as slow in the regex module, so ordinary text keeps the plain one
 (``has_unicode_17_letters`` decides). tests/test_bpe.py checks every code point of planes 0-3
-against tiktoken's engine.
+against tiktoken's engine. Hugging Face's ``tokenizers`` (hf_json.py) splits by Oniguruma, whose tables
+are Unicode 16.0 too.
+
+Its NFC normalizer (Qwen's tokenizers use it) is older still: its crate, unicode-normalization-alignments,
+has Unicode 9's tables, so combining marks added since are left where they are, where Python's
+``unicodedata`` would reorder them. ``tokenizers_nfc`` leaves them alone too.
+tests/test_hf_tokenizer.py checks every character with a combining class or a decomposition.
 """
 
 from __future__ import annotations
 
 import bisect
+import unicodedata
+
+import regex
 
 # Letters (\p{L}) and numbers (\p{N}) first assigned in Unicode 17.0, as inclusive hex ranges.
 _UNICODE_17_LETTERS = (
@@ -55,3 +65,26 @@ def has_unicode_17_letters(text: str) -> bool:
             if i >= 0 and ord(ch) <= _NEW_RANGES[i][1]:
                 return True
     return False
+
+
+# Characters that take part in normalisation in Python (combining marks, three Dives Akuru letters that
+# compose, and those Unicode 17 added) but that tokenizers' Unicode 9 tables do not know (measured).
+_NFC_UNKNOWN = (
+    "05C8-05C9 07FD 0897-089F 08CA-08D3 09FE 0C3C 0D3B-0D3C 0EBA 1715 1ABF-1AF0 1DF6-1DFA A82C 105C9 105E4 "
+    "10D24-10D27 10D69-10D6D 10EAB-10EAC 10ECB-10ECF 10EF0-10EFB 10EFD-10EFF 10F46-10F50 10F82-10F85 11070 "
+    "1133B 11383 11385 1138E 11391 113C5 113C7-113C8 113CE-113D0 1145E 11839-1183A 11930 11935 11938 "
+    "1193D-1193E 11943 119E0 11A34 11A47 11A99 11D42 11D44-11D45 11D97 11F41-11F42 16121-16128 1612F "
+    "16D68-16D6A 16FF0-16FF1 1D127-1D128 1D250-1D252 1D25B-1D25C 1D25F 1D280-1D281 1E08F 1E130-1E136 1E2AE "
+    "1E2EC-1E2EF 1E4EC-1E4EF 1E5EE-1E5EF 1E6E3 1E6E6 1E6EE-1E6EF 1E6F5")
+_NFC_UNKNOWN_PAT = regex.compile(f"([{_class_items(_parse_ranges(_NFC_UNKNOWN))}])")
+
+
+def tokenizers_nfc(text: str) -> str:
+    """Unicode NFC as Hugging Face's tokenizers computes it. An unknown character has combining class 0
+    and composes with nothing, so nothing moves across it or joins it: cut the text there and
+    normalise the pieces between."""
+    if unicodedata.is_normalized("NFC", text):
+        return text
+    parts = _NFC_UNKNOWN_PAT.split(text)           # the unknown characters at the odd indices
+    parts[::2] = [unicodedata.normalize("NFC", part) for part in parts[::2]]
+    return "".join(parts)
