@@ -350,6 +350,7 @@ _SEQ = {"type": "Sequence", "pretokenizers": [
     ("added_tokens", [_added(257, "<mask>", True, lstrip=True)], r"added_tokens\[0\].lstrip"),
     ("added_tokens", [_added(300, "<a>", True)], r"added_tokens\[0\].id"),        # tokenizers gives 257
     ("added_tokens", [_added(258, "<a>", True), _added(257, "<b>", True)], r"added_tokens\[0\].id"),
+    ("added_tokens", [_added(257 + n, f"<{n:04}{'x' * 4000}>", True) for n in range(70)], "added_tokens"),
     ("model.merges", ["a zz"], r"model.merges\[0\]"),
     ("model.vocab", {"a": 0}, "model.vocab"),
     ("model.vocab", {"a": 10**12}, "model.vocab"),

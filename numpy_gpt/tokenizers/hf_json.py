@@ -67,6 +67,7 @@ MAX_FILE_BYTES = 64 << 20         # Llama 3's tokenizer.json is 9 MB, Qwen's 7 M
 MAX_CONFIG_BYTES = 4 << 20        # tokenizer_config.json (Qwen3's is 10 kB, chat template included)
 MAX_VOCAB = 1 << 21               # ids and entries (Llama 3: 128,256; Qwen: 151,669)
 MAX_ADDED_TOKENS = 1 << 16
+MAX_ADDED_CHARS = 1 << 18         # all added tokens together: they are compiled into one regex
 # The Split regexes a tokenizer.json may carry, as tokenizers writes them -> their spec.KNOWN_PATTERNS
 # name. GPT-2's is written as OpenAI did; the engine runs tiktoken's equivalent form.
 HF_PATTERNS = {GPT2_ORIGINAL_PATTERN: "gpt2", **{text: name for name, text in KNOWN_PATTERNS.items()}}
@@ -366,6 +367,8 @@ class _Reader:
             if token["content"] in seen_contents:
                 raise self.fail(field, f"repeats an earlier added token ({token['content']!r:.40})")
             seen_contents.add(token["content"])
+        if sum(map(len, seen_contents)) > MAX_ADDED_CHARS:
+            raise self.fail("added_tokens", f"hold more than {MAX_ADDED_CHARS:,} characters in all")
         return [{"id": t["id"], "content": t["content"], "special": t.get("special", False)} for t in tokens]
 
     def check_added_ids(self, added: list[dict[str, Any]], vocab: dict[str, int]) -> None:
