@@ -276,7 +276,8 @@ def test_a_folder_brings_its_chat_template_and_bos_eos(trained, tmp_path):
                           {"name": "tool_use", "template": "tools"}]}), encoding="utf-8")
     tok = load_hf_tokenizer(tmp_path)
     assert (tok.bos_token, tok.eos_token) == (None, "<|im_end|>")
-    assert tok.eos_token_id == tok.token_to_id("<|im_end|>") == 1202
+    assert tok.eos_token_id == tok.eot_token == tok.token_to_id("<|im_end|>") == 1202
+    assert load_hf_tokenizer(path).eot_token == tok.token_to_id("<|endoftext|>") == 1200   # no config
     assert tok.apply_chat_template([{"role": "user", "content": "hi"}]) == "hi"
     (tmp_path / "chat_template.jinja").write_text("{{ eos_token }}", encoding="utf-8")
     assert load_hf_tokenizer(tmp_path / "tokenizer.json").apply_chat_template([]) == "<|im_end|>"

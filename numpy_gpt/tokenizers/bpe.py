@@ -69,6 +69,9 @@ LLAMA3_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N
                   r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
 # Qwen2's, Qwen2.5's and Qwen3's pattern: Llama 3's with every digit its own chunk.
 QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
+# The patterns by name: the only ones a checkpoint's tokenizer description (spec.py) or a Hugging Face
+# tokenizer.json (hf_json.py) may use, since a regex read from a file could hang on a crafted text.
+NAMED_PATTERNS = {"gpt2": GPT2_PATTERN, "llama3": LLAMA3_PATTERN, "qwen2": QWEN2_PATTERN}
 
 ENDOFTEXT = "<|endoftext|>"
 

@@ -35,7 +35,7 @@ random Unicode. How ``HFTokenizer`` answers where the two libraries' conventions
 
 A tokenizer.json may come from anywhere, so it is data, never code. Its one executable part, the
 Split regex, is compiled only when its text is exactly one of the patterns numpy_gpt knows (GPT-2's,
-Llama 3's, Qwen2's: ``spec.KNOWN_PATTERNS``); Split by a literal string and Digits need no regex of
+Llama 3's, Qwen2's: ``bpe.NAMED_PATTERNS``); Split by a literal string and Digits need no regex of
 the file's. Anything else this module does not implement is refused with one line naming the file
 and the field: other models (WordPiece, Unigram), BPE that is not byte-level (SentencePiece-style
 ``byte_fallback``, Metaspace), other normalizers, pre-tokenizers, decoders and post-processors, BPE
@@ -56,11 +56,11 @@ import regex
 from numpy_gpt.tokenizers.bpe import (
     GPT2_ORIGINAL_PATTERN,
     GPT2_PATTERN,
+    NAMED_PATTERNS,
     ByteLevelBPE,
     PreTokenizer,
     bytes_to_unicode,
 )
-from numpy_gpt.tokenizers.spec import KNOWN_PATTERNS, MAX_MERGES, MAX_TOKEN_BYTES, TokenizerSpecError
 from numpy_gpt.tokenizers.unicode16 import tokenizers_nfc
 
 MAX_FILE_BYTES = 64 << 20         # Llama 3's tokenizer.json is 9 MB, Qwen's 7 MB
@@ -68,9 +68,11 @@ MAX_CONFIG_BYTES = 4 << 20        # tokenizer_config.json (Qwen3's is 10 kB, cha
 MAX_VOCAB = 1 << 21               # ids and entries (Llama 3: 128,256; Qwen: 151,669)
 MAX_ADDED_TOKENS = 1 << 16
 MAX_ADDED_CHARS = 1 << 18         # all added tokens together: they are compiled into one regex
-# The Split regexes a tokenizer.json may carry, as tokenizers writes them -> their spec.KNOWN_PATTERNS
-# name. GPT-2's is written as OpenAI did; the engine runs tiktoken's equivalent form.
-HF_PATTERNS = {GPT2_ORIGINAL_PATTERN: "gpt2", **{text: name for name, text in KNOWN_PATTERNS.items()}}
+MAX_MERGES = 1 << 20              # Llama 3 has 280,147
+MAX_TOKEN_CHARS = 1 << 12         # a token of the vocab, or an added token
+# The Split regexes a tokenizer.json may carry, as tokenizers writes them -> the pattern the engine
+# runs (for GPT-2's as OpenAI wrote it, tiktoken's equivalent form).
+HF_PATTERNS = {GPT2_ORIGINAL_PATTERN: GPT2_PATTERN, **{text: text for text in NAMED_PATTERNS.values()}}
 # The Digits pre-tokenizer cuts at Rust's char::is_numeric: Unicode 16's numbers and 13 of those new in
 # Unicode 17 (tests/test_hf_tokenizer.py checks every code point against tokenizers).
 DIGIT = r"[\p{N}\U00011DE0-\U00011DE9\U00016FF4-\U00016FF6]"
@@ -83,7 +85,7 @@ _NOT_BYTE_LEVEL = regex.compile(f"[^{regex.escape(''.join(_BYTE_ALPHABET.values(
 _PREFIX_SPACE = "prefix space"   # a pipeline step: a space before every chunk that lacks one
 
 
-class HFTokenizerError(TokenizerSpecError):
+class HFTokenizerError(ValueError):
     """A tokenizer.json or tokenizer_config.json that is malformed or uses what numpy_gpt does not support."""
 
 
@@ -254,6 +256,13 @@ class HFTokenizer(ByteLevelBPE):
     def eos_token_id(self) -> int | None:
         return None if self.eos_token is None else self.token_to_id(self.eos_token)
 
+    @property
+    def eot_token(self) -> int | None:
+        """The id that ends a text (generation stops, fine-tuning pads with it): the model's
+        ``eos_token`` (Llama 3 Instruct: <|eot_id|>), else <|endoftext|>'s id, else None."""
+        eos = self.eos_token_id
+        return eos if eos is not None else super().eot_token
+
     # ---------------------------------------------------------------- encoding
     def encode(self, text: str, *, allowed_special: Literal["all"] | frozenset[str] | set[str] = frozenset(),
                disallowed_special: Literal["all"] | frozenset[str] | set[str] = "all",
@@ -355,9 +364,9 @@ class _Reader:
         for n, token in enumerate(tokens):
             field = f"added_tokens[{n}]"
             if not isinstance(token, dict) or not _is_id(token.get("id")) or token["id"] >= MAX_VOCAB or not (
-                    isinstance(token.get("content"), str) and 0 < len(token["content"]) <= MAX_TOKEN_BYTES):
+                    isinstance(token.get("content"), str) and 0 < len(token["content"]) <= MAX_TOKEN_CHARS):
                 raise self.fail(field, f"must have an integer 'id' below {MAX_VOCAB:,} and a non-empty "
-                                f"'content' of at most {MAX_TOKEN_BYTES:,} characters")
+                                f"'content' of at most {MAX_TOKEN_CHARS:,} characters")
             if not isinstance(token.get("special", False), bool):
                 raise self.fail(f"{field}.special", "must be true or false")
             for flag in ("lstrip", "rstrip", "single_word"):
@@ -397,9 +406,9 @@ class _Reader:
             if not _is_id(token_id) or token_id >= MAX_VOCAB or token_id in seen:
                 raise self.fail("model.vocab", f"gives {token!r:.40} the id {token_id!r:.20}; ids must be "
                                 f"distinct integers in 0..{MAX_VOCAB - 1:,}")
-            if len(token) > MAX_TOKEN_BYTES:
+            if len(token) > MAX_TOKEN_CHARS:
                 raise self.fail("model.vocab", f"holds a token of {len(token):,} characters (at most "
-                                f"{MAX_TOKEN_BYTES:,})")
+                                f"{MAX_TOKEN_CHARS:,})")
             seen.add(token_id)
             if token_id in special_ids:
                 continue
@@ -473,13 +482,13 @@ class _Reader:
                             f"{step.get('invert')!r:.10}); numpy_gpt supports Isolated, not inverted")
         pattern = step.get("pattern")
         if isinstance(pattern, dict) and set(pattern) == {"String"} and isinstance(pattern["String"], str) \
-                and 0 < len(pattern["String"]) <= MAX_TOKEN_BYTES:
+                and 0 < len(pattern["String"]) <= MAX_TOKEN_CHARS:
             return PreTokenizer(regex.escape(pattern["String"]))
         if isinstance(pattern, dict) and set(pattern) == {"Regex"} and pattern["Regex"] in HF_PATTERNS:
-            return PreTokenizer(KNOWN_PATTERNS[HF_PATTERNS[pattern["Regex"]]])
+            return PreTokenizer(HF_PATTERNS[pattern["Regex"]])
         raise self.fail(f"{where}.pattern", f"is {pattern!r:.80}; a regex from a file could hang on a "
                         f"crafted text, so numpy_gpt runs only the ones it knows "
-                        f"({', '.join(sorted(KNOWN_PATTERNS))}) and literal strings")
+                        f"({', '.join(NAMED_PATTERNS)}) and literal strings")
 
     def decoder(self, decoder: object) -> None:
         if [_type(step) for step in self.steps(decoder, "decoder", "decoders")] != ["ByteLevel"]:
