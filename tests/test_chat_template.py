@@ -99,6 +99,7 @@ def test_random_conversations_render_as_transformers_does(hf_tokenizer, name, me
     "{% set x = 0 %}{% for i in [1,2,3] %}{{ x }}{% set x = i %}{% endfor %}|{{ x }}",
     "{% for i in [1,2,3] %}{% if i == 1 %}{% set y = 5 %}{% endif %}{{ y }},{% endfor %}",
     "{% for a, b in [[1, 2], [3, 4]] %}{{ a + b }}{{ loop.previtem is defined }}{% endfor %}",
+    "{% set ns = namespace(a=1, b='x') %}{{ ns }} {{ ns.missing is defined }} {{ dict(k=[1]) }}",
     "{{ 'abc'[5] }}|{{ [1][3] is defined }}|{{ none }}|{{ 1.0 }}|{{ 'a' if false }}|{{ x is defined }}",
     "{{ '\\u00e9\\n\\'\\x41' }} {{ 'tab\\there' | length }} {{ 'a,b' .split(',') | last }}",
     "{{ range(3) | list }} {{ range(1, 7, 2) | join(',') }} {{ [3, 1] | first }} {{ 'ab' | reverse }}",

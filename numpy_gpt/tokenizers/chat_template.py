@@ -77,6 +77,9 @@ class Namespace:
     def __init__(self, values: dict[str, Any]) -> None:
         self.values = values
 
+    def __repr__(self) -> str:
+        return f"<Namespace {self.values!r}>"
+
 
 class _Loop:
     """The ``loop`` variable of a for loop."""
