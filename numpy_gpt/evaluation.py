@@ -277,10 +277,16 @@ def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
 def choice_scores(loglikelihoods: Sequence[float], choices: Sequence[str], gold: int) -> dict[str, float]:
     """acc and acc_norm of one item: 1.0 if the right choice has the largest log-likelihood (acc),
     or the largest log-likelihood per character of the choice (acc_norm, as the harness divides by
-    ``len(choice)``, which equals the UTF-8 byte count for ASCII text), else 0.0."""
+    ``len(choice)``, which equals the UTF-8 byte count for ASCII text), else 0.0.
+
+    An empty choice has length 0, and the harness divides by it as NumPy does: its log-likelihood
+    (that of the delimiter " ", below 0) over 0 is -inf, so it is never picked by acc_norm (and a
+    log-likelihood of exactly 0 gives nan, which ``np.argmax`` picks first). Ties go to the first."""
     lls = np.asarray(loglikelihoods, dtype=np.float64)
-    lengths = np.asarray([max(len(c), 1) for c in choices], dtype=np.float64)
-    return {"acc": float(np.argmax(lls) == gold), "acc_norm": float(np.argmax(lls / lengths) == gold)}
+    lengths = np.asarray([len(c) for c in choices], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_char = lls / lengths
+    return {"acc": float(np.argmax(lls) == gold), "acc_norm": float(np.argmax(per_char) == gold)}
 
 
 # -- few-shot prompts ------------------------------------------------------------------------------

@@ -194,3 +194,13 @@ def test_acc_acc_norm_and_stderr_by_hand():
     mean, stderr = mean_and_stderr([1.0, 0.0, 1.0, 1.0])
     assert mean == 0.75 and stderr == pytest.approx(math.sqrt(0.25 / 4))
     assert math.isnan(mean_and_stderr([1.0])[1])
+
+
+def test_acc_norm_of_an_empty_choice_follows_the_harness():
+    """lm-evaluation-harness computes np.argmax(lls / completion_len) with completion_len =
+    len(choice): an empty choice gives -2 / 0 = -inf and is never the pick; the three others tie at
+    -10 / 4 = -2.5 and argmax takes the first, index 0."""
+    choices = ["abcd", "efgh", "ijkl", ""]
+    assert choice_scores([-10, -10, -10, -2], choices, 0) == {"acc": 0.0, "acc_norm": 1.0}
+    assert choice_scores([-10, -10, -10, -2], choices, 3) == {"acc": 1.0, "acc_norm": 0.0}
+    assert choice_scores([-10, -10, -10, 0.0], choices, 3)["acc_norm"] == 1.0   # 0 / 0 = nan: argmax's pick
