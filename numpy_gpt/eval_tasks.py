@@ -25,7 +25,14 @@ seed so every model sees the same ones.
 
 Downloads go through ``download.download_file`` with the sha256 recorded in ``EVAL_FILES``: a file
 whose hash differs is refused. Hashes that could not be checked when this was written are None and
-marked so; the file's sha256 is then printed so it can be recorded.
+marked so; the file's sha256 is then printed so it can be recorded. Those files are checked by their
+published row counts instead (HellaSwag's validation set has 10,042 rows, LAMBADA's test set
+5,153): a download cut short at a line boundary parses cleanly, and only its length gives it away.
+
+A data file whose text holds one of the tokenizer's special tokens (``<|endoftext|>``) is refused,
+naming the file and the entry. lm-evaluation-harness's Hugging Face tokenizers would read the
+string as the end-of-text token, a document boundary the text does not mean, and its tiktoken-based
+models stop with tiktoken's error; neither scores the item as published, so neither is done here.
 """
 
 from __future__ import annotations
@@ -73,21 +80,26 @@ class EvalFile:
     sha256: str | None
     size: int | None = None
     note: str = ""
+    rows: int | None = None           # the published number of rows, checked after parsing
+    title: str = ""                   # what the file is, for messages
 
 
 EVAL_FILES: dict[str, EvalFile] = {
     "hellaswag-val": EvalFile(
         "eval/hellaswag_val.jsonl",
         ("https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl",),
-        None, note="sha256 not verified: no published hash was found"),
+        None, note="sha256 not verified: no published hash was found", rows=10_042,
+        title="HellaSwag's validation set"),
     "hellaswag-train": EvalFile(
         "eval/hellaswag_train.jsonl",
         ("https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_train.jsonl",),
-        None, note="sha256 not verified: no published hash was found"),
+        None, note="sha256 not verified: no published hash was found", rows=39_905,
+        title="HellaSwag's training set"),
     "lambada": EvalFile(
         "eval/lambada_test.jsonl",
         ("https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl",),
-        None, note="sha256 not verified: no published hash was found"),
+        None, note="sha256 not verified: no published hash was found", rows=5_153,
+        title="LAMBADA's test set"),
     "wikitext-2": EvalFile(
         "eval/wikitext-2-raw-v1.zip",
         ("https://huggingface.co/datasets/ggml-org/ci/resolve/main/wikitext-2-raw-v1.zip",
@@ -107,6 +119,35 @@ def fetch(name: str, data_dir: str | Path = "data") -> Path:
     if entry.sha256 is None:
         print(f"{name}: {entry.note}; this copy has sha256 {sha256_of(path)}", file=sys.stderr)
     return path
+
+
+def check_rows(name: str, path: Path, rows: int) -> None:
+    """Refuse a registered file whose number of rows is not the published one."""
+    entry = EVAL_FILES[name]
+    if entry.rows is not None and rows != entry.rows:
+        raise ValueError(f"{path}: {rows:,} rows where {entry.title or name} has {entry.rows:,}; the "
+                         f"download was cut short or this is another file: delete it and run again")
+
+
+def read_task_file(name: str, data_dir: str | Path, reader: Callable[[Path], list]) -> list:
+    """Fetch the registered file ``name``, parse it with ``reader`` and check its row count."""
+    path = fetch(name, data_dir)
+    items = reader(path)
+    check_rows(name, path, len(items))
+    return items
+
+
+def refuse_special_tokens(tokenizer, items: Sequence[MultipleChoice | tuple[str, str]], source: str | Path
+                          ) -> None:
+    """One line naming ``source`` and the entry (counted from 1) if an item's text holds one of the
+    tokenizer's special tokens, which its encode would read as a control token or refuse."""
+    specials = sorted(getattr(tokenizer, "special_tokens_set", None) or ())
+    for number, item in enumerate(items, start=1):
+        texts = (item.query, *item.choices) if isinstance(item, MultipleChoice) else item
+        for token in specials:
+            if any(token in text for text in texts):
+                raise ValueError(f"{source}, entry {number}: the text holds the special token {token!r}, "
+                                 f"which would not be read as text; remove it from the file")
 
 
 def required_files(tasks: Sequence[str], shots: Sequence[int]) -> list[str]:
@@ -178,14 +219,15 @@ def read_hellaswag(path: str | Path) -> list[MultipleChoice]:
 
 def read_lambada(path: str | Path) -> list[tuple[str, str]]:
     """LAMBADA rows {"text": passage} -> (context, target) with target = " " + the last word and
-    context = the words before it, split at single spaces as the harness's lambada_openai does."""
+    context = the words before it, split at single spaces as the harness's lambada_openai does
+    (trailing whitespace removed first, where the harness would make the target " ")."""
     items = []
     for lineno, row in read_jsonl(path):
         text = row.get("text")
         if not isinstance(text, str) or " " not in text.strip():
             raise ValueError(f"{path}, line {lineno}: expected {{\"text\": passage}} with at least two "
                              f"words, got {str(row)[:60]}")
-        context, word = text.rsplit(" ", 1)
+        context, word = text.rstrip().rsplit(" ", 1)           # the last word, not a trailing space
         items.append((context, " " + word))
     if not items:
         raise ValueError(f"{path} holds no LAMBADA rows")
@@ -371,18 +413,24 @@ def run_task(name: str, model, tokenizer, *, shots: int = 0, limit: int | None =
                           {**extra, "unit": "tokens"})
     if name == "lambada":
         _no_shots(name, shots)
-        items = read_lambada(fetch("lambada", data_dir))[:limit]
+        items = read_task_file("lambada", data_dir, read_lambada)[:limit]
+        refuse_special_tokens(tokenizer, items, Path(data_dir) / EVAL_FILES["lambada"].filename)
         scores = evaluate_lambada(model, tokenizer, items, progress=progress)
     else:
         if name == "hellaswag":
-            items = read_hellaswag(fetch("hellaswag-val", data_dir))[:limit]
-            train = read_hellaswag(fetch("hellaswag-train", data_dir)) if shots else []
+            items = read_task_file("hellaswag-val", data_dir, read_hellaswag)[:limit]
+            train = read_task_file("hellaswag-train", data_dir, read_hellaswag) if shots else []
+            sources = [Path(data_dir) / EVAL_FILES[f].filename for f in ("hellaswag-val", "hellaswag-train")]
         elif name == "sms-spam":
             items, train = sms_spam(data_dir, spam_file)
             items = items[:limit]
+            sources = [Path(data_dir) / "sms_spam_collection" / f"{part}.csv" for part in ("test", "train")]
         else:
             items, train = stdlib_cloze(data_dir, with_train=shots > 0)
             items = items[:limit]
+            sources = [f"the stdlib-docs corpus's {part} cloze items" for part in ("test", "training")]
+        refuse_special_tokens(tokenizer, items, sources[0])
+        refuse_special_tokens(tokenizer, train, sources[1])
         scores = evaluate_multiple_choice(model, tokenizer, items, train=train, shots=shots, seed=seed,
                                           progress=progress)
     metrics = [(metric, mean, stderr) for metric, (mean, stderr) in scores.items()]

@@ -129,6 +129,66 @@ def test_registered_files_have_real_urls_and_say_when_a_hash_is_unverified():
         assert entry.sha256 is not None or "not verified" in entry.note, name
 
 
+def test_lambada_target_is_the_last_word_when_the_line_ends_in_a_space(tmp_path):
+    path = tmp_path / "lambada.jsonl"
+    path.write_bytes(_jsonl([{"text": "he drank the tea "}, {"text": "the dog ran\t \n"}]))
+    assert read_lambada(path) == [("he drank the", " tea"), ("the dog", " ran")]
+
+
+class _NoLengthHandler(_Handler):
+    """Serves the file with no Content-Length: the end of the connection ends the body."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        body = FILES.get(self.path)
+        self.send_response(200)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_short_download_is_refused_by_its_published_row_count(monkeypatch, tmp_path):
+    """A HellaSwag or LAMBADA file cut short at a line boundary, sent without Content-Length and with
+    no sha256 known, downloads and parses; its row count (10,042 and 5,153 published) refuses it."""
+    import dataclasses
+    assert eval_tasks.EVAL_FILES["hellaswag-val"].rows == 10_042
+    assert eval_tasks.EVAL_FILES["lambada"].rows == 5_153
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoLengthHandler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        for name, path, task in (("hellaswag-val", "/hellaswag_val.jsonl", "hellaswag"),
+                                 ("lambada", "/lambada_test.jsonl", "lambada")):
+            entry = dataclasses.replace(eval_tasks.EVAL_FILES[name], urls=(url + path,))
+            monkeypatch.setitem(eval_tasks.EVAL_FILES, name, entry)
+            with pytest.raises(ValueError, match=rf"{entry.filename}: 2 rows where .* has {entry.rows:,}; "
+                                                 rf"the download was cut short .*delete it") as err:
+                run_task(task, None, None, data_dir=tmp_path)
+            assert "\n" not in str(err.value)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_endoftext_in_a_data_file_is_refused_naming_the_file_and_entry(tmp_path, gpt2_vocab_dir, monkeypatch):
+    """What lm-evaluation-harness does with it depends on its tokenizer (Hugging Face's reads it as
+    the end-of-text token, tiktoken refuses it); here it is one line, file and entry."""
+    from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
+    tokenizer = GPT2Tokenizer.from_files(gpt2_vocab_dir / "encoder.json", gpt2_vocab_dir / "vocab.bpe")
+    monkeypatch.setitem(eval_tasks.EVAL_FILES, "lambada", EvalFile("eval/lambada_test.jsonl", ("https://x",),
+                                                                   None))
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "lambada_test.jsonl").write_bytes(
+        _jsonl([LAMBADA_ROWS[0], {"text": "the end <|endoftext|> of the story"}]))
+    with pytest.raises(ValueError, match=r"lambada_test\.jsonl, entry 2: the text holds the special token "
+                                         r"'<\|endoftext\|>'.*remove it") as err:
+        run_task("lambada", None, tokenizer, data_dir=tmp_path)
+    assert "\n" not in str(err.value)
+    spam = _spam_file(tmp_path)
+    spam.write_text(spam.read_text().replace("WIN free cash", "WIN <|endoftext|> cash"), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"(test|train)\.csv, entry \d+: the text holds the special token"):
+        run_task("sms-spam", None, tokenizer, shots=1, spam_file=spam, data_dir=tmp_path)
+
+
 def test_hellaswag_preprocess_by_hand():
     assert hellaswag_preprocess("  Clean [title] Use soap [step] Rinse.  ") == "Clean. Use soap Rinse."
 
