@@ -43,6 +43,7 @@ import re
 import sys
 import time
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,13 +54,14 @@ import numpy as np
 from numpy_gpt.download import download_file, sha256_of
 from numpy_gpt.evaluation import (
     MultipleChoice,
-    choice_scores,
+    choice_picks,
     encode_pair,
     fewshot_context,
     loglikelihood,
     mean_and_stderr,
     perplexity,
     sample_shots,
+    shots_in_window,
 )
 from numpy_gpt.fileio import zip_member_errors
 
@@ -354,21 +356,57 @@ Progress = Callable[[int, int], None]           # (items done, items in all)
 def evaluate_multiple_choice(model, tokenizer, items: Sequence[MultipleChoice], *,
                              train: Sequence[MultipleChoice] = (), shots: int = 0, seed: int = DEFAULT_SEED,
                              same_pool: bool = False, progress: Progress | None = None,
-                             batch_size: int = 32) -> dict[str, tuple[float, float]]:
-    """acc and acc_norm (mean, stderr) over ``items``; each prompt has ``shots`` solved examples of
-    ``train`` before it (``same_pool``: train is the evaluated list, so an item never shows itself)."""
+                             batch_size: int = 32, details: dict[str, Any] | None = None
+                             ) -> dict[str, tuple[float, float]]:
+    """acc and acc_norm (mean, stderr) over ``items``, and ``majority``, the score of always giving
+    the most common right answer; each prompt has ``shots`` solved examples of ``train`` before it
+    (``same_pool``: train is the evaluated list, so an item never shows itself).
+
+    An answer is the choice's text when every item offers the same choices (class labels such as
+    ham / spam), else its position. ``details``, if given, receives per item ``shots_kept`` (how
+    many shots the model's window holds whole, ``shots_in_window``) and the ``answers`` acc and
+    acc_norm gave."""
+    window = int(model.cfg["context_length"])
+    labels = len({item.choices for item in items}) == 1
     scores: dict[str, list[float]] = {"acc": [], "acc_norm": []}
+    answers: dict[str, list[str | int]] = {"acc": [], "acc_norm": []}
+    golds, kept = [], []
     for index, item in enumerate(items):
         chosen = sample_shots(len(train), shots, seed, index, exclude=index if same_pool else None)
         shown = [(train[j].query, train[j].choices[train[j].gold]) for j in chosen]
         context = fewshot_context(shown, item.query)
         requests = [encode_pair(tokenizer, context, " " + choice) for choice in item.choices]
+        longest = max(len(cont) for _, cont in requests)
+        fits = len(requests[0][0]) + longest <= window + 1
+        kept.append(len(shown) if fits else shots_in_window(tokenizer, shown, item.query, longest, window))
         lls = [ll for ll, _ in loglikelihood(model, requests, batch_size=batch_size)]
-        for name, value in choice_scores(lls, item.choices, item.gold).items():
-            scores[name].append(value)
+        for name, pick in zip(("acc", "acc_norm"), choice_picks(lls, item.choices), strict=True):
+            scores[name].append(float(pick == item.gold))
+            answers[name].append(item.choices[pick] if labels else pick)
+        golds.append(item.choices[item.gold] if labels else item.gold)
         if progress is not None:
             progress(index + 1, len(items))
-    return {name: mean_and_stderr(values) for name, values in scores.items()}
+    if details is not None:
+        details.update(shots_kept=kept, answers=answers)
+    majority = Counter(golds).most_common(1)[0][1] / len(golds) if golds else math.nan
+    return {**{name: mean_and_stderr(values) for name, values in scores.items()},
+            "majority": (majority, math.nan)}
+
+
+def multiple_choice_warnings(label: str, shots: int, window: int, details: dict[str, Any]) -> list[str]:
+    """One line per thing a score hides: shots the window cut (the harness cuts them silently), and
+    a model that gave one answer to every item (its score is that answer's share)."""
+    warnings, kept = [], details["shots_kept"]
+    if shots and min(kept, default=shots) < shots:
+        cut = sum(k < shots for k in kept)
+        warnings.append(f"{label}: {np.mean(kept):.1f} of {shots} shots fit the model's {window}-token "
+                        f"window on average; {cut} of {len(kept)} prompts lost shots, cut from the left")
+    for metric, picked in details["answers"].items():
+        if len(picked) > 1 and len(set(picked)) == 1:
+            answer = picked[0] if isinstance(picked[0], str) else f"choice {picked[0]}"
+            warnings.append(f"{label}: {metric} gives the same answer ({answer!r}) to all {len(picked)} "
+                            f"items: its score is that answer's share, as the majority row shows")
+    return warnings
 
 
 def evaluate_lambada(model, tokenizer, items: Sequence[tuple[str, str]], *,
@@ -431,7 +469,11 @@ def run_task(name: str, model, tokenizer, *, shots: int = 0, limit: int | None =
             sources = [f"the stdlib-docs corpus's {part} cloze items" for part in ("test", "training")]
         refuse_special_tokens(tokenizer, items, sources[0])
         refuse_special_tokens(tokenizer, train, sources[1])
+        details: dict[str, Any] = {}
         scores = evaluate_multiple_choice(model, tokenizer, items, train=train, shots=shots, seed=seed,
-                                          progress=progress)
+                                          progress=progress, details=details)
+        window = int(model.cfg["context_length"])
+        extra = {"shots_kept": float(np.mean(details["shots_kept"])) if items else math.nan,
+                 "warnings": multiple_choice_warnings(f"{name} ({shots}-shot)", shots, window, details)}
     metrics = [(metric, mean, stderr) for metric, (mean, stderr) in scores.items()]
     return TaskResult(name, shots, metrics, len(items), time.perf_counter() - started, extra)
