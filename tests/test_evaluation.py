@@ -38,9 +38,15 @@ def models(gpt2_tiny_dir):
     return ours, theirs
 
 
-def hf_perplexity(model, ids: np.ndarray, max_length: int, stride: int) -> tuple[float, int]:
-    """transformers' documented loop: labels -100 except the last trg_len tokens of each window,
-    each window weighted by the targets its loss averages (those past the first position)."""
+def hf_perplexity(model, ids: np.ndarray, max_length: int, stride: int, *, as_published: bool = False
+                  ) -> tuple[float, int]:
+    """transformers' documented loop: labels -100 except the last trg_len tokens of each window, each
+    window weighted by the targets its loss averages (those past the first position).
+
+    ``as_published``: weighted as the guide prints it, by ``num_valid_tokens - batch_size`` ("subtract
+    batch_size due to internal label shift"). The shift drops the window's first label, a target only
+    in the first window: every later window's loss averages trg_len targets and is counted as
+    trg_len - 1."""
     encodings = torch.tensor(ids)[None]
     seq_len = encodings.size(1)
     nll_sum, n_tokens, prev_end_loc = 0.0, 0, 0
@@ -52,33 +58,11 @@ def hf_perplexity(model, ids: np.ndarray, max_length: int, stride: int) -> tuple
         target_ids[:, :-trg_len] = -100
         with torch.no_grad():
             loss = model(input_ids, labels=target_ids).loss
-        num_loss_tokens = int((target_ids[:, 1:] != -100).sum())
+        if as_published:
+            num_loss_tokens = int((target_ids != -100).sum()) - target_ids.size(0)
+        else:
+            num_loss_tokens = int((target_ids[:, 1:] != -100).sum())
         nll_sum += float(loss) * num_loss_tokens
-        n_tokens += num_loss_tokens
-        prev_end_loc = end_loc
-        if end_loc == seq_len:
-            break
-    return math.exp(nll_sum / n_tokens), n_tokens
-
-
-def guide_perplexity(model, ids: np.ndarray, max_length: int, stride: int) -> tuple[float, int]:
-    """The guide's loop as published, which weights each window by ``num_valid_tokens - batch_size``
-    ("subtract batch_size due to internal label shift"). The shift drops the window's first label,
-    a target only in the first window: every later window's loss averages trg_len targets and is
-    counted as trg_len - 1."""
-    encodings = torch.tensor(ids)[None]
-    seq_len = encodings.size(1)
-    nll_sum, n_tokens, prev_end_loc = 0.0, 0, 0
-    for begin_loc in range(0, seq_len, stride):
-        end_loc = min(begin_loc + max_length, seq_len)
-        trg_len = end_loc - prev_end_loc
-        input_ids = encodings[:, begin_loc:end_loc]
-        target_ids = input_ids.clone()
-        target_ids[:, :-trg_len] = -100
-        with torch.no_grad():
-            neg_log_likelihood = model(input_ids, labels=target_ids).loss
-        num_loss_tokens = int((target_ids != -100).sum()) - target_ids.size(0)
-        nll_sum += float(neg_log_likelihood) * num_loss_tokens
         n_tokens += num_loss_tokens
         prev_end_loc = end_loc
         if end_loc == seq_len:
@@ -95,12 +79,13 @@ def test_the_hf_guide_loop_drops_a_token_per_later_window(models, verdict_path, 
     ours, theirs = models
     tokenizer = GPT2Tokenizer.from_files(gpt2_vocab_dir / "encoder.json", gpt2_vocab_dir / "vocab.bpe")
     ids = np.array(tokenizer.encode(verdict_path.read_text(encoding="utf-8"))[:160])
-    guide, guide_tokens = guide_perplexity(theirs, ids, 128, 1)
+    guide, guide_tokens = hf_perplexity(theirs, ids, 128, 1, as_published=True)
     right, right_tokens = hf_perplexity(theirs, ids, 128, 1)
     got = perplexity(ours, ids, stride=1)
     assert (guide_tokens, right_tokens, got["tokens"]) == (127, 159, 159)
     assert got["perplexity"] == pytest.approx(right, rel=1e-4) and guide != pytest.approx(right, rel=1e-4)
-    assert guide_perplexity(theirs, ids, 128, 128)[1] == perplexity(ours, ids)["tokens"] == 158
+    at_context = hf_perplexity(theirs, ids, 128, 128, as_published=True)[1]
+    assert at_context == perplexity(ours, ids)["tokens"] == 158
     docs = " ".join((Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text().split())
     assert "127 of its 159 targets" in docs and f"{guide:,.0f}" in docs and f"{right:,.0f}" in docs
 
