@@ -55,7 +55,7 @@ CHANGED_SINCE_8 = {
 LOWERCASE_AFTER_17 = {int(h, 16) for h in (
     "A7DD A7E2 AB6C AB6D 1DF40 1DF48 1DF4A 1DF4D 1DF51 1DF68 1DF6A 1DF6C 1DF6E 1DF72 1DF74 1DF76 1DF78 1DF7A "
     "1DF7C 1DF7E").split()}
-CODE_POINTS = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+ALL_CHARACTERS = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
 
 
 def assigned_in_unicode_8() -> set[int]:
@@ -84,9 +84,9 @@ def ranges(cps: set[int] | list[int]) -> str:
 def unicode_17_lowercase() -> dict[int, int]:
     """Upper-case letters whose Unicode 17.0 lower case Python's str.lower() does not know."""
     mapping = {}
-    for cp in CODE_POINTS:
-        ch = chr(cp)
-        if cp in LOWERCASE_AFTER_17 or ch.lower() != ch or not regex.match(r"[\p{Lu}\p{Lt}]", ch):
+    for ch in regex.findall(r"[\p{Lu}\p{Lt}]", ALL_CHARACTERS):
+        cp = ord(ch)
+        if cp in LOWERCASE_AFTER_17 or ch.lower() != ch:
             continue
         lower = [c for c in regex_engine.get_all_cases(regex.I | regex.U, cp)
                  if c != cp and regex.match(r"\p{Ll}", chr(c))]
@@ -117,7 +117,7 @@ def generate() -> str:
     punctuation = {c for c in in8 if category_8(c).startswith("P")}
     control = {c for c in in8 if category_8(c) in ("Cc", "Cf", "Co")} - {0x09, 0x0A, 0x0D}
     marks = {c for c in in8 if category_8(c) == "Mn"}
-    nfd_new = {c for c in CODE_POINTS if c not in in8 and regex.match(r"\p{NFD_QC=N}", chr(c))}
+    nfd_new = {ord(ch) for ch in regex.findall(r"\p{NFD_QC=N}", ALL_CHARACTERS)} - in8
     lower = " ".join(f"{u:04X}:{lo:04X}" for u, lo in sorted(unicode_17_lowercase().items()))
     return (BEGIN
             + wrapped("_BERT_PUNCTUATION", ranges(punctuation), "Punctuation (P*) as of Unicode 8.0.")
