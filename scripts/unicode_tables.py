@@ -14,7 +14,8 @@ so wordpiece.py reads these tables instead. They are derived here from data on t
 - which code points Unicode 8.0 had assigned: Perl's ``\\p{In=8.0}`` (its Unicode::UCD Age table);
 - their general category in Unicode 8.0: Python's ``unicodedata`` (Unicode 14.0), corrected by
   ``CHANGED_SINCE_8``, the six characters of these classes whose category changed from 8.0 to 14.0;
-- lower case in Unicode 17.0: the ``regex`` module's case classes and \\p{Ll}, less
+- lower case in Unicode 17.0 of the letters newer than Unicode 13.0 (Python 3.10's tables; older
+  letters' lower case never changes): the ``regex`` module's case classes and \\p{Ll}, less
   ``LOWERCASE_AFTER_17``: this regex module's tables are newer than 17.0 and pair 20 more letters;
 - characters that NFD changes: the ``regex`` module's \\p{NFD_QC=N}.
 
@@ -58,10 +59,10 @@ LOWERCASE_AFTER_17 = {int(h, 16) for h in (
 ALL_CHARACTERS = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
 
 
-def assigned_in_unicode_8() -> set[int]:
-    """Code points assigned by Unicode 8.0, from Perl's Age table (an Age never changes)."""
+def assigned_in(version: str) -> set[int]:
+    """Code points assigned by Unicode ``version``, from Perl's Age table (an Age never changes)."""
     perl = ("for my $c (0..0x10FFFF) { next if $c >= 0xD800 && $c <= 0xDFFF; "
-            "print sprintf('%X', $c), ' ' if chr($c) =~ /\\p{In=8.0}/ }")
+            f"print sprintf('%X', $c), ' ' if chr($c) =~ /\\p{{In={version}}}/ }}")
     out = subprocess.run(["perl", "-e", perl], check=True, capture_output=True, text=True).stdout
     return {int(h, 16) for h in out.split()}
 
@@ -81,12 +82,13 @@ def ranges(cps: set[int] | list[int]) -> str:
     return " ".join(f"{a:04X}" + (f"-{b:04X}" if b != a else "") for a, b in spans)
 
 
-def unicode_17_lowercase() -> dict[int, int]:
-    """Upper-case letters whose Unicode 17.0 lower case Python's str.lower() does not know."""
+def unicode_17_lowercase(known: set[int]) -> dict[int, int]:
+    """Unicode 17.0's lower case of every upper-case letter not in ``known``: those assigned by
+    Unicode 13.0, whose lower case every supported Python's str.lower() (3.10 on) knows."""
     mapping = {}
     for ch in regex.findall(r"[\p{Lu}\p{Lt}]", ALL_CHARACTERS):
         cp = ord(ch)
-        if cp in LOWERCASE_AFTER_17 or ch.lower() != ch:
+        if cp in LOWERCASE_AFTER_17 or cp in known:
             continue
         lower = [c for c in regex_engine.get_all_cases(regex.I | regex.U, cp)
                  if c != cp and regex.match(r"\p{Ll}", chr(c))]
@@ -113,12 +115,13 @@ def generate() -> str:
     if unicodedata.unidata_version != "14.0.0":
         raise SystemExit(f"this Python's unicodedata is Unicode {unicodedata.unidata_version}; "
                          f"CHANGED_SINCE_8 lists the changes from 8.0 to 14.0: run it with Python 3.11")
-    in8 = assigned_in_unicode_8()
+    in8 = assigned_in("8.0")
     punctuation = {c for c in in8 if category_8(c).startswith("P")}
     control = {c for c in in8 if category_8(c) in ("Cc", "Cf", "Co")} - {0x09, 0x0A, 0x0D}
     marks = {c for c in in8 if category_8(c) == "Mn"}
     nfd_new = {ord(ch) for ch in regex.findall(r"\p{NFD_QC=N}", ALL_CHARACTERS)} - in8
-    lower = " ".join(f"{u:04X}:{lo:04X}" for u, lo in sorted(unicode_17_lowercase().items()))
+    pairs = sorted(unicode_17_lowercase(assigned_in("13.0")).items())
+    lower = " ".join(f"{u:04X}:{lo:04X}" for u, lo in pairs)
     return (BEGIN
             + wrapped("_BERT_PUNCTUATION", ranges(punctuation), "Punctuation (P*) as of Unicode 8.0.")
             + wrapped("_BERT_CONTROL", ranges(control), "Control, format and private-use characters "
@@ -126,8 +129,8 @@ def generate() -> str:
             + wrapped("_BERT_MARKS", ranges(marks), "Non-spacing marks (Mn) as of Unicode 8.0.")
             + wrapped("_DECOMPOSED_AFTER_8", ranges(nfd_new), "Characters assigned after Unicode 8.0 that "
                       "NFD decomposes (Unicode 17.0).")
-            + wrapped("_UNICODE_17_LOWERCASE", lower, "upper:lower pairs of Unicode 17.0 that Python 3.11's "
-                      "str.lower() (Unicode 14.0) lacks.")
+            + wrapped("_UNICODE_17_LOWERCASE", lower, "upper:lower pairs of Unicode 17.0 for letters newer "
+                      "than Python 3.10's Unicode 13.0.")
             + END)
 
 

@@ -19,8 +19,8 @@ BERT (wordpiece.py). Hugging Face's Rust BertNormalizer and BertPreTokenizer tak
 control characters they drop, and the accents they strip from tables of Unicode 8.0, NFD from
 Unicode 8.0 as well, and lower case from Rust's own Unicode 17.0. ``BERT_PUNCTUATION``,
 ``BERT_CONTROL``, ``BERT_MARKS`` and ``DECOMPOSED_AFTER_8`` are regular-expression classes of
-those tables, ``UNICODE_17_LOWERCASE`` a ``str.translate`` table of the lower cases Python's
-``str.lower()`` lacks. scripts/unicode_tables.py derives them (from Perl's Unicode Age table,
+those tables, ``UNICODE_17_LOWERCASE`` a ``str.translate`` table of the lower cases that
+``str.lower()`` may lack (letters newer than Python 3.10's Unicode 13.0). scripts/unicode_tables.py derives them (from Perl's Unicode Age table,
 Python's ``unicodedata`` and the regex module) and writes the block below; tests/test_wordpiece.py
 checks every code point against tokenizers.
 """
@@ -91,9 +91,14 @@ _BERT_MARKS = (
 # Characters assigned after Unicode 8.0 that NFD decomposes (Unicode 17.0).
 _DECOMPOSED_AFTER_8 = (
     "105C9 105E4 11383 11385 1138E 11391 113C5 113C7-113C8 11938 16121-16128 16D68-16D6A")
-# upper:lower pairs of Unicode 17.0 that Python 3.11's str.lower() (Unicode 14.0) lacks.
+# upper:lower pairs of Unicode 17.0 for letters newer than Python 3.10's Unicode 13.0.
 _UNICODE_17_LOWERCASE = (
-    "1C89:1C8A A7CB:0264 A7CC:A7CD A7CE:A7CF A7D2:A7D3 A7D4:A7D5 A7DA:A7DB A7DC:019B 10D50:10D70 "
+    "1C89:1C8A 2C2F:2C5F A7C0:A7C1 A7CB:0264 A7CC:A7CD A7CE:A7CF A7D0:A7D1 A7D2:A7D3 A7D4:A7D5 "
+    "A7D6:A7D7 A7D8:A7D9 A7DA:A7DB A7DC:019B 10570:10597 10571:10598 10572:10599 10573:1059A "
+    "10574:1059B 10575:1059C 10576:1059D 10577:1059E 10578:1059F 10579:105A0 1057A:105A1 1057C:105A3 "
+    "1057D:105A4 1057E:105A5 1057F:105A6 10580:105A7 10581:105A8 10582:105A9 10583:105AA 10584:105AB "
+    "10585:105AC 10586:105AD 10587:105AE 10588:105AF 10589:105B0 1058A:105B1 1058C:105B3 1058D:105B4 "
+    "1058E:105B5 1058F:105B6 10590:105B7 10591:105B8 10592:105B9 10594:105BB 10595:105BC 10D50:10D70 "
     "10D51:10D71 10D52:10D72 10D53:10D73 10D54:10D74 10D55:10D75 10D56:10D76 10D57:10D77 10D58:10D78 "
     "10D59:10D79 10D5A:10D7A 10D5B:10D7B 10D5C:10D7C 10D5D:10D7D 10D5E:10D7E 10D5F:10D7F 10D60:10D80 "
     "10D61:10D81 10D62:10D82 10D63:10D83 10D64:10D84 10D65:10D85 16EA0:16EBB 16EA1:16EBC 16EA2:16EBD "
