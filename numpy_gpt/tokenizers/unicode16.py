@@ -20,9 +20,9 @@ control characters they drop, and the accents they strip from tables of Unicode 
 Unicode 8.0 as well, and lower case from Rust's own Unicode 17.0. ``BERT_PUNCTUATION``,
 ``BERT_CONTROL``, ``BERT_MARKS`` and ``DECOMPOSED_AFTER_8`` are regular-expression classes of
 those tables, ``UNICODE_17_LOWERCASE`` a ``str.translate`` table of the lower cases that
-``str.lower()`` may lack (letters newer than Python 3.10's Unicode 13.0). scripts/unicode_tables.py derives them (from Perl's Unicode Age table,
-Python's ``unicodedata`` and the regex module) and writes the block below; tests/test_wordpiece.py
-checks every code point against tokenizers.
+``str.lower()`` may lack (letters newer than Python 3.10's Unicode 13.0). scripts/unicode_tables.py
+derives them (from Perl's Unicode Age table, Python's ``unicodedata`` and the regex module) and
+writes the block below; tests/test_wordpiece.py checks every code point against tokenizers.
 """
 
 from __future__ import annotations
