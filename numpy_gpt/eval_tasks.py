@@ -25,7 +25,14 @@ seed so every model sees the same ones.
 
 Downloads go through ``download.download_file`` with the sha256 recorded in ``EVAL_FILES``: a file
 whose hash differs is refused. Hashes that could not be checked when this was written are None and
-marked so; the file's sha256 is then printed so it can be recorded.
+marked so; the file's sha256 is then printed so it can be recorded. Those files are checked by their
+published row counts instead (HellaSwag's validation set has 10,042 rows, LAMBADA's test set
+5,153): a download cut short at a line boundary parses cleanly, and only its length gives it away.
+
+A data file whose text holds one of the tokenizer's special tokens (``<|endoftext|>``) is refused,
+naming the file and the entry. lm-evaluation-harness's Hugging Face tokenizers would read the
+string as the end-of-text token, a document boundary the text does not mean, and its tiktoken-based
+models stop with tiktoken's error; neither scores the item as published, so neither is done here.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import re
 import sys
 import time
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,13 +54,14 @@ import numpy as np
 from numpy_gpt.download import download_file, sha256_of
 from numpy_gpt.evaluation import (
     MultipleChoice,
-    choice_scores,
+    choice_picks,
     encode_pair,
     fewshot_context,
     loglikelihood,
     mean_and_stderr,
     perplexity,
     sample_shots,
+    shots_in_window,
 )
 from numpy_gpt.fileio import zip_member_errors
 
@@ -73,21 +82,26 @@ class EvalFile:
     sha256: str | None
     size: int | None = None
     note: str = ""
+    rows: int | None = None           # the published number of rows, checked after parsing
+    title: str = ""                   # what the file is, for messages
 
 
 EVAL_FILES: dict[str, EvalFile] = {
     "hellaswag-val": EvalFile(
         "eval/hellaswag_val.jsonl",
         ("https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl",),
-        None, note="sha256 not verified: no published hash was found"),
+        None, note="sha256 not verified: no published hash was found", rows=10_042,
+        title="HellaSwag's validation set"),
     "hellaswag-train": EvalFile(
         "eval/hellaswag_train.jsonl",
         ("https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_train.jsonl",),
-        None, note="sha256 not verified: no published hash was found"),
+        None, note="sha256 not verified: no published hash was found", rows=39_905,
+        title="HellaSwag's training set"),
     "lambada": EvalFile(
         "eval/lambada_test.jsonl",
         ("https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl",),
-        None, note="sha256 not verified: no published hash was found"),
+        None, note="sha256 not verified: no published hash was found", rows=5_153,
+        title="LAMBADA's test set"),
     "wikitext-2": EvalFile(
         "eval/wikitext-2-raw-v1.zip",
         ("https://huggingface.co/datasets/ggml-org/ci/resolve/main/wikitext-2-raw-v1.zip",
@@ -107,6 +121,35 @@ def fetch(name: str, data_dir: str | Path = "data") -> Path:
     if entry.sha256 is None:
         print(f"{name}: {entry.note}; this copy has sha256 {sha256_of(path)}", file=sys.stderr)
     return path
+
+
+def check_rows(name: str, path: Path, rows: int) -> None:
+    """Refuse a registered file whose number of rows is not the published one."""
+    entry = EVAL_FILES[name]
+    if entry.rows is not None and rows != entry.rows:
+        raise ValueError(f"{path}: {rows:,} rows where {entry.title or name} has {entry.rows:,}; the "
+                         f"download was cut short or this is another file: delete it and run again")
+
+
+def read_task_file(name: str, data_dir: str | Path, reader: Callable[[Path], list]) -> list:
+    """Fetch the registered file ``name``, parse it with ``reader`` and check its row count."""
+    path = fetch(name, data_dir)
+    items = reader(path)
+    check_rows(name, path, len(items))
+    return items
+
+
+def refuse_special_tokens(tokenizer, items: Sequence[MultipleChoice | tuple[str, str]], source: str | Path
+                          ) -> None:
+    """One line naming ``source`` and the entry (counted from 1) if an item's text holds one of the
+    tokenizer's special tokens, which its encode would read as a control token or refuse."""
+    specials = sorted(getattr(tokenizer, "special_tokens_set", None) or ())
+    for number, item in enumerate(items, start=1):
+        texts = (item.query, *item.choices) if isinstance(item, MultipleChoice) else item
+        for token in specials:
+            if any(token in text for text in texts):
+                raise ValueError(f"{source}, entry {number}: the text holds the special token {token!r}, "
+                                 f"which would not be read as text; remove it from the file")
 
 
 def required_files(tasks: Sequence[str], shots: Sequence[int]) -> list[str]:
@@ -178,14 +221,15 @@ def read_hellaswag(path: str | Path) -> list[MultipleChoice]:
 
 def read_lambada(path: str | Path) -> list[tuple[str, str]]:
     """LAMBADA rows {"text": passage} -> (context, target) with target = " " + the last word and
-    context = the words before it, split at single spaces as the harness's lambada_openai does."""
+    context = the words before it, split at single spaces as the harness's lambada_openai does
+    (trailing whitespace removed first, where the harness would make the target " ")."""
     items = []
     for lineno, row in read_jsonl(path):
         text = row.get("text")
         if not isinstance(text, str) or " " not in text.strip():
             raise ValueError(f"{path}, line {lineno}: expected {{\"text\": passage}} with at least two "
                              f"words, got {str(row)[:60]}")
-        context, word = text.rsplit(" ", 1)
+        context, word = text.rstrip().rsplit(" ", 1)           # the last word, not a trailing space
         items.append((context, " " + word))
     if not items:
         raise ValueError(f"{path} holds no LAMBADA rows")
@@ -312,21 +356,57 @@ Progress = Callable[[int, int], None]           # (items done, items in all)
 def evaluate_multiple_choice(model, tokenizer, items: Sequence[MultipleChoice], *,
                              train: Sequence[MultipleChoice] = (), shots: int = 0, seed: int = DEFAULT_SEED,
                              same_pool: bool = False, progress: Progress | None = None,
-                             batch_size: int = 32) -> dict[str, tuple[float, float]]:
-    """acc and acc_norm (mean, stderr) over ``items``; each prompt has ``shots`` solved examples of
-    ``train`` before it (``same_pool``: train is the evaluated list, so an item never shows itself)."""
+                             batch_size: int = 32, details: dict[str, Any] | None = None
+                             ) -> dict[str, tuple[float, float]]:
+    """acc and acc_norm (mean, stderr) over ``items``, and ``majority``, the score of always giving
+    the most common right answer; each prompt has ``shots`` solved examples of ``train`` before it
+    (``same_pool``: train is the evaluated list, so an item never shows itself).
+
+    An answer is the choice's text when every item offers the same choices (class labels such as
+    ham / spam), else its position. ``details``, if given, receives per item ``shots_kept`` (how
+    many shots the model's window holds whole, ``shots_in_window``) and the ``answers`` acc and
+    acc_norm gave."""
+    window = int(model.cfg["context_length"])
+    labels = len({item.choices for item in items}) == 1
     scores: dict[str, list[float]] = {"acc": [], "acc_norm": []}
+    answers: dict[str, list[str | int]] = {"acc": [], "acc_norm": []}
+    golds, kept = [], []
     for index, item in enumerate(items):
         chosen = sample_shots(len(train), shots, seed, index, exclude=index if same_pool else None)
         shown = [(train[j].query, train[j].choices[train[j].gold]) for j in chosen]
         context = fewshot_context(shown, item.query)
         requests = [encode_pair(tokenizer, context, " " + choice) for choice in item.choices]
+        longest = max(len(cont) for _, cont in requests)
+        fits = len(requests[0][0]) + longest <= window + 1
+        kept.append(len(shown) if fits else shots_in_window(tokenizer, shown, item.query, longest, window))
         lls = [ll for ll, _ in loglikelihood(model, requests, batch_size=batch_size)]
-        for name, value in choice_scores(lls, item.choices, item.gold).items():
-            scores[name].append(value)
+        for name, pick in zip(("acc", "acc_norm"), choice_picks(lls, item.choices), strict=True):
+            scores[name].append(float(pick == item.gold))
+            answers[name].append(item.choices[pick] if labels else pick)
+        golds.append(item.choices[item.gold] if labels else item.gold)
         if progress is not None:
             progress(index + 1, len(items))
-    return {name: mean_and_stderr(values) for name, values in scores.items()}
+    if details is not None:
+        details.update(shots_kept=kept, answers=answers)
+    majority = Counter(golds).most_common(1)[0][1] / len(golds) if golds else math.nan
+    return {**{name: mean_and_stderr(values) for name, values in scores.items()},
+            "majority": (majority, math.nan)}
+
+
+def multiple_choice_warnings(label: str, shots: int, window: int, details: dict[str, Any]) -> list[str]:
+    """One line per thing a score hides: shots the window cut (the harness cuts them silently), and
+    a model that gave one answer to every item (its score is that answer's share)."""
+    warnings, kept = [], details["shots_kept"]
+    if shots and min(kept, default=shots) < shots:
+        cut = sum(k < shots for k in kept)
+        warnings.append(f"{label}: {np.mean(kept):.1f} of {shots} shots fit the model's {window}-token "
+                        f"window on average; {cut} of {len(kept)} prompts lost shots, cut from the left")
+    for metric, picked in details["answers"].items():
+        if len(picked) > 1 and len(set(picked)) == 1:
+            answer = picked[0] if isinstance(picked[0], str) else f"choice {picked[0]}"
+            warnings.append(f"{label}: {metric} gives the same answer ({answer!r}) to all {len(picked)} "
+                            f"items: its score is that answer's share, as the majority row shows")
+    return warnings
 
 
 def evaluate_lambada(model, tokenizer, items: Sequence[tuple[str, str]], *,
@@ -371,19 +451,29 @@ def run_task(name: str, model, tokenizer, *, shots: int = 0, limit: int | None =
                           {**extra, "unit": "tokens"})
     if name == "lambada":
         _no_shots(name, shots)
-        items = read_lambada(fetch("lambada", data_dir))[:limit]
+        items = read_task_file("lambada", data_dir, read_lambada)[:limit]
+        refuse_special_tokens(tokenizer, items, Path(data_dir) / EVAL_FILES["lambada"].filename)
         scores = evaluate_lambada(model, tokenizer, items, progress=progress)
     else:
         if name == "hellaswag":
-            items = read_hellaswag(fetch("hellaswag-val", data_dir))[:limit]
-            train = read_hellaswag(fetch("hellaswag-train", data_dir)) if shots else []
+            items = read_task_file("hellaswag-val", data_dir, read_hellaswag)[:limit]
+            train = read_task_file("hellaswag-train", data_dir, read_hellaswag) if shots else []
+            sources = [Path(data_dir) / EVAL_FILES[f].filename for f in ("hellaswag-val", "hellaswag-train")]
         elif name == "sms-spam":
             items, train = sms_spam(data_dir, spam_file)
             items = items[:limit]
+            sources = [Path(data_dir) / "sms_spam_collection" / f"{part}.csv" for part in ("test", "train")]
         else:
             items, train = stdlib_cloze(data_dir, with_train=shots > 0)
             items = items[:limit]
+            sources = [f"the stdlib-docs corpus's {part} cloze items" for part in ("test", "training")]
+        refuse_special_tokens(tokenizer, items, sources[0])
+        refuse_special_tokens(tokenizer, train, sources[1])
+        details: dict[str, Any] = {}
         scores = evaluate_multiple_choice(model, tokenizer, items, train=train, shots=shots, seed=seed,
-                                          progress=progress)
+                                          progress=progress, details=details)
+        window = int(model.cfg["context_length"])
+        extra = {"shots_kept": float(np.mean(details["shots_kept"])) if items else math.nan,
+                 "warnings": multiple_choice_warnings(f"{name} ({shots}-shot)", shots, window, details)}
     metrics = [(metric, mean, stderr) for metric, (mean, stderr) in scores.items()]
     return TaskResult(name, shots, metrics, len(items), time.perf_counter() - started, extra)

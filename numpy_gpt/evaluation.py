@@ -277,10 +277,23 @@ def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
 def choice_scores(loglikelihoods: Sequence[float], choices: Sequence[str], gold: int) -> dict[str, float]:
     """acc and acc_norm of one item: 1.0 if the right choice has the largest log-likelihood (acc),
     or the largest log-likelihood per character of the choice (acc_norm, as the harness divides by
-    ``len(choice)``, which equals the UTF-8 byte count for ASCII text), else 0.0."""
+    ``len(choice)``, which equals the UTF-8 byte count for ASCII text), else 0.0.
+
+    An empty choice has length 0, and the harness divides by it as NumPy does: its log-likelihood
+    (that of the delimiter " ", below 0) over 0 is -inf, so it is never picked by acc_norm (and a
+    log-likelihood of exactly 0 gives nan, which ``np.argmax`` picks first). Ties go to the first."""
+    pick, pick_norm = choice_picks(loglikelihoods, choices)
+    return {"acc": float(pick == gold), "acc_norm": float(pick_norm == gold)}
+
+
+def choice_picks(loglikelihoods: Sequence[float], choices: Sequence[str]) -> tuple[int, int]:
+    """The indices acc and acc_norm pick: the largest log-likelihood, and the largest per character
+    (``choice_scores`` says how an empty choice is divided)."""
     lls = np.asarray(loglikelihoods, dtype=np.float64)
-    lengths = np.asarray([max(len(c), 1) for c in choices], dtype=np.float64)
-    return {"acc": float(np.argmax(lls) == gold), "acc_norm": float(np.argmax(lls / lengths) == gold)}
+    lengths = np.asarray([len(c) for c in choices], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_char = lls / lengths
+    return int(np.argmax(lls)), int(np.argmax(per_char))
 
 
 # -- few-shot prompts ------------------------------------------------------------------------------
@@ -310,3 +323,16 @@ def fewshot_context(shots: Sequence[tuple[str, str]], query: str, *, description
     """
     examples = "".join(q + target_delimiter + a + fewshot_delimiter for q, a in shots)
     return description + examples + query
+
+
+def shots_in_window(tokenizer, shots: Sequence[tuple[str, str]], query: str, continuation_tokens: int,
+                    window: int) -> int:
+    """How many of the k ``shots`` the model reads whole: the largest m such that the prompt of the
+    last m shots and the query, with a continuation of ``continuation_tokens`` tokens, fits the
+    ``window`` (``loglikelihood`` reads the last window + 1 tokens, so a long prompt loses its
+    first shots). 0 when not even the query and the continuation fit with one shot."""
+    for m in range(len(shots), 0, -1):
+        context = fewshot_context(shots[len(shots) - m:], query)
+        if len(tokenizer.encode(context)) + continuation_tokens <= window + 1:
+            return m
+    return 0

@@ -47,7 +47,8 @@ optimizer steps, or too many passes over the training split, are left out of the
 The fits (all least squares and Gauss-Newton written with NumPy; no SciPy):
 
 * approach 1 (``fit_envelope``): the minimum of all training curves at each FLOP count; the run
-  that reaches it names N_opt(C), and D_opt(C) = C / its flops_per_token;
+  that reaches it names N_opt(C), and D_opt(C) = C / its flops_per_token, used only where a
+  smaller and a larger run bracket it;
 * approach 2 (``fit_isoflop``): per budget, a parabola of final loss in log N near the best size;
   its vertex is N_opt(C); then power laws N_opt = k C^a and D_opt = k' C^b by least squares in log-log;
 * approach 3 (``fit_parametric``): L(N, D) = E + A / N^alpha + B / D^beta, fitted to all final
@@ -228,6 +229,7 @@ def _six_n(n: np.ndarray) -> np.ndarray:
 
 
 # -- approach 1: the envelope of training curves ----------------------------------------------------
+MIN_ENVELOPE_SIZES = 3       # distinct winning sizes below which approach 1 warns
 
 
 def fit_envelope(curves: Sequence[tuple[float, float, Sequence[float], Sequence[float]]],
@@ -238,6 +240,14 @@ def fit_envelope(curves: Sequence[tuple[float, float, Sequence[float], Sequence[
     On ``num_points`` FLOP counts c, log-spaced over the range where at least two curves overlap,
     each curve's loss at c is interpolated (linearly in log c); the lowest is the envelope, its run
     gives N_opt(c) and D_opt(c) = c / flops_per_token. Power laws of both against c give a and b.
+
+    Only the FLOP counts where the optimum is bracketed enter the power laws: the best run at c
+    must have a smaller and a larger run beside it, both with a curve at c. Elsewhere the best run
+    is the smallest (or largest) one there, and the true N_opt(c) may lie beyond it: fitting those
+    points too pulls a toward 0 (a = 0.28 for a law with a = 0.45, 12 sizes spanning 1e5-1e8;
+    tests/test_scaling.py). ``bracketed`` counts the FLOP counts used, ``sizes`` the distinct
+    sizes that win there; with fewer than ``MIN_ENVELOPE_SIZES`` the line rests on one step of a
+    staircase, and ``warning`` says so (None otherwise).
     """
     if len(curves) < 2:
         raise ValueError(f"approach 1 needs at least two training curves, got {len(curves)}")
@@ -256,13 +266,29 @@ def fit_envelope(curves: Sequence[tuple[float, float, Sequence[float], Sequence[
         inside = (grid >= f[0]) & (grid <= f[-1])
         losses[i, inside] = np.interp(grid[inside], f, loss)
     best = np.argmin(losses, axis=0)                              # (num_points,)
-    c = np.exp(grid)
-    n_opt = np.array([logs[i][0] for i in best])
-    d_opt = c / np.array([logs[i][1] for i in best])
+    sizes = np.array([n for n, _, _, _ in logs])                  # (runs,)
+    present = np.isfinite(losses)                                 # (runs, num_points)
+    smaller = (present & (sizes[:, None] < sizes[best][None, :])).any(axis=0)
+    larger = (present & (sizes[:, None] > sizes[best][None, :])).any(axis=0)
+    keep = smaller & larger                                       # the optimum is bracketed at c
+    winners = np.unique(sizes[best[keep]])
+    if winners.size < 2:
+        raise ValueError(f"approach 1: the best run is bracketed by a smaller and a larger one at "
+                         f"{int(keep.sum())} of {num_points} FLOP counts, with {winners.size} size winning "
+                         f"there: train sizes on both sides of the optimum")
+    c = np.exp(grid[keep])
+    n_opt = sizes[best[keep]]
+    d_opt = c / np.array([logs[i][1] for i in best[keep]])
     a, k_n = fit_power_law(c, n_opt)
     b, k_d = fit_power_law(c, d_opt)
+    warning = None
+    if winners.size < MIN_ENVELOPE_SIZES:
+        warning = (f"approach 1: only {winners.size} sizes are best where the optimum is bracketed "
+                   f"({int(keep.sum())} of {num_points} FLOP counts), so a and b rest on one step; "
+                   f"train more sizes around the optimum")
     return {"a": a, "b": b, "N_coef": k_n, "D_coef": k_d, "C": c, "N_opt": n_opt, "D_opt": d_opt,
-            "L_min": losses[best, np.arange(num_points)]}
+            "L_min": losses[best[keep], np.flatnonzero(keep)], "bracketed": int(keep.sum()),
+            "sizes": int(winners.size), "warning": warning}
 
 
 # -- approach 2: IsoFLOP parabolas -----------------------------------------------------------------
@@ -719,7 +745,8 @@ def analyse(records: list[dict[str, Any]], bootstrap_samples: int = 200) -> dict
     errors = {}
     try:
         env = fit_envelope(curves)
-        result["approach1"] = {"a": env["a"], "b": env["b"], "N_coef": env["N_coef"], "D_coef": env["D_coef"]}
+        result["approach1"] = {k: env[k] for k in ("a", "b", "N_coef", "D_coef", "bracketed", "sizes",
+                                                   "warning")}
     except ValueError as err:
         errors["approach1"] = str(err)
     try:
@@ -786,7 +813,8 @@ def fit_table(fit: dict[str, Any], settings: dict[str, Any]) -> str:
               f"batch {settings['batch_size']}), "
               f"fitted {fit['date']}. Brackets: 10th-90th percentile over bootstrap resamples of the runs. "
               f"C_max = {fit['C_max']:.0e} FLOPs.")
-    return header + "\n\n" + "\n".join(rows) + "\n"
+    warning = (fit.get("approach1") or {}).get("warning")              # too few sizes bracketed
+    return header + "\n\n" + "\n".join(rows) + "\n" + (f"\n{warning}\n" if warning else "")
 
 
 def recommend(records: list[dict[str, Any]], settings: dict[str, Any], flops: float | None,

@@ -27,6 +27,7 @@ from numpy_gpt.finetune.instruct import (
     format_input,
     format_response,
 )
+from numpy_gpt.finetune.preference import before_and_after
 from numpy_gpt.finetune.preference_data import synthetic_instruction_data
 from numpy_gpt.model import GPTModel
 from numpy_gpt.optim import AdamW
@@ -79,9 +80,7 @@ def main() -> int:
     if code == 0:
         metrics = json.loads((args.out / "dpo" / "metrics.json").read_text(encoding="utf-8"))
         before, after = metrics["test_before"], metrics["test_after"]
-        print(f"\nHeld-out pairs: reward accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}, "
-              f"reward margin {before['margin']:.3f} -> {after['margin']:.3f}, preference accuracy "
-              f"{before['preference_accuracy']:.1%} -> {after['preference_accuracy']:.1%}; "
+        print(f"\nHeld-out pairs: {before_and_after(before, after)}; "
               f"{time.perf_counter() - started:.0f} s in all")
     return code
 

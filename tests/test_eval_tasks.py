@@ -129,6 +129,66 @@ def test_registered_files_have_real_urls_and_say_when_a_hash_is_unverified():
         assert entry.sha256 is not None or "not verified" in entry.note, name
 
 
+def test_lambada_target_is_the_last_word_when_the_line_ends_in_a_space(tmp_path):
+    path = tmp_path / "lambada.jsonl"
+    path.write_bytes(_jsonl([{"text": "he drank the tea "}, {"text": "the dog ran\t \n"}]))
+    assert read_lambada(path) == [("he drank the", " tea"), ("the dog", " ran")]
+
+
+class _NoLengthHandler(_Handler):
+    """Serves the file with no Content-Length: the end of the connection ends the body."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        body = FILES.get(self.path)
+        self.send_response(200)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_short_download_is_refused_by_its_published_row_count(monkeypatch, tmp_path):
+    """A HellaSwag or LAMBADA file cut short at a line boundary, sent without Content-Length and with
+    no sha256 known, downloads and parses; its row count (10,042 and 5,153 published) refuses it."""
+    import dataclasses
+    assert eval_tasks.EVAL_FILES["hellaswag-val"].rows == 10_042
+    assert eval_tasks.EVAL_FILES["lambada"].rows == 5_153
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoLengthHandler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        for name, path, task in (("hellaswag-val", "/hellaswag_val.jsonl", "hellaswag"),
+                                 ("lambada", "/lambada_test.jsonl", "lambada")):
+            entry = dataclasses.replace(eval_tasks.EVAL_FILES[name], urls=(url + path,))
+            monkeypatch.setitem(eval_tasks.EVAL_FILES, name, entry)
+            with pytest.raises(ValueError, match=rf"{entry.filename}: 2 rows where .* has {entry.rows:,}; "
+                                                 rf"the download was cut short .*delete it") as err:
+                run_task(task, None, None, data_dir=tmp_path)
+            assert "\n" not in str(err.value)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_endoftext_in_a_data_file_is_refused_naming_the_file_and_entry(tmp_path, gpt2_vocab_dir, monkeypatch):
+    """What lm-evaluation-harness does with it depends on its tokenizer (Hugging Face's reads it as
+    the end-of-text token, tiktoken refuses it); here it is one line, file and entry."""
+    from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
+    tokenizer = GPT2Tokenizer.from_files(gpt2_vocab_dir / "encoder.json", gpt2_vocab_dir / "vocab.bpe")
+    monkeypatch.setitem(eval_tasks.EVAL_FILES, "lambada", EvalFile("eval/lambada_test.jsonl", ("https://x",),
+                                                                   None))
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "lambada_test.jsonl").write_bytes(
+        _jsonl([LAMBADA_ROWS[0], {"text": "the end <|endoftext|> of the story"}]))
+    with pytest.raises(ValueError, match=r"lambada_test\.jsonl, entry 2: the text holds the special token "
+                                         r"'<\|endoftext\|>'.*remove it") as err:
+        run_task("lambada", None, tokenizer, data_dir=tmp_path)
+    assert "\n" not in str(err.value)
+    spam = _spam_file(tmp_path)
+    spam.write_text(spam.read_text().replace("WIN free cash", "WIN <|endoftext|> cash"), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"(test|train)\.csv, entry \d+: the text holds the special token"):
+        run_task("sms-spam", None, tokenizer, shots=1, spam_file=spam, data_dir=tmp_path)
+
+
 def test_hellaswag_preprocess_by_hand():
     assert hellaswag_preprocess("  Clean [title] Use soap [step] Rinse.  ") == "Clean. Use soap Rinse."
 
@@ -206,12 +266,43 @@ def test_multiple_choice_prompts_use_the_seeded_shots(monkeypatch):
     monkeypatch.setattr(eval_tasks, "loglikelihood", fake_loglikelihood)
     train = [MultipleChoice(f"Q{i}?", ("no", "yes"), i % 2) for i in range(5)]
     items = [MultipleChoice("Is it?", ("no", "yes"), 0)]
-    scores = eval_tasks.evaluate_multiple_choice(None, _ByteTokenizer(), items, train=train, shots=2, seed=7)
+    model = type("Model", (), {"cfg": {"context_length": 1024}})()       # loglikelihood is faked
+    scores = eval_tasks.evaluate_multiple_choice(model, _ByteTokenizer(), items, train=train, shots=2, seed=7)
     first, second = np.random.default_rng([7, 0]).permutation(5)[:2]
     expected = (f"Q{first}? {train[first].choices[train[first].gold]}\n\n"
                 f"Q{second}? {train[second].choices[train[second].gold]}\n\nIs it?")
     assert seen == [[(expected, " no"), (expected, " yes")]]
     assert scores["acc"] == (1.0, pytest.approx(float("nan"), nan_ok=True))   # -3 > -4: " no" wins
+
+
+def test_k_shot_counts_the_shots_that_fit_and_flags_one_answer_for_every_item(monkeypatch):
+    """Bytes as tokens, a 50-token window: a shot "Message: aa\nLabel: ham\n\n" is 24 tokens, the
+    query "Message: x\nLabel:" 17 and the longest continuation " spam" 5. One shot fits (24 + 17 + 5
+    = 46 <= 51), two do not (70): every 2-shot prompt keeps 1, where the window cut the other without
+    a word before. A model that answers " ham" to everything scores the ham share, 4 of 6."""
+    def fake_loglikelihood(model, requests, batch_size=32):
+        return [(-1.0 if _ByteTokenizer().decode(t) == " ham" else -5.0, False) for _, t in requests]
+
+    monkeypatch.setattr(eval_tasks, "loglikelihood", fake_loglikelihood)
+    model = type("Model", (), {"cfg": {"context_length": 50}})()
+    train = spam_items(["aa", "bb", "cc", "dd", "ee"], [0, 1, 0, 1, 0])
+    items = spam_items(["x", "y", "z", "u", "v", "w"], [0, 0, 0, 0, 1, 1])
+    details: dict = {}
+    scores = eval_tasks.evaluate_multiple_choice(model, _ByteTokenizer(), items, train=train, shots=2,
+                                                 details=details)
+    assert scores["acc"][0] == scores["acc_norm"][0] == scores["majority"][0] == pytest.approx(4 / 6)
+    assert details["shots_kept"] == [1] * 6 and details["answers"]["acc"] == ["ham"] * 6
+    warnings = eval_tasks.multiple_choice_warnings("sms-spam (2-shot)", 2, 50, details)
+    assert warnings == [
+        "sms-spam (2-shot): 1.0 of 2 shots fit the model's 50-token window on average; 6 of 6 prompts "
+        "lost shots, cut from the left",
+        "sms-spam (2-shot): acc gives the same answer ('ham') to all 6 items: its score is that answer's "
+        "share, as the majority row shows",
+        "sms-spam (2-shot): acc_norm gives the same answer ('ham') to all 6 items: its score is that "
+        "answer's share, as the majority row shows"]
+    eval_tasks.evaluate_multiple_choice(model, _ByteTokenizer(), items, train=train, shots=1, details=details)
+    assert details["shots_kept"] == [1] * 6
+    assert eval_tasks.multiple_choice_warnings("t", 1, 50, {**details, "answers": {}}) == []
 
 
 def _spam_file(tmp_path: Path) -> Path:
@@ -249,8 +340,12 @@ def test_sms_spam_zero_and_few_shot(tmp_path, fixture_model, gpt2_vocab_dir):
                for k in (0, 1, 4)]
     for result, k in zip(results, (0, 1, 4), strict=True):
         assert result.shots == k and result.items == 8             # 20 spam, 20 ham -> 20 % test
-        assert [m for m, _, _ in result.metrics] == ["acc", "acc_norm"]
+        assert [m for m, _, _ in result.metrics] == ["acc", "acc_norm", "majority"]
         assert all(0.0 <= v <= 1.0 for _, v, _ in result.metrics)
+        assert result.extra["shots_kept"] == k                      # short messages: 4 fit in 128 tokens
+    many = run_task("sms-spam", fixture_model, tokenizer, shots=12, spam_file=spam, data_dir=tmp_path)
+    assert many.extra["shots_kept"] < 12
+    assert any("of 12 shots fit the model's 128-token window" in w for w in many.extra["warnings"])
     with pytest.raises(ValueError, match="only 28 examples"):                # 70 % of 40
         run_task("sms-spam", fixture_model, tokenizer, shots=29, spam_file=spam, data_dir=tmp_path)
     with pytest.raises(ValueError, match="lambada has no training split"):
@@ -293,10 +388,34 @@ def test_cli_evaluate_prints_table_and_writes_json(tmp_path, gpt2_tiny_dir, gpt2
     printed = capsys.readouterr().out
     assert "task" in printed and "stderr" in printed and "stdlib-cloze" in printed
     assert "context length 128" in printed and "tokenizer gpt2" in printed
+    assert [line.split()[2] for line in printed.splitlines() if line.startswith("stdlib-cloze")] == \
+        ["acc", "acc_norm", "majority"] * 2
     saved = json.loads(out.read_text())
     assert [r["shots"] for r in saved["results"]] == [0, 2]
+    assert [r["shots_kept"] for r in saved["results"]][0] == 0
     assert saved["reproduction"]["context_length"] == 128
     assert all(r["items"] == 6 for r in saved["results"])
+
+
+def test_cli_evaluate_prints_the_majority_and_a_warning_when_shots_are_cut(tmp_path, gpt2_tiny_dir,
+                                                                          gpt2_data_dir, capsys):
+    from numpy_gpt.cli import main
+    out = tmp_path / "results.json"
+    assert main(["evaluate", "--checkpoint", str(gpt2_tiny_dir / "openai"), "--tasks", "sms-spam",
+                 "--shots", "0,12", "--spam-file", str(_spam_file(tmp_path)),
+                 "--data-dir", str(gpt2_data_dir), "--out", str(out), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    rows = [line.split() for line in captured.out.splitlines() if line.startswith("sms-spam")]
+    assert [row[2] for row in rows] == ["acc", "acc_norm", "majority"] * 2
+    from numpy_gpt.finetune.data import read_spam_csv
+    labels = read_spam_csv(gpt2_data_dir / "sms_spam_collection" / "test.csv")[1]
+    share = max(np.mean(labels), 1 - np.mean(labels))
+    assert rows[2][3] == rows[5][3] == f"{share:.4f}"                  # the larger class's share
+    assert "warning: sms-spam (12-shot): " in captured.out
+    assert "shots fit the model's 128-token window" in captured.out
+    assert "shots kept on average" in captured.err
+    saved = json.loads(out.read_text())["results"]
+    assert saved[0]["shots_kept"] == 0 and saved[1]["shots_kept"] < 12 and saved[1]["warnings"]
 
 
 def test_cli_evaluate_char_checkpoint_offline(tmp_path, verdict_path, capsys):

@@ -10,6 +10,7 @@ logits), not from numpy_gpt's code.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,8 +38,15 @@ def models(gpt2_tiny_dir):
     return ours, theirs
 
 
-def hf_perplexity(model, ids: np.ndarray, max_length: int, stride: int) -> tuple[float, int]:
-    """transformers' documented loop: labels -100 except the last trg_len tokens of each window."""
+def hf_perplexity(model, ids: np.ndarray, max_length: int, stride: int, *, as_published: bool = False
+                  ) -> tuple[float, int]:
+    """transformers' documented loop: labels -100 except the last trg_len tokens of each window, each
+    window weighted by the targets its loss averages (those past the first position).
+
+    ``as_published``: weighted as the guide prints it, by ``num_valid_tokens - batch_size`` ("subtract
+    batch_size due to internal label shift"). The shift drops the window's first label, a target only
+    in the first window: every later window's loss averages trg_len targets and is counted as
+    trg_len - 1."""
     encodings = torch.tensor(ids)[None]
     seq_len = encodings.size(1)
     nll_sum, n_tokens, prev_end_loc = 0.0, 0, 0
@@ -50,13 +58,36 @@ def hf_perplexity(model, ids: np.ndarray, max_length: int, stride: int) -> tuple
         target_ids[:, :-trg_len] = -100
         with torch.no_grad():
             loss = model(input_ids, labels=target_ids).loss
-        num_loss_tokens = int((target_ids[:, 1:] != -100).sum())
+        if as_published:
+            num_loss_tokens = int((target_ids != -100).sum()) - target_ids.size(0)
+        else:
+            num_loss_tokens = int((target_ids[:, 1:] != -100).sum())
         nll_sum += float(loss) * num_loss_tokens
         n_tokens += num_loss_tokens
         prev_end_loc = end_loc
         if end_loc == seq_len:
             break
     return math.exp(nll_sum / n_tokens), n_tokens
+
+
+def test_the_hf_guide_loop_drops_a_token_per_later_window(models, verdict_path, gpt2_vocab_dir):
+    """docs/evaluation.md's numbers: the first 160 GPT-2 tokens of the-verdict, context 128. At
+    stride 1 the guide weights all 32 windows after the first by 0 and counts 127 of the 159
+    targets; ours (and the corrected loop above) counts 159. At stride = context it is right: a
+    window's first token is no target there."""
+    from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
+    ours, theirs = models
+    tokenizer = GPT2Tokenizer.from_files(gpt2_vocab_dir / "encoder.json", gpt2_vocab_dir / "vocab.bpe")
+    ids = np.array(tokenizer.encode(verdict_path.read_text(encoding="utf-8"))[:160])
+    guide, guide_tokens = hf_perplexity(theirs, ids, 128, 1, as_published=True)
+    right, right_tokens = hf_perplexity(theirs, ids, 128, 1)
+    got = perplexity(ours, ids, stride=1)
+    assert (guide_tokens, right_tokens, got["tokens"]) == (127, 159, 159)
+    assert got["perplexity"] == pytest.approx(right, rel=1e-4) and guide != pytest.approx(right, rel=1e-4)
+    at_context = hf_perplexity(theirs, ids, 128, 128, as_published=True)[1]
+    assert at_context == perplexity(ours, ids)["tokens"] == 158
+    docs = " ".join((Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text().split())
+    assert "127 of its 159 targets" in docs and f"{guide:,.0f}" in docs and f"{right:,.0f}" in docs
 
 
 @pytest.mark.parametrize("stride", [None, 50, 97])
@@ -194,3 +225,13 @@ def test_acc_acc_norm_and_stderr_by_hand():
     mean, stderr = mean_and_stderr([1.0, 0.0, 1.0, 1.0])
     assert mean == 0.75 and stderr == pytest.approx(math.sqrt(0.25 / 4))
     assert math.isnan(mean_and_stderr([1.0])[1])
+
+
+def test_acc_norm_of_an_empty_choice_follows_the_harness():
+    """lm-evaluation-harness computes np.argmax(lls / completion_len) with completion_len =
+    len(choice): an empty choice gives -2 / 0 = -inf and is never the pick; the three others tie at
+    -10 / 4 = -2.5 and argmax takes the first, index 0."""
+    choices = ["abcd", "efgh", "ijkl", ""]
+    assert choice_scores([-10, -10, -10, -2], choices, 0) == {"acc": 0.0, "acc_norm": 1.0}
+    assert choice_scores([-10, -10, -10, -2], choices, 3) == {"acc": 1.0, "acc_norm": 0.0}
+    assert choice_scores([-10, -10, -10, 0.0], choices, 3)["acc_norm"] == 1.0   # 0 / 0 = nan: argmax's pick

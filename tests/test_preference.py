@@ -18,6 +18,7 @@ from numpy_gpt.finetune.preference import (
     PreferenceDataLoader,
     PreferenceDataset,
     batch_logprobs,
+    before_and_after,
     collate_preference,
     dpo_loss,
     dpo_rewards,
@@ -73,7 +74,8 @@ def test_dpo_loss_hand_values_and_stability():
     loss, d_c, _ = dpo_loss(np.array([-1000.0]), np.zeros(1), np.zeros(1), np.zeros(1), beta=1.0)
     assert loss == pytest.approx(1000.0, rel=1e-15) and d_c[0] == pytest.approx(-1.0, rel=1e-15)
     rewards = dpo_rewards(np.array([1.0, 0.0, -1.0]), np.zeros(3), np.zeros(3), np.zeros(3), beta=0.5)
-    assert rewards["accuracy"] == pytest.approx((1 + 0.5 + 0) / 3)    # a tie counts one half
+    assert rewards["accuracy"] == pytest.approx(1 / 3)     # TRL: chosen_reward > rejected_reward; a tie is 0
+    assert rewards["ties"] == pytest.approx(1 / 3)
     assert rewards["margin"] == pytest.approx(0.0) and rewards["chosen_reward"] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="beta"):
         dpo_loss(zero, zero, zero, zero, beta=0.0)
@@ -179,7 +181,23 @@ def test_tiny_gpt_dpo_matches_torch_every_gradient_float32():
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.dtype == np.float32, name
         np.testing.assert_allclose(p.grad, grads[name], rtol=1e-4, atol=1e-5, err_msg=name)
-    assert set(rewards) == {"chosen_reward", "rejected_reward", "margin", "accuracy"}
+    assert set(rewards) == {"chosen_reward", "rejected_reward", "margin", "accuracy", "ties"}
+
+
+def test_rewards_and_reward_accuracy_are_trls_and_all_ties_are_not_a_measurement():
+    """TRL's DPOTrainer: chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps), the same for
+    rejected, rewards/accuracies = (chosen_rewards > rejected_rewards).float().mean(): a tie is 0.
+    Before the first update every pair ties, and the line says n/a rather than 0 % (or 50 %)."""
+    pc, pr = np.array([-3.0, -5.0, -4.0, -6.0]), np.array([-4.0, -5.0, -4.0, -5.0])
+    rc, rr = np.array([-3.5, -5.0, -4.0, -6.0]), np.array([-4.0, -5.0, -4.0, -5.0])
+    rewards = dpo_rewards(pc, pr, rc, rr, beta=0.1)
+    chosen, rejected = 0.1 * (pc - rc), 0.1 * (pr - rr)
+    assert rewards["chosen_reward"] == pytest.approx(chosen.mean()) == pytest.approx(0.0125)
+    assert rewards["accuracy"] == float(np.mean(chosen > rejected)) == 0.25 and rewards["ties"] == 0.75
+    tied = dpo_rewards(pc, pr, pc, pr, beta=0.1)
+    assert tied["accuracy"] == 0.0 and tied["ties"] == 1.0
+    line = before_and_after({**tied, "preference_accuracy": 0.25}, {**rewards, "preference_accuracy": 0.5})
+    assert line.startswith("reward accuracy n/a (policy = reference) -> 25.0%, reward margin 0.000 -> 0.013")
 
 
 # -- the collate function ----------------------------------------------------------------------------
@@ -352,9 +370,10 @@ def test_finetune_dpo_command(tiny_instruct_checkpoint, tmp_path, capsys, monkey
     assert main([*argv, "--resume"]) == 0
     printed = capsys.readouterr().out
     assert "resumed from step 2 of 6" in printed
-    assert "Held-out pairs (6): reward accuracy 50.0% ->" in printed
+    assert "Held-out pairs (6): reward accuracy n/a (policy = reference) ->" in printed
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test_before"]["accuracy"] == 0.5 and metrics["test_before"]["margin"] == 0.0
+    before = metrics["test_before"]
+    assert before["ties"] == 1.0 and before["accuracy"] == 0.0 and before["margin"] == 0.0   # TRL's 0
     assert metrics["test_after"]["accuracy"] > 0.5 and metrics["lora_rank"] == lora
     responses = json.loads((out / "responses.json").read_text())
     assert len(responses) == 2 and {"response_before", "response_after", "chosen"} <= set(responses[0])

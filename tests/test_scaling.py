@@ -278,3 +278,33 @@ def test_pretrain_from_scaling_trains_the_recommended_model(tmp_path, monkeypatc
     cfg = load_checkpoint(run / "model.npz", load_optimizer=False).cfg
     assert {k: cfg[k] for k in ("emb_dim", "n_layers", "n_heads", "context_length")} == \
         {k: rec["cfg"][k] for k in ("emb_dim", "n_layers", "n_heads", "context_length")}
+
+
+def _envelope_curves(law, sizes, tokens_per_param):
+    """One training curve per size: the law along D = tokens_per_param * N, 200 points."""
+    return [(n, 6 * n, n * tokens_per_param, scaling.predict_loss(law, n, n * tokens_per_param))
+            for n in sizes]
+
+
+def test_envelope_fits_only_flop_counts_whose_optimum_is_bracketed():
+    """Chinchilla's law (a = 0.28 / 0.62 = 0.45), 12 sizes spanning 1e5-1e8, each trained from 1e-3 N
+    to 1e3 N tokens. At low FLOPs the smallest run is the best one there and at high FLOPs the
+    largest: N_opt(c) lies beyond the trained sizes, and fitting those counts too gave a = 0.34."""
+    law = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+    curves = _envelope_curves(law, np.geomspace(1e5, 1e8, 12), np.geomspace(1e-3, 1e3, 200))
+    fit = scaling.fit_envelope(curves)
+    assert fit["a"] == pytest.approx(law["beta"] / (law["alpha"] + law["beta"]), abs=0.02)
+    assert 0 < fit["bracketed"] < 200 and fit["sizes"] == 10 and fit["warning"] is None
+    assert 1e5 < fit["N_opt"].min() and fit["N_opt"].max() < 1e8     # the smallest and largest never win
+
+
+def test_envelope_warns_or_refuses_when_too_few_sizes_are_bracketed():
+    law = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+    fit = scaling.fit_envelope(_envelope_curves(law, [1e5, 1e6, 1e7, 1e8], np.geomspace(1e-3, 1e3, 200)))
+    assert fit["sizes"] == 2 and "only 2 sizes are best" in fit["warning"]
+    assert "only 2 sizes" in scaling.fit_table({"runs": 4, "C_max": 1e12, "date": "d", "errors": {},
+                                                "approach1": {**fit, "tokens_per_param": 20.0}},
+                                               {"corpus": "c", "tokenizer": "t", "vocab_size": 1,
+                                                "context_length": 1, "batch_size": 1})
+    with pytest.raises(ValueError, match="bracketed by a smaller and a larger one"):
+        scaling.fit_envelope(_envelope_curves(law, [1e5, 1e6], np.geomspace(1e-3, 1e3, 200)))

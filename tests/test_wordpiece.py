@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numpy_gpt.tokenizers.wordpiece import (
+    SPECIAL_TOKENS,
     WordPieceTokenizer,
     basic_tokenize,
     train_wordpiece_vocab,
@@ -114,3 +115,55 @@ def test_errors(tmp_path):
         tok.decode([4])
     with pytest.raises(TypeError, match="expects a str"):
         tok.encode(b"a")
+
+
+def test_every_code_point_ids_equal_rust_bert_tokenizer():
+    """Every code point but the surrogates (which a Rust string cannot hold), cased and uncased, as a
+    word of its own and between two letters ("a" + c + "b"), gives the ids of tokenizers'
+    BertWordPieceTokenizer, the Rust reference; the vocabulary holds each character, plain and "##",
+    so a wrong split, a wrong lower case or a dropped accent shows as a different id, not as [UNK].
+    The words of a chunk are joined by spaces into one text: every step is per code point or cuts at
+    a space, so one text of 32,768 words is split as 32,768 texts would be (and runs in seconds)."""
+    from tokenizers import BertWordPieceTokenizer
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    for start in range(0, len(chars), 32768):
+        chunk = chars[start:start + 32768]
+        texts = [" ".join(chunk), " ".join("a" + c + "b" for c in chunk)]
+        specials = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+        normalized = BertWordPieceTokenizer(specials, lowercase=True).normalizer.normalize_str(texts[0])
+        symbols = dict.fromkeys([*chunk, *normalized, "a", "b"])
+        vocab = [*SPECIAL_TOKENS, *(s for s in symbols if s not in "[] "), *("##" + s for s in symbols)]
+        for lowercase in (False, True):
+            reference = BertWordPieceTokenizer({t: i for i, t in enumerate(vocab)}, lowercase=lowercase)
+            ours = WordPieceTokenizer(vocab, lowercase=lowercase)
+            expected = reference.encode_batch(texts, add_special_tokens=False)
+            for text, want in zip(texts, expected, strict=True):
+                got = ours.encode(text, add_special_tokens=False)
+                if got != want.ids:                    # name the first code point that differs
+                    words = text.split(" ")
+                    for word in words:
+                        one = reference.encode(word, add_special_tokens=False).ids
+                        assert ours.encode(word, add_special_tokens=False) == one, (
+                            f"{word!r} ({', '.join(f'U+{ord(c):04X}' for c in word)}) lowercase={lowercase}: "
+                            f"ours {ours.tokenize(word)}, reference {reference.encode(word).tokens[1:-1]}")
+                    assert got == want.ids
+
+
+def test_sigma_lowercases_per_code_point():
+    """Rust lower-cases each code point alone: a word-final Σ is σ, where str.lower() gives ς."""
+    assert basic_tokenize("ΟΔΟΣ ΣΑΣ Σ") == ["οδοσ", "σασ", "σ"]
+    assert basic_tokenize("ὀδός", lowercase=True) == ["οδος"]          # a written ς stays ς
+
+
+def test_unicode_tables_are_what_the_script_derives():
+    """The BERT tables in unicode16.py are scripts/unicode_tables.py's output, not edited by hand."""
+    import shutil
+    import subprocess
+    import sys
+    import unicodedata
+    from pathlib import Path
+    if shutil.which("perl") is None or unicodedata.unidata_version != "14.0.0":
+        pytest.skip("the script needs perl and Python 3.11's Unicode 14.0 tables")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "unicode_tables.py"
+    result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -76,6 +76,7 @@ def _cmd_finetune_dpo(args: argparse.Namespace) -> int:
     from numpy_gpt.finetune.preference import (
         PreferenceDataLoader,
         PreferenceDataset,
+        before_and_after,
         end_of_text_id,
         evaluate_dpo,
         plot_dpo,
@@ -167,9 +168,7 @@ def _cmd_finetune_dpo(args: argparse.Namespace) -> int:
     for entry, b, a in zip(shown, responses_before, responses_after, strict=True):
         print(f"\n{entry['instruction']}" + (f" [{entry['input']}]" if entry.get("input") else ""))
         print(f"  before: {b}\n  after:  {a}")
-    print(f"\nHeld-out pairs ({len(test_set)}): reward accuracy {before['accuracy']:.1%} -> "
-          f"{after['accuracy']:.1%}, reward margin {before['margin']:.3f} -> {after['margin']:.3f}, "
-          f"preference accuracy {before['preference_accuracy']:.1%} -> {after['preference_accuracy']:.1%}")
+    print(f"\nHeld-out pairs ({len(test_set)}): {before_and_after(before, after)}")
     if "polite_responses" in metrics:
         polite = metrics["polite_responses"]
         print(f"Polite answers among the {polite['of']} shown: {polite['before']} -> {polite['after']}")

@@ -173,14 +173,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             finally:
                 progress.close()
             unit = result.extra.get("unit", "items")
+            kept = f", {result.extra['shots_kept']:.1f} shots kept on average" if shots else ""
             print(f"  {label}: {result.items:,} {unit} in {result.seconds:.1f} s "
-                  f"({result.items_per_second:,.1f} {unit}/s)", file=sys.stderr, flush=True)
+                  f"({result.items_per_second:,.1f} {unit}/s){kept}", file=sys.stderr, flush=True)
             results.append({"task": task, "shots": shots, "items": result.items, "unit": unit,
                             "seconds": round(result.seconds, 3),
                             "items_per_second": round(result.items_per_second, 3),
                             "metrics": [{"metric": m, "value": v, "stderr": s} for m, v, s in result.metrics],
                             **{k: v for k, v in result.extra.items() if k != "unit"}})
     print(format_table(results))
+    for warning in (w for r in results for w in r.get("warnings", [])):
+        print(f"warning: {warning}")
     stride = args.stride or context
     note = (f"Reproduce: numpy_gpt {__version__}, tokenizer {spec['kind']}, vocabulary "
             f"{model.cfg['vocab_size']:,}, context length {context}, perplexity stride {stride}, "

@@ -176,18 +176,21 @@ def dpo_rewards(policy_chosen: np.ndarray, policy_rejected: np.ndarray, ref_chos
                 ref_rejected: np.ndarray, beta: float = 0.1) -> dict[str, float]:
     """What to watch while training, averaged over the pairs:
 
-    * ``chosen_reward`` = beta (pc - rc), ``rejected_reward`` = beta (pr - rr);
+    * ``chosen_reward`` = beta (pc - rc), ``rejected_reward`` = beta (pr - rr), with beta as TRL's
+      DPOTrainer logs them (the book's notebook reports the log-ratios pc - rc and pr - rr);
     * ``margin`` = chosen_reward - rejected_reward (the z of ``dpo_loss``);
-    * ``accuracy``: the fraction of pairs with a positive margin; an exact tie counts one half (a coin
-      flip). Ties happen at the start, where the policy is the reference and every margin is 0, so a
-      run starts at 50 %, not at 0.
+    * ``accuracy``: the fraction of pairs with a positive margin, TRL's ``rewards/accuracies``
+      (chosen_reward > rejected_reward): a tie counts 0;
+    * ``ties``: the fraction of pairs whose margin is exactly 0. All of them tie while the policy
+      is the reference (before the first update), where ``accuracy`` is 0 by construction and
+      measures nothing: the command reports it as n/a.
     """
     chosen = beta * (np.asarray(policy_chosen, np.float64) - ref_chosen)
     rejected = beta * (np.asarray(policy_rejected, np.float64) - ref_rejected)
     margin = chosen - rejected
-    accuracy = np.mean(margin > 0) + 0.5 * np.mean(margin == 0)
     return {"chosen_reward": float(chosen.mean()), "rejected_reward": float(rejected.mean()),
-            "margin": float(margin.mean()), "accuracy": float(accuracy)}
+            "margin": float(margin.mean()), "accuracy": float(np.mean(margin > 0)),
+            "ties": float(np.mean(margin == 0))}
 
 
 # -- data: token ids, batches ------------------------------------------------------------------------
@@ -354,6 +357,16 @@ def evaluate_dpo(model, loader: PreferenceDataLoader, ref: tuple[np.ndarray, np.
     loss, _, _ = dpo_loss(pc.astype(np.float64), pr.astype(np.float64), rc, rr, beta)
     return {"loss": loss, **dpo_rewards(pc, pr, rc, rr, beta),
             "preference_accuracy": float(np.mean(pc > pr) + 0.5 * np.mean(pc == pr))}
+
+
+def before_and_after(before: dict[str, float], after: dict[str, float]) -> str:
+    """One line of held-out numbers, before -> after tuning (``evaluate_dpo``'s dicts). Where every
+    pair ties (the policy is still the reference) the reward accuracy is n/a: 0 by construction."""
+    def accuracy(m: dict[str, float]) -> str:
+        return "n/a (policy = reference)" if m["ties"] == 1.0 else f"{m['accuracy']:.1%}"
+    return (f"reward accuracy {accuracy(before)} -> {accuracy(after)}, reward margin {before['margin']:.3f} "
+            f"-> {after['margin']:.3f}, preference accuracy {before['preference_accuracy']:.1%} -> "
+            f"{after['preference_accuracy']:.1%}")
 
 
 # -- the training loop -------------------------------------------------------------------------------

@@ -4,18 +4,23 @@ GPT-2 splits text into byte-level BPE tokens (bpe.py). BERT uses WordPiece, in t
 
 1. Basic tokenization (``basic_tokenize``): clean the text (drop NUL, U+FFFD and control
    characters, turn every whitespace character into a space), put spaces around CJK ideographs
-   (each becomes a word of its own), optionally lower-case and strip accents (decompose to NFD and
-   drop the combining marks: "Élan" -> "elan"), split on whitespace, then split every punctuation
-   character off as a word of its own ("don't." -> "don", "'", "t", ".").
+   (each becomes a word of its own), optionally strip accents (decompose to NFD and drop the
+   combining marks: "Élan" -> "Elan") and lower-case, split on whitespace, then split every
+   punctuation character off as a word of its own ("don't." -> "don", "'", "t", ".").
 2. WordPiece (``wordpiece``): each word is cut greedily, longest match first, into pieces of the
    vocabulary; pieces after the first carry the prefix "##" ("unaffable" -> "un", "##aff",
    "##able"). A word with a part no piece matches, or longer than 100 characters, is one [UNK].
 
 ``encode`` wraps the pieces in [CLS] ... [SEP], and reads the special tokens ([CLS], [SEP], [PAD],
 [MASK], [UNK]) written in a text as themselves, so "The cat [MASK] on the mat." has a mask to fill.
-The ids equal those of Hugging Face's ``tokenizers.BertWordPieceTokenizer`` and
-``transformers.BertTokenizer`` given the same vocab.txt (one token per line, its id is its line
-number).
+The reference is one implementation: Hugging Face's Rust tokenizer, ``tokenizers.BertWordPieceTokenizer``
+(which transformers 5's ``BertTokenizer`` is), given the same vocab.txt (one token per line, its id is
+its line number). The ids equal its ids on every code point, cased and uncased (tests/test_wordpiece.py
+tries all 1,112,064), so its choices are ours: lower case per code point (a word-final "Σ" is "σ",
+never "ς"), punctuation, control characters and accents as Unicode 8.0 classed them, lower case from
+Unicode 17.0 (the tables are in unicode16.py), accents stripped before lower-casing. transformers 4's
+slow Python ``BertTokenizer`` differs: it first composes the text to NFC, so in cased mode "e" + U+0301
+is one character "é" there and two here; and it takes every class from Python's own Unicode tables.
 
 ``train_wordpiece_vocab`` learns a vocab.txt from text as the WordPiece paper does: start from the
 characters ("##" + c inside a word), then repeatedly merge the adjacent pair (a, b) with the best
@@ -25,75 +30,73 @@ score count(ab) / (count(a) * count(b)), which prefers pairs whose parts are rar
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from numpy_gpt.fileio import write_text_atomic
+from numpy_gpt.tokenizers.unicode16 import (
+    BERT_CONTROL,
+    BERT_MARKS,
+    BERT_PUNCTUATION,
+    DECOMPOSED_AFTER_8,
+    UNICODE_17_LOWERCASE,
+)
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_CHARS_PER_WORD = 100
 
-# The CJK Unified Ideographs blocks, as BERT defines "Chinese character" (not Hangul or kana).
+# BERT's character classes, as the Rust reference has them (the tables are in unicode16.py):
+# - whitespace: the Unicode White_Space property (\v, \f and U+0085 are control characters first);
+# - control characters (Cc, Cf, Co) and punctuation (P*) as of Unicode 8.0; every ASCII symbol that
+#   is not a letter or digit ("$", "^", "`" too) is punctuation as well;
+# - the CJK Unified Ideographs blocks, as BERT defines "Chinese character" (not Hangul or kana);
+#   0x2B920 starts the fifth one, where Google's BERT wrote 0x2B820: the Rust tokenizer's value.
+_WHITESPACE = "\t\n\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_PUNCTUATION = "\\x21-\\x2f\\x3a-\\x40\\x5b-\\x60\\x7b-\\x7e" + BERT_PUNCTUATION
 _CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-               (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+               (0x2B740, 0x2B81F), (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+
+_DROPPED = re.compile(f"[\ufffd{BERT_CONTROL}]")                   # U+FFFD and control characters (NUL too)
+_SPACES = re.compile(f"[{_WHITESPACE}]")
+_CJK = re.compile("([" + "".join(f"{chr(a)}-{chr(b)}" for a, b in _CJK_RANGES) + "])")
+_MARKS = re.compile(f"[{BERT_MARKS}]")
+_NEWER_THAN_NFD = re.compile(f"([{DECOMPOSED_AFTER_8}])")
+_WORDS = re.compile(f"[{_PUNCTUATION}]|[^{_PUNCTUATION} ]+")         # a punctuation mark, or a run of others
 
 
 # -- basic tokenization ----------------------------------------------------------------------------
-def _is_whitespace(ch: str) -> bool:
-    return ch in " \t\n\r" or unicodedata.category(ch) == "Zs"
-
-
-def _is_control(ch: str) -> bool:
-    return ch not in "\t\n\r" and unicodedata.category(ch).startswith("C")
-
-
-def _is_punctuation(ch: str) -> bool:
-    """Every ASCII non-letter, non-digit symbol ("$", "^", "`" too) and every Unicode P* character."""
-    cp = ord(ch)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(ch).startswith("P")
-
-
-def _is_cjk(ch: str) -> bool:
-    cp = ord(ch)
-    return cp >= 0x3400 and any(low <= cp <= high for low, high in _CJK_RANGES)
-
-
 def clean_text(text: str) -> str:
     """Drop NUL, U+FFFD and control characters; every whitespace character becomes a space."""
-    return "".join(" " if _is_whitespace(ch) else ch for ch in text
-                   if ch not in "\x00\ufffd" and not _is_control(ch))
+    return _SPACES.sub(" ", _DROPPED.sub("", text))
 
 
 def strip_accents(text: str) -> str:
-    """Decompose (NFD: "é" -> "e" + U+0301) and drop the combining marks (category Mn)."""
-    return "".join(ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch) != "Mn")
+    """Decompose (NFD: "é" -> "e" + U+0301) and drop the combining marks (category Mn). A character
+    assigned after Unicode 8.0 stays whole, as in the reference's NFD."""
+    parts = _NEWER_THAN_NFD.split(text)                   # odd parts: the characters NFD must not touch
+    text = "".join(part if i % 2 else unicodedata.normalize("NFD", part) for i, part in enumerate(parts))
+    return _MARKS.sub("", text)
+
+
+def lower_code_points(text: str) -> str:
+    """Each code point to its lower case, alone: "Σ" is always "σ", where ``str.lower()`` writes a
+    word-final "ς"; letters newer than Python's Unicode tables get their Unicode 17.0 lower case."""
+    return text.replace("\u03a3", "\u03c3").translate(UNICODE_17_LOWERCASE).lower()
 
 
 def basic_tokenize(text: str, lowercase: bool = True, strip_accents_: bool | None = None) -> list[str]:
     """BERT's pre-tokenization: the words that WordPiece then cuts. ``strip_accents_`` None follows
-    ``lowercase`` (BERT's uncased models strip accents, cased ones keep them)."""
-    text = clean_text(text)
-    text = "".join(f" {ch} " if _is_cjk(ch) else ch for ch in text)          # each ideograph a word
-    if lowercase:
-        text = text.lower()
+    ``lowercase`` (BERT's uncased models strip accents, cased ones keep them). The steps run in the
+    reference's order: clean, space the ideographs, strip accents, lower-case, split."""
+    text = _CJK.sub(r" \1 ", clean_text(text))                         # each ideograph a word
     if strip_accents_ if strip_accents_ is not None else lowercase:
         text = strip_accents(text)
-    words = []
-    for chunk in text.split():
-        word = ""
-        for ch in chunk:
-            if _is_punctuation(ch):
-                words += [word, ch] if word else [ch]
-                word = ""
-            else:
-                word += ch
-        if word:
-            words.append(word)
-    return words
+    if lowercase:
+        text = lower_code_points(text)
+    return _WORDS.findall(text)
 
 
 # -- WordPiece --------------------------------------------------------------------------------------
