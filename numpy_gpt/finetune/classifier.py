@@ -254,8 +254,8 @@ def train_classifier_simple(model: GPTModel, train_loader: DataLoader, val_loade
     Checkpoints, resumption and Ctrl-C are numpy_gpt/run.py's ``TrainingRun``: with a
     ``checkpoint_path`` the run is saved every ``checkpoint_freq`` steps (if given) and after the step
     during which Ctrl-C was pressed (then ``TrainingInterrupted`` is raised); ``resume_from`` that
-    file continues the run exactly. The file is removed once the run is done. A nan or inf loss stops it before the
-    weights change (``NonFiniteLossError``).
+    file continues the run exactly; the file is removed once the run is done. A nan or inf loss stops
+    it before the weights change (``NonFiniteLossError``).
     """
     def covered(loader) -> str:
         return f"{examples_covered(loader, eval_iter)} of {len(loader.dataset)}"
