@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import with_meta
 
 from numpy_gpt import run as training_run
 from numpy_gpt.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
@@ -247,17 +248,8 @@ def _train(path: Path, resume: bool = False, steps: int = 2):
                        progress=False)
 
 
-def _lie(path: Path, change) -> None:
-    """Rewrite the checkpoint's metadata with ``change(meta)`` applied."""
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    meta = json.loads(arrays["__meta__"].tobytes())
-    change(meta)
-    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    np.savez(path, **arrays)
-
-
 def _set(*keys, value=None, delete=False):
+    """A change of the checkpoint's metadata: set (or delete) the entry at ``keys``."""
     def change(meta):
         node = meta
         for key in keys[:-1]:
@@ -291,7 +283,7 @@ def test_a_resume_record_that_lies_is_one_clear_error(tmp_path, change, message)
     CheckpointError naming the file (the command line prints it as one line, exit code 1)."""
     path = tmp_path / "run.npz"
     _train(path)
-    _lie(path, change)
+    with_meta(path, path, change)
     with pytest.raises(CheckpointError, match=message) as error:
         _train(path, resume=True, steps=4)
     assert str(path) in str(error.value)
@@ -304,7 +296,7 @@ def test_a_lying_record_changes_nothing_before_it_is_refused(tmp_path):
 
     path = tmp_path / "run.npz"
     _train(path)
-    _lie(path, _set("optimizer", "param_groups", 0, "lr", value="x"))
+    with_meta(path, path, _set("optimizer", "param_groups", 0, "lr", value="x"))
     model = GPTModel(TINY, seed=5)
     before = {k: v.copy() for k, v in model.state_dict().items()}
     rng_before = model.dropout_rng.bit_generator.state
@@ -319,7 +311,8 @@ def test_a_lying_record_changes_nothing_before_it_is_refused(tmp_path):
 def test_the_cli_reports_a_lying_record_in_one_line(data, tmp_path, capsys):
     """`pretrain --resume` on a checkpoint whose history was deleted: one line, exit 1 (was a KeyError)."""
     assert main(argv("pretrain", data, tmp_path)) == 0
-    _lie(tmp_path / "model.npz", _set("extra", "training", "history", delete=True))
+    path = tmp_path / "model.npz"
+    with_meta(path, path, _set("extra", "training", "history", delete=True))
     capsys.readouterr()
     assert main([*argv("pretrain", data, tmp_path), "--resume"]) == 1
     err = capsys.readouterr().err
