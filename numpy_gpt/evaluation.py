@@ -29,14 +29,13 @@ are in ``eval_tasks.py``; the command is ``numpy-gpt evaluate`` (``cli/evaluate.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from numpy_gpt.nn.module import no_grad
+from numpy_gpt.nn.module import inference
 
 LN2 = math.log(2.0)
 # How the harness joins a prompt: "<query><TARGET_DELIMITER><answer>" for one example and
@@ -44,19 +43,6 @@ LN2 = math.log(2.0)
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
 LOGITS_BUDGET = 1 << 26           # floats of logits per forward pass (256 MB in float32)
-
-
-@contextlib.contextmanager
-def inference(model) -> Iterator[None]:
-    """Evaluate as the papers do: dropout off (``model.eval()``) and nothing kept for backward
-    (``no_grad``); the model's train/eval mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            yield
-    finally:
-        model.train(was_training)
 
 
 def _as_ids(token_ids, what: str) -> np.ndarray:

@@ -23,13 +23,14 @@ from pathlib import Path
 
 class TrainingInterrupted(Exception):
     """Training stopped after Ctrl-C at ``step`` of ``max_steps``; ``checkpoint`` is where it was saved
-    (None when the loop had nowhere to save)."""
+    (None when the loop had nowhere to save); ``note`` adds to the message."""
 
-    def __init__(self, step: int, max_steps: int, checkpoint: str | Path | None) -> None:
+    def __init__(self, step: int, max_steps: int, checkpoint: str | Path | None, note: str = "") -> None:
         self.step, self.max_steps = step, max_steps
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         where = f"saved to {self.checkpoint}" if checkpoint is not None else "nothing saved"
-        super().__init__(f"interrupted after step {step} of {max_steps}; {where}")
+        note = f"; {note}" if note else ""
+        super().__init__(f"interrupted after step {step} of {max_steps}; {where}{note}")
 
 
 class InterruptFlag:
@@ -59,11 +60,12 @@ def stop_on_interrupt() -> Iterator[InterruptFlag]:
         signal.signal(signal.SIGINT, previous)
 
 
-def resume_hint(argv: list[str] | None = None, flag: str = "--resume") -> str:
-    """The command that continues an interrupted run: this one, with ``flag`` added if absent."""
+def resume_hint(argv: list[str] | None = None, flag: str | None = "--resume") -> str:
+    """The command that continues an interrupted run: this one, with ``flag`` added if absent (None:
+    the same command, for a command that always continues what it finds)."""
     import shlex
     args = list(sys.argv[1:] if argv is None else argv)
-    if flag not in args:
+    if flag is not None and flag not in args:
         args.append(flag)
     return "numpy-gpt " + shlex.join(args)
 

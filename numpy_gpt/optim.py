@@ -220,15 +220,27 @@ class AdamW:
         The parameter groups must have the same sizes and every moment the shape of its parameter;
         otherwise nothing is changed and the error says what differs.
         """
-        if "param_groups" not in state_dict:
+        options, new_state = self._checked_state(state_dict)
+        for group, opts in zip(self.param_groups, options, strict=True):
+            group.update(opts)
+        self.state = new_state
+
+    def check_param_groups(self, state_dict: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each group's hyperparameters from ``state_dict["param_groups"]`` (a checkpoint keeps them
+        in its JSON part), checked as ``load_state_dict`` checks them; nothing is changed and the
+        moments are not looked at."""
+        if not isinstance(state_dict, dict) or "param_groups" not in state_dict:
             raise KeyError("AdamW state dict has no 'param_groups' entry: not an AdamW state dict")
         saved_groups = state_dict["param_groups"]
+        if not isinstance(saved_groups, list) or not all(isinstance(g, dict) for g in saved_groups):
+            raise TypeError("AdamW state dict: param_groups must be a list of groups (JSON objects)")
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"AdamW state dict has {len(saved_groups)} parameter group(s), this optimizer "
                              f"has {len(self.param_groups)}")
         options = []
         for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups, strict=True)):
-            n_saved = len(saved.get("params", []))
+            indices = saved.get("params", [])
+            n_saved = len(indices) if isinstance(indices, list) else -1
             if n_saved != len(group["params"]):
                 raise ValueError(f"AdamW state dict: parameter group {i} has {n_saved} parameters saved, "
                                  f"{len(group['params'])} here")
@@ -236,7 +248,11 @@ class AdamW:
             if missing:
                 raise KeyError(f"AdamW state dict: parameter group {i} lacks {missing}")
             options.append(_check_options(saved, f"AdamW state dict group {i}"))
+        return options
 
+    def _checked_state(self, state_dict: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[int, Any]]:
+        """(each group's options, the new per-parameter state) of ``state_dict``, every part checked."""
+        options = self.check_param_groups(state_dict)
         params = [p for _, p, _ in self._indexed_params()]
         entries: dict[int, dict[str, Any]] = {}
         unexpected = []
@@ -271,10 +287,7 @@ class AdamW:
             new_state[i] = {"step": int(step),
                             "exp_avg": np.array(entry["exp_avg"], dtype=p.data.dtype, order="C"),
                             "exp_avg_sq": np.array(entry["exp_avg_sq"], dtype=p.data.dtype, order="C")}
-
-        for group, opts in zip(self.param_groups, options, strict=True):
-            group.update(opts)
-        self.state = new_state
+        return options, new_state
 
 
 def configure_param_groups(model: Module, weight_decay: float, *,

@@ -68,7 +68,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -634,16 +634,30 @@ def _curve(step_losses: list[float], batch_tokens: int, points: int = 32) -> lis
     return curve
 
 
-def train_run(run, cfg: dict[str, Any], train_ids, val_loader, batch_size: int, stop) -> dict[str, Any]:
+@dataclass
+class RunHistory:
+    """What ``train_run`` records while it trains, kept in the run's checkpoints: every step's
+    training loss and the seconds of training proper."""
+
+    step_losses: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def train_run(run, cfg: dict[str, Any], train_ids, val_loader, batch_size: int, *,
+              checkpoint_path: str | Path | None = None, checkpoint_freq: int | None = None,
+              resume_from: str | Path | None = None) -> dict[str, Any]:
     """Train one planned run with warmup + cosine to 10 % over exactly its steps; return its record.
 
-    ``stop`` is the interrupt flag of ``stop_on_interrupt``: after a Ctrl-C the current step ends
-    and ``TrainingInterrupted`` is raised (nothing of this run is recorded)."""
+    Checkpoints, resumption and Ctrl-C are numpy_gpt/run.py's ``TrainingRun``: with
+    ``checkpoint_path`` the run is saved every ``checkpoint_freq`` steps (if given) and after the
+    step during which Ctrl-C was pressed (then ``TrainingInterrupted`` is raised); ``resume_from``
+    that file continues the run exactly. The file is removed when the run is done: the sweep keeps
+    its record."""
     from numpy_gpt.data import create_dataloader_v1
-    from numpy_gpt.interrupt import TrainingInterrupted
     from numpy_gpt.model import GPTModel
     from numpy_gpt.optim import AdamW, WarmupCosineLR, clip_grad_norm, configure_param_groups
-    from numpy_gpt.train import NonFiniteLossError, calc_loss_batch, calc_loss_loader
+    from numpy_gpt.run import TrainingRun
+    from numpy_gpt.train import calc_loss_batch, calc_loss_loader
 
     lr = peak_lr(run.n_params)
     warmup = warmup_steps(run.steps)
@@ -653,35 +667,26 @@ def train_run(run, cfg: dict[str, Any], train_ids, val_loader, batch_size: int, 
     params = list(model.parameters(trainable_only=True))
     loader = create_dataloader_v1(train_ids, batch_size=batch_size, max_length=cfg["context_length"],
                                   stride=cfg["context_length"], shuffle=True, drop_last=True, seed=run.seed)
-
-    def batches():
-        epoch = 0
-        while True:
-            loader.epoch = epoch
-            yield from loader
-            epoch += 1
-
-    stream = batches()
-    step_losses = []
-    started = time.perf_counter()
+    history = RunHistory()
+    layout = {"run": run.key, "steps": run.steps, "batches_per_epoch": len(loader), "batch_size": batch_size}
     model.train()
-    for step in range(run.steps):
-        lr_now = schedule(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_now
-        optimizer.zero_grad()
-        inputs, targets = next(stream)
-        loss = calc_loss_batch(inputs, targets, model, backward=True)
-        if not math.isfinite(loss):
-            raise NonFiniteLossError(f"run {run.key}: the training loss is {loss} at step {step}")
-        clip_grad_norm(params, 1.0)
-        optimizer.step()
-        step_losses.append(loss)
-        if stop.requested:
-            raise TrainingInterrupted(step + 1, run.steps, None)
-    train_seconds = time.perf_counter() - started
+    with TrainingRun(model, optimizer, history, checkpoint_path=checkpoint_path, resume_from=resume_from,
+                     checkpoint_freq=checkpoint_freq, layout=layout, key="scaling_run",
+                     keep_when_done=False) as training:
+        batches = training.batches(loader)
+        for _ in training.steps(run.steps):
+            started = time.perf_counter()
+            training.set_lr(schedule)
+            optimizer.zero_grad()
+            _, (inputs, targets) = next(batches)
+            loss = calc_loss_batch(inputs, targets, model, backward=True)
+            training.check(loss, clip_grad_norm(params, 1.0))
+            optimizer.step()
+            history.train_seconds += time.perf_counter() - started
+            history.step_losses.append(loss)
     model.eval()
     val_loss = calc_loss_loader(val_loader, model)
+    step_losses, train_seconds = history.step_losses, history.train_seconds
     return {"key": run.key, "n_layers": run.shape.n_layers, "emb_dim": run.shape.emb_dim,
             "n_heads": run.shape.n_heads, "N": run.n_params, "params_total": model.num_parameters(),
             "flops_per_token": run.flops_per_token, "budget": run.budget, "C": run.flops, "D": run.tokens,

@@ -13,7 +13,8 @@ The book's pieces, under the book's names:
 
 Both loops show a progress bar (tqdm) with the loss and the training speed in tokens per second,
 and stop with ``NonFiniteLossError`` naming the step as soon as a loss is nan or inf -- before the
-bad gradients reach the weights, and without overwriting the last checkpoint, which stays good.
+bad gradients reach the weights. Checkpoints, resumption, Ctrl-C and that guard are numpy_gpt/run.py's
+``TrainingRun``, shared by every training loop of the package.
 """
 
 from __future__ import annotations
@@ -21,24 +22,21 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import closing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from numpy_gpt.checkpoint import NonFiniteStateError, load_checkpoint, save_checkpoint
 from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
-from numpy_gpt.interrupt import TrainingInterrupted, stop_on_interrupt
 from numpy_gpt.nn.loss import cross_entropy
-from numpy_gpt.nn.module import no_grad
+from numpy_gpt.nn.module import inference, no_grad
 from numpy_gpt.optim import AdamW, clip_grad_norm
+from numpy_gpt.run import NonFiniteLossError, TrainingRun, check_finite, progress_bar, record_from_dict
 
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a nan or inf loss (or gradient norm); the message names the step."""
+__all__ = ["NonFiniteLossError", "TrainingHistory", "calc_loss_batch", "calc_loss_loader", "evaluate_model",
+           "generate_and_print_sample", "perplexity", "train_model", "train_model_simple"]
 
 
 # -- losses (section 5.1) ---------------------------------------------------------------------------
@@ -59,9 +57,11 @@ def calc_loss_batch(input_batch: np.ndarray, target_batch: np.ndarray, model, *,
     return loss
 
 
-def calc_loss_loader(data_loader, model, num_batches: int | None = None) -> float:
-    """Average ``calc_loss_batch`` over the first ``num_batches`` batches (default: all), under
-    ``no_grad``. An empty loader gives nan, as in the book.
+def calc_loss_loader(data_loader, model, num_batches: int | None = None, *,
+                     loss_fn: Callable[..., float] = calc_loss_batch) -> float:
+    """Average ``loss_fn`` (default ``calc_loss_batch``) over the first ``num_batches`` batches
+    (default: all), under ``no_grad``. An empty loader gives nan, as in the book. Chapter 6's
+    classifier passes its own per-batch loss (the last token's).
 
     An evaluation is not a training pass: a loader's ``epoch`` counter (which a full pass advances)
     is left as it was, so evaluating never changes the order of the training batches."""
@@ -75,21 +75,20 @@ def calc_loss_loader(data_loader, model, num_batches: int | None = None) -> floa
             for i, (input_batch, target_batch) in enumerate(data_loader):
                 if i >= num_batches:
                     break
-                total_loss += calc_loss_batch(input_batch, target_batch, model)
+                total_loss += loss_fn(input_batch, target_batch, model)
     finally:
         if epoch is not None:
             data_loader.epoch = epoch
     return total_loss / num_batches
 
 
-def evaluate_model(model, train_loader, val_loader, eval_iter: int) -> tuple[float, float]:
-    """(train loss, validation loss) over ``eval_iter`` batches of each, in evaluation mode (no
-    dropout); the model goes back to training mode afterwards."""
-    model.eval()
-    train_loss = calc_loss_loader(train_loader, model, num_batches=eval_iter)
-    val_loss = calc_loss_loader(val_loader, model, num_batches=eval_iter)
-    model.train()
-    return train_loss, val_loss
+def evaluate_model(model, train_loader, val_loader, eval_iter: int | None, *,
+                   loss_fn: Callable[..., float] = calc_loss_batch) -> tuple[float, float]:
+    """(train loss, validation loss) over ``eval_iter`` batches of each (None: all), in evaluation
+    mode (no dropout); the model goes back to the mode it was in afterwards."""
+    with inference(model):
+        return (calc_loss_loader(train_loader, model, eval_iter, loss_fn=loss_fn),
+                calc_loss_loader(val_loader, model, eval_iter, loss_fn=loss_fn))
 
 
 def perplexity(loss: float) -> float:
@@ -112,31 +111,6 @@ def generate_and_print_sample(model, tokenizer, start_context: str, max_new_toke
 
 
 # -- shared by both loops ---------------------------------------------------------------------------
-def _check_finite(what: str, value: float, step: int, epoch: int, checkpoint_note: str = "") -> None:
-    """Stop training with an error naming the step when ``value`` (a loss or a norm) is nan/inf.
-
-    It runs before ``optimizer.step()``, so the weights never see the bad gradients."""
-    if not math.isfinite(value):
-        raise NonFiniteLossError(
-            f"{what} is {value} at step {step} (epoch {epoch + 1}); training stopped before the weights "
-            f"were updated with it. {checkpoint_note}Try a lower learning rate, a warmup, or gradient "
-            f"clipping.")
-
-
-def _scheduled_lr(lr_schedule: Callable[[int], float], step: int, checkpoint_note: str) -> float:
-    """``lr_schedule(step)``, refused before it reaches the optimizer unless it is a finite number
-    >= 0: a NaN or infinite learning rate turns every weight NaN in one step."""
-    lr = lr_schedule(step)
-    try:
-        value = float(lr)
-    except (TypeError, ValueError):
-        raise TypeError(f"lr_schedule({step}) returned {lr!r}, not a number") from None
-    if not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(f"lr_schedule({step}) returned {lr!r}; a learning rate must be a finite number "
-                         f">= 0. Training stopped before step {step} touched the weights. {checkpoint_note}")
-    return value
-
-
 class _Speedometer:
     """Tokens per second of training proper (forward, backward, update), evaluation excluded."""
 
@@ -159,16 +133,6 @@ class _Speedometer:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def _progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step",
-                dynamic_ncols=True, mininterval=0.5)
-
-
-def _printer(enabled_bar: bool) -> Callable[[str], None]:
-    """Print lines without breaking the progress bar."""
-    return tqdm.write if enabled_bar else print
-
-
 # -- chapter 5: the simple loop --------------------------------------------------------------------
 def train_model_simple(model, train_loader, val_loader, optimizer: AdamW, num_epochs: int, eval_freq: int,
                        eval_iter: int, start_context: str, tokenizer, *, progress: bool = True
@@ -179,8 +143,8 @@ def train_model_simple(model, train_loader, val_loader, optimizer: AdamW, num_ep
     train_losses, val_losses, track_tokens_seen = [], [], []
     tokens_seen, global_step = 0, -1
     speed = _Speedometer()
-    bar = _progress_bar(num_epochs * len(train_loader), 0, progress)
-    say = _printer(progress)
+    bar = progress_bar(num_epochs * len(train_loader), 0, progress)
+    say = tqdm.write if progress else print
     try:
         for epoch in range(num_epochs):
             model.train()
@@ -188,7 +152,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer: AdamW, num_ep
                 speed.start()
                 optimizer.zero_grad()
                 loss = calc_loss_batch(input_batch, target_batch, model, backward=True)
-                _check_finite("the training loss", loss, global_step + 1, epoch)
+                check_finite("the training loss", loss, global_step + 1, epoch)
                 optimizer.step()
                 speed.stop(input_batch.size)
                 tokens_seen += input_batch.size
@@ -239,47 +203,8 @@ class TrainingHistory:
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> TrainingHistory:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(saved) - known)
-        if unknown:
-            raise ValueError(f"the saved training history has unknown fields {unknown}")
-        return cls(**saved)
-
-
-def _micro_batches(train_loader, start: int) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
-    """Endless (epoch, batch) stream over the training loader, skipping the first ``start`` batches.
-
-    Each pass tells the loader its epoch (``train_loader.epoch = e``) when the loader has that
-    attribute, so its shuffling depends only on the epoch: a resumed run sees exactly the batches
-    the uninterrupted run would have seen."""
-    per_epoch = len(train_loader)
-    epoch, skip = divmod(start, per_epoch)
-    while True:
-        if hasattr(train_loader, "epoch"):
-            train_loader.epoch = epoch
-        for i, batch in enumerate(train_loader):
-            if i >= skip:
-                yield epoch, batch
-        skip = 0
-        epoch += 1
-
-
-def _resume(resume_from: str | os.PathLike, model, optimizer: AdamW, layout: dict[str, int]
-            ) -> tuple[int, TrainingHistory]:
-    """Load model, optimizer, dropout RNG and history from a checkpoint saved by ``train_model``."""
-    checkpoint = load_checkpoint(resume_from, model)
-    training = checkpoint.extra.get("training")
-    if checkpoint.optimizer_state is None or not isinstance(training, dict):
-        raise ValueError(f"{resume_from} cannot be resumed: it has no optimizer state or training "
-                         f"record (it was not saved by train_model); load it with load_checkpoint "
-                         f"to generate or to start a new run from its weights")
-    saved_layout = {key: training.get(key) for key in layout}
-    if saved_layout != layout:
-        raise ValueError(f"{resume_from} was trained with {saved_layout}, this run has {layout}: "
-                         f"resume with the same data, batch size, context length and "
-                         f"gradient accumulation, or the batches would not line up")
-    optimizer.load_state_dict(checkpoint.optimizer_state)
-    return checkpoint.step, TrainingHistory.from_dict(training["history"])
+        """The history a checkpoint saved, every field checked (``run.record_from_dict``)."""
+        return record_from_dict(cls, saved, "the saved training history")
 
 
 def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs: int = 1,
@@ -306,15 +231,13 @@ def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs
     the end: greedy as in the book, or as ``sampling`` says (``generate``'s temperature, top_k,
     top_p, seed).
 
-    Checkpoints. With ``checkpoint_path`` the model, optimizer, dropout RNG, step and history are
-    saved (atomically) every ``checkpoint_freq`` steps, if given, and at the end; ``checkpoint_extra``
-    is stored alongside (e.g. which tokenizer to use). ``resume_from`` a checkpoint saved by this
-    function continues that run: with the same seed, data and settings, the losses are exactly those
-    of a run that was never interrupted.
-
-    Ctrl-C. The first one lets the current step finish, saves the checkpoint and raises
-    ``TrainingInterrupted`` (resuming from it continues exactly); a second one stops at once
-    (numpy_gpt/interrupt.py).
+    Checkpoints, resumption, Ctrl-C (numpy_gpt/run.py's ``TrainingRun``). With ``checkpoint_path``
+    the model, optimizer, dropout RNG, step and history are saved (atomically) every
+    ``checkpoint_freq`` steps, if given, and at the end; ``checkpoint_extra`` is stored alongside
+    (e.g. which tokenizer to use). ``resume_from`` a checkpoint saved by this function continues that
+    run: with the same seed, data and settings, the losses are exactly those of a run that was never
+    interrupted. The first Ctrl-C lets the current step finish, saves and raises
+    ``TrainingInterrupted``; a second one stops at once.
 
     A nan or inf loss (or gradient norm) raises ``NonFiniteLossError`` naming the step; the weights
     are not updated with it and the last checkpoint file is left as it was. A schedule's NaN or
@@ -326,8 +249,8 @@ def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs
     if grad_accum_steps < 1 or per_epoch < 1:
         raise ValueError(f"need grad_accum_steps >= 1 and a non-empty train_loader, got "
                          f"grad_accum_steps={grad_accum_steps} and {per_epoch} batches")
-    if eval_freq < 1 or (checkpoint_freq is not None and checkpoint_freq < 1):
-        raise ValueError(f"eval_freq and checkpoint_freq must be >= 1, got {eval_freq}, {checkpoint_freq}")
+    if eval_freq < 1:
+        raise ValueError(f"eval_freq must be >= 1, got {eval_freq}")
     if max_steps is None:
         max_steps = num_epochs * per_epoch // grad_accum_steps
         if max_steps < 1:
@@ -336,70 +259,44 @@ def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs
     batch_shape = next(iter(train_loader))[0].shape
     layout = {"grad_accum_steps": grad_accum_steps, "batches_per_epoch": per_epoch,
               "batch_size": int(batch_shape[0]), "context_length": int(batch_shape[1])}
-
-    history, start_step = TrainingHistory(), 0
-    if resume_from is not None:
-        start_step, history = _resume(resume_from, model, optimizer, layout)
-        checkpoint_note = f"The last good checkpoint is {resume_from} (step {start_step}). "
-    elif checkpoint_path is not None:
-        checkpoint_note = f"No checkpoint was written to {checkpoint_path} yet. "
-    else:
-        checkpoint_note = ""
-
-    def save(step: int) -> None:
-        nonlocal checkpoint_note
-        if checkpoint_path is None:
-            return
-        extra = {**(checkpoint_extra or {}),
-                 "training": {**layout, "history": history.to_dict()}}
-        try:           # refuses NaN/inf weights or optimizer state, so the file on disk stays good
-            save_checkpoint(checkpoint_path, model, optimizer, step=step, extra=extra)
-        except NonFiniteStateError as err:
-            raise NonFiniteLossError(f"the weights or optimizer state are not finite after step {step - 1}: "
-                                     f"{err}. {checkpoint_note}Try a lower learning rate, a warmup, or "
-                                     f"gradient clipping.") from None
-        checkpoint_note = f"The last good checkpoint is {checkpoint_path} (step {step}). "
+    history = TrainingHistory()
+    run = TrainingRun(model, optimizer, history, checkpoint_path=checkpoint_path, resume_from=resume_from,
+                      checkpoint_freq=checkpoint_freq, layout=layout, extra=checkpoint_extra,
+                      progress=progress)
 
     def sample() -> None:
         if tokenizer is not None and start_context:
-            generate_and_print_sample(model, tokenizer, start_context, sample_tokens, print_fn=say,
+            generate_and_print_sample(model, tokenizer, start_context, sample_tokens, print_fn=run.say,
                                       **(sampling or {}))
 
-    say = _printer(progress)
-    if resume_from is not None:
-        say(f"resumed from step {start_step} of {max_steps} ({resume_from})")
     speed = _Speedometer()
-    stream = _micro_batches(train_loader, start_step * grad_accum_steps)
     params = list(model.parameters(trainable_only=True))
-    bar = _progress_bar(max_steps, start_step, progress)
     model.train()
-    with stop_on_interrupt() as stop, closing(bar):      # first Ctrl-C: save after this step, then stop
-        for global_step in range(start_step, max_steps):
+    with run:
+        batches = run.batches(train_loader, grad_accum_steps)
+        for global_step in run.steps(max_steps):
             speed.start()
             if lr_schedule is not None:
-                lr = _scheduled_lr(lr_schedule, global_step, checkpoint_note)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+                run.set_lr(lr_schedule)                     # NaN/inf refused before it reaches the weights
             optimizer.zero_grad()
             step_loss, step_tokens = 0.0, 0
             for _ in range(grad_accum_steps):
-                epoch, (input_batch, target_batch) = next(stream)
+                epoch, (input_batch, target_batch) = next(batches)
                 loss = calc_loss_batch(input_batch, target_batch, model, backward=True,
                                        grad_scale=1.0 / grad_accum_steps)
-                _check_finite("the training loss", loss, global_step, epoch, checkpoint_note)
+                run.check(loss)
                 step_loss += loss / grad_accum_steps
                 step_tokens += input_batch.size
             if grad_clip is not None:
-                norm = clip_grad_norm(params, grad_clip)
-                _check_finite("the gradient norm", norm, global_step, epoch, checkpoint_note)
+                run.check(step_loss, clip_grad_norm(params, grad_clip))
             optimizer.step()
             history.train_seconds += speed.stop(step_tokens)
 
             history.step_losses.append(step_loss)
             history.lrs.append(float(optimizer.param_groups[0]["lr"]))
             history.train_tokens += step_tokens
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{speed.tokens_per_second:,.0f}", refresh=False)
+            run.bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{speed.tokens_per_second:,.0f}",
+                                refresh=False)
 
             last = global_step == max_steps - 1
             if global_step % eval_freq == 0 or last:
@@ -408,16 +305,10 @@ def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs
                 history.tokens_seen.append(history.train_tokens)
                 history.train_losses.append(train_loss)
                 history.val_losses.append(val_loss)
-                say(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, "
-                    f"Val loss {val_loss:.3f}, Val perplexity {perplexity(val_loss):.1f}")
-            if checkpoint_freq is not None and (global_step + 1) % checkpoint_freq == 0 and not last:
-                save(global_step + 1)
+                run.say(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, "
+                        f"Val loss {val_loss:.3f}, Val perplexity {perplexity(val_loss):.1f}")
             batches_done = (global_step + 1) * grad_accum_steps
             if batches_done // per_epoch > (batches_done - grad_accum_steps) // per_epoch and not last:
                 sample()                                   # an epoch ended during this step
-            if stop.requested and not last:
-                save(global_step + 1)
-                raise TrainingInterrupted(global_step + 1, max_steps, checkpoint_path)
-    save(max_steps)
     sample()
     return history

@@ -1,7 +1,8 @@
-"""Helpers shared by the tests: one tiny GPT config, and one PyTorch parity round trip.
+"""Helpers shared by the tests: one tiny GPT config, one PyTorch parity round trip, one lying checkpoint.
 
 ``tiny_cfg(**overrides)`` is the config every small test model starts from (the ``tiny_cfg`` fixture
-in conftest.py hands out this function). ``assert_matches_torch`` is the float32 parity proof used
+in conftest.py hands out this function). ``with_meta`` copies a checkpoint with its metadata changed,
+to test that a file which lies is refused. ``assert_matches_torch`` is the float32 parity proof used
 by every layer's test: the same input and upstream gradient through numpy_gpt's layer and through
 an independent torch module holding the same weights, comparing the output, the input gradient
 and every parameter gradient.
@@ -9,6 +10,7 @@ and every parameter gradient.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import numpy as np
@@ -23,6 +25,17 @@ def tiny_cfg(**overrides) -> dict:
     if unknown:
         raise KeyError(f"tiny_cfg: unknown config keys {unknown}")
     return {**TINY, **overrides}
+
+
+def with_meta(path, out, change: Callable[[dict], None]):
+    """Copy checkpoint ``path`` to ``out`` with ``change(meta)`` applied to its __meta__ document."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    change(meta)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(out, **arrays)
+    return out
 
 
 def assert_matches_torch(layer, ref, x: np.ndarray, dout: np.ndarray, *, rtol: float = 1e-4,

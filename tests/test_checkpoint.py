@@ -8,7 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers import tiny_cfg
+from helpers import tiny_cfg, with_meta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -286,17 +286,6 @@ def test_unsupported_format_version_and_bad_meta(tmp_path, model):
 
 
 # -- issue 14: hostile metadata, all-or-nothing loads, finite weights -----------------------------------
-def with_meta(path, out, change):
-    """Copy checkpoint ``path`` to ``out`` with ``change(meta)`` applied to its __meta__ document."""
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    meta = json.loads(arrays["__meta__"].tobytes())
-    change(meta)
-    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    np.savez(out, **arrays)
-    return out
-
-
 def with_array(path, out, key, value):
     with np.load(path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}

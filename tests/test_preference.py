@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from numpy_gpt import run as training_run
 from numpy_gpt.cli import main
-from numpy_gpt.finetune import preference
 from numpy_gpt.finetune.instruct import RESPONSE_HEADER, format_input
 from numpy_gpt.finetune.preference import (
     PreferenceDataLoader,
@@ -313,7 +313,7 @@ def _run(tmp_path, monkeypatch=None, stop_at=None, resume=False):
     ref_val = reference_logprobs(model, val)
     optimizer = AdamW(model.parameters(), lr=1e-2)
     if stop_at is not None:
-        monkeypatch.setattr(preference, "stop_on_interrupt", lambda: _StopAfter(stop_at))
+        monkeypatch.setattr(training_run, "stop_on_interrupt", lambda: _StopAfter(stop_at))
     ckpt = tmp_path / "dpo-train.npz"
     history = train_dpo(model, train, val, optimizer, ref_train, ref_val, beta=BETA, num_epochs=2,
                         eval_freq=3, checkpoint_path=ckpt, resume_from=ckpt if resume else None,
@@ -363,7 +363,7 @@ def test_finetune_dpo_command(tiny_instruct_checkpoint, tmp_path, capsys, monkey
     argv = ["finetune-dpo", "--init", str(tiny_instruct_checkpoint), "--data", str(data), "--out", str(out),
             "--lr", "3e-3", "--eval-freq", "50", "--num-responses", "2", "--max-new-tokens", "4",
             "--lora", str(lora), "--no-progress"]
-    monkeypatch.setattr(preference, "stop_on_interrupt", lambda: _StopAfter(2))
+    monkeypatch.setattr(training_run, "stop_on_interrupt", lambda: _StopAfter(2))
     assert main(argv) == 130
     assert "interrupted after step 2 of 6; saved to" in capsys.readouterr().err
     monkeypatch.undo()

@@ -123,6 +123,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser, *, trainable: str, 
                         help="batches per evaluation (default: 5)")
     parser.add_argument("--drop-rate", type=probability, default=0.0,
                         help="dropout while training (default: 0.0)")
+    parser.add_argument("--checkpoint-freq", type=positive_int, default=None,
+                        help="also save the run every N steps (it is always saved on Ctrl-C; --resume "
+                             "continues it)")
 
 
 # -- finetune-spam / classify (chapter 6) ---------------------------------------------------------
@@ -152,7 +155,8 @@ def _cmd_finetune_spam(args: argparse.Namespace) -> int:
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, num_epochs=args.epochs, lr=args.lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, eval_freq=args.eval_freq,
         eval_iter=args.eval_iter, max_length=args.max_length, pad_token_id=tokens.eot_id, seed=args.seed,
-        checkpoint_path=run_file, resume_from=run_file if resume else None)
+        checkpoint_path=run_file, checkpoint_freq=args.checkpoint_freq,
+        resume_from=run_file if resume else None)
     epochs = np.linspace(0, result.num_epochs, len(result.train_losses))
     examples = np.linspace(0, result.examples_seen, len(result.train_losses))
     plot_values(epochs, examples, result.train_losses, result.val_losses, "loss", out / "loss-plot.png")
@@ -315,6 +319,7 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     history = train_model(model, train_loader, val_loader, optimizer, num_epochs=args.epochs,
                           eval_freq=args.eval_freq, eval_iter=args.eval_iter, grad_clip=None,
                           tokenizer=tokenizer, start_context=sample_prompt, checkpoint_path=run_file,
+                          checkpoint_freq=args.checkpoint_freq,
                           checkpoint_extra={"tokenizer": tokens.spec, "init": args.init},
                           resume_from=run_file if resume else None,
                           progress=sys.stderr.isatty())     # a bar on a terminal, lines in a log

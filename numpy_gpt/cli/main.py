@@ -80,7 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         signal.signal(signal.SIGINT, signal.SIG_IGN)              # the work is saved: finish the line
-        hint = f"; continue with: {resume_hint(argv)}" if stop.checkpoint is not None else ""
+        hint = ""
+        if stop.checkpoint is not None:                            # without --resume: the same command
+            hint = (f"; continue with: {resume_hint(argv)}" if hasattr(args, "resume") else
+                    f"; run the same command again to continue: {resume_hint(argv, flag=None)}")
         print(f"numpy-gpt {args.command}: {stop}{hint}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:

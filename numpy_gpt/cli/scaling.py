@@ -9,9 +9,10 @@
 The sweep writes into ``--out-dir`` (default runs/scaling): ``results.jsonl`` (one line per
 finished run, appended by rewriting the file atomically), ``fit.json`` and ``fit.md`` (the fitted
 laws, the table of docs/scaling.md) and three PNGs. Run the same command again after Ctrl-C: the
-runs already in results.jsonl are skipped. This module parses, checks and calls: the runs, the
-results file, the fits and the recommendation are numpy_gpt/scaling.py's; numpy_gpt/cli/main.py adds
-this command with ``add_subcommands``.
+runs already in results.jsonl are skipped, and the run that was training continues exactly from
+where Ctrl-C saved it (``<run>.partial.npz``, removed when the run is done). This module parses,
+checks and calls: the runs, the results file, the fits and the recommendation are
+numpy_gpt/scaling.py's; numpy_gpt/cli/main.py adds this command with ``add_subcommands``.
 """
 
 from __future__ import annotations
@@ -196,13 +197,15 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
     with stop_on_interrupt() as stop, bar:
         for i, run in enumerate(todo):
             cfg = scaling.model_config(run.shape, tokenizer.n_vocab, args.context_length)
+            partial = out_dir / f"{run.key}.partial.npz"     # a run in training (Ctrl-C, --checkpoint-freq)
             try:
-                record = scaling.train_run(run, cfg, train_ids, val_loader, args.batch_size, stop)
-            except TrainingInterrupted:
-                print(f"numpy-gpt scaling: interrupted during run {run.key}; {len(plan) - len(todo) + i} "
-                      f"finished runs are in {results_path}; run the same command again to continue",
-                      file=sys.stderr)
-                return 130
+                record = scaling.train_run(run, cfg, train_ids, val_loader, args.batch_size,
+                                           checkpoint_path=partial, checkpoint_freq=args.checkpoint_freq,
+                                           resume_from=partial if partial.is_file() else None)
+            except TrainingInterrupted as interrupted:          # saved; the command line says how to go on
+                raise TrainingInterrupted(interrupted.step, interrupted.max_steps, interrupted.checkpoint,
+                                          f"run {run.key}; {len(plan) - len(todo) + i} finished runs are in "
+                                          f"{results_path}") from None
             record["settings"] = settings
             scaling.append_result(results_path, record)
             records.append(record)
@@ -341,5 +344,8 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--recommend", default=None, metavar="BUDGET",
                    help="FLOPs (1e15) or a duration (10min): print the compute-optimal model from the sweep "
                         "in --out-dir and write recommendation.json for pretrain --preset from-scaling")
+    p.add_argument("--checkpoint-freq", type=positive_int, default=None,
+                   help="also save the run in training every N steps (it is always saved on Ctrl-C, and "
+                        "the same command continues it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_scaling, check=_check_scaling)

@@ -45,18 +45,19 @@ import numpy as np
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from numpy_gpt.checkpoint import load_checkpoint, save_checkpoint
+from numpy_gpt import train
+from numpy_gpt.checkpoint import save_checkpoint
 from numpy_gpt.data import DataLoader
 from numpy_gpt.fileio import atomic_write
 from numpy_gpt.finetune.data import read_spam_csv
-from numpy_gpt.interrupt import TrainingInterrupted, stop_on_interrupt
 from numpy_gpt.model import GPTModel
 from numpy_gpt.model_files import read_model_file
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.lora import LoRALayer, merge_lora, replace_linear_with_lora
 from numpy_gpt.nn.loss import cross_entropy
-from numpy_gpt.nn.module import no_grad
+from numpy_gpt.nn.module import inference
 from numpy_gpt.optim import AdamW
+from numpy_gpt.run import TrainingRun
 
 TRAINABLE_CHOICES = ("last-block", "last-n", "all", "lora")
 LABELS = ("not spam", "spam")
@@ -186,15 +187,10 @@ def calc_loss_batch(input_batch: np.ndarray, target_batch: np.ndarray, model: GP
 
 
 def calc_loss_loader(data_loader: Iterable, model: GPTModel, num_batches: int | None = None) -> float:
-    """Mean of ``calc_loss_batch`` over the first ``num_batches`` batches (all by default), without
+    """Chapter 5's ``train.calc_loss_loader`` with this chapter's ``calc_loss_batch`` (the last
+    token's loss): the mean over the first ``num_batches`` batches (all by default), without
     gradients; nan for an empty loader."""
-    losses = []
-    with no_grad():
-        for i, (input_batch, target_batch) in enumerate(data_loader):
-            if num_batches is not None and i >= num_batches:
-                break
-            losses.append(calc_loss_batch(input_batch, target_batch, model))
-    return float(np.mean(losses)) if losses else float("nan")
+    return train.calc_loss_loader(data_loader, model, num_batches, loss_fn=calc_loss_batch)
 
 
 def calc_accuracy_loader(data_loader: Iterable, model: GPTModel, num_batches: int | None = None,
@@ -202,21 +198,16 @@ def calc_accuracy_loader(data_loader: Iterable, model: GPTModel, num_batches: in
     """Fraction of examples whose last-token argmax equals the label, over the first ``num_batches``
     batches (all by default). Runs in eval mode without gradients; restores the model's mode.
     ``desc``: show a progress bar with that label (on a terminal)."""
-    was_training = model.training
-    model.eval()
     correct = total = 0
     batches = data_loader if desc is None else tqdm(data_loader, desc=desc, unit="batch", leave=False,
                                                     disable=not sys.stderr.isatty())
-    try:
-        with no_grad():
-            for i, (input_batch, target_batch) in enumerate(batches):
-                if num_batches is not None and i >= num_batches:
-                    break
-                predicted = _last_token_logits(model, input_batch).argmax(axis=-1)   # (B,)
-                correct += int((predicted == target_batch).sum())
-                total += len(target_batch)
-    finally:
-        model.train(was_training)
+    with inference(model):
+        for i, (input_batch, target_batch) in enumerate(batches):
+            if num_batches is not None and i >= num_batches:
+                break
+            predicted = _last_token_logits(model, input_batch).argmax(axis=-1)   # (B,)
+            correct += int((predicted == target_batch).sum())
+            total += len(target_batch)
     return correct / total if total else float("nan")
 
 
@@ -229,19 +220,27 @@ def examples_covered(data_loader: DataLoader, num_batches: int | None = None) ->
 
 def evaluate_model(model: GPTModel, train_loader: Iterable, val_loader: Iterable,
                    eval_iter: int | None) -> tuple[float, float]:
-    """(training loss, validation loss) over ``eval_iter`` batches each, in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        return (calc_loss_loader(train_loader, model, eval_iter),
-                calc_loss_loader(val_loader, model, eval_iter))
-    finally:
-        model.train(was_training)
+    """(training loss, validation loss) over ``eval_iter`` batches each, in eval mode: chapter 5's
+    ``train.evaluate_model`` with this chapter's ``calc_loss_batch``."""
+    return train.evaluate_model(model, train_loader, val_loader, eval_iter, loss_fn=calc_loss_batch)
+
+
+@dataclass
+class ClassifierHistory:
+    """What ``train_classifier_simple`` records (and returns, as the book's tuple); kept in its
+    checkpoints so a resumed run continues it."""
+
+    train_losses: list[float] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+    train_accs: list[float] = field(default_factory=list)
+    val_accs: list[float] = field(default_factory=list)
+    examples_seen: int = 0
 
 
 def train_classifier_simple(model: GPTModel, train_loader: DataLoader, val_loader: Iterable, optimizer,
                             num_epochs: int, eval_freq: int, eval_iter: int | None,
                             verbose: bool = True, *, checkpoint_path: str | os.PathLike | None = None,
+                            checkpoint_freq: int | None = None,
                             resume_from: str | os.PathLike | None = None
                             ) -> tuple[list[float], list[float], list[float], list[float], int]:
     """The book's classification training loop.
@@ -252,63 +251,47 @@ def train_classifier_simple(model: GPTModel, train_loader: DataLoader, val_loade
     printed line says how many examples that is, of how many). Returns (train_losses, val_losses,
     train_accs, val_accs, examples_seen).
 
-    Ctrl-C (numpy_gpt/interrupt.py): with a ``checkpoint_path``, the first one saves the model, the
-    optimizer, the dropout generator and the curves after the current step (after the next one at
-    an epoch's last step, so that the epoch's accuracies are recorded first) and raises
-    ``TrainingInterrupted``; ``resume_from`` that file continues the run exactly (epoch e visits the
-    batches in the order ``train_loader.order(e)``, so the steps already done are skipped).
+    Checkpoints, resumption and Ctrl-C are numpy_gpt/run.py's ``TrainingRun``: with a
+    ``checkpoint_path`` the run is saved every ``checkpoint_freq`` steps (if given) and after the step
+    during which Ctrl-C was pressed (then ``TrainingInterrupted`` is raised); ``resume_from`` that
+    file continues the run exactly; the file is removed once the run is done. A nan or inf loss stops
+    it before the weights change (``NonFiniteLossError``).
     """
     def covered(loader) -> str:
         return f"{examples_covered(loader, eval_iter)} of {len(loader.dataset)}"
 
-    train_losses, val_losses, train_accs, val_accs = [], [], [], []
-    examples_seen, start = 0, 0
-    total_steps = num_epochs * len(train_loader)
-    if resume_from is not None:
-        saved = load_checkpoint(resume_from, model)
-        run = saved.extra.get("classifier_training")
-        if saved.optimizer_state is None or not isinstance(run, dict):
-            raise ValueError(f"{resume_from} cannot be resumed: it was not saved by an interrupted "
-                             f"finetune-spam run")
-        optimizer.load_state_dict(saved.optimizer_state)
-        train_losses, val_losses, train_accs, val_accs = (run[k] for k in ("train_losses", "val_losses",
-                                                                           "train_accs", "val_accs"))
-        examples_seen, start = run["examples_seen"], saved.step
-        print(f"resumed from step {start} of {total_steps} ({resume_from})")
-    global_step = start - 1
-    with stop_on_interrupt() as stop:
-        for epoch in range(start // len(train_loader), num_epochs):
-            model.train()
-            train_loader.epoch = epoch                     # this epoch's shuffle, as in an unbroken run
-            for i, (input_batch, target_batch) in enumerate(train_loader):
-                if epoch * len(train_loader) + i < start:
-                    continue                               # done before the interruption
-                optimizer.zero_grad()
-                calc_loss_batch(input_batch, target_batch, model, backward=True)
-                optimizer.step()
-                examples_seen += input_batch.shape[0]
-                global_step += 1
-                if global_step % eval_freq == 0:
-                    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, eval_iter)
-                    train_losses.append(train_loss)
-                    val_losses.append(val_loss)
-                    if verbose:
-                        print(f"Ep {epoch + 1} (Step {global_step:06d}): "
-                              f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
-                if stop.requested and checkpoint_path is not None and i < len(train_loader) - 1:
-                    run = {"train_losses": train_losses, "val_losses": val_losses, "train_accs": train_accs,
-                           "val_accs": val_accs, "examples_seen": examples_seen}
-                    save_checkpoint(checkpoint_path, model, optimizer, step=global_step + 1,
-                                    extra={"classifier_training": run})
-                    raise TrainingInterrupted(global_step + 1, total_steps, checkpoint_path)
-            train_accuracy = calc_accuracy_loader(train_loader, model, num_batches=eval_iter)
-            val_accuracy = calc_accuracy_loader(val_loader, model, num_batches=eval_iter)
-            train_accs.append(train_accuracy)
-            val_accs.append(val_accuracy)
-            if verbose:
-                print(f"Training accuracy: {train_accuracy * 100:.2f}% ({covered(train_loader)} examples) | "
-                      f"Validation accuracy: {val_accuracy * 100:.2f}% ({covered(val_loader)} examples)")
-    return train_losses, val_losses, train_accs, val_accs, examples_seen
+    history = ClassifierHistory()
+    layout = {"batches_per_epoch": len(train_loader), "batch_size": train_loader.batch_size}
+    model.train()
+    with TrainingRun(model, optimizer, history, checkpoint_path=checkpoint_path, resume_from=resume_from,
+                     checkpoint_freq=checkpoint_freq, layout=layout, key="classifier_training",
+                     keep_when_done=False) as run:
+        batches = run.batches(train_loader)         # (epoch, batch), shuffled as in an unbroken run
+        for global_step in run.steps(num_epochs * len(train_loader)):
+            epoch, (input_batch, target_batch) = next(batches)
+            optimizer.zero_grad()
+            loss = calc_loss_batch(input_batch, target_batch, model, backward=True)
+            run.check(loss)                         # nan or inf: stop before the weights change
+            optimizer.step()
+            history.examples_seen += input_batch.shape[0]
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, eval_iter)
+                history.train_losses.append(train_loss)
+                history.val_losses.append(val_loss)
+                if verbose:
+                    print(f"Ep {epoch + 1} (Step {global_step:06d}): "
+                          f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+            if (global_step + 1) % len(train_loader) == 0:        # the epoch's last step
+                train_accuracy = calc_accuracy_loader(train_loader, model, num_batches=eval_iter)
+                val_accuracy = calc_accuracy_loader(val_loader, model, num_batches=eval_iter)
+                history.train_accs.append(train_accuracy)
+                history.val_accs.append(val_accuracy)
+                if verbose:
+                    print(f"Training accuracy: {train_accuracy * 100:.2f}% ({covered(train_loader)} "
+                          f"examples) | Validation accuracy: {val_accuracy * 100:.2f}% "
+                          f"({covered(val_loader)} examples)")
+    return (history.train_losses, history.val_losses, history.train_accs, history.val_accs,
+            history.examples_seen)
 
 
 def classify_review(text: str, model: GPTModel, tokenizer, max_length: int | None = None,
@@ -326,13 +309,8 @@ def classify_review(text: str, model: GPTModel, tokenizer, max_length: int | Non
         ids += [pad_token_id] * (length - len(ids))
     if not ids:
         raise ValueError("classify_review got an empty text and no max_length to pad it to")
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            predicted = int(_last_token_logits(model, np.asarray([ids], dtype=np.int64)).argmax(axis=-1)[0])
-    finally:
-        model.train(was_training)
+    with inference(model):
+        predicted = int(_last_token_logits(model, np.asarray([ids], dtype=np.int64)).argmax(axis=-1)[0])
     return LABELS[predicted] if predicted < len(LABELS) else str(predicted)
 
 
@@ -464,6 +442,7 @@ def finetune_spam_classifier(model: GPTModel, tokenizer, csv_paths: dict[str, st
                              eval_iter: int | None = 5, max_length: int | None = None,
                              pad_token_id: int = 50256, seed: int = 123, verbose: bool = True,
                              checkpoint_path: str | os.PathLike | None = None,
+                             checkpoint_freq: int | None = None,
                              resume_from: str | os.PathLike | None = None) -> SpamFinetuneResult:
     """Chapter 6 end to end on the ``train``/``validation``/``test`` CSVs of ``prepare_spam_data``:
     datasets padded to the longest training message (or ``max_length``), a 2-class head, the chosen
@@ -510,7 +489,7 @@ def finetune_spam_classifier(model: GPTModel, tokenizer, csv_paths: dict[str, st
     start = time.perf_counter()
     curves = train_classifier_simple(model, train_loader, full["validation"], optimizer, num_epochs,
                                      eval_freq, eval_iter, verbose=verbose, checkpoint_path=checkpoint_path,
-                                     resume_from=resume_from)
+                                     checkpoint_freq=checkpoint_freq, resume_from=resume_from)
     train_seconds = time.perf_counter() - start
     accuracy_after = {name: calc_accuracy_loader(loader, model, desc=f"accuracy after, {name}")
                       for name, loader in full.items()}

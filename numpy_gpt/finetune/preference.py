@@ -22,8 +22,8 @@ The pieces, in the order the gradient flows back:
 * ``reference_logprobs``: the frozen reference's log-probabilities of every pair, computed once before
   training (no second copy of the model: with LoRA the reference is the base model with its adapters
   switched off, ``nn.lora.lora_disabled``; without LoRA it is the model before its first update);
-* ``train_dpo``: the loop, with the progress bar, checkpoints, exact resumption and Ctrl-C behaviour of
-  ``train.train_model``; ``plot_dpo``: the curves.
+* ``train_dpo``: the loop, with the progress bar, checkpoints, exact resumption and Ctrl-C of every
+  training loop (numpy_gpt/run.py's ``TrainingRun``); ``plot_dpo``: the curves.
 
 The book's notebook averages the log-probabilities over the answer's tokens; here they are summed, as
 in the DPO paper (the average is the sum divided by the number of tokens, so only the scale of beta
@@ -36,24 +36,20 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from numpy_gpt.checkpoint import NonFiniteStateError, load_checkpoint, save_checkpoint
 from numpy_gpt.data import DataLoader
 from numpy_gpt.fast import map_chunks
 from numpy_gpt.finetune.instruct import RESPONSE_HEADER, format_input
-from numpy_gpt.interrupt import TrainingInterrupted, stop_on_interrupt
 from numpy_gpt.nn.lora import lora_disabled
 from numpy_gpt.nn.loss import softmax_and_nll
-from numpy_gpt.nn.module import no_grad
+from numpy_gpt.nn.module import inference
 from numpy_gpt.optim import AdamW, clip_grad_norm
-from numpy_gpt.train import NonFiniteLossError
+from numpy_gpt.run import TrainingRun, record_from_dict
 
 
 # -- the sequence log-probability and its backward -------------------------------------------------
@@ -319,16 +315,14 @@ def reference_logprobs(model, loader: PreferenceDataLoader) -> tuple[np.ndarray,
     (call it before the first update). The loader's epoch counter is left unchanged."""
     n = len(loader.dataset)
     chosen, rejected = np.full(n, np.nan, np.float64), np.full(n, np.nan, np.float64)
-    epoch, training = loader.epoch, model.training
-    model.eval()
+    epoch = loader.epoch
     try:
-        with no_grad(), lora_disabled(model):
+        with inference(model), lora_disabled(model):
             for indices, batch in loader:
                 c, r, _ = batch_logprobs(model, batch)
                 chosen[indices], rejected[indices] = c, r
     finally:
         loader.epoch = epoch
-        model.train(training)
     if np.isnan(chosen).any():
         raise ValueError("the loader skipped some pairs (drop_last?); the reference needs them all")
     return chosen, rejected
@@ -340,11 +334,10 @@ def evaluate_dpo(model, loader: PreferenceDataLoader, ref: tuple[np.ndarray, np.
     batches of ``loader`` (all by default), in evaluation mode under ``no_grad``; plus
     ``preference_accuracy``, the fraction of pairs where the policy alone gives the chosen answer the
     higher log-probability (no reference involved)."""
-    epoch, training = loader.epoch, model.training
+    epoch = loader.epoch
     parts: list[tuple[np.ndarray, ...]] = []
-    model.eval()
     try:
-        with no_grad():
+        with inference(model):
             for b, (indices, batch) in enumerate(loader):
                 if num_batches is not None and b >= num_batches:
                     break
@@ -352,7 +345,6 @@ def evaluate_dpo(model, loader: PreferenceDataLoader, ref: tuple[np.ndarray, np.
                 parts.append((c, r, ref[0][indices], ref[1][indices]))
     finally:
         loader.epoch = epoch
-        model.train(training)
     pc, pr, rc, rr = (np.concatenate(column) for column in zip(*parts, strict=True))
     loss, _, _ = dpo_loss(pc.astype(np.float64), pr.astype(np.float64), rc, rr, beta)
     return {"loss": loss, **dpo_rewards(pc, pr, rc, rr, beta),
@@ -400,10 +392,8 @@ class DPOHistory:
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> DPOHistory:
-        unknown = sorted(set(saved) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"the saved DPO history has unknown fields {unknown}")
-        return cls(**saved)
+        """The history a checkpoint saved, every field checked (``run.record_from_dict``)."""
+        return record_from_dict(cls, saved, "the saved DPO history")
 
 
 def dpo_step(model, batch: PreferenceBatch, ref_chosen: np.ndarray, ref_rejected: np.ndarray,
@@ -431,99 +421,45 @@ def train_dpo(model, train_loader: PreferenceDataLoader, val_loader: PreferenceD
     Every ``eval_freq`` steps (from the first) and after the last, ``evaluate_dpo`` on ``eval_iter``
     validation batches (all by default) prints one line.
 
-    As ``train.train_model``: a tqdm bar with the loss and the reward accuracy; checkpoints (model,
-    optimizer, dropout RNG, step, history; ``checkpoint_extra`` alongside) every ``checkpoint_freq``
-    steps and at the end; ``resume_from`` continues such a checkpoint exactly (same batches, same
-    losses); the first Ctrl-C saves after the current step and raises ``TrainingInterrupted``, a second
-    stops at once. A nan or inf loss or gradient norm raises ``NonFiniteLossError`` before the weights
-    change.
+    Like every training loop (numpy_gpt/run.py's ``TrainingRun``): a tqdm bar with the loss and the
+    reward accuracy; checkpoints (model, optimizer, dropout RNG, step, history; ``checkpoint_extra``
+    alongside) every ``checkpoint_freq`` steps and at the end; ``resume_from`` continues such a
+    checkpoint exactly (same batches, same losses); the first Ctrl-C saves after the current step and
+    raises ``TrainingInterrupted``, a second stops at once. A nan or inf loss or gradient norm raises
+    ``NonFiniteLossError`` before the weights change.
     """
-    per_epoch = len(train_loader)
-    if per_epoch < 1 or eval_freq < 1 or (checkpoint_freq is not None and checkpoint_freq < 1):
-        raise ValueError(f"need a non-empty train_loader, eval_freq >= 1 and checkpoint_freq >= 1; got "
-                         f"{per_epoch} batches, {eval_freq}, {checkpoint_freq}")
-    max_steps = num_epochs * per_epoch
-    layout = {"batches_per_epoch": per_epoch, "batch_size": train_loader.batch_size, "beta": beta,
+    if len(train_loader) < 1 or eval_freq < 1:
+        raise ValueError(f"need a non-empty train_loader and eval_freq >= 1; got {len(train_loader)} "
+                         f"batches and {eval_freq}")
+    max_steps = num_epochs * len(train_loader)
+    layout = {"batches_per_epoch": len(train_loader), "batch_size": train_loader.batch_size, "beta": beta,
               "pairs": len(train_loader.dataset)}
-    history, start_step = DPOHistory(), 0
-    if resume_from is not None:
-        saved = load_checkpoint(resume_from, model)
-        training = saved.extra.get("dpo")
-        if saved.optimizer_state is None or not isinstance(training, dict):
-            raise ValueError(f"{resume_from} cannot be resumed: it was not saved by train_dpo (no optimizer "
-                             f"state or DPO record)")
-        saved_layout = {key: training.get(key) for key in layout}
-        if saved_layout != layout:
-            raise ValueError(f"{resume_from} was trained with {saved_layout}, this run has {layout}: resume "
-                             f"with the same data, batch size and beta")
-        optimizer.load_state_dict(saved.optimizer_state)
-        start_step, history = saved.step, DPOHistory.from_dict(training["history"])
-
-    def save(step: int) -> None:
-        if checkpoint_path is None:
-            return
-        extra = {**(checkpoint_extra or {}), "dpo": {**layout, "history": history.to_dict()}}
-        try:
-            save_checkpoint(checkpoint_path, model, optimizer, step=step, extra=extra)
-        except NonFiniteStateError as err:
-            raise NonFiniteLossError(f"the weights are not finite after step {step - 1}: {err}; try a "
-                                     f"lower --lr") from None
-
-    def check(what: str, value: float, step: int) -> None:
-        if not math.isfinite(value):
-            raise NonFiniteLossError(f"{what} is {value} at step {step}; training stopped before the weights "
-                                     f"were updated with it. Try a lower --lr or --beta.")
-
-    say = tqdm.write if progress else print
-    if resume_from is not None:
-        say(f"resumed from step {start_step} of {max_steps} ({resume_from})")
+    history = DPOHistory()
     params = list(model.parameters(trainable_only=True))
-    bar = tqdm(total=max_steps, initial=start_step, disable=not progress, desc="dpo", unit="step",
-               dynamic_ncols=True, mininterval=0.5)
-    stream = _batches(train_loader, start_step)
     model.train()
-    with stop_on_interrupt() as stop, closing(bar):
-        for step in range(start_step, max_steps):
+    with TrainingRun(model, optimizer, history, checkpoint_path=checkpoint_path, resume_from=resume_from,
+                     checkpoint_freq=checkpoint_freq, layout=layout, extra=checkpoint_extra, key="dpo",
+                     progress=progress, desc="dpo") as run:
+        batches = run.batches(train_loader)
+        for step in run.steps(max_steps):
             started = time.perf_counter()
-            epoch, (indices, batch) = next(stream)
+            epoch, (indices, batch) = next(batches)
             optimizer.zero_grad()
             loss, rewards = dpo_step(model, batch, ref_train[0][indices], ref_train[1][indices], beta)
-            check("the DPO loss", loss, step)
-            if grad_clip is not None:
-                check("the gradient norm", clip_grad_norm(params, grad_clip), step)
+            run.check(loss, None if grad_clip is None else clip_grad_norm(params, grad_clip))
             optimizer.step()
             history.train_seconds += time.perf_counter() - started
             history.record(loss, rewards)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{rewards['accuracy']:.2f}", refresh=False)
+            run.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{rewards['accuracy']:.2f}", refresh=False)
 
-            last = step == max_steps - 1
-            if step % eval_freq == 0 or last:
+            if step % eval_freq == 0 or step == max_steps - 1:
                 val = evaluate_dpo(model, val_loader, ref_val, beta, eval_iter)
                 history.eval_steps.append(step)
                 history.val.append(val)
-                say(f"Ep {epoch + 1} (Step {step:06d}): train loss {loss:.3f}, val loss {val['loss']:.3f}, "
-                    f"val reward margin {val['margin']:.3f}, val reward accuracy {val['accuracy']:.1%}")
-            if checkpoint_freq is not None and (step + 1) % checkpoint_freq == 0 and not last:
-                save(step + 1)
-            if stop.requested and not last:
-                save(step + 1)
-                raise TrainingInterrupted(step + 1, max_steps, checkpoint_path)
-    save(max_steps)
+                run.say(f"Ep {epoch + 1} (Step {step:06d}): train loss {loss:.3f}, val loss "
+                        f"{val['loss']:.3f}, val reward margin {val['margin']:.3f}, val reward accuracy "
+                        f"{val['accuracy']:.1%}")
     return history
-
-
-def _batches(loader: PreferenceDataLoader, start: int
-             ) -> Iterator[tuple[int, tuple[np.ndarray, PreferenceBatch]]]:
-    """Endless (epoch, batch) stream from batch ``start`` on; each pass sets ``loader.epoch`` so the
-    shuffling of a resumed run is the one the uninterrupted run would have seen."""
-    epoch, skip = divmod(start, len(loader))
-    while True:
-        loader.epoch = epoch
-        for i, item in enumerate(loader):
-            if i >= skip:
-                yield epoch, item
-        skip, epoch = 0, epoch + 1
 
 
 # -- the curves --------------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ A composite module calls its children's ``backward`` in reverse order of their `
 value fans out (a residual shortcut), the gradients of the branches are summed.
 
 ``no_grad()`` is the inference switch: inside it, layers keep no activations for backward (as
-``torch.no_grad``), which saves memory and time in evaluation and generation.
+``torch.no_grad``), which saves memory and time in evaluation and generation. ``inference(model)``
+is the book's ``model.eval()`` + ``torch.no_grad()`` pair in one block, which also puts the model
+back in the mode it was in.
 """
 
 from __future__ import annotations
@@ -44,6 +46,19 @@ def no_grad() -> Iterator[None]:
 def is_grad_enabled() -> bool:
     """True unless we are inside ``no_grad()``."""
     return _GRAD_ENABLED
+
+
+@contextlib.contextmanager
+def inference(model: Module) -> Iterator[None]:
+    """Evaluate as the book and the papers do: dropout off (``model.eval()``) and nothing kept for
+    backward (``no_grad``); the model's train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            yield
+    finally:
+        model.train(was_training)
 
 
 class Parameter:
