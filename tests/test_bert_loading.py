@@ -53,7 +53,7 @@ def hf_forward(model, idx, types, mask):
 def test_masked_lm_folder_gives_transformers_logits(tmp_path, act):
     hf = save(transformers.BertForMaskedLM, tmp_path, hidden_act=act)
     model = load_bert(tmp_path)
-    assert isinstance(model, EncoderModel) and model.config["gelu"] == ("erf" if act == "gelu" else "tanh")
+    assert isinstance(model, EncoderModel) and model.cfg["gelu"] == ("erf" if act == "gelu" else "tanh")
     idx, types, mask = inputs()
     with no_grad():
         logits = model(idx, types, mask)

@@ -226,7 +226,7 @@ def load_into_hf(hf_model, ours):
 def assert_grads_match(ours, hf_model, head):
     hf_params = dict(hf_model.named_parameters())
     params = dict(ours.named_parameters())
-    for name, (theirs, transpose) in bert_name_map(ours.config["n_layers"], head).items():
+    for name, (theirs, transpose) in bert_name_map(ours.cfg["n_layers"], head).items():
         g = hf_params[theirs].grad.numpy()
         assert params[name].grad.dtype == np.float32
         np.testing.assert_allclose(params[name].grad, g.T if transpose else g, atol=2e-5, rtol=1e-4,

@@ -139,7 +139,7 @@ def test_checkpoint_round_trip_and_fill_mask(tokenizer, tmp_path):
     with pytest.raises(CheckpointError, match="plain.npz does not record its tokenizer: "):
         load_mlm_checkpoint(tmp_path / "plain.npz")
     meta_lie = tiny_encoder(tokenizer)
-    meta_lie.config = meta_lie.cfg = {**meta_lie.config, "emb_dim": 64}   # a config the arrays do not fit
+    meta_lie.cfg = {**meta_lie.cfg, "emb_dim": 64}                   # a config the arrays do not fit
     save_mlm_checkpoint(tmp_path / "lying.npz", meta_lie, tokenizer)
     with pytest.raises(CheckpointError, match="does not fit"):
         load_mlm_checkpoint(tmp_path / "lying.npz")
