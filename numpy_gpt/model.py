@@ -102,62 +102,6 @@ def validate_config(cfg: Mapping) -> dict:
     return checked
 
 
-# -- what every model here does around its layers (GPTModel, and EncoderModel in encoder.py) ----------
-def model_generators(seed: int | None) -> tuple[np.random.Generator, np.random.Generator]:
-    """(weights, dropout): two independent generators from one seed,
-    ``np.random.SeedSequence(seed).spawn(2)``. The first draws every weight, in the order the
-    layers are built (the same seed gives the same model); the second is the model's
-    ``dropout_rng``, which every Dropout of the model draws its masks from (``share_dropout_rng``)."""
-    weights_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
-    return np.random.default_rng(weights_seed), np.random.default_rng(dropout_seed)
-
-
-def model_dtype(dtype: np.dtype | type, model_name: str) -> np.dtype:
-    """The model's dtype, checked: float32 (training) or float64 (the gradchecks)."""
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"{model_name} dtype must be float32 or float64, got {dtype}")
-    return dtype
-
-
-def share_dropout_rng(model: Module) -> None:
-    """Point every Dropout of ``model`` at ``model.dropout_rng``: one generator for the whole model,
-    so one seed reproduces a run and a checkpoint saves one ``bit_generator.state``."""
-    for module in model.modules():
-        if isinstance(module, Dropout):
-            module.rng = model.dropout_rng
-
-
-def check_token_ids(idx: np.ndarray, cfg: Mapping, model_name: str, past: int = 0) -> np.ndarray:
-    """``idx`` as a non-empty (batch, tokens) integer array that fits the context after ``past``
-    cached positions and the vocabulary, or a ValueError/TypeError that says how to fix it."""
-    if not isinstance(idx, np.ndarray):
-        idx = np.asarray(idx)
-    if not np.issubdtype(idx.dtype, np.integer):
-        raise TypeError(f"{model_name} expects integer token ids, got dtype {idx.dtype}; "
-                        f"convert with idx.astype(np.int64)")
-    if idx.ndim == 1:
-        raise ValueError(f"{model_name} expects token ids of shape (batch, tokens), got a 1-D array of "
-                         f"shape {idx.shape}; add a batch axis with idx[None]")
-    if idx.ndim != 2 or idx.shape[0] == 0 or idx.shape[1] == 0:
-        raise ValueError(f"{model_name} expects a non-empty (batch, tokens) array of ids, got shape "
-                         f"{idx.shape}")
-    context_length, vocab_size = cfg["context_length"], cfg["vocab_size"]
-    if past and past + idx.shape[1] > context_length:
-        raise ValueError(f"the KV cache holds {past} positions and {idx.shape[1]} more tokens would "
-                         f"exceed context_length={context_length}; positions are absolute, so a full "
-                         f"cache cannot slide: start a new cache and feed the last tokens again")
-    if idx.shape[1] > context_length:
-        raise ValueError(f"{idx.shape[1]} tokens exceed context_length={context_length}; crop the "
-                         f"input to its last {context_length} tokens (idx[:, -{context_length}:])")
-    low, high = idx.min(), idx.max()
-    if low < 0 or high >= vocab_size:
-        bad = low if low < 0 else high
-        raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size}); was the text "
-                         f"encoded with a tokenizer of a different vocabulary size?")
-    return idx
-
-
 class GPTModel(Module):
     """GPT-2: embeddings, ``n_layers`` TransformerBlocks, final LayerNorm, linear output head.
 
@@ -331,3 +275,59 @@ class GPTModel(Module):
         self.tok_emb.backward(dx)
         self.pos_emb.backward(dx)
         return None
+
+
+# -- what every model does around its layers: GPTModel above, EncoderModel (encoder.py) too --------------
+def model_generators(seed: int | None) -> tuple[np.random.Generator, np.random.Generator]:
+    """(weights, dropout): two independent generators from one seed,
+    ``np.random.SeedSequence(seed).spawn(2)``. The first draws every weight, in the order the
+    layers are built (the same seed gives the same model); the second is the model's
+    ``dropout_rng``, which every Dropout of the model draws its masks from (``share_dropout_rng``)."""
+    weights_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(weights_seed), np.random.default_rng(dropout_seed)
+
+
+def model_dtype(dtype: np.dtype | type, model_name: str) -> np.dtype:
+    """The model's dtype, checked: float32 (training) or float64 (the gradchecks)."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"{model_name} dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def share_dropout_rng(model: Module) -> None:
+    """Point every Dropout of ``model`` at ``model.dropout_rng``: one generator for the whole model,
+    so one seed reproduces a run and a checkpoint saves one ``bit_generator.state``."""
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.rng = model.dropout_rng
+
+
+def check_token_ids(idx: np.ndarray, cfg: Mapping, model_name: str, past: int = 0) -> np.ndarray:
+    """``idx`` as a non-empty (batch, tokens) integer array that fits the context after ``past``
+    cached positions and the vocabulary, or a ValueError/TypeError that says how to fix it."""
+    if not isinstance(idx, np.ndarray):
+        idx = np.asarray(idx)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"{model_name} expects integer token ids, got dtype {idx.dtype}; "
+                        f"convert with idx.astype(np.int64)")
+    if idx.ndim == 1:
+        raise ValueError(f"{model_name} expects token ids of shape (batch, tokens), got a 1-D array of "
+                         f"shape {idx.shape}; add a batch axis with idx[None]")
+    if idx.ndim != 2 or idx.shape[0] == 0 or idx.shape[1] == 0:
+        raise ValueError(f"{model_name} expects a non-empty (batch, tokens) array of ids, got shape "
+                         f"{idx.shape}")
+    context_length, vocab_size = cfg["context_length"], cfg["vocab_size"]
+    if past and past + idx.shape[1] > context_length:
+        raise ValueError(f"the KV cache holds {past} positions and {idx.shape[1]} more tokens would "
+                         f"exceed context_length={context_length}; positions are absolute, so a full "
+                         f"cache cannot slide: start a new cache and feed the last tokens again")
+    if idx.shape[1] > context_length:
+        raise ValueError(f"{idx.shape[1]} tokens exceed context_length={context_length}; crop the "
+                         f"input to its last {context_length} tokens (idx[:, -{context_length}:])")
+    low, high = idx.min(), idx.max()
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size}); was the text "
+                         f"encoded with a tokenizer of a different vocabulary size?")
+    return idx
