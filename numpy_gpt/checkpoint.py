@@ -35,6 +35,7 @@ import numpy as np
 
 from numpy_gpt.fileio import ZIP_READ_ERRORS, atomic_write, read_json
 from numpy_gpt.model import GPTModel, validate_config
+from numpy_gpt.nn.feedforward import ff_hidden_dim
 from numpy_gpt.nn.lora import LinearWithLoRA
 from numpy_gpt.nn.module import Module
 from numpy_gpt.optim import AdamW
@@ -47,7 +48,7 @@ OPTIMIZER_PREFIX = "optimizer/"
 GPT_CLASS = "GPTModel"            # the model_class of GPT checkpoints: language models and classifiers
 # cfg entries that may differ between a checkpoint and the model it is loaded into: they change
 # training behaviour, not the network's function or shapes.
-TRAINING_ONLY_CFG_KEYS = frozenset({"drop_rate"})
+TRAINING_ONLY_CFG_KEYS = frozenset({"drop_rate", "drop_rate_attn"})
 
 
 class CheckpointError(ValueError):
@@ -114,8 +115,6 @@ def _rng_state_from_json(state: Any) -> Any:
 def model_config(model: Module) -> dict[str, Any] | None:
     """The config dict a model was built from (``model.cfg``), or None for a model without one."""
     cfg = getattr(model, "cfg", None)
-    if cfg is None:
-        cfg = getattr(model, "config", None)          # EncoderModel's name for it until it is renamed .cfg
     return cfg if isinstance(cfg, dict) else None
 
 
@@ -351,16 +350,19 @@ def _open(path: Path) -> tuple[zipfile.ZipFile, dict[str, _Entry], dict[str, Any
     return zf, entries, meta
 
 
-def block_parameter_shapes(prefix: str, C: int, qkv_bias: bool) -> dict[str, tuple[int, ...]]:  # noqa: N803
-    """{state-dict name: shape} of one transformer block of width C (attention, feed-forward, two
-    LayerNorms) whose names start with ``prefix``: the same for GPT's blocks and the encoder's."""
+def block_parameter_shapes(prefix: str, C: int, qkv_bias: bool,  # noqa: N803
+                           H: int | None = None) -> dict[str, tuple[int, ...]]:  # noqa: N803
+    """{state-dict name: shape} of one transformer block of width C and feed-forward width H
+    (default 4C; ``nn.feedforward.ff_hidden_dim(cfg)``) whose names start with ``prefix``:
+    attention, feed-forward, two LayerNorms. The same for GPT's blocks and the encoder's."""
+    H = 4 * C if H is None else H                                       # noqa: N806 (the math's names)
     shapes: dict[str, tuple[int, ...]] = {}
     for name in ("W_query", "W_key", "W_value", "out_proj"):
         shapes[f"{prefix}att.{name}.weight"] = (C, C)
         if name == "out_proj" or qkv_bias:
             shapes[f"{prefix}att.{name}.bias"] = (C,)
-    shapes.update({f"{prefix}ff.layers.0.weight": (C, 4 * C), f"{prefix}ff.layers.0.bias": (4 * C,),
-                   f"{prefix}ff.layers.2.weight": (4 * C, C), f"{prefix}ff.layers.2.bias": (C,)})
+    shapes.update({f"{prefix}ff.layers.0.weight": (C, H), f"{prefix}ff.layers.0.bias": (H,),
+                   f"{prefix}ff.layers.2.weight": (H, C), f"{prefix}ff.layers.2.bias": (C,)})
     for norm in ("norm1", "norm2"):
         shapes.update({f"{prefix}{norm}.scale": (C,), f"{prefix}{norm}.shift": (C,)})
     return shapes
@@ -373,7 +375,7 @@ def gpt_parameter_shapes(cfg: dict[str, Any], num_classes: int | None = None) ->
     shapes: dict[str, tuple[int, ...]] = {"tok_emb.weight": (V, C), "pos_emb.weight": (T, C)}
     for i in range(cfg["n_layers"]):
         block = f"trf_blocks.{i}."
-        shapes.update(block_parameter_shapes(block, C, cfg["qkv_bias"]))
+        shapes.update(block_parameter_shapes(block, C, cfg["qkv_bias"], ff_hidden_dim(cfg)))
     shapes.update({"final_norm.scale": (C,), "final_norm.shift": (C,)})
     if num_classes is None:
         shapes["out_head.weight"] = (C, V)

@@ -3,12 +3,13 @@
 The book builds GPT, a decoder: it reads left to right and predicts the next token. BERT (Devlin et
 al., 2018) keeps the same blocks and changes four things, each a few lines below:
 
-1. attention is bidirectional: ``MultiHeadAttention(..., causal=False)`` (EncoderBlock), plus a
+1. attention is bidirectional: GPT's ``TransformerBlock(..., causal=False)`` (nn/block.py), plus a
    padding mask so a padded batch equals its sentences run one by one;
 2. a third embedding, the token type (segment A or B of a sentence pair), and a LayerNorm right
    after the embedding sum (``EncoderModel.encode``);
-3. the original BERT normalises after each residual sum (post-LN, ``norm="post"``) where GPT-2
-   normalises the branch input (pre-LN, ``norm="pre"``); BERT's GELU is the exact one, with erf;
+3. the original BERT normalises after each residual sum (post-LN, config ``norm="post"``, the
+   block's ``pre_norm=False``) where GPT-2 normalises the branch input (pre-LN, ``norm="pre"``);
+   BERT's GELU is the exact one, with erf (``gelu="erf"``, nn/gelu.py's ``ErfGELU``);
 4. the output is not a next-token head but a masked-language-model head that fills in blanks
    (``MLMHead``: dense -> GELU -> LayerNorm -> the token embedding again, with its own bias), and
    classification reads the [CLS] token through a pooler, or the mean of the tokens
@@ -19,7 +20,7 @@ Forward, as transformers' ``BertForMaskedLM`` computes it:
     idx, token_type_ids, attention_mask (B, T)
       -> emb_norm(tok_emb(idx) + pos_emb(0..T-1) + type_emb(token_type_ids))   (B, T, C)
       -> drop_emb
-      -> blocks: n_layers x EncoderBlock, each attending over all real tokens    (B, T, C)
+      -> blocks: n_layers x TransformerBlock(causal=False, ...), all real tokens  (B, T, C)
       -> final_norm (pre-LN only: post-LN blocks end normalised)                 (B, T, C)
       -> mlm_head                                                                 (B, T, V) logits
 
@@ -32,52 +33,55 @@ GPT to its line of code.
 from __future__ import annotations
 
 import contextlib
-import math
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
 
 from numpy_gpt.checkpoint import block_parameter_shapes
-from numpy_gpt.fast import map_chunks
-from numpy_gpt.model import validate_config
-from numpy_gpt.nn.attention import MultiHeadAttention
+from numpy_gpt.model import check_token_ids, model_dtype, model_generators, share_dropout_rng, validate_config
+from numpy_gpt.nn.block import TransformerBlock
 from numpy_gpt.nn.dropout import Dropout
 from numpy_gpt.nn.embedding import Embedding, PositionalEmbedding
-from numpy_gpt.nn.feedforward import FeedForward
-from numpy_gpt.nn.gelu import GELU
+from numpy_gpt.nn.feedforward import GELUS, ff_hidden_dim
+from numpy_gpt.nn.gelu import ErfGELU, erf, gelu_erf, gelu_erf_backward  # noqa: F401 (their home was here)
 from numpy_gpt.nn.layernorm import LayerNorm
 from numpy_gpt.nn.linear import Linear, skip_init
 from numpy_gpt.nn.module import Module, Parameter, Sequential, no_grad
 from numpy_gpt.nn.softmax import softmax
 
-# The keys GPT's config has, plus four. bert-base-uncased is this config with vocab_size 30522.
+# The keys GPT's config has, plus five. bert-base-uncased is this config with vocab_size 30522
+# (its feed-forward is 4 x 768 = 3072 wide, the default; another width is GPT's optional hidden_dim).
 BERT_CONFIG_BASE = {
     "vocab_size": 30522,       # WordPiece vocabulary of bert-base-uncased
     "context_length": 512,     # max_position_embeddings
     "emb_dim": 768,            # hidden_size
     "n_heads": 12,
     "n_layers": 12,
-    "drop_rate": 0.1,
+    "drop_rate": 0.1,          # hidden_dropout_prob: embeddings, residual branches, classifier
     "qkv_bias": True,          # BERT's query/key/value projections have biases
     "type_vocab_size": 2,      # segments A and B
     "norm": "post",            # "post": LayerNorm after each residual sum (BERT); "pre": GPT-2's
     "gelu": "erf",             # "erf": exact GELU (BERT); "tanh": GPT-2's approximation
     "ln_eps": 1e-12,           # BERT's LayerNorm epsilon (GPT-2: 1e-5)
+    "drop_rate_attn": 0.1,     # attention_probs_dropout_prob (the book's exercise 4.2 name)
 }
 ENCODER_DEFAULTS = {"type_vocab_size": 2, "norm": "post", "gelu": "erf", "ln_eps": 1e-12}
+ENCODER_KEYS = (*ENCODER_DEFAULTS, "drop_rate_attn")     # drop_rate_attn defaults to drop_rate
 
 
 def validate_encoder_config(cfg: Mapping) -> dict:
-    """A checked copy of an encoder config: GPT's keys (checked as GPT's) plus ``type_vocab_size``,
-    ``norm`` ("pre" | "post"), ``gelu`` ("tanh" | "erf") and ``ln_eps``, which default to BERT's."""
+    """A checked copy of an encoder config: GPT's keys (checked as GPT's, ``hidden_dim`` included)
+    plus ``type_vocab_size``, ``norm`` ("pre" | "post"), ``gelu`` ("tanh" | "erf") and ``ln_eps``,
+    which default to BERT's, and ``drop_rate_attn``, which defaults to ``drop_rate``."""
     if not isinstance(cfg, Mapping):
         raise TypeError(f"cfg must be a dict like BERT_CONFIG_BASE, got {type(cfg).__name__}")
-    gpt_keys = {k: v for k, v in cfg.items() if k not in ENCODER_DEFAULTS}
+    gpt_keys = {k: v for k, v in cfg.items() if k not in ENCODER_KEYS}
     try:
         checked = validate_config(gpt_keys)
     except (KeyError, ValueError) as err:
         raise type(err)(str(err).replace("GPT config", "encoder config")
-                        .strip("'\"") + f"; plus optional {sorted(ENCODER_DEFAULTS)}") from None
+                        .strip("'\"") + f"; plus optional {sorted(ENCODER_KEYS)}") from None
     extra = {**ENCODER_DEFAULTS, **{k: cfg[k] for k in ENCODER_DEFAULTS if k in cfg}}
     types = extra["type_vocab_size"]
     if not isinstance(types, (int, np.integer)) or isinstance(types, bool) or types < 1:
@@ -89,76 +93,10 @@ def validate_encoder_config(cfg: Mapping) -> dict:
     eps = extra["ln_eps"]
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
         raise ValueError(f"encoder config: ln_eps must be a small positive number, got {eps!r}")
-    return {**checked, **extra, "ln_eps": float(eps)}
-
-
-# -- GELU with erf ---------------------------------------------------------------------------------
-# Abramowitz & Stegun, Handbook of Mathematical Functions, formula 7.1.26: for x >= 0,
-#   erf(x) = 1 - (a1 t + a2 t^2 + a3 t^3 + a4 t^4 + a5 t^5) exp(-x^2) + e(x),  t = 1 / (1 + p x),
-# with |e(x)| <= 1.5e-7 (measured here: 1.4e-7 in float64, 5.3e-7 when evaluated in float32).
-_AS_P = 0.3275911
-_AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
-SQRT_HALF = math.sqrt(0.5)
-INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_exact_erf = np.frompyfunc(math.erf, 1, 1)
-
-
-def erf(x: np.ndarray) -> np.ndarray:
-    """The error function, elementwise, in x's dtype.
-
-    float32 (training): Abramowitz-Stegun 7.1.26 above, a dozen vectorised passes, within 5.3e-7
-    of the true erf (a few float32 roundings of a value near 1), which is float32's own resolution.
-    float64 (the gradchecks): ``math.erf`` per element, exact to the last bit but a Python call per
-    element; the float64 check then proves the derivative below, not the approximation's wiggles
-    (whose slope errors, ~1e-6, would exceed the checker's 1e-6 tolerance).
-    """
-    if x.dtype == np.float64:
-        return _exact_erf(x).astype(np.float64)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + _AS_P * a)
-    a1, a2, a3, a4, a5 = _AS_A
-    poly = t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5))))        # Horner's rule
-    return np.copysign(1.0 - poly * np.exp(-a * a), x)
-
-
-def gelu_erf(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """y = x * Phi(x) with Phi(x) = (1 + erf(x / sqrt 2)) / 2 the standard normal CDF; also Phi."""
-    cdf = 0.5 * (1.0 + erf(x * SQRT_HALF))
-    return x * cdf, cdf
-
-
-def gelu_erf_backward(x: np.ndarray, cdf: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """dL/dx = dy * (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)."""
-    return dy * (cdf + x * INV_SQRT_2PI * np.exp(-0.5 * x * x))
-
-
-class ErfGELU(Module):
-    """The exact GELU of the GELU paper and of BERT: y = x * Phi(x), elementwise on any shape.
-
-    Derivative by the product rule, with Phi' = phi the normal density:
-        dy/dx = Phi(x) + x * phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
-    GPT-2's ``GELU`` replaces Phi(x) by (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2; the two
-    differ by less than 1e-3. Caches x and Phi(x).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache = None
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        x2d = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)    # (N, C) rows for the chunks
-        y, cdf = map_chunks(gelu_erf, x2d)                                  # y, cdf = gelu_erf(x2d)
-        if self._need_cache():
-            self._cache = (x2d, cdf)
-        return y.reshape(x.shape)
-
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        x2d, cdf = self._pop_cache()
-        return map_chunks(gelu_erf_backward, x2d, cdf, dy.reshape(x2d.shape)).reshape(dy.shape)
-
-
-def _activation(cfg: Mapping) -> Module:
-    return ErfGELU() if cfg["gelu"] == "erf" else GELU()
+    attn = cfg.get("drop_rate_attn", checked["drop_rate"])
+    if isinstance(attn, bool) or not isinstance(attn, (int, float)) or not 0.0 <= attn < 1.0:
+        raise ValueError(f"encoder config: drop_rate_attn must be a number in [0, 1), got {attn!r}")
+    return {**checked, **extra, "ln_eps": float(eps), "drop_rate_attn": attn}
 
 
 class Tanh(Module):
@@ -179,55 +117,6 @@ class Tanh(Module):
         return dy * (1.0 - y * y)
 
 
-# -- the encoder block -----------------------------------------------------------------------------
-class EncoderBlock(Module):
-    """GPT's TransformerBlock with bidirectional attention, in BERT's post-LN or GPT-2's pre-LN form.
-
-        post-LN (BERT):   x = norm1(x + drop(att(x)));        x = norm2(x + drop(ff(x)))
-        pre-LN  (GPT-2):  x = x + drop(att(norm1(x)));        x = x + drop(ff(norm2(x)))
-
-    Children and their names are the TransformerBlock's (att, ff.layers.0/1/2, norm1, norm2,
-    drop_shortcut, drop_shortcut_ff); ``att`` has ``causal=False`` and ``ff``'s GELU is ``ErfGELU``
-    when ``cfg["gelu"] == "erf"``.
-
-    Backward, post-LN: y = norm(x + f(x)) gives dz = norm.backward(dy) for z = x + f(x), then
-    dx = dz + f'(x)^T dz (the shortcut and the branch add). Pre-LN: see TransformerBlock.
-    """
-
-    def __init__(self, cfg: Mapping, *, rng: np.random.Generator | None = None,
-                 dtype: np.dtype | type = np.float32):
-        super().__init__()
-        self.post_ln = cfg["norm"] == "post"
-        self.att = MultiHeadAttention(d_in=cfg["emb_dim"], d_out=cfg["emb_dim"],
-                                      context_length=cfg["context_length"], dropout=cfg["drop_rate"],
-                                      num_heads=cfg["n_heads"], qkv_bias=cfg["qkv_bias"], causal=False,
-                                      rng=rng, dtype=dtype)
-        self.ff = FeedForward(cfg, rng=rng, dtype=dtype)
-        if cfg["gelu"] == "erf":
-            self.ff.layers = Sequential(self.ff.layers[0], ErfGELU(), self.ff.layers[2])
-        self.norm1 = LayerNorm(cfg["emb_dim"], eps=cfg["ln_eps"], dtype=dtype)
-        self.norm2 = LayerNorm(cfg["emb_dim"], eps=cfg["ln_eps"], dtype=dtype)
-        self.drop_shortcut = Dropout(cfg["drop_rate"])
-        self.drop_shortcut_ff = Dropout(cfg["drop_rate"])
-
-    def forward(self, x: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
-        """x (B, T, C) -> (B, T, C); attention_mask (B, T): 1 real token, 0 padding."""
-        if self.post_ln:
-            x = self.norm1(x + self.drop_shortcut(self.att(x, None, attention_mask)))
-            return self.norm2(x + self.drop_shortcut_ff(self.ff(x)))
-        x = x + self.drop_shortcut(self.att(self.norm1(x), None, attention_mask))
-        return x + self.drop_shortcut_ff(self.ff(self.norm2(x)))
-
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        if self.post_ln:
-            dz = self.norm2.backward(dout)                                    # z = x1 + drop(ff(x1))
-            dx1 = dz + self.ff.backward(self.drop_shortcut_ff.backward(dz))
-            dz = self.norm1.backward(dx1)                                     # z = x + drop(att(x))
-            return dz + self.att.backward(self.drop_shortcut.backward(dz))
-        dx1 = dout + self.norm2.backward(self.ff.backward(self.drop_shortcut_ff.backward(dout)))
-        return dx1 + self.norm1.backward(self.att.backward(self.drop_shortcut.backward(dx1)))
-
-
 # -- the masked-language-model head ----------------------------------------------------------------
 class MLMHead(Module):
     """BERT's ``cls.predictions``: h (B, T, C) -> logits (B, T, V) over the vocabulary.
@@ -245,7 +134,7 @@ class MLMHead(Module):
                  dtype: np.dtype | type = np.float32):
         super().__init__()
         self.dense = Linear(cfg["emb_dim"], cfg["emb_dim"], rng=rng, dtype=dtype)
-        self.act = _activation(cfg)
+        self.act = GELUS[cfg["gelu"]]()                                # as the blocks' GELU
         self.norm = LayerNorm(cfg["emb_dim"], eps=cfg["ln_eps"], dtype=dtype)
         self.decoder_weight = embedding                                  # tied: tok_emb.weight (V, C)
         self.bias = Parameter(np.zeros(cfg["vocab_size"], dtype=dtype))
@@ -277,10 +166,10 @@ class EncoderModel(Module):
     """A BERT-style encoder with its masked-language-model head (``transformers.BertForMaskedLM``).
 
     ``EncoderModel(cfg, seed=None, dtype=np.float32, *, init=True, mlm_head=True)``: cfg is GPT's
-    config plus ``type_vocab_size``, ``norm``, ``gelu`` and ``ln_eps`` (see BERT_CONFIG_BASE; kept as
-    ``self.config``, like transformers' ``model.config``: numpy_gpt's ``.cfg`` means a GPT config to
-    the checkpoint code). Every weight N(0, 0.02^2) as BERT initialises, biases 0, LayerNorms 1/0.
-    ``mlm_head=False`` builds the encoder alone (for ``EncoderClassifier``).
+    config plus ``type_vocab_size``, ``norm``, ``gelu``, ``ln_eps`` and ``drop_rate_attn`` (see
+    BERT_CONFIG_BASE), kept checked as ``self.cfg`` as GPTModel's. Every weight N(0, 0.02^2) as BERT
+    initialises, biases 0, LayerNorms 1/0; seed, dtype and the shared dropout generator as GPTModel.
+    ``mlm_head=False`` builds the encoder alone (for ``EncoderClassifier``, and for a bare BertModel).
 
     ``forward(idx, token_type_ids=None, attention_mask=None)`` -> MLM logits (B, T, V);
     ``backward(dlogits)`` adds into every parameter's grad. ``encode`` / ``encode_backward`` are the
@@ -291,37 +180,29 @@ class EncoderModel(Module):
     def __init__(self, cfg: Mapping, seed: int | None = None, dtype: np.dtype | type = np.float32, *,
                  init: bool = True, mlm_head: bool = True):
         super().__init__()
-        self.config = validate_encoder_config(cfg)
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"EncoderModel dtype must be float32 or float64, got {self.dtype}")
-        weights_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
-        rng = np.random.default_rng(weights_seed)
-        self.dropout_rng = np.random.default_rng(dropout_seed)
-        c = self.config
+        self.cfg = validate_encoder_config(cfg)
+        self.dtype = model_dtype(dtype, "EncoderModel")
+        rng, self.dropout_rng = model_generators(seed)
+        c = self.cfg
         with contextlib.nullcontext() if init else skip_init():
             self.tok_emb = Embedding(c["vocab_size"], c["emb_dim"], rng=rng, dtype=dtype)
             self.pos_emb = PositionalEmbedding(c["context_length"], c["emb_dim"], rng=rng, dtype=dtype)
             self.type_emb = Embedding(c["type_vocab_size"], c["emb_dim"], rng=rng, dtype=dtype)
             self.emb_norm = LayerNorm(c["emb_dim"], eps=c["ln_eps"], dtype=dtype)
             self.drop_emb = Dropout(c["drop_rate"])
-            self.blocks = Sequential(*[EncoderBlock(c, rng=rng, dtype=dtype) for _ in range(c["n_layers"])])
+            # GPT's block, with BERT's switches: every token sees every token, post-LN, exact GELU
+            self.blocks = Sequential(*[
+                TransformerBlock(c, causal=False, pre_norm=c["norm"] == "pre", gelu=c["gelu"],
+                                 eps=c["ln_eps"], rng=rng, dtype=dtype)
+                for _ in range(c["n_layers"])])
             self.final_norm = LayerNorm(c["emb_dim"], eps=c["ln_eps"], dtype=dtype) if c["norm"] == "pre" \
                 else None
             self.mlm_head = MLMHead(c, self.tok_emb.weight, rng=rng, dtype=dtype) if mlm_head else None
-        for module in self.modules():
-            if isinstance(module, Dropout):
-                module.rng = self.dropout_rng
+        share_dropout_rng(self)
         self._cache = None
 
     def _check_inputs(self, idx, token_type_ids, attention_mask):
-        idx = np.asarray(idx)
-        if not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 2 or 0 in idx.shape:
-            raise ValueError(f"EncoderModel expects a non-empty (batch, tokens) array of integer ids, got "
-                             f"{idx.dtype} {idx.shape}")
-        if idx.shape[1] > self.config["context_length"]:
-            raise ValueError(f"{idx.shape[1]} tokens exceed context_length={self.config['context_length']}; "
-                             f"truncate the input")
+        idx = check_token_ids(idx, self.cfg, "EncoderModel")
         if token_type_ids is None:
             token_type_ids = np.zeros(idx.shape, dtype=np.int64)
         token_type_ids = np.asarray(token_type_ids)
@@ -342,7 +223,7 @@ class EncoderModel(Module):
         x += self.type_emb(token_type_ids)                               # (B, T, C) segment A or B
         x = self.drop_emb(self.emb_norm(x))                              # BERT normalises the sum
         for block in self.blocks:
-            x = block(x, attention_mask)                                 # (B, T, C), all tokens see all
+            x = block(x, attention_mask=attention_mask)                  # (B, T, C), all tokens see all
         if self.final_norm is not None:
             x = self.final_norm(x)
         self._cache = x.shape if self._need_cache() else None
@@ -376,7 +257,7 @@ class EncoderModel(Module):
         self.encode_backward(self.mlm_head.backward(dlogits.astype(self.dtype, copy=False)))
 
     def extra_repr(self) -> str:
-        return f"norm={self.config['norm']!r}, gelu={self.config['gelu']!r}"
+        return f"norm={self.cfg['norm']!r}, gelu={self.cfg['gelu']!r}"
 
 
 def encoder_parameter_shapes(cfg: Mapping, mlm_head: bool = True) -> dict[str, tuple[int, ...]]:
@@ -389,7 +270,7 @@ def encoder_parameter_shapes(cfg: Mapping, mlm_head: bool = True) -> dict[str, t
         "emb_norm.scale": (C,), "emb_norm.shift": (C,)}
     for i in range(c["n_layers"]):
         block = f"blocks.{i}."
-        shapes.update(block_parameter_shapes(block, C, c["qkv_bias"]))
+        shapes.update(block_parameter_shapes(block, C, c["qkv_bias"], ff_hidden_dim(c)))
     if c["norm"] == "pre":
         shapes.update({"final_norm.scale": (C,), "final_norm.shift": (C,)})
     if mlm_head:
@@ -422,11 +303,11 @@ class EncoderClassifier(Module):
         self.pooling = pooling
         self.num_classes = int(num_classes)
         self.encoder = EncoderModel(cfg, seed=seed, dtype=dtype, init=init, mlm_head=False)
-        self.config = self.encoder.config
+        self.cfg = self.encoder.cfg
         self.dtype = self.encoder.dtype
         self.dropout_rng = self.encoder.dropout_rng
         rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
-        c = self.config
+        c = self.cfg
         with contextlib.nullcontext() if init else skip_init():
             if pooling == "cls":
                 self.pooler = Sequential(Linear(c["emb_dim"], c["emb_dim"], rng=rng, dtype=dtype), Tanh())
@@ -465,8 +346,8 @@ def encoder_attention_weights(model: EncoderModel, idx: np.ndarray, layer: int) 
     [b, h, i, j] is how much token i attends to token j. Every row sums to 1 over ALL j, left and
     right: the full square that a GPT layer (numpy_gpt.plots.attention_weights) cuts to its lower
     triangle. Recomputed from the block's input as chapter 3 does, in eval mode, under no_grad."""
-    if not 0 <= layer < model.config["n_layers"]:
-        raise ValueError(f"layer must be in [0, {model.config['n_layers']}), got {layer}")
+    if not 0 <= layer < model.cfg["n_layers"]:
+        raise ValueError(f"layer must be in [0, {model.cfg['n_layers']}), got {layer}")
     was_training = model.training
     model.eval()
     try:
@@ -478,10 +359,47 @@ def encoder_attention_weights(model: EncoderModel, idx: np.ndarray, layer: int) 
             for block in blocks[:layer]:
                 x = block(x)
             block = blocks[layer]
-            h = x if block.post_ln else block.norm1(x)                           # the attention's input
+            h = block.norm1(x) if block.pre_norm else x                          # the attention's input
             att = block.att
             q = att._split_heads(att.W_query(h)) * att.scale                     # (B, H, T, hd)
             k = att._split_heads(att.W_key(h))
             return softmax(q @ k.swapaxes(-1, -2))                                # (B, H, T, T), no mask
     finally:
         model.train(was_training)
+
+
+# -- deprecated names, kept for code written against the earlier encoder --------------------------------
+def _deprecated_config(model_class: type) -> property:
+    """``.config``, the earlier name of the encoder models' ``.cfg`` (every model's config is .cfg)."""
+    message = f"{model_class.__name__}.config is deprecated: every numpy_gpt model's config is .cfg"
+
+    def get(self):
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        return self.cfg
+
+    def set_(self, value):
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        self.cfg = value
+
+    return property(get, set_, doc=message)
+
+
+EncoderModel.config = _deprecated_config(EncoderModel)
+EncoderClassifier.config = _deprecated_config(EncoderClassifier)
+
+
+class EncoderBlock(TransformerBlock):
+    """Deprecated: BERT's block is GPT's ``TransformerBlock`` with BERT's switches, as
+    ``EncoderModel`` builds it. ``EncoderBlock(cfg)`` (an encoder config) still builds that block,
+    and its ``forward(x, attention_mask)`` still takes the mask second."""
+
+    def __init__(self, cfg: Mapping, *, rng: np.random.Generator | None = None,
+                 dtype: np.dtype | type = np.float32):
+        warnings.warn("EncoderBlock is deprecated: use TransformerBlock(cfg, causal=False, "
+                      "pre_norm=cfg['norm'] == 'pre', gelu=cfg['gelu'], eps=cfg['ln_eps'])",
+                      DeprecationWarning, stacklevel=2)
+        super().__init__(cfg, causal=False, pre_norm=cfg["norm"] == "pre", gelu=cfg["gelu"],
+                         eps=cfg["ln_eps"], rng=rng, dtype=dtype)
+
+    def forward(self, x: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
+        return super().forward(x, attention_mask=attention_mask)

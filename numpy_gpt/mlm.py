@@ -167,7 +167,7 @@ def fill_mask(model: EncoderModel, tokenizer: WordPieceTokenizer, text: str,
     positions = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
     if not positions:
         raise ValueError(f"the text has no [MASK] token to fill: {text!r}")
-    context = model.config["context_length"]
+    context = model.cfg["context_length"]
     if len(ids) > context:
         raise ValueError(f"the text is {len(ids)} tokens, more than the model's context of {context}")
     with no_grad():

@@ -67,19 +67,25 @@ GPT_CONFIG_774M = {**GPT_CONFIG_124M, "emb_dim": 1280, "n_layers": 36, "n_heads"
 GPT_CONFIG_1558M = {**GPT_CONFIG_124M, "emb_dim": 1600, "n_layers": 48, "n_heads": 25}
 
 _INT_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
+OPTIONAL_KEYS = ("hidden_dim",)   # the feed-forward width; absent: 4 * emb_dim (nn/feedforward.py)
 
 
 def validate_config(cfg: Mapping) -> dict:
-    """Return a checked copy of a GPT config dict, or raise an error that says what is wrong."""
+    """Return a checked copy of a GPT config dict, or raise an error that says what is wrong.
+
+    The keys are GPT_CONFIG_124M's, plus the optional ``hidden_dim``, the feed-forward width. It is
+    kept only where it differs from the default 4 * emb_dim, so a config that states the default
+    equals one that leaves it out (the book's configs, and old checkpoints', have no such key)."""
     if not isinstance(cfg, Mapping):
         raise TypeError(f"cfg must be a dict like GPT_CONFIG_124M, got {type(cfg).__name__}")
     expected = set(GPT_CONFIG_124M)
     missing = sorted(expected - set(cfg))
-    unknown = sorted(set(cfg) - expected)
+    unknown = sorted(set(cfg) - expected - set(OPTIONAL_KEYS))
     if missing or unknown:
         raise KeyError(f"GPT config: missing keys {missing}, unknown keys {unknown}; "
-                       f"expected exactly {sorted(expected)} (see GPT_CONFIG_124M)")
-    for key in _INT_KEYS:
+                       f"expected exactly {sorted(expected)} (see GPT_CONFIG_124M), "
+                       f"plus optional {list(OPTIONAL_KEYS)}")
+    for key in (*_INT_KEYS, *(k for k in OPTIONAL_KEYS if k in cfg)):
         value = cfg[key]
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"GPT config: {key} must be a positive integer, got {value!r}")
@@ -90,7 +96,10 @@ def validate_config(cfg: Mapping) -> dict:
     if cfg["emb_dim"] % cfg["n_heads"] != 0:
         raise ValueError(f"GPT config: emb_dim ({cfg['emb_dim']}) must be divisible by n_heads "
                          f"({cfg['n_heads']}), each head gets emb_dim // n_heads features")
-    return {key: cfg[key] for key in GPT_CONFIG_124M}
+    checked = {key: cfg[key] for key in GPT_CONFIG_124M}
+    if cfg.get("hidden_dim", 4 * cfg["emb_dim"]) != 4 * cfg["emb_dim"]:
+        checked["hidden_dim"] = int(cfg["hidden_dim"])
+    return checked
 
 
 class GPTModel(Module):
@@ -119,12 +128,8 @@ class GPTModel(Module):
                  init: bool = True):
         super().__init__()
         self.cfg = validate_config(cfg)
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"GPTModel dtype must be float32 or float64, got {self.dtype}")
-        weights_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
-        rng = np.random.default_rng(weights_seed)
-        self.dropout_rng = np.random.default_rng(dropout_seed)
+        self.dtype = model_dtype(dtype, "GPTModel")
+        rng, self.dropout_rng = model_generators(seed)
 
         c = self.cfg
         with contextlib.nullcontext() if init else skip_init():
@@ -141,9 +146,7 @@ class GPTModel(Module):
             for block in self.trf_blocks:
                 block.att.out_proj.weight.data *= residual_scale
                 block.ff.layers[2].weight.data *= residual_scale
-        for module in self.modules():
-            if isinstance(module, Dropout):
-                module.rng = self.dropout_rng
+        share_dropout_rng(self)
         self._cache = None
 
     def set_dropout_seed(self, seed: int) -> None:
@@ -156,33 +159,6 @@ class GPTModel(Module):
         return [block.att.new_kv_cache(batch_size, max_len) for block in self.trf_blocks]
 
     # -- forward / backward ------------------------------------------------------------------
-    def _check_idx(self, idx: np.ndarray, past: int) -> np.ndarray:
-        if not isinstance(idx, np.ndarray):
-            idx = np.asarray(idx)
-        if not np.issubdtype(idx.dtype, np.integer):
-            raise TypeError(f"GPTModel expects integer token ids, got dtype {idx.dtype}; "
-                            f"convert with idx.astype(np.int64)")
-        if idx.ndim == 1:
-            raise ValueError(f"GPTModel expects token ids of shape (batch, tokens), got a 1-D array of "
-                             f"shape {idx.shape}; add a batch axis with idx[None]")
-        if idx.ndim != 2 or idx.shape[0] == 0 or idx.shape[1] == 0:
-            raise ValueError(f"GPTModel expects a non-empty (batch, tokens) array of ids, got shape "
-                             f"{idx.shape}")
-        context_length, vocab_size = self.cfg["context_length"], self.cfg["vocab_size"]
-        if past and past + idx.shape[1] > context_length:
-            raise ValueError(f"the KV cache holds {past} positions and {idx.shape[1]} more tokens would "
-                             f"exceed context_length={context_length}; positions are absolute, so a full "
-                             f"cache cannot slide: start a new cache and feed the last tokens again")
-        if idx.shape[1] > context_length:
-            raise ValueError(f"{idx.shape[1]} tokens exceed context_length={context_length}; crop the "
-                             f"input to its last {context_length} tokens (idx[:, -{context_length}:])")
-        low, high = idx.min(), idx.max()
-        if low < 0 or high >= vocab_size:
-            bad = low if low < 0 else high
-            raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size}); was the text "
-                             f"encoded with a tokenizer of a different vocabulary size?")
-        return idx
-
     def _check_kv_cache(self, kv_cache: list[KVCache]) -> int:
         """Validate a cache from new_kv_cache; return the number of positions it already holds."""
         n_layers = self.cfg["n_layers"]
@@ -228,11 +204,11 @@ class GPTModel(Module):
         self._cache = None
         if kv_cache is not None:
             past = self._check_kv_cache(kv_cache)
-            idx = self._check_idx(idx, past)
+            idx = check_token_ids(idx, self.cfg, "GPTModel", past)
             self._check_kv_room(kv_cache, idx.shape)
             with no_grad():
                 return self._forward(idx, past, kv_cache, lowest=0)
-        idx = self._check_idx(idx, past=0)
+        idx = check_token_ids(idx, self.cfg, "GPTModel")
         if not is_grad_enabled():
             return self._forward(idx, 0, None, lowest=0)
         lowest = self._lowest_trainable_part()
@@ -299,3 +275,59 @@ class GPTModel(Module):
         self.tok_emb.backward(dx)
         self.pos_emb.backward(dx)
         return None
+
+
+# -- what every model does around its layers: GPTModel above, EncoderModel (encoder.py) too --------------
+def model_generators(seed: int | None) -> tuple[np.random.Generator, np.random.Generator]:
+    """(weights, dropout): two independent generators from one seed,
+    ``np.random.SeedSequence(seed).spawn(2)``. The first draws every weight, in the order the
+    layers are built (the same seed gives the same model); the second is the model's
+    ``dropout_rng``, which every Dropout of the model draws its masks from (``share_dropout_rng``)."""
+    weights_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(weights_seed), np.random.default_rng(dropout_seed)
+
+
+def model_dtype(dtype: np.dtype | type, model_name: str) -> np.dtype:
+    """The model's dtype, checked: float32 (training) or float64 (the gradchecks)."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"{model_name} dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def share_dropout_rng(model: Module) -> None:
+    """Point every Dropout of ``model`` at ``model.dropout_rng``: one generator for the whole model,
+    so one seed reproduces a run and a checkpoint saves one ``bit_generator.state``."""
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.rng = model.dropout_rng
+
+
+def check_token_ids(idx: np.ndarray, cfg: Mapping, model_name: str, past: int = 0) -> np.ndarray:
+    """``idx`` as a non-empty (batch, tokens) integer array that fits the context after ``past``
+    cached positions and the vocabulary, or a ValueError/TypeError that says how to fix it."""
+    if not isinstance(idx, np.ndarray):
+        idx = np.asarray(idx)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"{model_name} expects integer token ids, got dtype {idx.dtype}; "
+                        f"convert with idx.astype(np.int64)")
+    if idx.ndim == 1:
+        raise ValueError(f"{model_name} expects token ids of shape (batch, tokens), got a 1-D array of "
+                         f"shape {idx.shape}; add a batch axis with idx[None]")
+    if idx.ndim != 2 or idx.shape[0] == 0 or idx.shape[1] == 0:
+        raise ValueError(f"{model_name} expects a non-empty (batch, tokens) array of ids, got shape "
+                         f"{idx.shape}")
+    context_length, vocab_size = cfg["context_length"], cfg["vocab_size"]
+    if past and past + idx.shape[1] > context_length:
+        raise ValueError(f"the KV cache holds {past} positions and {idx.shape[1]} more tokens would "
+                         f"exceed context_length={context_length}; positions are absolute, so a full "
+                         f"cache cannot slide: start a new cache and feed the last tokens again")
+    if idx.shape[1] > context_length:
+        raise ValueError(f"{idx.shape[1]} tokens exceed context_length={context_length}; crop the "
+                         f"input to its last {context_length} tokens (idx[:, -{context_length}:])")
+    low, high = idx.min(), idx.max()
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size}); was the text "
+                         f"encoded with a tokenizer of a different vocabulary size?")
+    return idx

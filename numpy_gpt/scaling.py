@@ -75,6 +75,8 @@ from typing import Any
 
 import numpy as np
 
+from numpy_gpt.nn.feedforward import ff_hidden_dim
+
 # -- model shapes and FLOPs ---------------------------------------------------------------------------
 
 
@@ -122,11 +124,12 @@ def non_embedding_params(cfg: dict[str, Any]) -> int:
     """N: parameters outside the token and position embeddings and the output head.
 
     Per block: W_query, W_key, W_value (d x d each, plus 3d biases with qkv_bias), out_proj
-    (d x d + d), feed-forward (d x 4d + 4d, 4d x d + d), two LayerNorms (2d each):
-    12 d^2 + 10 d (+ 3d). Plus the final LayerNorm, 2d.
+    (d x d + d), feed-forward (d x h + h, h x d + d, h = hidden_dim, 4d unless the config says
+    otherwise), two LayerNorms (2d each): 4 d^2 + 2 d h + h + 6 d (+ 3d), which is 12 d^2 + 10 d
+    (+ 3d) at h = 4d. Plus the final LayerNorm, 2d.
     """
-    d, n_layers = cfg["emb_dim"], cfg["n_layers"]
-    per_block = 12 * d * d + 10 * d + (3 * d if cfg.get("qkv_bias") else 0)
+    d, h, n_layers = cfg["emb_dim"], ff_hidden_dim(cfg), cfg["n_layers"]
+    per_block = 4 * d * d + 2 * d * h + h + 6 * d + (3 * d if cfg.get("qkv_bias") else 0)
     return n_layers * per_block + 2 * d
 
 

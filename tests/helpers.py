@@ -20,8 +20,9 @@ TINY = {"vocab_size": 50, "context_length": 16, "emb_dim": 16, "n_heads": 2, "n_
 
 
 def tiny_cfg(**overrides) -> dict:
-    """A tiny GPT config: TINY with ``overrides`` (an unknown key is a mistake, so it raises)."""
-    unknown = sorted(set(overrides) - set(TINY))
+    """A tiny GPT config: TINY with ``overrides`` (an unknown key is a mistake, so it raises; the
+    optional ``hidden_dim`` is known)."""
+    unknown = sorted(set(overrides) - set(TINY) - {"hidden_dim"})
     if unknown:
         raise KeyError(f"tiny_cfg: unknown config keys {unknown}")
     return {**TINY, **overrides}

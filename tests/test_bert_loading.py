@@ -53,7 +53,7 @@ def hf_forward(model, idx, types, mask):
 def test_masked_lm_folder_gives_transformers_logits(tmp_path, act):
     hf = save(transformers.BertForMaskedLM, tmp_path, hidden_act=act)
     model = load_bert(tmp_path)
-    assert isinstance(model, EncoderModel) and model.config["gelu"] == ("erf" if act == "gelu" else "tanh")
+    assert isinstance(model, EncoderModel) and model.cfg["gelu"] == ("erf" if act == "gelu" else "tanh")
     idx, types, mask = inputs()
     with no_grad():
         logits = model(idx, types, mask)
@@ -128,3 +128,47 @@ def test_bad_folders_name_the_problem(tmp_path):
     save_file(wrong, weights)
     with pytest.raises(SafetensorsError, match="differs from the word embedding"):
         load_bert(tmp_path)
+
+
+def test_tinybert_width_and_both_dropout_rates(tmp_path):
+    """TinyBERT's shape, hidden 312 and intermediate_size 1200 (not 4 x 312), loads and gives
+    transformers' logits; hidden_dropout_prob and attention_probs_dropout_prob stay two rates."""
+    hf = save(transformers.BertForMaskedLM, tmp_path, hidden_size=312, num_attention_heads=12,
+              intermediate_size=1200, num_hidden_layers=1, hidden_dropout_prob=0.2,
+              attention_probs_dropout_prob=0.05)
+    model = load_bert(tmp_path)
+    assert model.cfg["hidden_dim"] == 1200 and model.blocks[0].ff.layers[0].weight.shape == (312, 1200)
+    assert (model.cfg["drop_rate"], model.cfg["drop_rate_attn"]) == (0.2, 0.05)
+    block = model.blocks[0]
+    assert (block.att.dropout.p, block.drop_shortcut.p, block.drop_shortcut_ff.p, model.drop_emb.p) \
+        == (0.05, 0.2, 0.2, 0.2)
+    idx, types, mask = inputs()
+    with no_grad():
+        logits = model(idx, types, mask)
+    np.testing.assert_allclose(logits, hf_forward(hf, idx, types, mask).logits.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_a_folder_without_the_mlm_head_gets_no_random_head(tmp_path, capsys):
+    """A bare BertModel loads without a head: encode() is exact (test above), and neither model(idx)
+    nor fill-mask runs a randomly initialised head; a head with tensors missing is refused."""
+    from numpy_gpt.cli import main
+    from numpy_gpt.tokenizers.wordpiece import SPECIAL_TOKENS
+
+    save(transformers.BertModel, tmp_path / "bare")
+    model = load_bert(tmp_path / "bare")
+    assert model.mlm_head is None and not any(n.startswith("mlm_head") for n, _ in model.named_parameters())
+    with pytest.raises(ValueError, match="mlm_head=False: use encode"):
+        model(inputs()[0])
+    vocab = [*SPECIAL_TOKENS, *(f"w{i}" for i in range(41 - len(SPECIAL_TOKENS)))]
+    (tmp_path / "bare" / "vocab.txt").write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
+    capsys.readouterr()                                 # transformers' progress bars
+    assert main(["fill-mask", "w1 [MASK] w2", "--bert", str(tmp_path / "bare")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bare BertModel" in err[0] and "model.safetensors" in err[0]
+
+    save(transformers.BertForMaskedLM, tmp_path / "mlm")
+    tensors = load_file(tmp_path / "mlm" / "model.safetensors")
+    del tensors["cls.predictions.transform.dense.weight"]
+    save_file(tensors, tmp_path / "mlm" / "model.safetensors")
+    with pytest.raises(SafetensorsError, match="cls.predictions.transform.dense.weight is missing"):
+        load_bert(tmp_path / "mlm")

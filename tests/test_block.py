@@ -1,8 +1,11 @@
-"""TransformerBlock (numpy_gpt/nn/block.py).
+"""TransformerBlock (numpy_gpt/nn/block.py), GPT-2's block and, switched, BERT's.
 
-References: central finite differences in float64 (dropout off and on, with replayed masks), the
-PyTorch reference block in float32, and the hand-derived fact that a block whose two branches
-output zero is the identity for values and gradients.
+References: central finite differences in float64 (dropout off and on, with replayed masks) for
+GPT-2's block and for every combination of the switches (causal or not, pre- or post-LN, tanh or
+erf GELU, with a padding mask and a feed-forward width that is not 4C), the PyTorch reference block
+in float32, and the hand-derived fact that a block whose two branches output zero is the identity
+for values and gradients. BERT's switched block is also proven against transformers' BertLayer
+inside the whole model (tests/test_encoder.py).
 """
 
 from __future__ import annotations
@@ -34,10 +37,10 @@ def reference_scale_name(name: str) -> str:
     return name.replace("W_key.bias", "W_key.weight")
 
 
-def make_block(config, seed, dtype=np.float64) -> TransformerBlock:
+def make_block(config, seed, dtype=np.float64, **switches) -> TransformerBlock:
     """A block with O(1) random parameters (LayerNorm scale near 1) and seeded dropouts."""
     rng = np.random.default_rng(seed)
-    block = TransformerBlock(config, rng=rng, dtype=dtype)
+    block = TransformerBlock(config, rng=rng, dtype=dtype, **switches)
     for name, p in block.named_parameters():
         p.data[...] = (1.0 if name.endswith("scale") else 0.0) + rng.standard_normal(p.shape) * 0.4
     shared = np.random.default_rng(seed)
@@ -64,6 +67,40 @@ def test_gradcheck_float64(batch, heads, context_length, data, qkv_bias, drop_ra
                        before_forward=lambda: setattr(rng.bit_generator, "state", state))
     assert report.ok, str(report)
     assert [row.name for row in report.rows] == [n for n, _ in block.named_parameters()] + ["input[0]"]
+
+
+SWITCHES = [(causal, pre_norm, gelu) for causal in (True, False) for pre_norm in (True, False)
+            for gelu in ("tanh", "erf")]
+
+
+@pytest.mark.parametrize("causal,pre_norm,gelu", SWITCHES)
+def test_every_switch_combination_gradcheck_float64(causal, pre_norm, gelu):
+    """GPT-2's block (causal, pre-LN, tanh), BERT's (bidirectional, post-LN, erf) and the six
+    between them: every parameter and the input, with dropout on (attention and both shortcuts,
+    at two rates), a padding mask and a feed-forward 6 wide where 4C would be 16."""
+    config = {**cfg(emb_dim=4, n_heads=2, context_length=5, drop_rate=0.3), "hidden_dim": 6,
+              "drop_rate_attn": 0.2}
+    block = make_block(config, 7, causal=causal, pre_norm=pre_norm, gelu=gelu, eps=1e-12)
+    assert block.att.causal == causal and block.pre_norm == pre_norm
+    assert type(block.ff.layers[1]).__name__ == {"tanh": "GELU", "erf": "ErfGELU"}[gelu]
+    assert block.ff.layers[0].weight.shape == (4, 6) and block.att.dropout.p == 0.2
+    rng = block.drop_shortcut.rng
+    state = rng.bit_generator.state
+    x = np.random.default_rng(8).standard_normal((2, 5, 4))
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    report = gradcheck(block, [x, None, mask], eps=EPS,
+                       before_forward=lambda: setattr(rng.bit_generator, "state", state))
+    assert report.ok, str(report)
+    assert [row.name for row in report.rows] == [n for n, _ in block.named_parameters()] + ["input[0]"]
+
+
+def test_defaults_are_gpt2s_block():
+    """TransformerBlock(cfg) is the book's: causal attention, pre-LN, tanh GELU, eps 1e-5, 4C wide."""
+    block = TransformerBlock(cfg(emb_dim=8))
+    assert block.att.causal and block.pre_norm and type(block.ff.layers[1]).__name__ == "GELU"
+    assert block.norm1.eps == block.norm2.eps == 1e-5 and block.ff.layers[0].weight.shape == (8, 32)
+    with pytest.raises(ValueError, match="gelu must be one of"):
+        TransformerBlock(cfg(), gelu="relu")
 
 
 def test_matches_torch_float32():

@@ -378,14 +378,41 @@ def test_integer_weights_are_refused(tmp_path, model):
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 70), st.integers(1, 9), st.integers(1, 4), st.integers(1, 3), st.booleans(),
-       st.one_of(st.none(), st.integers(1, 5)))
-def test_gpt_parameter_shapes_are_the_models_own(vocab, context, heads, layers, qkv_bias, num_classes):
+       st.one_of(st.none(), st.integers(1, 5)), st.one_of(st.none(), st.integers(1, 40)))
+def test_gpt_parameter_shapes_are_the_models_own(vocab, context, heads, layers, qkv_bias, num_classes,
+                                                 hidden_dim):
     """The shapes checked against a file before building the model are exactly the model's."""
     from numpy_gpt.finetune.classifier import add_classification_head
+    width = {} if hidden_dim is None else {"hidden_dim": hidden_dim}
     cfg = tiny_cfg(vocab_size=vocab, context_length=context, emb_dim=4 * heads, n_heads=heads,
-                   n_layers=layers, qkv_bias=qkv_bias)
+                   n_layers=layers, qkv_bias=qkv_bias, **width)
+    cfg = GPTModel(cfg, init=False).cfg           # as a checkpoint stores it (4 x emb_dim: no key)
     gpt = GPTModel(cfg, init=False)
     if num_classes is not None:
         add_classification_head(gpt, num_classes)
     assert checkpoint_module.gpt_parameter_shapes(cfg, num_classes) == {
         name: p.shape for name, p in gpt.named_parameters()}
+
+
+def test_feed_forward_width_is_saved_checked_and_optional(tmp_path, idx):
+    """hidden_dim travels with the checkpoint; the shape checks read it (a cfg that lies about the
+    width is refused before anything is built); stating the default width equals leaving it out, so
+    an old checkpoint, which has no such key, loads into a model built either way."""
+    wide = GPTModel(tiny_cfg(context_length=8, hidden_dim=24), seed=2)
+    path = save_checkpoint(tmp_path / "wide.npz", wide)
+    back = load_checkpoint(path).model
+    assert back.cfg["hidden_dim"] == 24 and back.trf_blocks[0].ff.layers[0].weight.shape == (16, 24)
+    with no_grad():
+        np.testing.assert_array_equal(back(idx), wide(idx))
+
+    rewrite(path, lambda entries: edit_meta(entries, cfg={**wide.cfg, "hidden_dim": 40}))
+    with pytest.raises(CheckpointError, match=r"ff\.layers\.0\.weight: checkpoint \(16, 24\) vs model "
+                                              r"\(16, 40\)"):
+        load_checkpoint(path)
+
+    old = save_checkpoint(tmp_path / "old.npz", GPTModel(CFG, seed=1))
+    with np.load(old, allow_pickle=False) as npz:
+        assert "hidden_dim" not in json.loads(npz["__meta__"].tobytes())["cfg"]
+    stated = GPTModel({**CFG, "hidden_dim": 4 * CFG["emb_dim"]}, seed=5)
+    assert stated.cfg == CFG
+    load_checkpoint(old, stated)

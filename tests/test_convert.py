@@ -167,6 +167,53 @@ def test_export_of_trained_model_round_trips_through_transformers(tmp_path):
     np.testing.assert_allclose(back(ids), expected, rtol=0, atol=1e-6)
 
 
+def test_gpt2_of_any_feed_forward_width(fixture, tmp_path):
+    """n_inner != 4 * n_embd: transformers' folder loads (config.json's n_inner is hidden_dim) and
+    gives its logits; the export writes n_inner and transformers reads it back; an OpenAI folder
+    whose hparams.json says n_inner loads the same weights; a .npz keeps the width."""
+    from transformers import GPT2Config
+
+    from numpy_gpt.tools.tf_bundle_writer import write_tf_bundle
+    config = GPT2Config(vocab_size=97, n_positions=16, n_embd=16, n_layer=2, n_head=4, n_inner=40)
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():                            # GPT-2's 0.02 init gives near-zero logits: widen it
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    hf.save_pretrained(tmp_path / "hf")
+    ids = np.random.default_rng(0).integers(0, 97, (2, 16))
+    with torch.no_grad():
+        expected = hf(torch.from_numpy(ids)).logits.numpy()
+
+    gpt, settings = load_gpt2(tmp_path / "hf")
+    assert gpt.cfg["hidden_dim"] == 40 and settings["n_inner"] == 40
+    assert gpt.trf_blocks[0].ff.layers[0].weight.shape == (16, 40)
+    np.testing.assert_allclose(gpt(ids), expected, rtol=0, atol=ATOL)
+
+    path = save_safetensors(gpt, tmp_path / "export")
+    assert json.loads((path.parent / "config.json").read_text())["n_inner"] == 40
+    np.testing.assert_allclose(hf_logits(path.parent, ids), expected, rtol=0, atol=ATOL)
+
+    openai = tmp_path / "openai"                     # OpenAI's layout of the same weights
+    shutil.copytree(fixture["openai"], openai)
+    tensors = {}
+    for ours, name, _ in convert_module._block_names(convert_module._DIRECT, 2):
+        value = gpt.state_dict()[ours]
+        tensors[name] = value[None] if name.endswith("/w") else value   # 1x1 conv weights (1, in, out)
+    for i, block in enumerate(gpt.trf_blocks):
+        parts = [getattr(block.att, part) for part in ("W_query", "W_key", "W_value")]
+        tensors[f"model/h{i}/attn/c_attn/w"] = np.concatenate([q.weight.data for q in parts], 1)[None]
+        tensors[f"model/h{i}/attn/c_attn/b"] = np.concatenate([q.bias.data for q in parts])
+    write_tf_bundle(openai / "model.ckpt", tensors)
+    (openai / "hparams.json").write_text(json.dumps({"n_vocab": 97, "n_ctx": 16, "n_embd": 16,
+                                                     "n_head": 4, "n_layer": 2, "n_inner": 40}))
+    np.testing.assert_allclose(load_openai_checkpoint(openai)(ids), expected, rtol=0, atol=ATOL)
+
+    back = load_checkpoint(convert(tmp_path / "hf", tmp_path / "wide.npz")).model
+    assert back.cfg["hidden_dim"] == 40
+    np.testing.assert_allclose(back(ids), expected, rtol=0, atol=ATOL)
+
+
 def test_convert_in_every_direction(fixture, tmp_path):
     expected = load_openai_checkpoint(fixture["openai"])(fixture["ids"])
     npz = convert(fixture["openai"], tmp_path / "a.npz")

@@ -1,4 +1,4 @@
-"""EncoderModel (numpy_gpt/encoder.py): erf GELU, encoder blocks, the MLM and classification heads.
+"""EncoderModel (numpy_gpt/encoder.py): GPT's block with BERT's switches, the MLM and classification heads.
 
 Proofs: float64 finite differences for every new layer and for the whole model with its MLM loss
 and with its classification head; float32 parity of logits, loss and EVERY parameter gradient with
@@ -8,8 +8,6 @@ name map of numpy_gpt/gpt2/bert.py.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -18,14 +16,14 @@ from numpy_gpt.encoder import (
     EncoderBlock,
     EncoderClassifier,
     EncoderModel,
-    ErfGELU,
     Tanh,
     encoder_parameter_shapes,
-    erf,
     validate_encoder_config,
 )
 from numpy_gpt.gpt2.bert import bert_name_map, to_hf_state_dict
 from numpy_gpt.gradcheck import gradcheck
+from numpy_gpt.nn.block import TransformerBlock
+from numpy_gpt.nn.gelu import ErfGELU
 from numpy_gpt.nn.loss import cross_entropy
 from numpy_gpt.nn.module import Module, no_grad
 
@@ -48,55 +46,45 @@ def ids(shape, high, seed):
     return np.random.default_rng(seed).integers(0, high, size=shape)
 
 
-# -- erf and the exact GELU ------------------------------------------------------------------------
-def test_erf_float32_within_its_stated_accuracy():
-    x = np.linspace(-6, 6, 100_001)
-    exact = np.array([math.erf(v) for v in x])
-    approx = erf(x.astype(np.float32))
-    assert approx.dtype == np.float32
-    assert np.abs(approx - exact).max() < 6e-7                 # A-S 7.1.26: 1.5e-7, plus float32 rounding
-    assert np.array_equal(erf(x), exact)                       # float64: math.erf itself
-
-
-def test_erf_gelu_matches_torch_float32():
-    import torch
-    x = np.random.default_rng(0).standard_normal((64, 33), dtype=np.float32) * 3
-    dy = np.random.default_rng(1).standard_normal(x.shape, dtype=np.float32)
-    xt = torch.tensor(x, requires_grad=True)
-    yt = torch.nn.functional.gelu(xt)                          # approximate="none": the erf form
-    yt.backward(torch.tensor(dy))
-    layer = ErfGELU()
-    y = layer(x)
-    dx = layer.backward(dy)
-    assert y.dtype == dx.dtype == np.float32
-    np.testing.assert_allclose(y, yt.detach().numpy(), atol=1e-6, rtol=1e-6)
-    np.testing.assert_allclose(dx, xt.grad.numpy(), atol=1e-6, rtol=1e-6)
-
-
-@pytest.mark.parametrize("layer", [ErfGELU, Tanh])
-def test_elementwise_gradcheck_float64(layer):
+# -- BERT's pooler activation ----------------------------------------------------------------------
+def test_tanh_gradcheck_float64():
     x = np.random.default_rng(2).standard_normal((3, 4, 5)) * 2
-    report = gradcheck(layer(), x, eps=EPS)
+    report = gradcheck(Tanh(), x, eps=EPS)
     assert report.ok, str(report)
 
 
 # -- blocks and model: finite differences ----------------------------------------------------------
 # The checks sample a few elements of each tensor (max_elems_per_param): every tensor, hence every
 # path through the layer or model, is still checked, at a fraction of the cost.
-@pytest.mark.parametrize("norm,gelu", [("post", "erf"), ("pre", "tanh")])
-def test_encoder_block_gradcheck_float64(norm, gelu):
-    cfg = validate_encoder_config({**TINY, "norm": norm, "gelu": gelu, "drop_rate": 0.3})
-    block = randomize(EncoderBlock(cfg, rng=np.random.default_rng(0), dtype=np.float64), 1)
-    rng = np.random.default_rng(1)
-    for d in block.modules():
-        if hasattr(d, "p"):
-            d.rng = rng
-    state = rng.bit_generator.state
+def test_encoder_block_is_a_deprecated_transformer_block():
+    """The old EncoderBlock(cfg) still builds BERT's block, and forward(x, mask) still works: it is
+    TransformerBlock with BERT's switches (test_block.py checks its gradients in every combination)."""
+    cfg = validate_encoder_config(TINY)
+    with pytest.warns(DeprecationWarning, match="TransformerBlock"):
+        old = randomize(EncoderBlock(cfg, rng=np.random.default_rng(0), dtype=np.float64), 1)
+    new = TransformerBlock(cfg, causal=False, pre_norm=False, gelu="erf", eps=1e-12, dtype=np.float64)
+    new.load_state_dict(old.state_dict())
+    assert isinstance(old, TransformerBlock) and not old.att.causal and not old.pre_norm
+    assert isinstance(old.ff.layers[1], ErfGELU) and old.norm1.eps == 1e-12
     x = np.random.default_rng(3).standard_normal((2, 5, 8))
     mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-    report = gradcheck(block, [x, mask], eps=EPS, max_elems_per_param=10,
-                       before_forward=lambda: setattr(rng.bit_generator, "state", state))
-    assert report.ok, str(report)
+    np.testing.assert_array_equal(old(x, mask), new(x, attention_mask=mask))
+
+
+def test_config_is_cfg_with_a_deprecated_config_alias_and_two_dropout_rates():
+    model = EncoderModel({**TINY, "drop_rate": 0.2})
+    assert model.cfg["drop_rate_attn"] == 0.2                  # one rate given: it serves both
+    with pytest.warns(DeprecationWarning, match=r"EncoderModel.config is deprecated.*\.cfg"):
+        assert model.config is model.cfg
+    clf = EncoderClassifier(TINY, 2)
+    with pytest.warns(DeprecationWarning, match="EncoderClassifier.config"):
+        assert clf.config is clf.cfg is clf.encoder.cfg
+    two = EncoderModel({**TINY, "drop_rate": 0.2, "drop_rate_attn": 0.05})
+    block = two.blocks[0]
+    assert (block.att.dropout.p, block.drop_shortcut.p, block.drop_shortcut_ff.p) == (0.05, 0.2, 0.2)
+    assert two.drop_emb.p == 0.2
+    with pytest.raises(ValueError, match="drop_rate_attn must be"):
+        EncoderModel({**TINY, "drop_rate_attn": 1.5})
 
 
 class WithLoss(Module):
@@ -205,7 +193,8 @@ def hf_config(cfg, **extra):
     from transformers import BertConfig
     return BertConfig(vocab_size=cfg["vocab_size"], hidden_size=cfg["emb_dim"],
                       num_hidden_layers=cfg["n_layers"], num_attention_heads=cfg["n_heads"],
-                      intermediate_size=4 * cfg["emb_dim"], max_position_embeddings=cfg["context_length"],
+                      intermediate_size=cfg.get("hidden_dim", 4 * cfg["emb_dim"]),
+                      max_position_embeddings=cfg["context_length"],
                       type_vocab_size=cfg["type_vocab_size"], layer_norm_eps=cfg["ln_eps"],
                       hidden_act="gelu" if cfg["gelu"] == "erf" else "gelu_pytorch_tanh",
                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
@@ -226,18 +215,19 @@ def load_into_hf(hf_model, ours):
 def assert_grads_match(ours, hf_model, head):
     hf_params = dict(hf_model.named_parameters())
     params = dict(ours.named_parameters())
-    for name, (theirs, transpose) in bert_name_map(ours.config["n_layers"], head).items():
+    for name, (theirs, transpose) in bert_name_map(ours.cfg["n_layers"], head).items():
         g = hf_params[theirs].grad.numpy()
         assert params[name].grad.dtype == np.float32
         np.testing.assert_allclose(params[name].grad, g.T if transpose else g, atol=2e-5, rtol=1e-4,
                                    err_msg=f"{name} <- {theirs}")
 
 
-@pytest.mark.parametrize("gelu", ["erf", "tanh"])
-def test_matches_transformers_bert_for_masked_lm_float32(gelu):
+@pytest.mark.parametrize("gelu,hidden_dim", [("erf", 40), ("tanh", 64)])   # 40: not 4 x 16
+def test_matches_transformers_bert_for_masked_lm_float32(gelu, hidden_dim):
     import torch
     from transformers import BertForMaskedLM
-    cfg = {**TINY, "vocab_size": 37, "context_length": 12, "emb_dim": 16, "n_heads": 4, "gelu": gelu}
+    cfg = {**TINY, "vocab_size": 37, "context_length": 12, "emb_dim": 16, "n_heads": 4, "gelu": gelu,
+           "hidden_dim": hidden_dim}
     ours = randomize(EncoderModel(cfg, seed=0), 0, std=0.2)
     hf = BertForMaskedLM(hf_config(cfg))
     load_into_hf(hf, ours)

@@ -1,4 +1,5 @@
-"""GELU and Dropout: hand values, finite differences, PyTorch parity, dtypes, masks and seeds."""
+"""GELU (tanh, GPT-2's) and ErfGELU (exact, BERT's), and Dropout: hand values, finite differences,
+PyTorch parity, dtypes, masks and seeds."""
 
 import math
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.dropout import Dropout
-from numpy_gpt.nn.gelu import GELU
+from numpy_gpt.nn.gelu import GELU, ErfGELU, erf
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 8), st.integers(1, 16))
 
@@ -41,7 +42,31 @@ def test_gelu_matches_torch_float32():
     assert_matches_torch(GELU(), torch.nn.GELU(approximate="tanh"), x, dy, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("layer", [GELU(), Dropout(0.5, rng=np.random.default_rng(0)), Dropout(0.0)])
+def test_erf_float32_within_its_stated_accuracy():
+    x = np.linspace(-6, 6, 100_001)
+    exact = np.array([math.erf(v) for v in x])
+    approx = erf(x.astype(np.float32))
+    assert approx.dtype == np.float32
+    assert np.abs(approx - exact).max() < 6e-7                 # A-S 7.1.26: 1.5e-7, plus float32 rounding
+    assert np.array_equal(erf(x), exact)                       # float64: math.erf itself
+
+
+def test_erf_gelu_matches_torch_float32():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 33), dtype=np.float32) * 3
+    dy = rng.standard_normal(x.shape, dtype=np.float32)
+    assert_matches_torch(ErfGELU(), torch.nn.GELU(approximate="none"), x, dy, rtol=1e-6, atol=1e-6)
+
+
+@given(shape=shapes, seed=st.integers(0, 2**16))
+def test_erf_gelu_gradcheck_float64(shape, seed):
+    rng = np.random.default_rng(seed)
+    report = gradcheck(ErfGELU(), 3 * rng.standard_normal(shape), seed=seed)
+    assert report.ok and report.max_rel_error < 1e-6, str(report)
+
+
+@pytest.mark.parametrize("layer", [GELU(), ErfGELU(), Dropout(0.5, rng=np.random.default_rng(0)),
+                                   Dropout(0.0)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dtype_is_kept(layer, dtype):
     x = np.random.default_rng(1).standard_normal((2, 3, 4)).astype(dtype)
@@ -51,7 +76,7 @@ def test_dtype_is_kept(layer, dtype):
 
 
 def test_backward_before_forward():
-    for layer in (GELU(), Dropout(0.1)):
+    for layer in (GELU(), ErfGELU(), Dropout(0.1)):
         with pytest.raises(RuntimeError, match="before forward"):
             layer.backward(np.ones(3, np.float32))
 

@@ -139,7 +139,7 @@ def test_checkpoint_round_trip_and_fill_mask(tokenizer, tmp_path):
     with pytest.raises(CheckpointError, match="plain.npz does not record its tokenizer: "):
         load_mlm_checkpoint(tmp_path / "plain.npz")
     meta_lie = tiny_encoder(tokenizer)
-    meta_lie.config = meta_lie.cfg = {**meta_lie.config, "emb_dim": 64}   # a config the arrays do not fit
+    meta_lie.cfg = {**meta_lie.cfg, "emb_dim": 64}                   # a config the arrays do not fit
     save_mlm_checkpoint(tmp_path / "lying.npz", meta_lie, tokenizer)
     with pytest.raises(CheckpointError, match="does not fit"):
         load_mlm_checkpoint(tmp_path / "lying.npz")
@@ -195,3 +195,21 @@ def test_cli_fill_mask_on_a_transformers_bert_folder(tmp_path, capsys):
     first = capsys.readouterr().out.splitlines()[1].split(",")[0].split()
     assert first[0] == expected
     assert float(first[1]) == pytest.approx(float(torch.softmax(logits, -1).max()), abs=1e-3)
+
+
+def test_encoder_checkpoint_without_drop_rate_attn_loads(tokenizer, tmp_path):
+    """Encoder checkpoints written before drop_rate_attn existed (their cfg has one drop_rate) load:
+    the attention rate defaults to drop_rate, and a dropout rate is no config difference."""
+    model = tiny_encoder(tokenizer)
+    path = save_mlm_checkpoint(tmp_path / "enc.npz", model, tokenizer)
+    with np.load(path, allow_pickle=False) as npz:
+        entries = {k: npz[k] for k in npz.files}
+    meta = json.loads(entries["__meta__"].tobytes())
+    del meta["cfg"]["drop_rate_attn"]
+    entries["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **entries)
+    loaded, _, _ = load_mlm_checkpoint(path)
+    assert loaded.cfg["drop_rate_attn"] == loaded.cfg["drop_rate"]
+    for (name, p), (_, q) in zip(model.named_parameters(), loaded.named_parameters(), strict=True):
+        assert np.array_equal(p.data, q.data), name

@@ -151,6 +151,8 @@ def test_dropout_rng_is_shared_and_reseedable():
     ({"drop_rate": 1.0}, ValueError, "drop_rate"),
     ({"qkv_bias": "no"}, ValueError, "qkv_bias"),
     ({"model_name": "gpt2"}, KeyError, "unknown keys \\['model_name'\\]"),
+    ({"hidden_dim": 0}, ValueError, "hidden_dim must be a positive integer"),
+    ({"hidden_dim": 24.0}, ValueError, "hidden_dim must be a positive integer"),
 ])
 def test_bad_config(change, error, message):
     with pytest.raises(error, match=message):

@@ -47,8 +47,10 @@ def test_flops_per_token_matches_a_hand_count():
 
 
 def test_non_embedding_params_counts_the_model():
-    for shape in scaling.SWEEP_SHAPES[:4]:
-        cfg = scaling.model_config(shape, vocab_size=65, context_length=32)
+    shapes = scaling.SWEEP_SHAPES[:4]
+    configs = [scaling.model_config(shape, vocab_size=65, context_length=32) for shape in shapes]
+    configs.append({**configs[0], "hidden_dim": 3 * configs[0]["emb_dim"] + 1, "qkv_bias": True})
+    for cfg in configs:
         model = GPTModel(cfg, seed=0)
         outside = sum(p.data.size for name, p in model.named_parameters()
                       if not name.startswith(("tok_emb", "pos_emb", "out_head")))

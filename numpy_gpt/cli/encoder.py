@@ -186,10 +186,11 @@ def _load_encoder(args: argparse.Namespace):
     tokenizer = WordPieceTokenizer.from_file(vocab, lowercase=not args.cased)
     model = load_bert(folder)
     if not isinstance(model, EncoderModel) or model.mlm_head is None:
-        raise ValueError(f"{folder} holds no masked-language-model head (a classifier?): fill-mask needs "
-                         f"a BertForMaskedLM folder")
-    if tokenizer.n_vocab != model.config["vocab_size"]:
-        raise ValueError(f"{vocab} has {tokenizer.n_vocab} tokens but the model {model.config['vocab_size']}")
+        what = "a bare BertModel: no cls.predictions" if isinstance(model, EncoderModel) else "a classifier"
+        raise ValueError(f"{folder / 'model.safetensors'} holds no masked-language-model head ({what}): "
+                         f"fill-mask needs a BertForMaskedLM folder")
+    if tokenizer.n_vocab != model.cfg["vocab_size"]:
+        raise ValueError(f"{vocab} has {tokenizer.n_vocab} tokens but the model {model.cfg['vocab_size']}")
     return model, tokenizer
 
 
@@ -236,7 +237,7 @@ def _cmd_attention_heatmap(args: argparse.Namespace) -> int:
         decoder = GPTModel({"vocab_size": enc_tok.n_vocab, **size, "qkv_bias": True}, seed=args.seed)
         dec_ids = np.asarray([enc_tok.encode(sentence, add_special_tokens=False)])
         dec_labels = [enc_tok.inverse[i] for i in dec_ids[0]]
-    for model, n in ((encoder, encoder.config["n_layers"]), (decoder, decoder.cfg["n_layers"])):
+    for model, n in ((encoder, encoder.cfg["n_layers"]), (decoder, decoder.cfg["n_layers"])):
         if not 0 <= args.layer < n:
             raise ValueError(f"--layer {args.layer} is outside [0, {n}) for {type(model).__name__}")
     enc = encoder_attention_weights(encoder, enc_ids, args.layer)[0].mean(axis=0)        # (T, T)

@@ -19,7 +19,12 @@ The mapping, written out in full below (``_EMBEDDINGS``, ``_LAYER``, ``_MLM_HEAD
   next-sentence head ``cls.seq_relationship``, the pooler of a masked-LM model, ``position_ids``
   buffers) are skipped.
 * config.json: ``hidden_act`` "gelu" is the erf GELU, "gelu_new"/"gelu_pytorch_tanh" the tanh one;
-  only absolute position embeddings and ``intermediate_size == 4 * hidden_size`` are supported.
+  ``intermediate_size`` is the feed-forward width (``hidden_dim``; TinyBERT's 312 -> 1200 loads),
+  ``hidden_dropout_prob`` and ``attention_probs_dropout_prob`` the two dropout rates (``drop_rate``
+  and ``drop_rate_attn``); only absolute position embeddings are supported.
+* the masked-language-model head is read when the file has one. A bare ``BertModel`` (no
+  ``cls.predictions.*``) loads as an ``EncoderModel`` without a head, as transformers' BertModel
+  is: it encodes exactly, and fill-mask refuses it rather than guess with a random head.
 """
 
 from __future__ import annotations
@@ -30,7 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from numpy_gpt.encoder import EncoderClassifier, EncoderModel, encoder_parameter_shapes
+from numpy_gpt.encoder import (
+    EncoderClassifier,
+    EncoderModel,
+    encoder_parameter_shapes,
+    validate_encoder_config,
+)
 from numpy_gpt.fileio import read_json
 from numpy_gpt.gpt2.safetensors import SafetensorsError, SafetensorsReader
 from numpy_gpt.model_files import ENCODERS, Format, ModelFile, add_format, read_model_file
@@ -96,7 +106,7 @@ def to_hf_state_dict(model: EncoderModel | EncoderClassifier) -> dict[str, np.nd
     """The model's weights under transformers' names and layouts (Linear weights transposed), as a
     ``BertForMaskedLM`` / ``BertForSequenceClassification`` state dict in NumPy."""
     head = "classifier" if isinstance(model, EncoderClassifier) else "mlm"
-    n_layers = model.config["n_layers"]
+    n_layers = model.cfg["n_layers"]
     params = dict(model.named_parameters())
     return {theirs: np.ascontiguousarray(params[ours].data.T if transpose else params[ours].data)
             for ours, (theirs, transpose) in bert_name_map(n_layers, head).items()}
@@ -115,17 +125,19 @@ def encoder_config_from_hf(config: Mapping, where: str = "config.json") -> dict:
     if config.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(f"{where}: position_embedding_type {config['position_embedding_type']!r} is not "
                          f"supported (only 'absolute', BERT's learned positions)")
-    hidden = need("hidden_size")
-    if need("intermediate_size") != 4 * hidden:
-        raise ValueError(f"{where}: intermediate_size {config['intermediate_size']} is not 4 x hidden_size "
-                         f"({hidden}), which numpy_gpt's feed-forward block assumes")
     if config.get("is_decoder", False):
         raise ValueError(f"{where}: is_decoder is true; load_bert reads encoders only")
-    return {"vocab_size": need("vocab_size"), "context_length": need("max_position_embeddings"),
-            "emb_dim": hidden, "n_heads": need("num_attention_heads"), "n_layers": need("num_hidden_layers"),
-            "drop_rate": float(config.get("hidden_dropout_prob", 0.1)), "qkv_bias": True,
-            "type_vocab_size": need("type_vocab_size"), "norm": "post", "gelu": HF_GELU[act],
-            "ln_eps": float(config.get("layer_norm_eps", 1e-12))}
+    cfg = {"vocab_size": need("vocab_size"), "context_length": need("max_position_embeddings"),
+           "emb_dim": need("hidden_size"), "n_heads": need("num_attention_heads"),
+           "n_layers": need("num_hidden_layers"), "hidden_dim": need("intermediate_size"),
+           "drop_rate": config.get("hidden_dropout_prob", 0.1), "qkv_bias": True,
+           "type_vocab_size": need("type_vocab_size"), "norm": "post", "gelu": HF_GELU[act],
+           "ln_eps": config.get("layer_norm_eps", 1e-12),
+           "drop_rate_attn": config.get("attention_probs_dropout_prob", 0.1)}
+    try:
+        return validate_encoder_config(cfg)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err.args[0]}") from None
 
 
 def _stored_name(reader: SafetensorsReader, name: str) -> str | None:
@@ -151,8 +163,9 @@ def load_bert(path: str | os.PathLike, dtype: np.dtype | type = np.float32
     a file of another kind (a GPT) is refused with the command that takes it. All or nothing: the
     config, every tensor's presence, shape and dtype are checked from the headers before the model is
     allocated, and every value must be finite; a failed load raises with the file and the tensor
-    named. A BertModel without an MLM head gets a freshly initialised one (the result can encode, and
-    fill-mask after fine-tuning only). The model is returned in eval mode, as transformers'
+    named. A bare BertModel (no ``cls.predictions.*``) gives an EncoderModel without a head
+    (``mlm_head`` None): ``encode`` is exact, and ``model(idx)`` and fill-mask refuse in one line
+    instead of running a random head. The model is returned in eval mode, as transformers'
     ``from_pretrained`` returns it: call ``.train()`` to fine-tune.
     """
     return read_model_file(path, expect=ENCODERS, use="load_bert").load_model(dtype=dtype)
@@ -198,18 +211,18 @@ def _load_bert_folder(file: ModelFile, drop_rate: float, dtype: np.dtype | None
     is_classifier = "classifier.weight" in reader
     head = "classifier" if is_classifier else "mlm"
     names = bert_name_map(cfg["n_layers"], head)
-    has_mlm_head = is_classifier or _stored_name(reader, "cls.predictions.bias") is not None
-    if not has_mlm_head:
+    # Any cls.predictions tensor means an MLM head, which must then be whole; none: a bare BertModel.
+    has_mlm_head = not is_classifier and any(_stored_name(reader, theirs) is not None
+                                             for theirs, _ in _MLM_HEAD.values())
+    if not is_classifier and not has_mlm_head:
         names = {k: v for k, v in names.items() if not k.startswith("mlm_head.")}
-    expected = encoder_parameter_shapes(cfg, mlm_head=False)
+    expected = encoder_parameter_shapes(cfg, mlm_head=has_mlm_head)
     if is_classifier:
         expected = {"encoder." + k: v for k, v in expected.items()}
         num_classes = reader.entries["classifier.weight"].shape[0]
         expected.update({"pooler.0.weight": (cfg["emb_dim"],) * 2, "pooler.0.bias": (cfg["emb_dim"],),
                          "classifier.weight": (cfg["emb_dim"], num_classes),
                          "classifier.bias": (num_classes,)})
-    elif has_mlm_head:
-        expected = encoder_parameter_shapes(cfg, mlm_head=True)
 
     stored, problems = {}, []
     for ours, (theirs, transpose) in names.items():
@@ -233,7 +246,7 @@ def _load_bert_folder(file: ModelFile, drop_rate: float, dtype: np.dtype | None
         model: EncoderModel | EncoderClassifier = EncoderClassifier(cfg, num_classes, "cls", dtype=dtype,
                                                                     init=False)
     else:
-        model = EncoderModel(cfg, dtype=dtype, init=not has_mlm_head, mlm_head=True)
+        model = EncoderModel(cfg, dtype=dtype, init=False, mlm_head=has_mlm_head)
     params = dict(model.named_parameters())
     for ours, (name, transpose) in stored.items():
         array = reader.read(name)

@@ -300,17 +300,25 @@ def _load_weights(gpt: GPTModel, checkpoint: TFCheckpointReader | SafetensorsRea
 
 
 # -- configs ------------------------------------------------------------------------------------------
+def _hidden_dim(n_inner: int | None) -> dict:
+    """GPT-2's ``n_inner`` (the feed-forward width; None: 4 * n_embd) as numpy_gpt's ``hidden_dim``."""
+    return {} if n_inner is None else {"hidden_dim": n_inner}
+
+
 def gpt2_config(hparams: Mapping[str, int], drop_rate: float = 0.0) -> dict:
-    """numpy_gpt config for OpenAI's hparams.json ({n_vocab, n_ctx, n_embd, n_head, n_layer})."""
+    """numpy_gpt config for OpenAI's hparams.json ({n_vocab, n_ctx, n_embd, n_head, n_layer}, and
+    ``n_inner`` when the feed-forward block is not 4 x n_embd wide)."""
     return {"vocab_size": hparams["n_vocab"], "context_length": hparams["n_ctx"],
             "emb_dim": hparams["n_embd"], "n_heads": hparams["n_head"], "n_layers": hparams["n_layer"],
-            "drop_rate": drop_rate, "qkv_bias": True}
+            "drop_rate": drop_rate, "qkv_bias": True, **_hidden_dim(hparams.get("n_inner"))}
 
 
 def _settings(cfg: Mapping) -> dict[str, int]:
-    """The book's ``settings`` (OpenAI's hparams names) for a numpy_gpt config."""
-    return {"n_vocab": cfg["vocab_size"], "n_ctx": cfg["context_length"], "n_embd": cfg["emb_dim"],
-            "n_head": cfg["n_heads"], "n_layer": cfg["n_layers"]}
+    """The book's ``settings`` (OpenAI's hparams names) for a numpy_gpt config (``n_inner`` only for a
+    feed-forward width other than 4 * n_embd)."""
+    settings = {"n_vocab": cfg["vocab_size"], "n_ctx": cfg["context_length"], "n_embd": cfg["emb_dim"],
+                "n_head": cfg["n_heads"], "n_layer": cfg["n_layers"]}
+    return {**settings, "n_inner": cfg["hidden_dim"]} if "hidden_dim" in cfg else settings
 
 
 def _config_from_hf(path: Path, drop_rate: float) -> dict:
@@ -328,8 +336,9 @@ def _config_from_hf(path: Path, drop_rate: float) -> dict:
         problems.append(f"activation_function {hf['activation_function']!r} is not GPT-2's tanh GELU")
     if hf.get("layer_norm_epsilon", 1e-5) != 1e-5:
         problems.append(f"layer_norm_epsilon is {hf['layer_norm_epsilon']}, numpy_gpt uses 1e-5")
-    if hf.get("n_inner") not in (None, 4 * hf.get("n_embd", 0)):
-        problems.append(f"n_inner is {hf['n_inner']}, numpy_gpt's feed-forward is 4 * n_embd wide")
+    n_inner = hf.get("n_inner")
+    if n_inner is not None and (not isinstance(n_inner, int) or isinstance(n_inner, bool) or n_inner < 1):
+        problems.append(f"n_inner is {n_inner!r}, not a positive integer or null")
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
         if hf.get(flag):
             problems.append(f"{flag} is set")
@@ -342,7 +351,7 @@ def _config_from_hf(path: Path, drop_rate: float) -> dict:
         raise ValueError(f"{path} describes a model GPTModel cannot run: " + "; ".join(problems))
     return {"vocab_size": hf["vocab_size"], "context_length": hf["n_positions"],
             "emb_dim": hf["n_embd"], "n_heads": hf["n_head"], "n_layers": hf["n_layer"],
-            "drop_rate": drop_rate, "qkv_bias": True}
+            "drop_rate": drop_rate, "qkv_bias": True, **_hidden_dim(n_inner)}
 
 
 def _config_from_shapes(reader: SafetensorsReader, drop_rate: float) -> dict:
@@ -357,9 +366,11 @@ def _config_from_shapes(reader: SafetensorsReader, drop_rate: float) -> dict:
         raise ValueError(f"{reader.path}: emb_dim {emb_dim} is not one of GPT-2's sizes, so the number "
                          f"of attention heads cannot be inferred; put the model's config.json beside "
                          f"the file or pass cfg=")
+    fc = source.prefix + "h.0.mlp.c_fc.weight"                     # (C, H): the feed-forward width
+    n_inner = source.shape(fc)[-1] if fc in reader else None
     return {"vocab_size": vocab_size, "context_length": context_length, "emb_dim": emb_dim,
             "n_heads": _GPT2_HEADS[emb_dim], "n_layers": n_layers, "drop_rate": drop_rate,
-            "qkv_bias": True}
+            "qkv_bias": True, **_hidden_dim(n_inner)}
 
 
 # -- loading ------------------------------------------------------------------------------------------
@@ -515,7 +526,7 @@ def _hf_config(gpt: GPTModel, tied: bool) -> dict:
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": c["vocab_size"], "n_positions": c["context_length"], "n_embd": c["emb_dim"],
-        "n_head": c["n_heads"], "n_layer": c["n_layers"], "n_inner": None,
+        "n_head": c["n_heads"], "n_layer": c["n_layers"], "n_inner": c.get("hidden_dim"),
         "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
         "embd_pdrop": c["drop_rate"], "attn_pdrop": c["drop_rate"], "resid_pdrop": c["drop_rate"],
         "initializer_range": 0.02, "scale_attn_weights": True, "use_cache": True,

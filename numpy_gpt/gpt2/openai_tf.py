@@ -602,7 +602,8 @@ _HPARAM_KEYS = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
 
 
 def read_hparams(model_dir: str | os.PathLike) -> dict[str, int]:
-    """GPT-2's ``hparams.json``: {n_vocab, n_ctx, n_embd, n_head, n_layer}, checked."""
+    """GPT-2's ``hparams.json``: {n_vocab, n_ctx, n_embd, n_head, n_layer}, checked, plus ``n_inner``
+    (the feed-forward width, as in Hugging Face's config) when the file gives one."""
     path = Path(model_dir) / "hparams.json"
     if not path.is_file():
         raise TFCheckpointError(f"{path} does not exist: OpenAI's GPT-2 folders carry hparams.json "
@@ -618,4 +619,9 @@ def read_hparams(model_dir: str | os.PathLike) -> dict[str, int]:
     if bad:
         raise TFCheckpointError(f"{path}: {bad} missing or not positive integers; expected the keys "
                                 f"{list(_HPARAM_KEYS)}")
-    return {k: hparams[k] for k in _HPARAM_KEYS}
+    n_inner = hparams.get("n_inner")
+    if n_inner is None:
+        return {k: hparams[k] for k in _HPARAM_KEYS}
+    if not isinstance(n_inner, int) or isinstance(n_inner, bool) or n_inner < 1:
+        raise TFCheckpointError(f"{path}: n_inner must be a positive integer or null, got {n_inner!r:.100}")
+    return {**{k: hparams[k] for k in _HPARAM_KEYS}, "n_inner": n_inner}

@@ -72,6 +72,7 @@ import numpy as np
 from numpy_gpt.fileio import write_json_atomic
 from numpy_gpt.generate import generate
 from numpy_gpt.model import GPT_CONFIG_124M, GPTModel
+from numpy_gpt.nn.feedforward import ff_hidden_dim
 from numpy_gpt.nn.loss import cross_entropy
 from numpy_gpt.optim import AdamW
 from numpy_gpt.runtime import reuse_freed_memory, set_threads
@@ -140,8 +141,8 @@ def flops_6n_all_params(model: GPTModel, batch_size: int, num_tokens: int) -> fl
 
 def train_step_flops(cfg: dict, batch_size: int, num_tokens: int) -> float:
     """FLOPs of one training step (see the module docstring): 6 N_matmul + 12 L T C per token."""
-    c, n_layers = cfg["emb_dim"], cfg["n_layers"]
-    per_block = 4 * c * c + 8 * c * c                               # W_q, W_k, W_v, out_proj; ff
+    c, h, n_layers = cfg["emb_dim"], ff_hidden_dim(cfg), cfg["n_layers"]
+    per_block = 4 * c * c + 2 * c * h                               # W_q, W_k, W_v, out_proj; ff
     n_matmul = n_layers * per_block + c * cfg["vocab_size"]         # + out_head
     per_token = 6 * n_matmul + 12 * n_layers * num_tokens * c
     return float(per_token * batch_size * num_tokens)

@@ -73,7 +73,8 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: Mapping, builtin_kernels: bool = False):
         super().__init__()
         c = cfg["emb_dim"]
-        self.layers = nn.Sequential(nn.Linear(c, 4 * c), GELU(builtin_kernels), nn.Linear(4 * c, c))
+        h = cfg.get("hidden_dim", 4 * c)                  # the feed-forward width (GPT-2: 4C)
+        self.layers = nn.Sequential(nn.Linear(c, h), GELU(builtin_kernels), nn.Linear(h, c))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
