@@ -95,8 +95,54 @@ def test_a_new_run_reuses_the_cached_bpe(corpus, tmp_path, capsys):
              "--out-dir", str(tmp_path), "--max-steps", "1"]
     assert main(["pretrain", *flags]) == 0
     assert "Training a 270-token BPE" in capsys.readouterr().out
-    assert main(["pretrain", *flags]) == 0
+    assert main(["pretrain", *flags, "--overwrite"]) == 0         # --overwrite keeps the cached BPE
     assert "Reusing the BPE tokenizer" in capsys.readouterr().out
+
+
+def test_a_finished_run_is_never_replaced_without_asking(corpus, tmp_path, capsys):
+    """Issue 24 item 20: a second pretrain into a run folder is refused before any work, the finished
+    model untouched; --overwrite replaces the run and removes the earlier run's plot and samples."""
+    flags = [*TINY_FLAGS, "--corpus", str(corpus), "--tokenizer", "char", "--out-dir", str(tmp_path),
+             "--max-steps", "2"]
+    assert main(["pretrain", *flags]) == 0
+    capsys.readouterr()
+    model = (tmp_path / "model.npz").read_bytes()
+    (tmp_path / "stale.txt").write_text("not ours", encoding="utf-8")
+    assert main(["pretrain", *flags[:-1], "1"]) == 1
+    captured = capsys.readouterr()
+    assert "Corpus" not in captured.out                                  # refused before any work
+    (line,) = captured.err.strip().splitlines()
+    assert str(tmp_path) in line and all(way in line for way in ("--resume", "--overwrite", "--out-dir"))
+    assert (tmp_path / "model.npz").read_bytes() == model
+    (tmp_path / "samples.txt").write_text("the old run's samples", encoding="utf-8")
+    assert main(["pretrain", *flags[:-1], "1", "--overwrite", "--num-samples", "0"]) == 0
+    assert (tmp_path / "model.npz").read_bytes() != model
+    assert not (tmp_path / "samples.txt").read_text(encoding="utf-8").startswith("the old run")
+    assert (tmp_path / "stale.txt").exists()                         # only the command's own files go
+
+
+@pytest.mark.parametrize("command, out_flag, product, state", [
+    ("finetune-spam", "--out", "spam-classifier.npz", "spam-train.npz"),
+    ("finetune-instruct", "--out", "instruct.npz", "instruct-train.npz"),
+    ("finetune-dpo", "--out", "dpo.npz", "dpo-train.npz"),
+    ("pretrain-mlm", "--out-dir", "model.npz", "model.npz"),
+])
+def test_every_training_command_refuses_a_folder_that_holds_a_run(command, out_flag, product, state,
+                                                                   tmp_path, capsys):
+    """The same rule for every command that writes a run folder, before it reads anything: a finished
+    model (or an interrupted run's state) is kept unless --resume or --overwrite says otherwise."""
+    extra = ["--init", str(tmp_path / "missing.npz")] if command == "finetune-dpo" else []
+    for name in dict.fromkeys((product, state)):
+        (tmp_path / name).write_bytes(b"a run")
+        assert main([command, out_flag, str(tmp_path), *extra]) == 1
+        err = capsys.readouterr().err
+        assert f"{tmp_path} already holds" in err and "--overwrite" in err and "--resume" in err
+        assert (tmp_path / name).read_bytes() == b"a run"
+        (tmp_path / name).unlink()
+    if product != state:                                     # --resume of a finished run: nothing to resume
+        (tmp_path / product).write_bytes(b"a run")
+        assert main([command, out_flag, str(tmp_path), "--resume", *extra]) == 1
+        assert "finished run, with nothing left to resume" in capsys.readouterr().err
 
 
 def test_gradcheck_prints_a_passing_table(capsys):

@@ -15,6 +15,8 @@ import re
 import sys
 from pathlib import Path
 
+from numpy_gpt.interrupt import should_resume
+
 DEFAULT_CORPUS = "stdlib-docs"
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_SCALING_DIR = DEFAULT_RUNS_DIR / "scaling"        # scaling's results, pretrain --preset from-scaling
@@ -250,6 +252,55 @@ def load_split_corpus(args: argparse.Namespace) -> tuple[str, str]:
                                                              if args.max_chars is not None else "")
                        + ": give a text to train on")
     return train_val_split(text, 1.0 - args.val_fraction)
+
+
+def start_or_resume(args: argparse.Namespace, folder: Path, state: str, *, product: str | None = None,
+                    outputs: tuple[str, ...] = ()) -> bool:
+    """Whether this training command continues the run in ``folder`` (True) or starts a new one,
+    checked before any work: a run already in the folder is never replaced without being asked.
+
+    ``state`` is the file --resume continues (saved on Ctrl-C and every --checkpoint-freq steps),
+    ``product`` the finished model (the same file for pretrain), ``outputs`` the other files the
+    command writes there (plots, metrics, samples). --resume continues ``state``; --overwrite first
+    removes all of these files, so the folder never mixes two runs; without either, a folder that
+    holds one of them is refused in one line that names the three ways on."""
+    names = dict.fromkeys(n for n in (state, product, *outputs) if n)
+    found = [name for name in names if (folder / name).exists()]
+    if args.resume:
+        if (folder / state).exists():
+            return should_resume(folder / state, True)
+        if product and (folder / product).exists():
+            raise FileExistsError(f"{folder / product} is a finished run, with nothing left to resume: "
+                                  f"--overwrite trains it again, --out-dir DIR trains a new one elsewhere")
+        return should_resume(folder / state, True)
+    if getattr(args, "overwrite", False):
+        for name in found:
+            (folder / name).unlink()
+        if found:
+            print(f"--overwrite: removed {', '.join(found)} of the earlier run in {folder}")
+        return False
+    if found:
+        if state == product and (folder / state).exists():
+            what = "a run (finished, or saved by Ctrl-C)"
+        elif product and (folder / product).exists():
+            what = "a finished run"
+        elif (folder / state).exists():
+            what = "an interrupted run"
+        else:
+            what = "the files of an earlier run"
+        raise FileExistsError(f"{folder} already holds {what} ({', '.join(found)}): --resume continues it, "
+                              f"--overwrite replaces it, --out-dir DIR writes a new run elsewhere")
+    return False
+
+
+def add_run_folder_flags(parser: argparse.ArgumentParser, state: str) -> None:
+    """--resume and --overwrite, the two ways past a run folder that holds a run (``start_or_resume``)."""
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue the run saved in the output folder's {state} (after Ctrl-C or "
+                             f"--checkpoint-freq saves)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in the output folder (without it, or --resume, a "
+                             "folder that holds a run is refused)")
 
 
 def model_file(path: str | os.PathLike, command: str, kinds: tuple[str, ...], *, or_else: str = ""):

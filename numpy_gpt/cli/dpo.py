@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from numpy_gpt.cli.common import (
+    add_run_folder_flags,
     learning_rate,
     non_negative_float,
     non_negative_int,
@@ -29,8 +30,8 @@ from numpy_gpt.cli.common import (
     positive_int,
     probability,
     random_seed,
+    start_or_resume,
 )
-from numpy_gpt.interrupt import should_resume
 
 DATA_CHOICES = ("synthetic", "book")
 
@@ -89,7 +90,8 @@ def _cmd_finetune_dpo(args: argparse.Namespace) -> int:
 
     out = args.out
     checkpoint_path = out / "dpo-train.npz"
-    resume = should_resume(checkpoint_path, args.resume)
+    resume = start_or_resume(args, out, checkpoint_path.name, product="dpo.npz",
+                             outputs=("dpo-curves.png", "metrics.json", "responses.json"))
     started = time.perf_counter()
 
     model, tokenizer, spec = _load_init(args)
@@ -216,7 +218,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                    help="validation batches per evaluation (default: all)")
     p.add_argument("--checkpoint-freq", type=positive_int, default=None,
                    help="also save dpo-train.npz every N steps (it is saved at the end and on Ctrl-C)")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in --out/dpo-train.npz")
+    add_run_folder_flags(p, "dpo-train.npz")
     p.add_argument("--num-responses", type=non_negative_int, default=8,
                    help="held-out prompts answered before and after (default: 8)")
     p.add_argument("--max-new-tokens", type=positive_int, default=64,

@@ -24,6 +24,7 @@ from numpy_gpt.cli.common import (
     DEFAULT_CORPUS,
     DEFAULT_RUNS_DIR,
     CLIError,
+    add_run_folder_flags,
     check_heads,
     check_memory,
     check_min_lr,
@@ -37,9 +38,9 @@ from numpy_gpt.cli.common import (
     probability,
     random_seed,
     show_bars,
+    start_or_resume,
     training_bytes,
 )
-from numpy_gpt.interrupt import should_resume
 
 DEFAULT_SENTENCES = ("Return the [MASK] of the list.", "The cat [MASK] on the mat.",
                      "If the file does not [MASK], an exception is raised.")
@@ -90,7 +91,8 @@ def _cmd_pretrain_mlm(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out_dir = Path(args.out_dir) if args.out_dir else DEFAULT_RUNS_DIR / f"{Path(str(args.corpus)).stem}-mlm"
     checkpoint_path = out_dir / "model.npz"
-    resume = should_resume(checkpoint_path, args.resume)
+    resume = start_or_resume(args, out_dir, checkpoint_path.name, product=checkpoint_path.name,
+                             outputs=("loss.png", "metrics.json"))
 
     train_text, val_text = load_split_corpus(args)
     if not resume:          # before the vocabulary trains and the run folder exists: a token per char at most
@@ -302,7 +304,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     out.add_argument("--checkpoint-freq", type=positive_int, default=None,
                      help="also save the checkpoint every N steps (it is always saved at the end)")
     out.add_argument("--out-dir", default=None, help="run folder (default: runs/<corpus>-mlm)")
-    out.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
+    add_run_folder_flags(out, "model.npz")
     out.add_argument("--no-progress", action="store_true",
                      help="no progress bar (there is none either when stderr is not a terminal)")
     p.set_defaults(func=_cmd_pretrain_mlm, check=_check_pretrain_mlm)

@@ -27,6 +27,7 @@ import numpy as np
 from numpy_gpt.cli.common import GPT2_SIZE_CHOICES as GPT2_SIZES
 from numpy_gpt.cli.common import (
     CLIError,
+    add_run_folder_flags,
     learning_rate,
     model_file,
     non_negative_float,
@@ -34,15 +35,18 @@ from numpy_gpt.cli.common import (
     positive_int,
     probability,
     random_seed,
+    start_or_resume,
     top_p_mass,
 )
 from numpy_gpt.download import gather_downloads
-from numpy_gpt.interrupt import should_resume
 
 # The parsers need only these names; the modules behind the commands (matplotlib among them) are
 # imported when a command runs, so `numpy-gpt --help` stays fast. tests/test_cli.py checks they match.
 TRAINABLE_CHOICES = ("last-block", "last-n", "all", "lora")          # finetune.classifier's
 OLLAMA_URL = "http://localhost:11434/api/chat"                       # finetune.judge's
+# What each command writes into its --out folder besides its model and its resumable state.
+SPAM_OUTPUTS = ("metrics.json", "loss-plot.png", "accuracy-plot.png")
+INSTRUCT_OUTPUTS = ("metrics.json", "loss-plot.png", "instruction-data-with-response.json")
 GPT2_INITS = tuple(f"gpt2-{size}" for size in GPT2_SIZES)
 INIT_CHOICES = (*GPT2_INITS, "checkpoint", "scratch")
 # Random models for --init scratch; vocab_size is GPT-2's (50257), context 256 covers SMS messages.
@@ -140,6 +144,8 @@ def _cmd_finetune_spam(args: argparse.Namespace) -> int:
     from numpy_gpt.finetune.data import prepare_spam_data, save_json
     from numpy_gpt.finetune.tokens import check_tokenizer_fits
 
+    resume = start_or_resume(args, args.out, "spam-train.npz", product="spam-classifier.npz",
+                             outputs=SPAM_OUTPUTS)
     file = _init_file(args)
     csv_paths, tokens, model = gather_downloads([
         lambda: prepare_spam_data(args.data_dir / "sms_spam_collection", source=args.spam_file,
@@ -149,7 +155,6 @@ def _cmd_finetune_spam(args: argparse.Namespace) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "spam-train.npz"                    # model, optimizer, data position (Ctrl-C, --resume)
-    resume = should_resume(run_file, args.resume)
     result = finetune_spam_classifier(
         model, tokens.tokenizer, csv_paths, trainable=args.trainable, n_blocks=args.n_blocks,
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, num_epochs=args.epochs, lr=args.lr,
@@ -271,6 +276,8 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     from numpy_gpt.plots import plot_losses
     from numpy_gpt.train import calc_loss_loader, perplexity, train_model
 
+    resume = start_or_resume(args, args.out, "instruct-train.npz", product="instruct.npz",
+                             outputs=INSTRUCT_OUTPUTS)
     file = _init_file(args)
     data, tokens, model = gather_downloads([
         lambda: _load_instruction_entries(args), lambda: _tokenizer(args, file),
@@ -312,7 +319,6 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "instruct-train.npz"                # model, optimizer, data position (Ctrl-C, --resume)
-    resume = should_resume(run_file, args.resume)
     start = time.perf_counter()
     # The book's train_model_simple step by step (no schedule, no clipping), in train_model, which
     # also saves the run on Ctrl-C and continues it exactly with --resume.
@@ -406,8 +412,7 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
                       help="a local SMSSpamCollection file or its zip (no download)")
     spam.add_argument("--max-length", type=positive_int, help="pad/truncate messages to this many tokens "
                                                      "(default: the longest training message)")
-    spam.add_argument("--resume", action="store_true",
-                      help="continue the run that Ctrl-C saved in --out/spam-train.npz")
+    add_run_folder_flags(spam, "spam-train.npz")
     spam.add_argument("--out", type=Path, default=Path("runs/spam"),
                       help="output folder (default: runs/spam)")
     _add_training_arguments(spam, trainable="last-block", epochs=5, lr=5e-5, eval_freq=50)
@@ -452,8 +457,7 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
                           help=f"Ollama chat endpoint (default: {OLLAMA_URL})")
     instruct.add_argument("--out", type=Path, default=Path("runs/instruct"),
                           help="output folder (default: runs/instruct)")
-    instruct.add_argument("--resume", action="store_true",
-                          help="continue the run that Ctrl-C saved in --out/instruct-train.npz")
+    add_run_folder_flags(instruct, "instruct-train.npz")
     _add_training_arguments(instruct, trainable="all", epochs=2, lr=5e-5, eval_freq=5)
     instruct.set_defaults(func=_cmd_finetune_instruct)
 

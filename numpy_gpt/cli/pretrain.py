@@ -28,6 +28,7 @@ from numpy_gpt.cli.common import (
     GPT2_SIZE_CHOICES,
     GPT2_VOCAB_SIZE,
     CLIError,
+    add_run_folder_flags,
     check_heads,
     check_memory,
     check_min_lr,
@@ -41,11 +42,11 @@ from numpy_gpt.cli.common import (
     probability,
     random_seed,
     show_bars,
+    start_or_resume,
     top_p_mass,
     training_bytes,
 )
 from numpy_gpt.fileio import write_text_atomic
-from numpy_gpt.interrupt import should_resume
 from numpy_gpt.tokenizers.spec import tokenizer_spec
 
 # Model sizes for `pretrain --preset` (vocab_size always comes from the tokenizer), each with the
@@ -147,7 +148,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out_dir = Path(args.out_dir) if args.out_dir else _default_out_dir(args)
     checkpoint_path = out_dir / "model.npz"
-    resume = should_resume(checkpoint_path, args.resume)
+    resume = start_or_resume(args, out_dir, checkpoint_path.name, product=checkpoint_path.name,
+                             outputs=("loss.png", "samples.txt"))
 
     train_text, val_text = load_split_corpus(args)
     if resume:                                            # its metadata: train_model reads the weights
@@ -446,8 +448,7 @@ def _add_pretrain(subparsers) -> None:
                      help="also save the checkpoint every N steps (it is always saved at the end)")
     out.add_argument("--out-dir", default=None,
                      help="run folder (default: runs/<corpus>-<preset>-<tokenizer>)")
-    out.add_argument("--resume", action="store_true",
-                     help="continue the run saved in --out-dir (after Ctrl-C or --checkpoint-freq saves)")
+    add_run_folder_flags(out, "model.npz")
     out.add_argument("--prompt", default=DEFAULT_PROMPT, help="start of the generated samples")
     out.add_argument("--sample-tokens", type=positive_int, default=DEFAULT_SAMPLE_TOKENS,
                      help="length of each generated sample, in tokens")
