@@ -591,11 +591,43 @@ def validation_loader(val_ids, context_length: int, eval_tokens: int):
     return DataLoader(dataset, batch_size=32, shuffle=False, drop_last=False)
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """The runs recorded in a results.jsonl; a broken line is an error naming the file and line."""
+RECORD_NUMBERS = ("N", "D", "C", "budget", "flops_per_token", "flops_per_second")   # finite and > 0
+
+
+def record_problem(record: Any) -> str | None:
+    """Why a line of results.jsonl cannot enter the fits (None: it can): every record needs its run's
+    key and settings, finite positive sizes (N, D, C, budget, FLOPs per token and per second), a
+    finite validation loss and a curve of [tokens, loss] pairs."""
+    if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+        return "not a run record of numpy-gpt scaling (no key)"
+    for name in RECORD_NUMBERS:
+        value = record.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"no number {name}" if value is None else f"{name} is {value!r}, not a number"
+        if not (math.isfinite(value) and value > 0):
+            return f"{name} is {value}, not a finite positive number"
+    loss = record.get("val_loss")
+    if isinstance(loss, bool) or not isinstance(loss, int | float) or not math.isfinite(loss):
+        return f"val_loss is {loss!r}, not a finite number"
+    curve = record.get("curve")
+    if not isinstance(curve, list) or not curve or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                        and math.isfinite(v) for v in p) for p in curve):
+        return "curve is not a list of [tokens, loss] pairs"
+    if not isinstance(record.get("settings"), dict):
+        return "no settings of its sweep"
+    return None
+
+
+def read_results(path: Path, skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """The runs recorded in a results.jsonl, each checked as it is read (``record_problem``): a record
+    that cannot enter the fits (a NaN loss, a missing N, a curve that is not a list) and a second
+    record of a run already read (the same key and settings) are left out, and why is appended to
+    ``skipped`` (one line each; when None, a warning says it). A line that is not JSON at all is an
+    error naming the file and line."""
     if not path.is_file():
         return []
-    records = []
+    records, seen, reasons = [], set(), []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -604,10 +636,40 @@ def read_results(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as err:
             raise ScalingError(f"{path}, line {number}: not valid JSON ({err}); delete that line to rerun "
                                f"the run") from None
-        if not isinstance(record, dict) or "key" not in record or "val_loss" not in record:
-            raise ScalingError(f"{path}, line {number}: not a run record of numpy-gpt scaling")
+        problem = record_problem(record)
+        if problem is None:
+            identity = (record["key"], json.dumps(record["settings"], sort_keys=True))
+            if identity in seen:
+                problem = f"a second record of run {record['key']}"
+            seen.add(identity)
+        if problem is not None:
+            reasons.append(f"{path}, line {number}: skipped, {problem}")
+            continue
         records.append(record)
+    if skipped is not None:
+        skipped.extend(reasons)
+    elif reasons:
+        import warnings
+        warnings.warn("; ".join(reasons), stacklevel=2)
     return records
+
+
+def one_sweep(records: list[dict[str, Any]], skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """The records of the sweep most of ``records`` belong to (the same settings: corpus, tokenizer,
+    context...): a law fitted across two sweeps would mix losses that cannot be compared. How many of
+    another sweep were left out is appended to ``skipped``."""
+    if not records:
+        return []
+    by_settings: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_settings.setdefault(json.dumps(record.get("settings"), sort_keys=True), []).append(record)
+    kept = max(by_settings.values(), key=len)
+    if skipped is not None:
+        for group in by_settings.values():
+            if group is not kept:
+                skipped.append(f"skipped {len(group)} record(s) of another sweep "
+                               f"({group[0].get('settings')})")
+    return kept
 
 
 def append_result(path: Path, record: dict[str, Any]) -> None:
@@ -919,3 +981,4 @@ def read_recommendation(folder: Path) -> tuple[dict[str, Any], str]:
     except (KeyError, TypeError) as err:
         raise ScalingError(f"{path} is not a recommendation of numpy-gpt scaling (missing {err})") from None
     return flags, summary
+

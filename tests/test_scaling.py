@@ -171,14 +171,86 @@ def test_isoflop_minimum_outside_the_sizes_is_flagged():
 # -- results, recommendation ------------------------------------------------------------------------------
 
 
+def _record(key, settings=None, **changes):
+    """A run record as train_run writes it (the fields the fits read), with ``changes``."""
+    record = {"key": key, "N": 1000, "D": 5e5, "C": 3e9, "budget": 3e9, "flops_per_token": 6000,
+              "flops_per_second": 1e9, "val_loss": 2.5, "curve": [[1000, 3.0], [5e5, 2.5]],
+              "settings": settings or {"corpus": "c", "context_length": 16}}
+    record.update(changes)
+    return {k: v for k, v in record.items() if v is not ...}
+
+
 def test_results_file_appends_whole_lines_and_names_a_broken_line(tmp_path):
     path = tmp_path / "results.jsonl"
-    append_result(path, {"key": "a", "val_loss": 1.0})
-    append_result(path, {"key": "b", "val_loss": 2.0})
+    append_result(path, _record("a"))
+    append_result(path, _record("b"))
     assert [r["key"] for r in read_results(path)] == ["a", "b"]
     path.write_text(path.read_text() + '{"key": "c", "val_lo\n')
     with pytest.raises(ScalingError, match=r"results.jsonl, line 3"):
         read_results(path)
+
+
+def test_each_record_is_checked_when_read_and_what_was_skipped_is_said(tmp_path):
+    """Issue 24 item 15: a NaN loss, a duplicate, a record without N or with a curve that is not a list
+    never reach the fits; each skipped line is named with its reason."""
+    path = tmp_path / "results.jsonl"
+    lines = [_record("a"), _record("b", val_loss=float("nan")), _record("a"), _record("c", N=...),
+             _record("d", curve="[[1, 2]]"), _record("e", N=-3), _record("f")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    skipped = []
+    assert [r["key"] for r in read_results(path, skipped)] == ["a", "f"]
+    reasons = dict(line.split(": skipped, ", 1) for line in skipped)
+    assert reasons == {f"{path}, line 2": "val_loss is nan, not a finite number",
+                       f"{path}, line 3": "a second record of run a",
+                       f"{path}, line 4": "no number N",
+                       f"{path}, line 5": "curve is not a list of [tokens, loss] pairs",
+                       f"{path}, line 6": "N is -3, not a finite positive number"}
+    with pytest.warns(UserWarning, match="line 2: skipped"):
+        read_results(path)
+    other = [_record(k, {"corpus": "other"}) for k in "xy"]
+    said = []
+    kept = scaling.one_sweep([_record("a"), *other, _record("f")], said)
+    assert [r["key"] for r in kept] == ["a", "f"] and "skipped 2 record(s) of another sweep" in said[0]
+
+
+def test_recommend_refuses_a_zero_budget_and_skips_another_sweeps_records(tmp_path, monkeypatch, capsys):
+    from numpy_gpt.cli import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["scaling", "--recommend", "0s", "--out-dir", str(tmp_path)])
+    assert refused.value.code == 2
+    assert "--recommend" in capsys.readouterr().err and not (tmp_path / "recommendation.json").exists()
+    monkeypatch.setattr(scaling, "CHINCHILLA_GRID", SMALL_GRID)
+    settings = {"vocab_size": 65, "context_length": 64, "batch_size": 8, "corpus": "c", "tokenizer": "char"}
+    good = [{**r, "key": f"k{i}", "curve": [[1, 1.0]], "C": r["budget"], "settings": settings}
+            for i, r in enumerate(_law_records(settings))]
+    stray = {**good[0], "key": "stray", "val_loss": 0.01, "settings": {**settings, "corpus": "other"}}
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*good, stray]))
+    assert main(["scaling", "--recommend", "1e13", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 record(s) of another sweep" in out and f"approach 3, {len(good)} runs)" in out
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("steps", -5, "--max-steps must be positive"), ("lr", float("nan"), "lr must be positive"),
+    ("warmup_steps", 2.5, "--warmup-steps must be positive")])
+def test_pretrain_refuses_a_recommendation_that_could_train_nothing(field, value, said, tmp_path,
+                                                                   monkeypatch, capsys):
+    """'"steps": -5' in recommendation.json trained nothing and exited 0: one line, before any work."""
+    from numpy_gpt.cli import main
+    from numpy_gpt.fileio import write_json_atomic
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(scaling, "CHINCHILLA_GRID", SMALL_GRID)
+    settings = {"corpus": "corpus.txt", "tokenizer": "char", "vocab_size": 18, "max_chars": None,
+                "val_fraction": 0.1, "context_length": 16, "batch_size": 2, "eval_tokens": 256}
+    rec = recommend(_law_records(settings), settings, 1e10, None)
+    rec[field] = value
+    write_json_atomic(Path("runs/scaling/recommendation.json"), rec)
+    assert main(["pretrain", "--preset", "from-scaling", "--no-progress"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "recommendation.json" in line and said in line
+    assert not any(Path("runs").glob("*-from-scaling-*"))
 
 
 def _law_records(settings):

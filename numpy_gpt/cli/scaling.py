@@ -98,6 +98,8 @@ def parse_budget(text: str) -> tuple[float | None, float | None]:
     match = _DURATION.match(text)
     if match:
         value, unit = float(match[1]), match[2].lower()
+        if value <= 0:
+            raise ScalingError(f"--recommend {text!r}: the time budget must be longer than zero")
         return None, value * {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600}[unit]
     try:
         flops = float(text)
@@ -107,6 +109,16 @@ def parse_budget(text: str) -> tuple[float | None, float | None]:
     if not (math.isfinite(flops) and flops > 0):
         raise ScalingError(f"--recommend {text!r}: the FLOP budget must be a positive number")
     return flops, None
+
+
+def _budget(text: str) -> str:
+    """--recommend's value, checked by ``parse_budget`` when the flags are read (before any work)."""
+    from numpy_gpt.scaling import ScalingError
+    try:
+        parse_budget(text)
+    except ScalingError as err:
+        raise argparse.ArgumentTypeError(str(err).split(": ", 1)[1]) from None
+    return text
 
 
 # -- the command ---------------------------------------------------------------------------------------
@@ -141,7 +153,12 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
 
     out_dir = Path(args.out_dir)
     results_path = out_dir / scaling.RESULTS_NAME
-    records = scaling.read_results(results_path)
+    skipped: list[str] = []
+    records = scaling.read_results(results_path, skipped)
+    if args.recommend is not None:
+        records = scaling.one_sweep(records, skipped)
+    for line in skipped:
+        print(line)
     if args.recommend is not None:
         return _cmd_recommend(args, records, results_path, out_dir)
 
@@ -341,7 +358,7 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--threads", type=thread_count, default=1,
                    help="BLAS threads (tiny matrices: one thread was fastest here)")
     p.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR), help="folder of results.jsonl, fits and plots")
-    p.add_argument("--recommend", default=None, metavar="BUDGET",
+    p.add_argument("--recommend", type=_budget, default=None, metavar="BUDGET",
                    help="FLOPs (1e15) or a duration (10min): print the compute-optimal model from the sweep "
                         "in --out-dir and write recommendation.json for pretrain --preset from-scaling")
     p.add_argument("--checkpoint-freq", type=positive_int, default=None,
