@@ -12,6 +12,10 @@ import csv
 import json
 import math
 import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,10 +25,12 @@ from numpy_gpt.cli import main
 from numpy_gpt.model import GPTModel
 from numpy_gpt.tokenizers.char import CharTokenizer
 
-PRETRAIN = ["--preset", "tiny", "--context-length", "16", "--emb-dim", "16", "--n-layers", "1",
+# Context 384: a character model's instruction prompt ("Below is an instruction ..." and the task) is
+# about 160 characters, and a prompt keeps at most half the context.
+PRETRAIN = ["--preset", "tiny", "--context-length", "384", "--emb-dim", "16", "--n-layers", "1",
             "--n-heads", "2", "--batch-size", "4", "--eval-freq", "3", "--eval-iter", "1", "--max-steps", "3",
             "--warmup-steps", "1", "--sample-tokens", "4", "--num-samples", "1", "--no-progress",
-            "--max-chars", "6000", "--prompt", "I"]
+            "--max-chars", "12000", "--prompt", "I"]
 FINETUNE = ["--epochs", "1", "--lr", "1e-3", "--eval-freq", "2", "--eval-iter", "1", "--batch-size", "4",
             "--trainable", "all"]
 WORDS = "see you at lunch tomorrow ok call me when home are we still on for dinner thanks".split()
@@ -67,7 +73,7 @@ def checkpoints(verdict_path, tmp_path_factory):
         spec = load_checkpoint(root / kind / "model.npz", load_optimizer=False).extra["tokenizer"]
         # end-of-text is the first id after the alphabet (char) or the last id (BPE, vocabulary 300)
         runs[kind] = (root / kind / "model.npz", len(spec["chars"]) if kind == "char" else 299)
-    cfg = {"vocab_size": 50257, "context_length": 32, "emb_dim": 8, "n_heads": 2, "n_layers": 1,
+    cfg = {"vocab_size": 50257, "context_length": 128, "emb_dim": 8, "n_heads": 2, "n_layers": 1,
            "drop_rate": 0.0, "qkv_bias": False}
     runs["gpt2"] = (save_checkpoint(root / "gpt2.npz", GPTModel(cfg, seed=0),
                                     extra={"tokenizer": {"kind": "gpt2"}}), 50256)
@@ -87,15 +93,16 @@ def test_pretrained_model_goes_through_every_stage(kind, checkpoints, tmp_path, 
 
     # stage 2: classification
     spam = tmp_path / "spam"
+    cut = ["--max-length", "16"] if kind == "char" else []            # most messages are longer
     assert main(["finetune-spam", "--init", "checkpoint", "--checkpoint", str(checkpoint), "--spam-file",
                  str(spam_collection(tmp_path / "SMSSpamCollection")), "--out", str(spam), *FINETUNE,
-                 *vocab]) == 0
+                 *cut, *vocab]) == 0
     out = capsys.readouterr().out
     assert "majority class: always" in out and "length baseline: 'spam' if" in out
     assert re.search(r"Training accuracy: [\d.]+% \(\d+ of \d+ examples\)", out)
     metrics = json.loads((spam / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["tokenizer"] == kind
-    assert metrics["max_length"] <= (32 if kind == "gpt2" else 16)            # at most the context
+    assert metrics["max_length"] <= (16 if kind == "char" else 128)            # at most the context
     labels = {name: read_labels(tmp_path / "data" / "sms_spam_collection" / f"{name}.csv")
               for name in ("train", "validation", "test")}
     assert metrics["split_sizes"] == {name: len(y) for name, y in labels.items()}
@@ -106,7 +113,7 @@ def test_pretrained_model_goes_through_every_stage(kind, checkpoints, tmp_path, 
     baselines = metrics["baselines"]
     assert baselines["length_threshold"]["train"] >= baselines["majority_class"]["train"]
     assert set(metrics["accuracy_after"]) == {"train", "validation", "test"}
-    if kind == "char":                              # context 16: most messages are cut, none crash
+    if kind == "char":                              # --max-length 16: most messages are cut, none crash
         assert sum(metrics["truncated_messages"].values()) > 0
     extra = read_checkpoint_meta(spam / "spam-classifier.npz")["extra"]
     assert extra["tokenizer"] == spec and extra["pad_token_id"] == eot
@@ -130,8 +137,8 @@ def test_pretrained_model_goes_through_every_stage(kind, checkpoints, tmp_path, 
     assert metrics["baselines"]["echo"]["n"] == metrics["offline"]["n"] == 4
     loss = metrics["validation_response_loss"]
     assert loss["tokens"] > 0 and math.isclose(loss["perplexity_after"], math.exp(loss["loss_after"]))
-    if kind == "char":          # '#' is not in the-verdict's alphabet, and the prompt outgrows 16 tokens
-        assert "#" not in spec["chars"] and metrics["truncated_examples"]["train"] > 0
+    if kind == "char":          # '#' is not in the-verdict's alphabet
+        assert "#" not in spec["chars"]
     assert read_checkpoint_meta(instruct / "instruct.npz")["extra"]["tokenizer"] == spec
 
     assert main(["chat", "--checkpoint", str(instruct / "instruct.npz"), "--instruction",
@@ -159,3 +166,84 @@ def test_a_tokenizer_larger_than_the_model_is_refused(tmp_path, gpt2_vocab_dir, 
     assert main(["chat", "--checkpoint", str(path), "--instruction", "hi", "--vocab-dir",
                  str(gpt2_vocab_dir)]) == 1
     assert "vocabulary of 1,024 ids" in capsys.readouterr().err
+
+
+# -- the README's chain, as written ----------------------------------------------------------------
+README = Path(__file__).resolve().parents[1] / "README.md"
+# Appended to each README line (a later flag wins): sizes, steps and lengths made tiny, never the
+# context, the data or the files that connect the stages.
+TOY = {"pretrain": ["--emb-dim", "16", "--n-layers", "1", "--max-steps", "2", "--eval-freq", "2",
+                    "--eval-iter", "1", "--num-samples", "0", "--sample-tokens", "2", "--max-chars", "300000",
+                    "--no-progress"],
+       "finetune-spam": ["--epochs", "1", "--eval-freq", "100", "--eval-iter", "1"],
+       "finetune-instruct": ["--limit", "16", "--max-new-tokens", "2", "--judge", "none", "--eval-freq",
+                             "100", "--eval-iter", "1"],
+       "finetune-dpo": ["--num-responses", "1", "--max-new-tokens", "2", "--eval-freq", "100", "--eval-iter",
+                        "1", "--no-progress"],
+       "classify": [], "chat": ["--max-new-tokens", "2"]}
+
+
+def readme_stage_chain() -> list[list[str]]:
+    """The command lines of the README's "Stage 1 -> 2 -> 3" section, in order."""
+    text = README.read_text(encoding="utf-8").replace("\\\n", " ")
+    section = text.split("## Stage 1 -> 2 -> 3 in one sitting", 1)[1].split("\n## ", 1)[0]
+    return [shlex.split(line, comments=True) for line in section.splitlines()
+            if line.startswith("    ") and line.split()[0] in ("numpy-gpt", "python")]
+
+
+def test_the_readme_chain_runs_as_written(tmp_path, monkeypatch, capsys):
+    """Issue 24 item 1: pretrain -> finetune-spam -> classify -> finetune-instruct -> finetune-dpo ->
+    chat, each line of the README as written (its context, its files), only made tiny: no stage
+    refuses what the one before wrote, and none cuts every example."""
+    chain = readme_stage_chain()
+    assert [argv[1] if argv[0] == "numpy-gpt" else "script" for argv in chain] == [
+        "pretrain", "script", "finetune-spam", "classify", "finetune-instruct", "finetune-dpo", "chat"]
+    monkeypatch.chdir(tmp_path)
+    for argv in chain:
+        if argv[0] == "python":
+            subprocess.run([sys.executable, str(README.parent / argv[1]), *argv[2:]], check=True)
+            continue
+        command = argv[1]
+        assert main([*argv[1:], *TOY[command]]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        if command == "finetune-instruct":
+            metrics = json.loads(Path("runs/instruct/metrics.json").read_text(encoding="utf-8"))
+            assert metrics["truncated_examples"]["train"] == 0, out
+        if command == "chat":
+            assert out.strip()
+    assert Path("runs/dpo/dpo.npz").is_file()
+
+
+def test_a_context_too_short_for_the_later_stages_is_refused_with_advice_that_works(verdict_path, tmp_path,
+                                                                                   capsys):
+    """At context 16 every instruction example would be cut: finetune-instruct refuses before training
+    and names the context that cuts none; pretraining with it, the same command runs. finetune-dpo
+    names the context that holds every pair, and that the model's context (not a flag) is the limit."""
+    data = ["--data", str(instruction_data(tmp_path / "data.json")), "--limit", "8", "--judge", "none",
+            "--max-new-tokens", "2", *FINETUNE]
+
+    def pretrain(context: str) -> Path:
+        out = tmp_path / f"ctx{context}"
+        flags = [*PRETRAIN, "--context-length", context, "--num-samples", "0"]
+        assert main(["pretrain", "--corpus", str(verdict_path), "--tokenizer", "char", "--out-dir", str(out),
+                     *flags]) == 0
+        return out / "model.npz"
+
+    short = pretrain("16")
+    capsys.readouterr()
+    instruct = ["finetune-instruct", "--init", "checkpoint", "--checkpoint"]
+    assert main([*instruct, str(short), "--out", str(tmp_path / "i16"), *data]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "cuts every one of the" in line and "instruction header alone is" in line
+    context = re.search(r"--context-length (\d+)", line)[1]
+    assert not (tmp_path / "i16" / "instruct-train.npz").exists()
+    assert main([*instruct, str(pretrain(context)), "--out", str(tmp_path / "i"), *data]) == 0
+    assert json.loads((tmp_path / "i" / "metrics.json").read_text())["truncated_examples"]["train"] == 0
+
+    assert main(["finetune-dpo", "--init", str(short), "--out", str(tmp_path / "dpo")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "leave no room for an answer in 16 tokens" in line and "hold every pair whole" in line
+    assert "the model's context of 16 tokens is the limit" in line and "--context-length" in line
+    assert main(["finetune-dpo", "--init", str(short), "--allowed-max-length", "8", "--out",
+                 str(tmp_path / "dpo")]) == 1
+    assert "raise --allowed-max-length (up to the model's context of 16)" in capsys.readouterr().err

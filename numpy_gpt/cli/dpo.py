@@ -101,12 +101,18 @@ def _cmd_finetune_dpo(args: argparse.Namespace) -> int:
         raise ValueError(f"--data {args.data}: {len(data)} entries split 85/10/5 (train, test, "
                          f"validation) leave an empty part; use at least 20 entries")
     eos_id = end_of_text_id(tokenizer)
-    allowed = min(args.allowed_max_length, model.cfg["context_length"])
+    context = model.cfg["context_length"]
+    allowed = min(args.allowed_max_length, context)
     options = {"pad_token_id": 0 if eos_id is None else eos_id, "allowed_max_length": allowed}
+    # what to change when a prompt does not fit: the flag while it is below the context, else the model
+    advice = (f"raise --allowed-max-length (up to the model's context of {context})" if allowed < context
+              else f"the model's context of {context} tokens is the limit: tune a model pretrained with a "
+                   f"context that holds them (numpy-gpt pretrain --context-length N, docs/stages.md) or "
+                   f"leave these entries out of --data")
 
     def dataset(part: list[dict], name: str) -> PreferenceDataset:
         return PreferenceDataset(part, tokenizer, eos_id=eos_id, max_length=allowed,
-                                 where=f"{data_name} ({name})")
+                                 where=f"{data_name} ({name})", advice=advice)
 
     train_set = dataset(train_data, "train")
     val_set, test_set = dataset(val_data, "validation"), dataset(test_data, "test")

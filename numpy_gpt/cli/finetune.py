@@ -295,10 +295,19 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     train_set = InstructionDataset(train_data, tokenizer, max_length=context)
     val_set = InstructionDataset(val_data, tokenizer, max_length=context)
     truncated = {"train": train_set.num_truncated, "validation": val_set.num_truncated}
+    needed = max(train_set.context_needed, val_set.context_needed)
+    if len(train_set) and truncated["train"] == len(train_set):
+        header = len(tokenizer.encode(format_input({"instruction": ""})))
+        raise CLIError(f"a context of {context} tokens cuts every one of the {len(train_set)} training "
+                       f"examples (a prompt keeps its last {prompt_budget(context)} tokens, and the "
+                       f"instruction header alone is {header}): the model would learn only cut prompts. "
+                       f"Tune a model with a context of at least {needed} tokens, which cuts none (e.g. "
+                       f"numpy-gpt pretrain --context-length {-(-needed // 64) * 64}, docs/stages.md)")
     print(f"{tokens.kind} tokenizer, end-of-text id {eot} pads and stops. Context {context}: a prompt keeps "
           f"its last {prompt_budget(context)} tokens (here and in chat), then a text its first {context}: "
           f"{truncated['train']} of {len(train_set)} training and {truncated['validation']} of "
-          f"{len(val_set)} validation examples cut")
+          f"{len(val_set)} validation examples cut"
+          + (f" (a context of {needed} would cut none)" if needed > context else ""))
     loader_options = {"pad_token_id": eot, "mask_prompt": args.mask_prompt,
                       "allowed_max_length": args.allowed_max_length}
     train_loader = InstructionDataLoader(train_set, args.batch_size, shuffle=True, drop_last=True,

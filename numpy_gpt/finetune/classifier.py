@@ -464,11 +464,13 @@ def finetune_spam_classifier(model: GPTModel, tokenizer, csv_paths: dict[str, st
                                                         pad_token_id) for name in ("validation", "test")}}
     split_sizes = {name: len(ds) for name, ds in datasets.items()}
     truncated = {name: ds.num_truncated for name, ds in datasets.items()}
+    longest = int(max(ds.lengths.max() for ds in datasets.values()))
     if verbose:
         cut = ", ".join(f"{n} of {split_sizes[name]} {name}" for name, n in truncated.items())
         print(f"Messages padded to {train_ds.max_length} tokens with id {pad_token_id} (end-of-text); "
               f"longer ones keep their first {train_ds.max_length} tokens (the book's rule, at most the "
-              f"model's context of {context_length}): {cut} messages cut")
+              f"model's context of {context_length}): {cut} messages cut"
+              + (f"; the longest has {longest} tokens" if longest > train_ds.max_length else ""))
     train_loader = DataLoader(train_ds, batch_size, shuffle=True, drop_last=True, seed=seed)
     if len(train_loader) == 0:
         raise ValueError(f"batch_size {batch_size} is larger than the {len(train_ds)} training messages: "

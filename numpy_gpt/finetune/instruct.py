@@ -76,7 +76,9 @@ class InstructionDataset:
     model's context), texts are cut as the module docstring says: a prompt keeps its last
     ``prompt_budget(max_length)`` tokens, then the whole text its first ``max_length`` + 1. The loader
     cuts batches to ``max_length`` columns, so the extra token is the last target of a cut answer
-    and no end-of-text is appended there. ``num_truncated`` counts the examples cut.
+    and no end-of-text is appended there. ``num_truncated`` counts the examples cut, and
+    ``context_needed`` is the smallest context that would cut none (twice the longest prompt, less
+    one, or the longest text, whichever is larger).
     """
 
     def __init__(self, data: Sequence[dict], tokenizer, max_length: int | None = None):
@@ -87,10 +89,12 @@ class InstructionDataset:
         self.encoded_texts: list[list[int]] = []
         self.prompt_lengths: list[int] = []
         self.num_truncated = 0
+        self.context_needed = 1
         for entry in self.data:
             prompt = format_input(entry)
             ids = list(tokenizer.encode(prompt + format_response(entry)))
             prompt_length = len(tokenizer.encode(prompt))
+            self.context_needed = max(self.context_needed, 2 * prompt_length - 1, len(ids))
             if max_length is not None:
                 cut = max(prompt_length - prompt_budget(max_length), 0)     # the prompt's first tokens
                 self.num_truncated += cut > 0 or len(ids) > max_length

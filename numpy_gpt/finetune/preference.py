@@ -203,15 +203,19 @@ class PreferenceDataset:
     ``eos_id`` when given (the model is also judged on where it stops). The three parts are encoded
     separately and concatenated, so the prompt's length in tokens is exact.
 
-    With ``max_length`` (the model's context), an entry whose prompt leaves no room for one answer token
-    is an error naming ``where`` and the entry's index.
+    ``context_needed`` is the longest prompt plus its longer answer: a context that holds every pair
+    whole. With ``max_length`` (the model's context), entries whose prompt leaves no room for one
+    answer token are an error naming ``where``, how many there are, the first one's index and the
+    context that would hold them, then ``advice`` (what to change).
     """
 
     def __init__(self, data: Sequence[dict], tokenizer, *, eos_id: int | None = None,
-                 max_length: int | None = None, where: str = "the preference data"):
+                 max_length: int | None = None, where: str = "the preference data",
+                 advice: str = "shorten them or raise --allowed-max-length (up to the model's context)"):
         self.data = list(data)
         tail = [] if eos_id is None else [int(eos_id)]
         self.items: list[tuple[list[int], list[int], list[int]]] = []
+        too_long = []
         for i, entry in enumerate(self.data):
             prompt = list(tokenizer.encode(format_input(entry) + RESPONSE_HEADER))
             chosen = list(tokenizer.encode(entry["chosen"])) + tail
@@ -220,10 +224,15 @@ class PreferenceDataset:
                 raise ValueError(f"{where}, entry {i}: an empty chosen or rejected answer (and no "
                                  f"end-of-text token) has no log-probability to compare")
             if max_length is not None and len(prompt) >= max_length:
-                raise ValueError(f"{where}, entry {i}: its prompt has {len(prompt)} tokens and leaves no "
-                                 f"room for the answer in a context of {max_length}; shorten it or raise "
-                                 f"--allowed-max-length (up to the model's context length)")
+                too_long.append(i)
             self.items.append((prompt, chosen, rejected))
+        self.context_needed = max((len(p) + max(len(c), len(r)) for p, c, r in self.items), default=1)
+        if too_long:
+            first = too_long[0]
+            raise ValueError(f"{where}: {len(too_long)} of {len(self.items)} entries have prompts that leave "
+                             f"no room for an answer in {max_length} tokens (entry {first} first, "
+                             f"{len(self.items[first][0])} tokens; {self.context_needed} tokens hold every "
+                             f"pair whole); {advice}")
 
     def __getitem__(self, index: int) -> tuple[list[int], list[int], list[int]]:
         return self.items[index]
