@@ -339,6 +339,21 @@ def test_spam_baselines_hand_computed():
     assert datasets["train"].num_truncated == 1 and datasets["test"].num_truncated == 1
 
 
+def test_naive_bayes_hand_computed():
+    """Issue 24 item 3: the word-count baseline. Train: ham "see you", spam "win win"; add-one smoothing
+    over {see, win, you} gives P(w | ham) = (.4, .2, .4), P(w | spam) = (.2, .6, .2), priors 1/2."""
+    from numpy_gpt.finetune.classifier import naive_bayes, spam_baselines
+
+    texts = ["win", "see", "you WIN!", "see you win", "never seen"]
+    # spam .6 > .2; ham .4 > .2; spam .12 > .08; ham .032 > .024; a tie (no known word) is 'not spam'
+    assert naive_bayes(["see you", "win win"], np.array([0, 1]), texts).tolist() == [1, 0, 1, 0, 0]
+    tok = WordTokenizer(["see", "you", "win", "never", "seen"])
+    train = SpamDataset(None, tok, 4, pad_token_id=0, texts=["see you", "win win"], labels=[0, 1])
+    test = SpamDataset(None, tok, 4, pad_token_id=0, texts=texts[:4], labels=[1, 0, 0, 0])
+    assert spam_baselines({"train": train, "test": test})["naive_bayes"] == {
+        "rule": "bag-of-words naive Bayes fitted on train", "train": 1.0, "test": 0.75}
+
+
 def test_examples_covered_counts_what_an_evaluation_sees():
     from numpy_gpt.finetune.classifier import examples_covered
 

@@ -178,3 +178,21 @@ def test_trivial_baselines_hand_computed():
     assert common["f1"] == pytest.approx((0.4 / 1.2 + 0) / 2)
     table = score_table({"echo": echo, "most common": common}).splitlines()
     assert table[1].split()[-2:] == ["0.0%", f"{echo['f1'] * 100:.1f}%"] and len(table) == 3
+
+
+def test_constant_answer_is_the_training_answers_usual_opening_and_an_arbitrary_answer_is_dropped():
+    """Issue 24 item 3: a constant answer fitted on train (the most frequent first words, the length
+    with the best training F1); "the most common answer" is left out when every answer differs."""
+    from numpy_gpt.finetune.judge import baseline_responses, constant_answer
+
+    outputs = ["The sentence is in the past tense.", "The sentence is a question.", "The sentence is short.",
+               "Paris is the capital.", "The cat sat."]
+    train = [{"instruction": "i", "input": "", "output": out} for out in outputs]
+    # first words: "The" (4 of 5), "The sentence" (3), "The sentence is" (3), then one of each; the
+    # mean F1 against the five answers is highest for "The sentence is"
+    assert constant_answer(train) == "The sentence is"
+    test = [{"instruction": "Is it?", "input": "", "output": "The sentence is long."}]
+    baselines = baseline_responses(train, test)
+    assert set(baselines) == {"echo", "constant_answer"}                 # every answer differs
+    assert baselines["constant_answer"][0]["model_response"] == "The sentence is"
+    assert "most_common_answer" in baseline_responses(train + train[:1], test)

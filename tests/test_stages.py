@@ -99,6 +99,7 @@ def test_pretrained_model_goes_through_every_stage(kind, checkpoints, tmp_path, 
                  *cut, *vocab]) == 0
     out = capsys.readouterr().out
     assert "majority class: always" in out and "length baseline: 'spam' if" in out
+    assert "word counts: bag-of-words naive Bayes" in out
     assert re.search(r"Training accuracy: [\d.]+% \(\d+ of \d+ examples\)", out)
     metrics = json.loads((spam / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["tokenizer"] == kind
@@ -129,11 +130,13 @@ def test_pretrained_model_goes_through_every_stage(kind, checkpoints, tmp_path, 
                  str(instruction_data(tmp_path / "data.json")), "--limit", "8", "--out", str(instruct),
                  "--max-new-tokens", "3", "--judge", "none", *FINETUNE, *vocab]) == 0
     out = capsys.readouterr().out
-    for label in ("echo the instruction and input", "most common training answer", "untuned model",
+    for label in ("echo the instruction and input", "constant answer", "untuned model",
                   "fine-tuned model", "What these scores show"):
         assert label in out
     metrics = json.loads((instruct / "metrics.json").read_text(encoding="utf-8"))
-    assert set(metrics["baselines"]) == {"echo", "most_common_answer", "untuned_model"}
+    assert {"echo", "constant_answer", "untuned_model"} <= set(metrics["baselines"])
+    assert ("most_common_answer" in metrics["baselines"]) == (metrics["most_common_answer"] is not None)
+    assert not (instruct / "instruct-train.npz").exists()          # the finished run keeps only its model
     assert metrics["baselines"]["echo"]["n"] == metrics["offline"]["n"] == 4
     loss = metrics["validation_response_loss"]
     assert loss["tokens"] > 0 and math.isclose(loss["perplexity_after"], math.exp(loss["loss_after"]))

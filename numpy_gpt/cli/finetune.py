@@ -269,7 +269,7 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
         response_loss,
         save_responses,
     )
-    from numpy_gpt.finetune.judge import baseline_responses, most_common_answer
+    from numpy_gpt.finetune.judge import baseline_responses, constant_answer, most_common_answer
     from numpy_gpt.finetune.tokens import check_tokenizer_fits
     from numpy_gpt.nn.lora import merge_lora
     from numpy_gpt.optim import AdamW
@@ -320,9 +320,11 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     print("Answering the test set with the untuned model (a baseline)...")
     untuned = generate_responses(model, tokenizer, test_data, args.max_new_tokens, eos_id=eot, progress=True)
 
-    # the sample printed while training: a prompt cut as respond() cuts it
-    sample_prompt = tokenizer.decode(tokenizer.encode(format_input((val_data or train_data)[0]))
-                                     [-prompt_budget(context):])
+    # the sample printed while training: the first prompt the context holds whole (a cut one would
+    # start mid-word), else one cut as respond() cuts it; it stops at end-of-text as chat does
+    prompts = [tokenizer.encode(format_input(entry)) for entry in (val_data + train_data)[:64]]
+    sample_prompt = tokenizer.decode(next((ids for ids in prompts if len(ids) <= prompt_budget(context)),
+                                          prompts[0][-prompt_budget(context):]))
     model.set_dropout_seed(args.seed)
     optimizer = AdamW(model.parameters(trainable_only=True), lr=args.lr, weight_decay=args.weight_decay)
     out = args.out
@@ -333,8 +335,8 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     # also saves the run on Ctrl-C and continues it exactly with --resume.
     history = train_model(model, train_loader, val_loader, optimizer, num_epochs=args.epochs,
                           eval_freq=args.eval_freq, eval_iter=args.eval_iter, grad_clip=None,
-                          tokenizer=tokenizer, start_context=sample_prompt, checkpoint_path=run_file,
-                          checkpoint_freq=args.checkpoint_freq,
+                          tokenizer=tokenizer, start_context=sample_prompt, sampling={"eos_id": eot},
+                          checkpoint_path=run_file, checkpoint_freq=args.checkpoint_freq,
                           checkpoint_extra={"tokenizer": tokens.spec, "init": args.init},
                           resume_from=run_file if resume else None,
                           progress=sys.stderr.isatty())     # a bar on a terminal, lines in a log
@@ -355,7 +357,9 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     answered = generate_responses(model, tokenizer, test_data, args.max_new_tokens, eos_id=eot, progress=True)
     save_responses(answered, out / "instruction-data-with-response.json")
     common, count = most_common_answer(train_data)
+    constant = constant_answer(train_data)
     labels = {"echo": "echo the instruction and input",
+              "constant_answer": f"constant answer {constant!r} (the training answers' usual opening)",
               "most_common_answer": f"most common training answer ({count} of {len(train_data)})",
               "untuned_model": "untuned model", "fine_tuned_model": "fine-tuned model"}
     scores = _judge(args, answered, {**baseline_responses(train_data, test_data), "untuned_model": untuned},
@@ -365,9 +369,12 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
                "context_length": context, "prompt_budget": prompt_budget(context),
                "truncation": "a prompt keeps its last prompt_budget tokens, then a text its first "
                              "context_length",
-               "truncated_examples": truncated, "most_common_answer": common,
+               "truncated_examples": truncated, "constant_answer": constant,
+               "most_common_answer": common if count > 1 else None,
                "validation_response_loss": response, **scores}, out / "metrics.json")
-    print(f"Wrote {path}, {out / 'instruction-data-with-response.json'} and {out / 'metrics.json'}")
+    run_file.unlink(missing_ok=True)          # only --resume needs it, and the run is done: instruct.npz
+    print(f"Wrote {path}, {out / 'instruction-data-with-response.json'}, {out / 'loss-plot.png'} and "
+          f"{out / 'metrics.json'} (the resumable {run_file.name} is removed: the run is finished)")
     return 0
 
 

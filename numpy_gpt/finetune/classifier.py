@@ -34,6 +34,7 @@ with the head size and the padding length in its ``extra`` metadata.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -365,16 +366,41 @@ def format_accuracies(accuracies: dict[str, float]) -> str:
     return ", ".join(f"{name} {value * 100:.2f}%" for name, value in accuracies.items())
 
 
+def naive_bayes(train_texts: Sequence[str], train_labels: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    """Predicted labels (N,) of ``texts`` by a multinomial naive Bayes over lower-cased words, fitted
+    on the training texts: log P(class) + sum over the words of log P(word | class), the word
+    probabilities counted with add-one smoothing; words never seen in training are ignored."""
+    def words(text: str) -> list[str]:
+        return re.findall(r"\w+", text.lower())
+
+    vocab = {w: i for i, w in enumerate(sorted({w for t in train_texts for w in words(t)}))}
+
+    def counts(batch: Sequence[str]) -> np.ndarray:                   # (N, V) word counts
+        out = np.zeros((len(batch), len(vocab) + 1), dtype=np.float64)  # the last column: unseen words
+        for row, text in enumerate(batch):
+            np.add.at(out[row], [vocab.get(w, len(vocab)) for w in words(text)], 1.0)
+        return out[:, :-1]
+
+    x, y = counts(train_texts), np.asarray(train_labels)
+    classes = np.arange(2)
+    word_counts = np.stack([x[y == c].sum(axis=0) for c in classes]) + 1.0            # (2, V)
+    log_word = np.log(word_counts / word_counts.sum(axis=1, keepdims=True))           # (2, V)
+    log_prior = np.log(np.array([(y == c).sum() + 1.0 for c in classes]) / (len(y) + 2.0))
+    return (counts(texts) @ log_word.T + log_prior).argmax(axis=1)                     # (N,)
+
+
 def spam_baselines(datasets: dict[str, SpamDataset]) -> dict[str, dict[str, Any]]:
-    """Accuracies of two rules that use no model, chosen on ``datasets["train"]`` and scored on every
-    split (fractions), each with its ``rule`` in words:
+    """Accuracies of three rules that use no neural model, chosen on ``datasets["train"]`` and scored on
+    every split (fractions), each with its ``rule`` in words:
 
     * ``majority_class``: always the training set's most frequent label (about 50 % on the book's
       balanced data);
     * ``length_threshold``: "spam" when a message is longer than t tokens (or at most t, whichever
       direction fits), t chosen for the best training accuracy. Lengths are counted as the model
       sees them, after truncation to ``max_length``: a model can read the length from where the
-      padding starts, so a fine-tuned model is only better than this rule where it beats it.
+      padding starts, so a fine-tuned model is only better than this rule where it beats it;
+    * ``naive_bayes``: a bag-of-words naive Bayes fitted on the training messages (``naive_bayes``),
+      the classic spam filter: what counting words alone reaches.
     """
     train = datasets["train"]
     majority = int(np.bincount(train.labels, minlength=2).argmax())
@@ -396,7 +422,10 @@ def spam_baselines(datasets: dict[str, SpamDataset]) -> dict[str, dict[str, Any]
                            **{name: float((ds.labels == majority).mean()) for name, ds in datasets.items()}},
         "length_threshold": {"rule": f"'spam' if {'more than' if longer else 'at most'} {threshold} tokens",
                              **{name: float((length_rule(seen[name]) == ds.labels).mean())
-                                for name, ds in datasets.items()}}}
+                                for name, ds in datasets.items()}},
+        "naive_bayes": {"rule": "bag-of-words naive Bayes fitted on train",
+                        **{name: float((naive_bayes(train.texts, train.labels, ds.texts) == ds.labels).mean())
+                           for name, ds in datasets.items()}}}
 
 
 def format_accuracy_table(rows: dict[str, dict[str, float]], splits: Sequence[str]) -> str:
@@ -500,6 +529,7 @@ def finetune_spam_classifier(model: GPTModel, tokenizer, csv_paths: dict[str, st
         print(f"Training completed in {train_seconds / 60:.2f} minutes.")
         rows = {f"majority class: {baselines['majority_class']['rule']}": baselines["majority_class"],
                 f"length baseline: {baselines['length_threshold']['rule']}": baselines["length_threshold"],
+                f"word counts: {baselines['naive_bayes']['rule']}": baselines["naive_bayes"],
                 "model before fine-tuning": accuracy_before, "model after fine-tuning": accuracy_after}
         print("Accuracy on every message of each split ("
               + ", ".join(f"{name} {n:,}" for name, n in split_sizes.items()) + "):")

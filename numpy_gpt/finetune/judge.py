@@ -193,14 +193,38 @@ def most_common_answer(train_entries: Sequence[dict]) -> tuple[str, int]:
     return answer, count
 
 
+def constant_answer(train_entries: Sequence[dict], max_words: int = 8) -> str:
+    """The constant-answer baseline, fitted on the training entries: of the most frequent first
+    n words of the training answers (n = 1 ... ``max_words``), the one whose mean token F1 against
+    every training answer is highest ("The sentence is", say). One answer for every question: what a
+    model that learned only the answers' usual opening would score."""
+    if not train_entries:
+        raise ValueError("constant_answer needs at least one training entry")
+    candidates = []
+    for n in range(1, max_words + 1):
+        openings = Counter(" ".join(e["output"].split()[:n]) for e in train_entries if e["output"].split())
+        if openings:
+            candidates.append(openings.most_common(1)[0][0])
+    if not candidates:
+        return ""
+    return max(dict.fromkeys(candidates),
+               key=lambda c: sum(token_f1(c, e["output"]) for e in train_entries))
+
+
 def baseline_responses(train_entries: Sequence[dict], test_entries: Sequence[dict]
                        ) -> dict[str, list[dict]]:
     """Copies of the test entries with trivial answers in ``model_response``: ``"echo"`` repeats the
-    instruction and input, ``"most_common_answer"`` gives every entry the most frequent training
-    answer."""
-    common, _ = most_common_answer(train_entries)
-    return {"echo": [{**e, "model_response": echo_answer(e)} for e in test_entries],
-            "most_common_answer": [{**e, "model_response": common} for e in test_entries]}
+    instruction and input, ``"constant_answer"`` gives every entry the ``constant_answer`` fitted on
+    the training entries, and ``"most_common_answer"`` the most frequent training answer, only when
+    some answer occurs more than once (when every answer differs, "the most common" is an arbitrary
+    one, and it is left out)."""
+    baselines = {"echo": [{**e, "model_response": echo_answer(e)} for e in test_entries]}
+    constant = constant_answer(train_entries)
+    baselines["constant_answer"] = [{**e, "model_response": constant} for e in test_entries]
+    common, count = most_common_answer(train_entries)
+    if count > 1:
+        baselines["most_common_answer"] = [{**e, "model_response": common} for e in test_entries]
+    return baselines
 
 
 def score_table(scores: Mapping[str, Mapping[str, float]]) -> str:
