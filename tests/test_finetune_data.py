@@ -166,6 +166,29 @@ def test_prepare_spam_data_from_a_local_zip(tmp_path):
     assert all_labels.sum() == 50 and len(all_labels) == 100
 
 
+def test_repeated_messages_are_counted_across_splits_and_dedupe_keeps_each_once(tmp_path):
+    """Issue 24 item 4: the collection repeats messages; the book's split (the default) shares them
+    between train and test, split_overlap counts them, and dedupe leaves none."""
+    from numpy_gpt.finetune.data import dedupe_messages, split_overlap
+
+    lines = [f"ham\tsee you at {i % 40}" for i in range(300)]
+    lines += [f"spam\tWIN {i % 30} now" for i in range(100)]
+    path = tmp_path / "SMSSpamCollection"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert dedupe_messages([("ham", "a"), ("spam", "b"), ("spam", "a")]) == [("ham", "a"), ("spam", "b")]
+    for dedupe in (False, True):
+        paths = prepare_spam_data(tmp_path / str(dedupe), source=path, seed=1, dedupe=dedupe)
+        texts = {name: read_spam_csv(p)[0] for name, p in paths.items()}
+        overlap = split_overlap(texts)
+        recount = sum(t in set(texts["train"]) for t in texts["test"])
+        assert overlap["test_in_train"] == recount
+        if dedupe:
+            assert overlap == {"validation_in_train": 0, "test_in_train": 0, "test_in_validation": 0}
+            assert sum(len(t) for t in texts.values()) == 60             # 30 spam texts, 30 of 40 ham
+        else:
+            assert recount > 0 and sum(len(t) for t in texts.values()) == 200
+
+
 @pytest.fixture()
 def http_dir(tmp_path):
     """Serve tmp_path/'www' on 127.0.0.1; yields (directory, base URL)."""

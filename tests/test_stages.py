@@ -107,6 +107,8 @@ def test_pretrained_model_goes_through_every_stage(kind, checkpoints, tmp_path, 
     labels = {name: read_labels(tmp_path / "data" / "sms_spam_collection" / f"{name}.csv")
               for name in ("train", "validation", "test")}
     assert metrics["split_sizes"] == {name: len(y) for name, y in labels.items()}
+    assert metrics["dedupe"] is False and set(metrics["overlap"]) == {
+        "validation_in_train", "test_in_train", "test_in_validation"}
     majority = int(np.bincount(labels["train"]).argmax())
     for name, y in labels.items():                  # the majority baseline, recounted from the CSVs
         assert metrics["baselines"]["majority_class"][name] == pytest.approx(np.mean(y == majority))

@@ -141,7 +141,7 @@ _LOCAL_COPIES = (f"Or use local copies: {_SPAM_COPY}, --vocab-dir DIR (GPT-2's e
 
 def _cmd_finetune_spam(args: argparse.Namespace) -> int:
     from numpy_gpt.finetune.classifier import finetune_spam_classifier, plot_values, save_classifier
-    from numpy_gpt.finetune.data import prepare_spam_data, save_json
+    from numpy_gpt.finetune.data import prepare_spam_data, read_spam_csv, save_json, split_overlap
     from numpy_gpt.finetune.tokens import check_tokenizer_fits
 
     resume = start_or_resume(args, args.out, "spam-train.npz", product="spam-classifier.npz",
@@ -149,9 +149,16 @@ def _cmd_finetune_spam(args: argparse.Namespace) -> int:
     file = _init_file(args)
     csv_paths, tokens, model = gather_downloads([
         lambda: prepare_spam_data(args.data_dir / "sms_spam_collection", source=args.spam_file,
-                                  seed=args.seed),
+                                  seed=args.seed, dedupe=args.dedupe),
         lambda: _tokenizer(args, file), lambda: _base_model(args, file)], hint=_LOCAL_COPIES)
     check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
+    texts = {name: read_spam_csv(path)[0] for name, path in csv_paths.items()}
+    overlap = split_overlap(texts)
+    print(f"Messages repeated word for word across the splits: {overlap['test_in_train']} of "
+          f"{len(texts['test'])} test and {overlap['validation_in_train']} of {len(texts['validation'])} "
+          f"validation messages are also in train, {overlap['test_in_validation']} test messages in "
+          f"validation" + (" (--dedupe: each message once)" if args.dedupe else
+                           " (the book's splits keep repeats; --dedupe removes them)"))
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "spam-train.npz"                    # model, optimizer, data position (Ctrl-C, --resume)
@@ -176,6 +183,7 @@ def _cmd_finetune_spam(args: argparse.Namespace) -> int:
                "trainable_parameters": result.trainable_parameters,
                "accuracy_before": result.accuracy_before, "accuracy_after": result.accuracy_after,
                "accuracy_covers": "every message of each split", "baselines": result.baselines,
+               "dedupe": args.dedupe, "overlap": overlap,
                "train_seconds": round(result.train_seconds, 1)}
     save_json(metrics, out / "metrics.json")
     path = save_classifier(out / "spam-classifier.npz", result.model, max_length=result.max_length,
@@ -426,6 +434,10 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
     _add_init_arguments(spam, "gpt2-124M", "pretrained GPT to start from with --init checkpoint")
     spam.add_argument("--spam-file", type=Path,
                       help="a local SMSSpamCollection file or its zip (no download)")
+    spam.add_argument("--dedupe", action="store_true",
+                      help="keep each message text once before balancing and splitting (the collection "
+                           "repeats some messages, and the book's splits share them: without --dedupe, "
+                           "the book's way, metrics.json's overlap counts them)")
     spam.add_argument("--max-length", type=positive_int, help="pad/truncate messages to this many tokens "
                                                      "(default: the longest training message)")
     add_run_folder_flags(spam, "spam-train.npz")

@@ -257,13 +257,41 @@ def read_spam_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     return texts, np.asarray(labels, dtype=np.int64)
 
 
+def dedupe_messages(rows: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The rows with each message text kept once (its first row): the SMS Spam Collection holds
+    hundreds of repeated messages ("Sorry, I'll call later" alone 30 times), which a random split
+    puts on both sides of it."""
+    seen: set[str] = set()
+    kept = []
+    for label, text in rows:
+        if text not in seen:
+            seen.add(text)
+            kept.append((label, text))
+    return kept
+
+
+def split_overlap(texts: dict[str, Sequence[str]]) -> dict[str, int]:
+    """How many messages of each later split appear word for word in an earlier one:
+    ``validation_in_train``, ``test_in_train`` and ``test_in_validation`` (a leak: a model can score
+    on them by memory)."""
+    train, validation = set(texts["train"]), set(texts["validation"])
+    return {"validation_in_train": sum(t in train for t in texts["validation"]),
+            "test_in_train": sum(t in train for t in texts["test"]),
+            "test_in_validation": sum(t in validation for t in texts["test"])}
+
+
 def prepare_spam_data(out_dir: str | os.PathLike = "data/sms_spam_collection",
-                      source: str | os.PathLike | None = None, seed: int = 123) -> dict[str, Path]:
+                      source: str | os.PathLike | None = None, seed: int = 123, *,
+                      dedupe: bool = False) -> dict[str, Path]:
     """The whole of section 6.2: get the collection (``source``, a local ``SMSSpamCollection`` or its
     zip, else the download), balance, split 70/10/20 and write train/validation/test CSVs into
-    ``out_dir``. Returns {"train": path, "validation": path, "test": path}."""
+    ``out_dir``. Returns {"train": path, "validation": path, "test": path}. The book keeps repeated
+    messages (the default); ``dedupe`` keeps each text once before balancing, so no split repeats
+    another (``split_overlap`` counts what the book's splits share)."""
     out_dir = Path(out_dir)
     rows = read_sms_spam(source if source is not None else download_spam_data(out_dir))
+    if dedupe:
+        rows = dedupe_messages(rows)
     balanced = create_balanced_dataset(rows, seed=seed)
     parts = random_split(balanced, 0.7, 0.1, seed=seed)
     return {name: write_spam_csv(part, out_dir / f"{name}.csv")
