@@ -294,7 +294,8 @@ def test_cli_finetune_spam_then_classify(start, tmp_path, gpt2_vocab_dir, capsys
 
     assert run_cli(["classify", "win a free prize", "see you at lunch", "--checkpoint",
                     str(out / "spam-classifier.npz"), *common]) == 0
-    assert set(capsys.readouterr().out.split("\n")[:2]) <= {"spam", "not spam"}
+    lines = capsys.readouterr().out.split("\n")[:2]
+    assert {line.split(" (p = ")[0].strip() for line in lines} <= {"spam", "not spam"}
     assert run_cli(["classify", "hello", "--checkpoint", str(tmp_path / "missing.npz"), *common]) == 1
     assert "finetune-spam" in capsys.readouterr().err
 

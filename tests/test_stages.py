@@ -123,8 +123,12 @@ def test_pretrained_model_goes_through_every_stage(kind, checkpoints, tmp_path, 
 
     assert main(["classify", "WINNER!! # free cash \U0001F600", "see you at lunch", "--checkpoint",
                  str(spam / "spam-classifier.npz"), *vocab]) == 0
-    assert capsys.readouterr().out.splitlines()[:2] in ([a, b] for a in ("spam", "not spam")
-                                                         for b in ("spam", "not spam"))
+    lines = capsys.readouterr().out.splitlines()[:2]
+    for line, text in zip(lines, ["WINNER!! # free cash \U0001F600", "see you at lunch"], strict=True):
+        label, p = re.fullmatch(r"(spam|not spam) +\(p = ([\d.]+)\)  (.*)", line).group(1, 2)
+        assert 0.5 <= float(p) <= 1 and line.endswith(text)                 # the label, how sure, the text
+    assert main(["classify", "fine", " ", "--checkpoint", str(spam / "spam-classifier.npz")]) == 2
+    assert "text 2 of 2 is empty" in capsys.readouterr().err              # an empty text: before any work
 
     # stage 3: instructions, from the same pretrained checkpoint
     instruct = tmp_path / "instruct"

@@ -192,8 +192,15 @@ def _cmd_finetune_spam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_classify(args: argparse.Namespace) -> None:
+    """A text with nothing to classify is refused before the model loads."""
+    for i, text in enumerate(args.text, start=1):
+        if not text.strip():
+            raise CLIError(f"text {i} of {len(args.text)} is empty: give the message to classify")
+
+
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from numpy_gpt.finetune.classifier import add_classification_head, classify_review
+    from numpy_gpt.finetune.classifier import LABELS, add_classification_head, class_probabilities
     from numpy_gpt.finetune.tokens import check_tokenizer_fits
 
     max_length = args.max_length
@@ -214,7 +221,9 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         print("note: the classification head is untrained (random), so is the answer", file=sys.stderr)
     check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
     for text in args.text:                  # a longer text keeps its first max_length tokens, as in training
-        print(classify_review(text, model, tokens.tokenizer, max_length, pad_token_id))
+        probabilities = class_probabilities(text, model, tokens.tokenizer, max_length, pad_token_id)
+        best = int(probabilities.argmax())
+        print(f"{LABELS[best]:<8} (p = {probabilities[best]:.3f})  {' '.join(text.split())}")
     return 0
 
 
@@ -448,7 +457,8 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
     classify = subparsers.add_parser("classify", help="label texts spam / not spam with a fine-tuned "
                                                       "classifier",
-                                     description="Print 'spam' or 'not spam' for each TEXT.")
+                                     description="Print 'spam' or 'not spam' for each TEXT, with the "
+                                                 "classifier's probability of that label and the text.")
     classify.add_argument("text", nargs="+", help="text(s) to classify")
     _add_init_arguments(classify, "checkpoint", "classifier written by finetune-spam "
                                                 "(default: runs/spam/spam-classifier.npz)",
@@ -456,7 +466,7 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
     classify.add_argument("--max-length", type=positive_int,
                           help="padding length (default: the checkpoint's)")
     classify.add_argument("--drop-rate", type=probability, default=0.0, help=argparse.SUPPRESS)
-    classify.set_defaults(func=_cmd_classify)
+    classify.set_defaults(func=_cmd_classify, check=_check_classify)
 
     instruct = subparsers.add_parser(
         "finetune-instruct", help="instruction fine-tuning on Alpaca-format data (chapter 7)",

@@ -302,6 +302,15 @@ def classify_review(text: str, model: GPTModel, tokenizer, max_length: int | Non
     ``max_length`` is the training set's padding length; it is capped at the model's context length.
     Without it the text is used unpadded.
     """
+    probabilities = class_probabilities(text, model, tokenizer, max_length, pad_token_id)
+    predicted = int(probabilities.argmax())
+    return LABELS[predicted] if predicted < len(LABELS) else str(predicted)
+
+
+def class_probabilities(text: str, model: GPTModel, tokenizer, max_length: int | None = None,
+                        pad_token_id: int = 50256) -> np.ndarray:
+    """The classifier's probability of each class (num_classes,) for one text, padded or truncated
+    as ``classify_review`` says: the softmax of the last position's logits."""
     ids = list(tokenizer.encode(text))
     context_length = model.cfg["context_length"]
     length = context_length if max_length is None else min(max_length, context_length)
@@ -311,8 +320,9 @@ def classify_review(text: str, model: GPTModel, tokenizer, max_length: int | Non
     if not ids:
         raise ValueError("classify_review got an empty text and no max_length to pad it to")
     with inference(model):
-        predicted = int(_last_token_logits(model, np.asarray([ids], dtype=np.int64)).argmax(axis=-1)[0])
-    return LABELS[predicted] if predicted < len(LABELS) else str(predicted)
+        logits = _last_token_logits(model, np.asarray([ids], dtype=np.int64))[0].astype(np.float64)
+    exp = np.exp(logits - logits.max())
+    return exp / exp.sum()
 
 
 # -- plots -----------------------------------------------------------------------------------------
