@@ -395,6 +395,14 @@ def test_cli_evaluate_prints_table_and_writes_json(tmp_path, gpt2_tiny_dir, gpt2
     assert [r["shots_kept"] for r in saved["results"]][0] == 0
     assert saved["reproduction"]["context_length"] == 128
     assert all(r["items"] == 6 for r in saved["results"])
+    # issue 24 item 25: a second evaluation adds its rows; the rows it redoes are replaced
+    assert main(["evaluate", "--checkpoint", str(gpt2_tiny_dir / "openai"), "--tasks", "stdlib-cloze",
+                 "--shots", "2,3", "--limit", "4", "--data-dir", str(gpt2_data_dir), "--out", str(out),
+                 "--no-progress"]) == 0
+    assert "1 earlier result(s)" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert [(r["shots"], r["items"]) for r in saved["results"]] == [(0, 6), (2, 4), (3, 4)]
+    assert [r["reproduction"]["limit"] for r in saved["results"]] == [6, 4, 4]
 
 
 def test_cli_evaluate_prints_the_majority_and_a_warning_when_shots_are_cut(tmp_path, gpt2_tiny_dir,

@@ -190,15 +190,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"few-shot seed {seed}, limit {args.limit if args.limit is not None else 'none'}, float32")
     print(note)
     out = args.out or DEFAULT_OUT_DIR / name / "results.json"
-    write_json_atomic(out, {
-        "model": str(args.checkpoint) if args.checkpoint else f"gpt2-{args.gpt2}",
-        "reproduction": {"numpy_gpt": __version__, "tokenizer": spec["kind"],
-                         "vocab_size": model.cfg["vocab_size"], "context_length": context,
-                         "stride": stride, "seed": seed, "limit": args.limit, "dtype": "float32",
-                         "fewshot_delimiter": "\\n\\n", "target_delimiter": " "},
-        "results": results, "seconds": round(time.perf_counter() - started, 3)})
-    print(f"Results: {out}")
+    model_name = str(args.checkpoint) if args.checkpoint else f"gpt2-{args.gpt2}"
+    reproduction = {"numpy_gpt": __version__, "tokenizer": spec["kind"],
+                    "vocab_size": model.cfg["vocab_size"], "context_length": context, "stride": stride,
+                    "seed": seed, "limit": args.limit,
+                    "dtype": "float32", "fewshot_delimiter": "\\n\\n", "target_delimiter": " "}
+    results = [{**r, "reproduction": reproduction} for r in results]
+    kept = _earlier_results(out, model_name, results)
+    write_json_atomic(out, {"model": model_name, "reproduction": reproduction, "results": kept + results,
+                            "seconds": round(time.perf_counter() - started, 3)})
+    print(f"Results: {out}" + (f" (with {len(kept)} earlier result(s) of other tasks or shots kept)"
+                               if kept else ""))
     return 0
+
+
+def _earlier_results(path: Path, model_name: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of an earlier ``evaluate`` of the same model in ``path`` that this one does not redo
+    (another task or number of shots), each with the settings it was measured with: a second
+    evaluation adds to the results file instead of replacing it. A file of another model, or one
+    that is not a results file, is not merged (and is replaced)."""
+    import json
+
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        rows = earlier["results"] if earlier.get("model") == model_name else []
+        redone = {(r["task"], r["shots"]) for r in results}
+        return [{"reproduction": earlier.get("reproduction"), **r} for r in rows
+                if isinstance(r, dict) and (r.get("task"), r.get("shots")) not in redone]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return []
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
