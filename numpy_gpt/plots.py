@@ -103,6 +103,18 @@ def attention_weights(model, idx: np.ndarray) -> np.ndarray:
     return np.stack(weights)
 
 
+def _log_ticks(axis, low: float, high: float) -> None:
+    """Labels a reader can tell apart on a log axis from ``low`` to ``high``: powers of ten, and 2 and
+    5 times them when the range spans less than two decades, never the crowded minor labels
+    matplotlib adds to a short axis ("2x10^4 3x10^4 4x10^4 ..." on top of each other)."""
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
+
+    subs = (1.0,) if np.log10(high / low) >= 2 else (1.0, 2.0, 5.0)
+    axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=7))
+    axis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _token_label(token: str) -> str:
     """A visible axis label: spaces as middle dots (GPT-2 tokens often start with one), other
     whitespace escaped."""
@@ -113,7 +125,8 @@ def plot_attention(model, idx: np.ndarray, path: str | os.PathLike, tokens: Sequ
                    layers: Sequence[int] | None = None, heads: Sequence[int] | None = None) -> Path:
     """Heatmaps of the attention weights for one prompt ``idx`` (1, T) or (T,): one panel per
     (layer, head), rows = layers, columns = heads. ``tokens`` labels the axes (one string per
-    position; labels are drawn when T <= 32). Returns the PNG path written."""
+    position; labels are drawn when T <= 32, every k-th one when all would not fit side by side).
+    Returns the PNG path written."""
     idx = np.asarray(idx)
     if idx.ndim == 1:
         idx = idx[None, :]
@@ -142,10 +155,13 @@ def plot_attention(model, idx: np.ndarray, path: str | os.PathLike, tokens: Sequ
             image = ax.imshow(weights[layer, head], cmap="viridis", vmin=0.0, vmax=1.0)
             ax.set_title(f"layer {layer} head {head}", fontsize="small")
             show_labels = tokens is not None and num_tokens <= 32
-            ax.set_xticks(range(num_tokens) if show_labels else [])
-            ax.set_yticks(range(num_tokens) if show_labels else [])
+            # a 6-point label needs about 8 points of axis; the heatmap gets about half the panel
+            every = max(1, -(-num_tokens * 8 // int(panel * 72 * 0.5)))
+            ticks = range(0, num_tokens, every) if show_labels else []
+            ax.set_xticks(ticks)
+            ax.set_yticks(ticks)
             if show_labels:
-                labels = [_token_label(t) for t in tokens]
+                labels = [_token_label(tokens[i]) for i in ticks]
                 ax.set_xticklabels(labels, rotation=90, fontsize=6)
                 ax.set_yticklabels(labels, fontsize=6)
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
@@ -285,6 +301,8 @@ def plot_frontier(records: Sequence[dict], fit: dict, path: str | os.PathLike) -
     for ax, ylabel in ((ax_n, "Compute-optimal parameters N_opt"), (ax_d, "Compute-optimal tokens D_opt")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _log_ticks(ax.xaxis, c[0], c[-1])
+        _log_ticks(ax.yaxis, *ax.get_ylim())
         ax.set_xlabel("Training compute C (FLOPs)")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize="x-small")

@@ -88,3 +88,44 @@ def test_plot_attention_rejects_bad_selections(model, tmp_path, kwargs, message)
 def test_plot_attention_wants_one_prompt(model, tmp_path):
     with pytest.raises(ValueError, match="one prompt"):
         plot_attention(model, np.zeros((2, 3), np.int64), tmp_path / "x.png")
+
+
+def _overlapping_tick_labels(fig) -> list[tuple[str, str]]:
+    """Pairs of drawn tick labels of one axis whose boxes overlap (rendered with Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    pairs = []
+    for ax in fig.axes:
+        for axis, lo, hi in ((ax.xaxis, ax.bbox.x0, ax.bbox.x1), (ax.yaxis, ax.bbox.y0, ax.bbox.y1)):
+            boxes = []
+            for label in axis.get_ticklabels(which="both"):
+                if not (label.get_visible() and label.get_text()):
+                    continue
+                box = label.get_window_extent(renderer)
+                middle = (box.x0 + box.x1) / 2 if axis is ax.xaxis else (box.y0 + box.y1) / 2
+                if lo - 1 <= middle <= hi + 1:                             # a tick inside the view
+                    boxes.append((label.get_text(), box.shrunk(0.9, 0.9)))
+            pairs += [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:]
+                      if box_a.overlaps(box_b)]
+    return pairs
+
+
+def test_no_tick_labels_overlap_in_the_attention_heatmaps_and_the_frontier(model, tmp_path, monkeypatch):
+    """Issue 24 item 25: 32 token labels on a 2-inch heatmap, and log axes spanning less than one
+    decade, drew labels on top of each other."""
+    import numpy_gpt.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_png", lambda fig, path: figures.append(fig) or path)
+    wide = GPTModel({**TINY, "context_length": 32}, seed=1)
+    plot_attention(wide, np.arange(32) % 40, tmp_path / "att.png", tokens=[f" tok{i}" for i in range(32)],
+                   layers=[0], heads=[0, 1])
+    records = [{"budget": b} for b in (3e10, 5e10)]                       # C from 1.5e10 to 1e11
+    fit = {"approach1": {"N_coef": 0.3, "a": 0.5, "D_coef": 0.5, "b": 0.5}}
+    plots.plot_frontier(records, fit, tmp_path / "frontier.png")
+    for fig in figures:
+        assert _overlapping_tick_labels(fig) == []
+    labels = [t.get_text() for t in figures[0].axes[0].get_xticklabels() if t.get_text()]
+    assert 4 <= len(labels) < 32                                        # thinned, not dropped

@@ -233,6 +233,24 @@ def check_memory(flags: dict[str, object], needed: int, what: str = "the model a
 
 
 # -- shared pieces of the commands -----------------------------------------------------------------
+# Below this width BLAS threads cost more than they save when a command works on one sequence at a
+# time (evaluate, generate): the quickstart model (128 wide) scored 50 cloze items in 18.4 s with
+# OpenBLAS's default threads and 1.9 s with one, and generating past its context was 15 times slower
+# with 2 threads than with 1, on a busy 2-core machine.
+SMALL_MODEL_WIDTH = 512
+THREADS_HELP = (f"BLAS threads (default: 1 for models narrower than {SMALL_MODEL_WIDTH}, where more "
+                f"threads cost more than they save on one sequence, else NumPy's own choice)")
+
+
+def use_threads(threads: int | None, cfg: dict) -> None:
+    """--threads for the commands that run a model on one sequence at a time: the given count, else
+    one thread for a model narrower than ``SMALL_MODEL_WIDTH``, else BLAS's default."""
+    threads = threads or (1 if cfg["emb_dim"] < SMALL_MODEL_WIDTH else None)
+    if threads is not None:
+        from numpy_gpt.runtime import set_threads
+        set_threads(threads)
+
+
 def show_bars(args: argparse.Namespace) -> bool:
     """tqdm bars only on a terminal: piped or logged output gets one event per line."""
     return not args.no_progress and sys.stderr.isatty()

@@ -21,18 +21,17 @@ from typing import Any
 
 from numpy_gpt.cli.common import (
     GPT2_SIZE_CHOICES,
+    THREADS_HELP,
     CLIError,
     model_file,
     positive_int,
     random_seed,
     thread_count,
+    use_threads,
 )
 
 TASK_NAMES = ("stdlib-cloze", "hellaswag", "lambada", "wikitext", "sms-spam")   # eval_tasks.TASK_NAMES
 DEFAULT_OUT_DIR = Path("runs") / "eval"
-# Below this width BLAS threads cost more than they save: the quickstart model (128 wide) scored 50
-# cloze items in 18.4 s with OpenBLAS's default threads and 1.9 s with one, on a busy 2-core machine.
-SMALL_MODEL_WIDTH = 512
 
 
 def _parse_tasks(text: str) -> list[str]:
@@ -150,10 +149,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if file is not None:
         _fetch_everything(args, gpt2_vocab=spec["kind"] == "gpt2")
     tokenizer = checkpoint_tokenizer(file, data_dir=args.data_dir)
-    threads = args.threads or (1 if model.cfg["emb_dim"] < SMALL_MODEL_WIDTH else None)
-    if threads is not None:
-        from numpy_gpt.runtime import set_threads
-        set_threads(threads)
+    use_threads(args.threads, model.cfg)
     context = model.cfg["context_length"]
     if args.stride is not None and args.stride > context:
         raise CLIError(f"--stride {args.stride} is longer than the model's context of {context} tokens: a "
@@ -250,8 +246,6 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--spam-file", type=Path,
                    help="a local SMSSpamCollection (or its zip) for sms-spam instead of the download")
     p.add_argument("--out", type=Path, help="the JSON results file (default: runs/eval/<model>/results.json)")
-    p.add_argument("--threads", type=thread_count,
-                   help=f"BLAS threads (default: 1 for models narrower than {SMALL_MODEL_WIDTH}, else "
-                        f"NumPy's own choice)")
+    p.add_argument("--threads", type=thread_count, help=THREADS_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     p.set_defaults(func=_cmd_evaluate)

@@ -27,6 +27,7 @@ from numpy_gpt.cli.common import (
     DEFAULT_SCALING_DIR,
     GPT2_SIZE_CHOICES,
     GPT2_VOCAB_SIZE,
+    THREADS_HELP,
     CLIError,
     add_run_folder_flags,
     check_heads,
@@ -43,8 +44,10 @@ from numpy_gpt.cli.common import (
     random_seed,
     show_bars,
     start_or_resume,
+    thread_count,
     top_p_mass,
     training_bytes,
+    use_threads,
 )
 from numpy_gpt.fileio import write_text_atomic
 from numpy_gpt.tokenizers.spec import tokenizer_spec
@@ -73,6 +76,7 @@ DEFAULT_STEPS = 1000
 DEFAULT_BATCH = 12
 DEFAULT_WARMUP = 100
 DEFAULT_EVAL_FREQ = 100
+EVALUATIONS = 20                 # a run of more than 2,000 steps evaluates about this often, not every 100
 DEFAULT_PROMPT = "Return the"
 DEFAULT_SAMPLE_TOKENS = 200
 
@@ -146,6 +150,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from numpy_gpt.train import perplexity, train_model
 
     started = time.perf_counter()
+    if args.threads is not None:
+        from numpy_gpt.runtime import set_threads
+        set_threads(args.threads)
     out_dir = Path(args.out_dir) if args.out_dir else _default_out_dir(args)
     checkpoint_path = out_dir / "model.npz"
     resume = start_or_resume(args, out_dir, checkpoint_path.name, product=checkpoint_path.name,
@@ -195,7 +202,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
           f"({max_steps / steps_per_epoch:.2f} epochs); output in {out_dir}/", flush=True)
 
     history = train_model(
-        model, train_loader, val_loader, optimizer, max_steps=max_steps, eval_freq=args.eval_freq,
+        model, train_loader, val_loader, optimizer, max_steps=max_steps,
+        eval_freq=args.eval_freq or max(DEFAULT_EVAL_FREQ, max_steps // EVALUATIONS),
         eval_iter=args.eval_iter, lr_schedule=schedule, grad_clip=args.grad_clip or None,
         grad_accum_steps=args.grad_accum, tokenizer=tokenizer, start_context=args.prompt,
         sample_tokens=args.sample_tokens, checkpoint_path=checkpoint_path,
@@ -241,6 +249,8 @@ def apply_scaling_recommendation(args: argparse.Namespace, folder: Path = DEFAUL
         del flags["max_steps"]
     for name, value in flags.items():
         setattr(args, name, value)
+    if args.threads is None:            # the sweep's (scaling --threads 1): its speed made the time estimate
+        args.threads = 1
     args.preset = "tiny"                                     # every model flag above overrides it
     if args.out_dir is None:
         args.out_dir = str(DEFAULT_RUNS_DIR / f"{Path(str(args.corpus)).stem}-from-scaling-{args.tokenizer}")
@@ -267,6 +277,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from numpy_gpt.plots import plot_attention
 
     model, tokenizer, extra = _load_for_generate(args)
+    use_threads(args.threads, model.cfg)
     prompt = args.prompt if args.prompt is not None else extra.get("prompt", "\n")
     if not prompt:
         raise CLIError('the prompt is empty: give some text to continue, e.g. --prompt "The"')
@@ -441,8 +452,9 @@ def _add_pretrain(subparsers) -> None:
     train.add_argument("--seed", type=random_seed, default=123,
                        help="seed of the weights, batches and samples")
     out = p.add_argument_group("evaluation and output")
-    out.add_argument("--eval-freq", type=positive_int, default=DEFAULT_EVAL_FREQ,
-                     help="evaluate every N steps")
+    out.add_argument("--eval-freq", type=positive_int, default=None,
+                     help=f"evaluate every N steps (default: {DEFAULT_EVAL_FREQ}, or about {EVALUATIONS} "
+                          f"times in a longer run)")
     out.add_argument("--eval-iter", type=positive_int, default=10, help="batches per evaluation")
     out.add_argument("--checkpoint-freq", type=positive_int, default=None,
                      help="also save the checkpoint every N steps (it is always saved at the end)")
@@ -456,6 +468,9 @@ def _add_pretrain(subparsers) -> None:
     out.add_argument("--temperature", type=non_negative_float, default=0.8,
                      help="temperature of the final samples")
     out.add_argument("--top-k", type=positive_int, default=None, help="top-k of the final samples")
+    out.add_argument("--threads", type=thread_count, default=None,
+                     help="BLAS threads (default: NumPy's own choice; with --preset from-scaling 1, the "
+                          "sweep's, whose speed the recommended time assumes)")
     out.add_argument("--no-progress", action="store_true",
                      help="no progress bar (there is none either when stderr is not a terminal)")
     p.set_defaults(func=_cmd_pretrain, check=_check_pretrain)
@@ -490,6 +505,7 @@ def _add_generate(subparsers) -> None:
     p.add_argument("--tokenizer", choices=("gpt2",), default=None,
                    help="override the tokenizer recorded in the checkpoint")
     p.add_argument("--data-dir", default="data", help="where GPT-2's vocabulary is kept")
+    p.add_argument("--threads", type=thread_count, help=THREADS_HELP)
     p.add_argument("--attention-plot", default=None, metavar="PNG",
                    help="also save attention heatmaps (every layer and head) of the prompt")
     p.set_defaults(func=_cmd_generate)
