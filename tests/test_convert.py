@@ -314,3 +314,16 @@ def test_cli_convert_and_download(fixture, gpt2_server, tmp_path, monkeypatch, c
     assert "28 tensors, every crc32c checked" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         run_cli("download", "--gpt2", "7B")
+
+
+def test_cli_convert_of_a_folder_not_downloaded_yet_says_so(tmp_path, monkeypatch, capsys):
+    """Issue 24 item 25: the README's `convert gpt2/124M gpt2-124M.safetensors` run before the download."""
+    from numpy_gpt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["convert", "gpt2/124M", "gpt2-124M.safetensors"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "gpt2/124M does not exist" in line and "numpy-gpt download --gpt2 124M`" in line
+    assert main(["convert", "models/355M", "x.npz"]) == 1
+    assert "numpy-gpt download --gpt2 355M --models-dir models`" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

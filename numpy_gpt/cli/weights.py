@@ -38,6 +38,13 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    src = Path(args.src)
+    if not src.exists():                     # the README's `convert gpt2/124M ...` run before the download
+        size = src.name if src.name in GPT2_SIZES else None
+        raise FileNotFoundError(f"{src} does not exist" + (
+            f": download OpenAI's weights there first with `numpy-gpt download --gpt2 {size}"
+            + (f" --models-dir {src.parent}`" if src.parent != Path("gpt2") else "`") if size else
+            ": give an OpenAI GPT-2 folder, a .safetensors or a .npz file"))
     written = convert(args.src, args.dst, models_dir=args.models_dir, dtype=np.dtype(args.dtype))
     print(f"wrote {written}")
     if written.suffix == ".safetensors":
