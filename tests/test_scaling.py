@@ -382,3 +382,26 @@ def test_envelope_warns_or_refuses_when_too_few_sizes_are_bracketed():
                                                 "context_length": 1, "batch_size": 1})
     with pytest.raises(ValueError, match="bracketed by a smaller and a larger one"):
         scaling.fit_envelope(_envelope_curves(law, [1e5, 1e6], np.geomspace(1e-3, 1e3, 200)))
+
+
+def test_scaling_quick_offline_says_how_to_sweep_the_offline_corpus(tmp_path, monkeypatch, capsys):
+    """Issue 24 item 23: the documented `scaling --quick` downloads tinyshakespeare; offline, the error
+    names the corpus that needs no network, and that command gets past the data."""
+    import socket
+
+    from numpy_gpt.cli import main
+
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.chdir(tmp_path)
+    assert main(["scaling", "--quick", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "tinyshakespeare" in err and "numpy-gpt scaling --quick --corpus stdlib-docs" in err
+    command = err.split("instead: ", 1)[1].split(" (")[0].split()[1:]
+    (tmp_path / "data").mkdir(exist_ok=True)                  # the offline corpus, small, already built
+    (tmp_path / "data" / f"stdlib-docs-py{sys.version_info.major}.{sys.version_info.minor}.txt").write_text(
+        "Return the value of the key. " * 2000, encoding="utf-8")
+    assert main([*command, "--vocab-size", "260", "--budgets", "1", "--no-progress"]) == 1
+    assert "the grid has no run" in capsys.readouterr().err             # past the data, offline

@@ -147,6 +147,8 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from numpy_gpt import scaling
+    from numpy_gpt.corpora import OFFLINE_CORPUS
+    from numpy_gpt.download import DownloadError
     from numpy_gpt.fileio import write_json_atomic, write_text_atomic
     from numpy_gpt.interrupt import TrainingInterrupted, stop_on_interrupt
     from numpy_gpt.runtime import set_threads
@@ -165,7 +167,15 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     kind = _tokenizer_kind(args)
     print(f"Corpus {args.corpus!r} ({kind} tokenizer); results in {results_path}", flush=True)
-    tokenizer, train_ids, val_ids = _load_data(args, kind, out_dir)
+    try:
+        tokenizer, train_ids, val_ids = _load_data(args, kind, out_dir)
+    except DownloadError as err:               # the default corpus is a download; one corpus never is
+        if args.corpus == OFFLINE_CORPUS:
+            raise
+        raise DownloadError(f"{err}\nOffline, sweep the corpus built from this Python's standard library "
+                            f"instead: numpy-gpt scaling {'--quick ' if args.quick else ''}--corpus "
+                            f"{OFFLINE_CORPUS} (a trained BPE; its numbers are not tinyshakespeare's)"
+                            ) from None
     settings = _settings(args, kind, tokenizer.n_vocab)
     for record in records:
         if record.get("settings") != settings:
