@@ -180,3 +180,28 @@ def test_module_entry_point():
                             check=True)
     for command in ("pretrain", "generate", "gradcheck"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("text, advice", [("ab " * 3000, "--vocab-size 259"),
+                                          ("abcdefgh" * 400, "--tokenizer char")])
+def test_the_advice_of_a_bpe_out_of_pairs_works(text, advice, tmp_path, capsys):
+    """Issue 24 item 24: a BPE that runs out of pairs to merge suggested a vocabulary with which the
+    split then had too few tokens; the advice is now checked before it is given, and following it runs."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text, encoding="utf-8")
+    flags = ["pretrain", "--corpus", str(corpus), "--context-length", "16", "--batch-size", "2",
+             "--max-steps", "1", "--num-samples", "0", "--sample-tokens", "2", "--no-progress"]
+    assert main([*flags, "--out-dir", str(tmp_path / "a")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"use {advice}, or more text" in line
+    assert main([*flags, *advice.split(), "--out-dir", str(tmp_path / "b")]) == 0
+
+
+@pytest.mark.parametrize("corpus_text, said", [("", "is empty"), ("ab", "too few")])
+def test_scaling_refuses_a_corpus_too_small_before_making_its_folder(corpus_text, said, tmp_path, capsys):
+    """Issue 24 item 24: an empty corpus is called empty, and a refused sweep leaves no folder."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(corpus_text, encoding="utf-8")
+    assert main(["scaling", "--corpus", str(corpus), "--quick", "--out-dir", str(tmp_path / "sweep"),
+                 "--no-progress"]) == 1
+    assert said in capsys.readouterr().err and not (tmp_path / "sweep").exists()

@@ -139,6 +139,28 @@ def _check_pretrain(args: argparse.Namespace) -> None:
     check_memory(flags, training_bytes(cfg, args.batch_size))
 
 
+def _out_of_merges_advice(args: argparse.Namespace, err, train_text: str, val_text: str) -> str:
+    """The error of a BPE that ran out of pairs to merge, with only advice that works: --vocab-size
+    err.largest if its tokens still make the windows, else --tokenizer char if characters do, else
+    more text (the BPE of err.largest is trained here to know: the text is small, that is quick)."""
+    from numpy_gpt.data import encode_text
+    from numpy_gpt.tokenizers.train_bpe import BPETokenizer
+
+    context = _model_config(args, 1)["context_length"]
+    tried = [(f"--vocab-size {err.largest}", lambda t: len(encode_text(bpe, t))),
+             ("--tokenizer char", len)]
+    bpe = BPETokenizer.train(train_text, err.largest)
+    for flag, count in tried:
+        try:
+            _check_windows(args, context, count(train_text), count(val_text))
+        except CLIError:
+            continue
+        return f"--corpus {args.corpus}: its text has pairs for a BPE of at most {err.largest} tokens, not " \
+               f"--vocab-size {args.vocab_size}: use {flag}, or more text"
+    return (f"--corpus {args.corpus}: its text has pairs for a BPE of at most {err.largest} tokens, and is "
+            f"too short for --context-length {context} even as characters: use more text")
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from numpy_gpt.corpora import build_tokenizer
     from numpy_gpt.data import create_dataloader_v1, encode_text
@@ -147,6 +169,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from numpy_gpt.model_files import LANGUAGE_MODELS, checkpoint_tokenizer
     from numpy_gpt.optim import AdamW, ConstantLR, WarmupCosineLR, configure_param_groups
     from numpy_gpt.plots import plot_losses
+    from numpy_gpt.tokenizers.train_bpe import OutOfMerges
     from numpy_gpt.train import perplexity, train_model
 
     started = time.perf_counter()
@@ -167,8 +190,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         _check_windows(args, _model_config(args, 1)["context_length"],
                        *(len(t.encode("utf-8", "surrogatepass")) for t in (train_text, val_text)), bound=True)
         out_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer = build_tokenizer(args.tokenizer, train_text, train_text + val_text, args.vocab_size,
-                                    args.data_dir, out_dir)
+        try:
+            tokenizer = build_tokenizer(args.tokenizer, train_text, train_text + val_text, args.vocab_size,
+                                        args.data_dir, out_dir)
+        except OutOfMerges as err:
+            raise CLIError(_out_of_merges_advice(args, err, train_text, val_text)) from None
         cfg = _model_config(args, tokenizer.n_vocab)
     train_ids = np.asarray(encode_text(tokenizer, train_text), dtype=np.int64)
     val_ids = np.asarray(encode_text(tokenizer, val_text), dtype=np.int64)

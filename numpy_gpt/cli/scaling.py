@@ -28,6 +28,7 @@ from numpy_gpt.cli.common import DEFAULT_SCALING_DIR as DEFAULT_OUT_DIR
 from numpy_gpt.cli.common import (
     CLIError,
     fraction,
+    load_split_corpus,
     non_negative_int,
     positive_float,
     positive_int,
@@ -66,22 +67,25 @@ def _load_data(args: argparse.Namespace, kind: str, out_dir: Path):
     import numpy as np
 
     from numpy_gpt.corpora import build_tokenizer
-    from numpy_gpt.data import encode_text, load_corpus, train_val_split
+    from numpy_gpt.data import encode_text
     from numpy_gpt.scaling import ScalingError
 
-    text = load_corpus(args.corpus, data_dir=args.data_dir)
-    if args.max_chars is not None:
-        text = text[:args.max_chars]
-    train_text, val_text = train_val_split(text, 1.0 - args.val_fraction)
+    def check(train_tokens: int, val_tokens: int, most: str = "") -> None:
+        if val_tokens <= args.context_length or train_tokens <= args.context_length * args.batch_size:
+            raise ScalingError(f"{args.corpus}: {most}{train_tokens:,} training and {most}{val_tokens:,} "
+                               f"validation tokens are too few for batches of {args.batch_size} x "
+                               f"{args.context_length}: use more text, a larger --val-fraction or a smaller "
+                               f"--context-length")
+
+    train_text, val_text = load_split_corpus(args)       # an empty corpus is said to be empty
+    # before the BPE trains and the results folder exists: at most one token per byte
+    check(*(len(t.encode("utf-8", "surrogatepass")) for t in (train_text, val_text)), most="at most ")
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(kind, train_text, text, args.vocab_size, args.data_dir, out_dir)
+    tokenizer = build_tokenizer(kind, train_text, train_text + val_text, args.vocab_size, args.data_dir,
+                                out_dir)
     train_ids = np.asarray(encode_text(tokenizer, train_text), dtype=np.int64)
     val_ids = np.asarray(encode_text(tokenizer, val_text), dtype=np.int64)
-    if len(val_ids) <= args.context_length or len(train_ids) <= args.context_length * args.batch_size:
-        raise ScalingError(f"{args.corpus}: {len(train_ids):,} training and {len(val_ids):,} validation "
-                           f"tokens "
-                           f"are too few for batches of {args.batch_size} x {args.context_length}: use more "
-                           f"text, a larger --val-fraction or a smaller --context-length")
+    check(len(train_ids), len(val_ids))
     return tokenizer, train_ids, val_ids
 
 
@@ -166,7 +170,7 @@ def _cmd_scaling(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     kind = _tokenizer_kind(args)
-    print(f"Corpus {args.corpus!r} ({kind} tokenizer); results in {results_path}", flush=True)
+    print(f"{kind} tokenizer; results in {results_path}", flush=True)
     try:
         tokenizer, train_ids, val_ids = _load_data(args, kind, out_dir)
     except DownloadError as err:               # the default corpus is a download; one corpus never is

@@ -53,6 +53,15 @@ from numpy_gpt.tokenizers.bpe import (
 _FORMAT_HEADER = "numpy_gpt-bpe v1"
 
 
+class OutOfMerges(ValueError):
+    """The text has fewer distinct pairs to merge than ``vocab_size`` asks for; ``largest`` is the
+    largest vocabulary it can train."""
+
+    def __init__(self, message: str, largest: int) -> None:
+        super().__init__(message)
+        self.largest = largest
+
+
 class BPETokenizer(ByteLevelBPE):
     """A byte-level BPE tokenizer defined by its merges; trainable, savable, loadable.
 
@@ -100,9 +109,10 @@ class BPETokenizer(ByteLevelBPE):
         while len(merges) < n_merges:
             best = _pop_most_frequent(heap, pair_counts)
             if best is None:
-                raise ValueError(f"the text ran out of pairs to merge after {len(merges)} merges; "
+                raise OutOfMerges(f"the text ran out of pairs to merge after {len(merges)} merges; "
                                  f"vocab_size={vocab_size} needs {n_merges}: use more text or a smaller "
-                                 f"vocab_size (at most {256 + len(merges) + len(special_tokens)})")
+                                 f"vocab_size (at most {256 + len(merges) + len(special_tokens)})",
+                                  256 + len(merges) + len(special_tokens))
             new_id = 256 + len(merges)
             merges.append(best)
             if verbose:
