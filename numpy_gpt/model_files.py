@@ -15,7 +15,7 @@ What a file holds, its *kind* (``KINDS``), and the command that takes it:
     classifier          a GPT spam classifier         finetune-spam      -> classify
     classifier-run      an interrupted finetune-spam  finetune-spam      -> finetune-spam --resume
     encoder             a BERT-style encoder          pretrain-mlm       -> fill-mask, attention-heatmap
-    encoder-classifier  a BERT sequence classifier    transformers       -> load_bert
+    encoder-classifier  a BERT sequence classifier    finetune-spam --arch encoder, transformers -> classify
 
 A command that is handed the wrong kind says what the file is and which command takes it
 (``WrongKindError``). A training checkpoint that keeps its LoRA adapters beside the weights
@@ -53,7 +53,12 @@ from numpy_gpt.checkpoint import (
     load_checkpoint,
     read_checkpoint_header,
 )
-from numpy_gpt.encoder import EncoderModel, encoder_parameter_shapes, validate_encoder_config
+from numpy_gpt.encoder import (
+    EncoderClassifier,
+    EncoderModel,
+    encoder_parameter_shapes,
+    validate_encoder_config,
+)
 from numpy_gpt.model import GPTModel
 from numpy_gpt.nn.linear import Linear, skip_init
 from numpy_gpt.nn.lora import LinearWithLoRA
@@ -97,7 +102,8 @@ KINDS = {
                     "`numpy-gpt fill-mask --checkpoint {path} TEXT` takes it (so does attention-heatmap "
                     "--checkpoint)"),
     "encoder-classifier": Kind("a BERT sequence classifier", "a BERT sequence classifier",
-                               "numpy_gpt.load_bert(path) loads it"),
+                               "`numpy-gpt classify --checkpoint {path} TEXT` takes the one finetune-spam "
+                               "--arch encoder writes (numpy_gpt.load_bert loads a transformers folder)"),
 }
 LANGUAGE_MODELS = ("gpt", "instruct", "dpo")
 ENCODERS = ("encoder", "encoder-classifier")
@@ -351,6 +357,25 @@ def _read_npz(path: Path) -> ModelFile:
     extra = meta.get("extra") or {}
     model_class = meta.get("model_class", GPT_CLASS)
     adapters = _lora_adapters(header)
+    if model_class == "EncoderClassifier":                      # finetune-spam --arch encoder
+        try:
+            cfg = validate_encoder_config(meta.get("cfg"))
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: the stored encoder config is invalid: {err}") from None
+        num_classes, pooling = extra.get("num_classes"), extra.get("pooling")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1 or \
+                pooling not in ("cls", "mean"):
+            raise CheckpointError(f"{path}: an encoder classifier needs extra num_classes (an integer >= "
+                                  f"1) and pooling ('cls' or 'mean'), got {num_classes!r:.40} and "
+                                  f"{pooling!r:.40}")
+        C = cfg["emb_dim"]                                                   # noqa: N806
+        shapes = {f"encoder.{k}": v for k, v in encoder_parameter_shapes(cfg, mlm_head=False).items()}
+        shapes.update({"classifier.weight": (C, num_classes), "classifier.bias": (num_classes,)})
+        if pooling == "cls":
+            shapes.update({"pooler.0.weight": (C, C), "pooler.0.bias": (C,)})
+        header.check_fit(shapes, "the encoder classifier its metadata describes")
+        return ModelFile(path, NPZ, "encoder-classifier", cfg, _recorded_spec(header), extra,
+                         {"dtype": header.dtype, "num_classes": num_classes, "pooling": pooling, "lora": {}})
     if model_class == "EncoderModel" or OLD_ENCODER_CONFIG_KEY in extra:
         cfg = meta.get("cfg") if meta.get("cfg") is not None else extra.get(OLD_ENCODER_CONFIG_KEY)
         try:
@@ -390,6 +415,9 @@ def _load_npz(file: ModelFile, drop_rate: float, dtype: np.dtype | None) -> Modu
     dtype = file.build["dtype"]                                    # the saved one, whatever was asked
     if file.kind == "encoder":
         model: Module = EncoderModel(file.cfg, dtype=dtype, init=False)
+    elif file.kind == "encoder-classifier":
+        model = EncoderClassifier(file.cfg, file.build["num_classes"], file.build["pooling"], dtype=dtype,
+                                  init=False)
     else:
         model = GPTModel(file.cfg, dtype=dtype, init=False)
         num_classes = file.build["num_classes"]

@@ -256,3 +256,40 @@ def test_a_context_too_short_for_the_later_stages_is_refused_with_advice_that_wo
     assert main(["finetune-dpo", "--init", str(short), "--allowed-max-length", "8", "--out",
                  str(tmp_path / "dpo")]) == 1
     assert "raise --allowed-max-length (up to the model's context of 16)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("init", ["checkpoint", "scratch"])
+def test_finetune_spam_arch_encoder_goes_through_the_same_command(init, verdict_path, tmp_path, capsys):
+    """Issue 24 item 5: the encoder is fine-tuned by finetune-spam itself (an encoder pretrained by
+    pretrain-mlm, or a new one), on the same data with the same baselines and accuracy table, and
+    classify reads what it writes."""
+    start = []
+    if init == "checkpoint":
+        mlm = tmp_path / "mlm"
+        assert main(["pretrain-mlm", "--corpus", str(verdict_path), "--max-chars", "20000", "--vocab-size",
+                     "200", "--min-frequency", "2", "--context-length", "32", "--emb-dim", "16", "--n-layers",
+                     "1", "--n-heads", "2", "--max-steps", "2", "--batch-size", "4", "--eval-freq", "2",
+                     "--eval-iter", "1", "--out-dir", str(mlm), "--no-progress"]) == 0
+        start = ["--checkpoint", str(mlm / "model.npz")]
+    spam = tmp_path / "spam"
+    assert main(["finetune-spam", "--arch", "encoder", "--init", init, *start, "--preset", "tiny",
+                 "--spam-file", str(spam_collection(tmp_path / "SMSSpamCollection")), "--out", str(spam),
+                 "--data-dir", str(tmp_path / "data"), *FINETUNE]) == 0
+    out = capsys.readouterr().out
+    for label in ("majority class: always", "length baseline", "word counts: bag-of-words naive Bayes",
+                  "model after fine-tuning"):
+        assert label in out
+    metrics = json.loads((spam / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["arch"] == "encoder" and metrics["tokenizer"] == "wordpiece"
+    assert set(metrics["baselines"]) == {"majority_class", "length_threshold", "naive_bayes"}
+    assert read_checkpoint_meta(spam / "spam-classifier.npz")["model_class"] == "EncoderClassifier"
+    assert main(["classify", "winner free cash", "see you at lunch", "--checkpoint",
+                 str(spam / "spam-classifier.npz")]) == 0
+    assert all(re.match(r"(spam|not spam) +\(p = ", line) for line in capsys.readouterr().out.splitlines())
+
+
+@pytest.mark.parametrize("flags", [["--init", "gpt2-124M"],
+                                   ["--init", "scratch", "--trainable", "last-block"]])
+def test_finetune_spam_arch_encoder_refuses_what_does_not_fit_an_encoder(flags, tmp_path, capsys):
+    assert main(["finetune-spam", "--arch", "encoder", *flags, "--out", str(tmp_path / "o")]) == 2
+    assert "--arch encoder" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -64,8 +64,8 @@ def _init_file(args: argparse.Namespace):
         return None
     if args.checkpoint is None:
         raise CLIError("--init checkpoint needs --checkpoint FILE (.npz, .safetensors or an OpenAI folder)")
-    return model_file(args.checkpoint, args.command, ("classifier",) if args.command == "classify"
-                      else LANGUAGE_MODELS)
+    return model_file(args.checkpoint, args.command, ("classifier", "encoder-classifier")
+                      if args.command == "classify" else LANGUAGE_MODELS)
 
 
 def _tokenizer(args: argparse.Namespace, file=None):
@@ -106,10 +106,11 @@ def _add_init_arguments(parser: argparse.ArgumentParser, default_init: str, chec
     parser.add_argument("--seed", type=random_seed, default=123, help="random seed (default: 123)")
 
 
-def _add_training_arguments(parser: argparse.ArgumentParser, *, trainable: str, epochs: int, lr: float,
-                            eval_freq: int) -> None:
+def _add_training_arguments(parser: argparse.ArgumentParser, *, trainable: str | None, epochs: int, lr: float,
+                            eval_freq: int, trainable_default: str = "") -> None:
     parser.add_argument("--trainable", choices=TRAINABLE_CHOICES, default=trainable,
-                        help=f"what is trained, the rest is frozen (default: {trainable})")
+                        help=f"what is trained, the rest is frozen "
+                             f"(default: {trainable_default or trainable})")
     parser.add_argument("--n-blocks", type=positive_int, default=1,
                         help="blocks trained with --trainable last-n")
     parser.add_argument("--lora-rank", type=positive_int, default=16,
@@ -139,19 +140,70 @@ _LOCAL_COPIES = (f"Or use local copies: {_SPAM_COPY}, --vocab-dir DIR (GPT-2's e
                  f"--init checkpoint --checkpoint FILE or --init scratch (the model).")
 
 
+def _check_finetune_spam(args: argparse.Namespace) -> None:
+    """--arch and the flags that go with it, before any work."""
+    encoder = args.arch == "encoder"
+    if args.trainable is None:
+        args.trainable = "all" if encoder else "last-block"
+    if encoder and args.init not in ("checkpoint", "scratch"):
+        raise CLIError(f"--arch encoder starts from an encoder: --init checkpoint --checkpoint "
+                       f"runs/<corpus>-mlm/model.npz (numpy-gpt pretrain-mlm) or --init scratch, not --init "
+                       f"{args.init}")
+    if encoder and args.trainable != "all":
+        raise CLIError(f"--arch encoder trains every parameter (--trainable all), not --trainable "
+                       f"{args.trainable}")
+
+
+def _encoder_classifier(args: argparse.Namespace, train_csv: Path):
+    """(PaddedSequenceClassifier, WordPiece tokenizer) of --arch encoder: the encoder of pretrain-mlm's
+    checkpoint (its masked-language head dropped) or a new one whose WordPiece vocabulary is trained on
+    the training messages (as scripts/encoder_vs_decoder_spam.py did), with a new 2-class head on the
+    pooled [CLS] state."""
+    from numpy_gpt.encoder import EncoderClassifier
+    from numpy_gpt.finetune.classifier import PaddedSequenceClassifier
+    from numpy_gpt.finetune.data import read_spam_csv
+    from numpy_gpt.model_files import checkpoint_tokenizer
+    from numpy_gpt.tokenizers.wordpiece import WordPieceTokenizer, train_wordpiece_vocab
+
+    if args.init == "checkpoint":
+        if args.checkpoint is None:
+            raise CLIError("--init checkpoint needs --checkpoint FILE (pretrain-mlm's model.npz)")
+        file = model_file(args.checkpoint, "finetune-spam --arch encoder", ("encoder",))
+        tokenizer, cfg = checkpoint_tokenizer(file), {**file.cfg, "drop_rate": args.drop_rate}
+        classifier = EncoderClassifier(cfg, 2, "cls", seed=args.seed)
+        pretrained = file.load_model().state_dict()
+        classifier.encoder.load_state_dict({k: v for k, v in pretrained.items()
+                                            if not k.startswith("mlm_head.")})
+    else:
+        messages = read_spam_csv(train_csv)[0]
+        tokenizer = WordPieceTokenizer(train_wordpiece_vocab("\n".join(messages), args.vocab_size))
+        cfg = {"vocab_size": tokenizer.n_vocab, "drop_rate": args.drop_rate, "qkv_bias": True,
+               **SCRATCH_PRESETS[args.preset]}
+        classifier = EncoderClassifier(cfg, 2, "cls", seed=args.seed)
+    return PaddedSequenceClassifier(classifier, tokenizer.pad_id, cfg), tokenizer
+
+
 def _cmd_finetune_spam(args: argparse.Namespace) -> int:
     from numpy_gpt.finetune.classifier import finetune_spam_classifier, plot_values, save_classifier
     from numpy_gpt.finetune.data import prepare_spam_data, read_spam_csv, save_json, split_overlap
-    from numpy_gpt.finetune.tokens import check_tokenizer_fits
+    from numpy_gpt.finetune.tokens import FinetuneTokenizer, check_tokenizer_fits
+    from numpy_gpt.tokenizers.spec import tokenizer_spec
 
     resume = start_or_resume(args, args.out, "spam-train.npz", product="spam-classifier.npz",
                              outputs=SPAM_OUTPUTS)
-    file = _init_file(args)
-    csv_paths, tokens, model = gather_downloads([
-        lambda: prepare_spam_data(args.data_dir / "sms_spam_collection", source=args.spam_file,
-                                  seed=args.seed, dedupe=args.dedupe),
-        lambda: _tokenizer(args, file), lambda: _base_model(args, file)], hint=_LOCAL_COPIES)
-    check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
+    def spam_data():
+        return prepare_spam_data(args.data_dir / "sms_spam_collection", source=args.spam_file,
+                                 seed=args.seed, dedupe=args.dedupe)
+
+    if args.arch == "encoder":                 # the same data, loop and baselines; the encoder's tokens
+        (csv_paths,) = gather_downloads([spam_data], hint=_LOCAL_COPIES)
+        model, tokenizer = _encoder_classifier(args, csv_paths["train"])
+        tokens = FinetuneTokenizer(tokenizer, tokenizer_spec(tokenizer), tokenizer.pad_id)
+    else:
+        file = _init_file(args)
+        csv_paths, tokens, model = gather_downloads([spam_data, lambda: _tokenizer(args, file),
+                                                     lambda: _base_model(args, file)], hint=_LOCAL_COPIES)
+        check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
     texts = {name: read_spam_csv(path)[0] for name, path in csv_paths.items()}
     overlap = split_overlap(texts)
     print(f"Messages repeated word for word across the splits: {overlap['test_in_train']} of "
@@ -175,7 +227,7 @@ def _cmd_finetune_spam(args: argparse.Namespace) -> int:
     epochs = np.linspace(0, result.num_epochs, len(result.train_accs))
     examples = np.linspace(0, result.examples_seen, len(result.train_accs))
     plot_values(epochs, examples, result.train_accs, result.val_accs, "accuracy", out / "accuracy-plot.png")
-    metrics = {"init": args.init, "tokenizer": tokens.kind, "trainable": args.trainable,
+    metrics = {"arch": args.arch, "init": args.init, "tokenizer": tokens.kind, "trainable": args.trainable,
                "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                "max_length": result.max_length,
                "truncation": "longer messages keep their first max_length tokens",
@@ -211,17 +263,26 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         file = _init_file(args)
         model, extra = file.load_model(), file.extra
         max_length = extra.get("max_length") if max_length is None else max_length
-        tokens = _tokenizer(args, file)
         pad_token_id = extra["pad_token_id"]
+        if file.kind == "encoder-classifier":       # finetune-spam --arch encoder: [CLS] text [SEP]
+            from numpy_gpt.finetune.classifier import PaddedSequenceClassifier
+            from numpy_gpt.model_files import checkpoint_tokenizer
+            model = PaddedSequenceClassifier(model, pad_token_id, file.cfg)
+            tokens = None
+            tokenizer = checkpoint_tokenizer(file)
+        else:
+            tokens = _tokenizer(args, file)
+            tokenizer = tokens.tokenizer
     else:
         tokens, model = gather_downloads([lambda: _tokenizer(args), lambda: _base_model(args)],
                                          hint=_LOCAL_COPIES)
         model = add_classification_head(model, 2, seed=args.seed)
-        pad_token_id = tokens.eot_id
+        pad_token_id, tokenizer = tokens.eot_id, tokens.tokenizer
         print("note: the classification head is untrained (random), so is the answer", file=sys.stderr)
-    check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
+    if tokens is not None:
+        check_tokenizer_fits(tokens, model, str(args.checkpoint or args.init))
     for text in args.text:                  # a longer text keeps its first max_length tokens, as in training
-        probabilities = class_probabilities(text, model, tokens.tokenizer, max_length, pad_token_id)
+        probabilities = class_probabilities(text, model, tokenizer, max_length, pad_token_id)
         best = int(probabilities.argmax())
         print(f"{LABELS[best]:<8} (p = {probabilities[best]:.3f})  {' '.join(text.split())}")
     return 0
@@ -452,8 +513,16 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
     add_run_folder_flags(spam, "spam-train.npz")
     spam.add_argument("--out", type=Path, default=Path("runs/spam"),
                       help="output folder (default: runs/spam)")
-    _add_training_arguments(spam, trainable="last-block", epochs=5, lr=5e-5, eval_freq=50)
-    spam.set_defaults(func=_cmd_finetune_spam)
+    _add_training_arguments(spam, trainable=None, epochs=5, lr=5e-5, eval_freq=50,
+                            trainable_default="last-block; all with --arch encoder")
+    spam.add_argument("--arch", choices=("decoder", "encoder"), default="decoder",
+                      help="decoder: a GPT reading the last token (the book); encoder: a BERT-style "
+                           "encoder reading [CLS] (EncoderClassifier), from pretrain-mlm's model.npz "
+                           "(--init checkpoint) or new (--init scratch, a WordPiece vocabulary trained on "
+                           "the training messages), with the same data, loop, accuracies and baselines")
+    spam.add_argument("--vocab-size", type=positive_int, default=400,
+                      help="the WordPiece vocabulary of --arch encoder --init scratch")
+    spam.set_defaults(func=_cmd_finetune_spam, check=_check_finetune_spam)
 
     classify = subparsers.add_parser("classify", help="label texts spam / not spam with a fine-tuned "
                                                       "classifier",

@@ -56,7 +56,7 @@ from numpy_gpt.model_files import read_model_file
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.lora import LoRALayer, merge_lora, replace_linear_with_lora
 from numpy_gpt.nn.loss import cross_entropy
-from numpy_gpt.nn.module import inference
+from numpy_gpt.nn.module import Module, inference
 from numpy_gpt.optim import AdamW
 from numpy_gpt.run import TrainingRun
 
@@ -156,6 +156,36 @@ def set_trainable(model: GPTModel, trainable: str = "last-block", *, n_blocks: i
         model.final_norm.requires_grad_(True)
         model.out_head.requires_grad_(True)
     return model
+
+
+class PaddedSequenceClassifier(Module):
+    """An encoder's classifier (``EncoderClassifier``, BERT's way: [CLS] text [SEP], the [CLS] state
+    pooled) behind this chapter's interface, so one loop, one accuracy table, one set of baselines and
+    ``classify`` serve the decoder and the encoder alike (``finetune-spam --arch encoder``).
+
+    forward(ids (B, T)) -> logits (B, 1, num_classes): the one position stands for the GPT's last
+    token, and the attention mask is read from the padding (ids != ``pad_id``), so the padded batches
+    of ``SpamDataset`` need nothing else. backward(dlogits (B, 1, num_classes)).
+    """
+
+    def __init__(self, classifier, pad_id: int, cfg: dict[str, Any]):
+        super().__init__()
+        self.classifier = classifier
+        self.pad_id = int(pad_id)
+        self.cfg = dict(cfg)
+        self.dtype = classifier.dtype
+        self.dropout_rng = classifier.dropout_rng
+
+    def set_dropout_seed(self, seed: int) -> None:
+        """Reseed the shared dropout generator in place, as ``GPTModel.set_dropout_seed``."""
+        self.dropout_rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+
+    def forward(self, idx: np.ndarray) -> np.ndarray:
+        mask = (np.asarray(idx) != self.pad_id).astype(np.int64)             # (B, T): 0 on padding
+        return self.classifier(idx, None, mask)[:, None, :]                  # (B, 1, num_classes)
+
+    def backward(self, dlogits: np.ndarray) -> None:
+        self.classifier.backward(dlogits[:, -1, :])
 
 
 # -- loss and accuracy on the last token -----------------------------------------------------------
@@ -354,6 +384,11 @@ def save_classifier(path: str | os.PathLike, model: GPTModel, *, max_length: int
                     pad_token_id: int = 50256, extra: dict[str, Any] | None = None) -> Path:
     """Save a classifier as a numpy_gpt checkpoint. LoRA adapters are merged into their weights
     first (the model is changed in place), so the file holds a plain GPTModel with a small head."""
+    if isinstance(model, PaddedSequenceClassifier):          # the encoder's classifier, as itself
+        inner = model.classifier
+        info = {"task": "classifier", "num_classes": inner.num_classes, "pooling": inner.pooling,
+                "max_length": int(max_length), "pad_token_id": int(pad_token_id), **(extra or {})}
+        return save_checkpoint(path, inner, extra=info)
     merge_lora(model)
     info = {"task": "classifier", "num_classes": int(model.out_head.out_features),
             "max_length": int(max_length), "pad_token_id": int(pad_token_id), **(extra or {})}
@@ -506,7 +541,7 @@ def finetune_spam_classifier(model: GPTModel, tokenizer, csv_paths: dict[str, st
     longest = int(max(ds.lengths.max() for ds in datasets.values()))
     if verbose:
         cut = ", ".join(f"{n} of {split_sizes[name]} {name}" for name, n in truncated.items())
-        print(f"Messages padded to {train_ds.max_length} tokens with id {pad_token_id} (end-of-text); "
+        print(f"Messages padded to {train_ds.max_length} tokens with id {pad_token_id}; "
               f"longer ones keep their first {train_ds.max_length} tokens (the book's rule, at most the "
               f"model's context of {context_length}): {cut} messages cut"
               + (f"; the longest has {longest} tokens" if longest > train_ds.max_length else ""))
@@ -516,7 +551,8 @@ def finetune_spam_classifier(model: GPTModel, tokenizer, csv_paths: dict[str, st
                          f"no full batch to train on")
     full = {name: DataLoader(ds, batch_size) for name, ds in datasets.items()}     # every message, in order
 
-    add_classification_head(model, 2, seed=seed)
+    if not isinstance(model, PaddedSequenceClassifier):      # the encoder's comes with its head
+        add_classification_head(model, 2, seed=seed)
     set_trainable(model, trainable, n_blocks=n_blocks, lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed)
     if verbose:
         print(f"Accuracy before fine-tuning, on every message ({sum(split_sizes.values()):,})...", flush=True)
