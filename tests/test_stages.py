@@ -293,3 +293,18 @@ def test_finetune_spam_arch_encoder_goes_through_the_same_command(init, verdict_
 def test_finetune_spam_arch_encoder_refuses_what_does_not_fit_an_encoder(flags, tmp_path, capsys):
     assert main(["finetune-spam", "--arch", "encoder", *flags, "--out", str(tmp_path / "o")]) == 2
     assert "--arch encoder" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_the_encoder_vs_decoder_script_goes_through_the_library_with_training_baselines(tmp_path):
+    """Issue 24 items 3 and 5: the script trains its three models with finetune_spam_classifier and
+    reports the command's baselines, the majority class taken from the training labels."""
+    script = README.parent / "scripts" / "encoder_vs_decoder_spam.py"
+    subprocess.run([sys.executable, str(script), "--synthetic", "--synthetic-size", "80", "--epochs", "1",
+                    "--emb-dim", "16", "--n-layers", "1", "--out", str(tmp_path)], check=True,
+                   capture_output=True)
+    saved = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    labels = {name: read_labels(tmp_path / "data" / f"{name}.csv") for name in ("train", "test")}
+    majority = int(np.bincount(labels["train"], minlength=2).argmax())
+    assert saved["baselines"]["majority_class"]["test"] == pytest.approx(np.mean(labels["test"] == majority))
+    assert set(saved["results"]) == {"decoder (last token)", "encoder ([CLS] + pooler)",
+                                     "encoder (mean pooling)"}
