@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -205,3 +206,13 @@ def test_scaling_refuses_a_corpus_too_small_before_making_its_folder(corpus_text
     assert main(["scaling", "--corpus", str(corpus), "--quick", "--out-dir", str(tmp_path / "sweep"),
                  "--no-progress"]) == 1
     assert said in capsys.readouterr().err and not (tmp_path / "sweep").exists()
+
+
+def test_a_long_run_evaluates_about_twenty_times_not_every_hundred_steps(corpus, tmp_path, capsys):
+    """Issue 24 item 25: `pretrain --preset from-scaling` printed an evaluation every 100 of 172,630
+    steps. Without --eval-freq, a run longer than 2,000 steps evaluates every max_steps / 20."""
+    flags = [flag for flag in TINY_FLAGS if flag not in ("--eval-freq", "3")]
+    assert main(["pretrain", *flags, "--corpus", str(corpus), "--out-dir", str(tmp_path), "--max-steps",
+                 "2400", "--batch-size", "1", "--num-samples", "0", "--sample-tokens", "2"]) == 0
+    steps = [int(s) for s in re.findall(r"\(Step (\d+)\)", capsys.readouterr().out)]
+    assert steps[:3] == [0, 120, 240] and len(steps) <= 22

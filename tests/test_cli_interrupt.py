@@ -108,7 +108,7 @@ def _pretrain_tiny(tmp_path, corpus, context: int) -> str:
     assert main(["pretrain", "--corpus", str(corpus), "--tokenizer", "char", "--preset", "tiny",
                  "--context-length", str(context), "--emb-dim", "16", "--n-layers", "1", "--n-heads", "2",
                  "--max-steps", "2", "--eval-iter", "1", "--num-samples", "0", "--no-progress",
-                 "--max-chars", "4000", "--out-dir", str(tmp_path / "pre")]) == 0
+                 "--max-chars", "8000", "--out-dir", str(tmp_path / "pre")]) == 0
     return str(tmp_path / "pre" / "model.npz")
 
 
@@ -137,7 +137,7 @@ def test_finetune_instruct_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_p
 
     from numpy_gpt.cli import main
 
-    pretrained = _pretrain_tiny(tmp_path, verdict_path, context=16)
+    pretrained = _pretrain_tiny(tmp_path, verdict_path, context=320)   # holds a character prompt whole
     words = "ab cd ef gh ij kl mn op".split() * 5
     entries = [{"instruction": "Repeat.", "input": w, "output": w} for w in words]
     (tmp_path / "data.json").write_text(json.dumps(entries), encoding="utf-8")

@@ -136,6 +136,9 @@ def test_pretrained_model_goes_through_every_stage(kind, checkpoints, tmp_path, 
                  str(instruction_data(tmp_path / "data.json")), "--limit", "8", "--out", str(instruct),
                  "--max-new-tokens", "3", "--judge", "none", *FINETUNE, *vocab]) == 0
     out = capsys.readouterr().out
+    if kind != "char":           # the training sample: a whole prompt, and nothing after end-of-text
+        (sample,) = {line for line in out.splitlines() if line.startswith("Below is an instruction")}
+        assert "<|endoftext|>" not in sample.rstrip().removesuffix("<|endoftext|>")
     for label in ("echo the instruction and input", "constant answer", "untuned model",
                   "fine-tuned model", "What these scores show"):
         assert label in out
