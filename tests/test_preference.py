@@ -228,7 +228,9 @@ def test_dataset_masks_the_whole_prompt_and_appends_end_of_text(gpt2_vocab_dir):
     batch = collate_preference([ds[0]], pad_token_id=50256)
     assert tok.decode(batch.targets[0][batch.mask[0]]) == entry["chosen"] + "<|endoftext|>"
     assert tok.decode(batch.targets[1][batch.mask[1]]) == entry["rejected"] + "<|endoftext|>"
-    with pytest.raises(ValueError, match=r"my file \(train\), entry 0: its prompt has \d+ tokens"):
+    with pytest.raises(ValueError, match=r"my file \(train\): 1 of 1 entries have prompts that leave no "
+                                         r"room for an answer in 20 tokens \(entry 0 first, \d+ tokens; "
+                                         r"\d+ tokens hold"):
         PreferenceDataset([entry], tok, max_length=20, where="my file (train)")
 
 
