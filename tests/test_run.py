@@ -43,15 +43,15 @@ RUN_FILE = {"pretrain": "model.npz", "pretrain-mlm": "model.npz", "finetune-spam
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    """A word corpus, a random base GPT with a character tokenizer (context 192, room for the Alpaca
-    prompt), SMS lines, instruction entries and preference pairs."""
+    """A word corpus, a random base GPT with a character tokenizer (context 320: a prompt keeps half of
+    it, room for the Alpaca prompt), SMS lines, instruction entries and preference pairs."""
     folder = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(0)
     words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"]
     (folder / "corpus.txt").write_text(" ".join(rng.choice(words, 4000)) + "\n", encoding="utf-8")
     chars = ["\n", *string.printable[:95]]                         # digits, letters, punctuation, space
     spec = {"kind": "char", "chars": chars, "special_tokens": ["<|endoftext|>", "<|unk|>"]}
-    cfg = {"vocab_size": len(chars) + 2, "context_length": 192, "emb_dim": 16, "n_heads": 2, "n_layers": 1,
+    cfg = {"vocab_size": len(chars) + 2, "context_length": 320, "emb_dim": 16, "n_heads": 2, "n_layers": 1,
            "drop_rate": 0.0, "qkv_bias": False}
     save_checkpoint(folder / "base.npz", GPTModel(cfg, seed=0), extra={"tokenizer": spec})
     sms = [f"{'spam' if i % 3 == 0 else 'ham'}\t{' '.join(rng.choice(['win', 'cash', 'see', 'you'], 4))}"
