@@ -21,6 +21,7 @@ from typing import Any
 
 from numpy_gpt.cli.common import (
     GPT2_SIZE_CHOICES,
+    SMALL_MODEL_WIDTH,  # noqa: F401 (its name here before it moved to common, kept for its users)
     THREADS_HELP,
     CLIError,
     model_file,
