@@ -6,8 +6,8 @@ offline (``scripts/synthetic_finetune_data.py`` writes them as files, the notebo
 
 * ``synthetic_spam_rows``: (label, text) pairs like ``read_sms_spam`` returns (750 ham, 250 spam by
   default). Both classes draw their length from the same range, so the message-length baseline is
-  near chance; a spam message contains one word of an advertising list, a ham message none, so the
-  label is learnable from the words.
+  near chance; one word of a spam message is replaced by a word of an advertising list, which shares
+  only "now" with the ham words, so the label is learnable from the words.
 * ``synthetic_instruction_entries``: entries in the book's {instruction, input, output} format, from
   four small tasks whose answer follows from the input by a rule (reverse three letters, upper-case a
   word, name the word's first letter, say a word's plural). The echo and most-common-answer
