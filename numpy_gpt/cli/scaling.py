@@ -132,7 +132,7 @@ def _check_scaling(args: argparse.Namespace) -> None:
 
 def _cmd_scaling(args: argparse.Namespace) -> int:
     import numpy as np
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from numpy_gpt import scaling
     from numpy_gpt.fileio import write_json_atomic, write_text_atomic

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from numpy_gpt import train
 from numpy_gpt.checkpoint import save_checkpoint
