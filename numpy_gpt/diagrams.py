@@ -37,6 +37,7 @@ if TYPE_CHECKING:   # matplotlib is imported when a diagram is drawn
 COLORS = {"input": "#ffffff", "embedding": "#cfe2f3", "norm": "#fff2cc", "dropout": "#eeeeee",
           "attention": "#f4cccc", "feedforward": "#d9ead3", "block": "#e6e0f0", "head": "#d9d2e9"}
 HIGHLIGHT = "#e69138"           # the edge of a box that differs between GPT and BERT
+DPI = 90                        # pixels per inch of a drawn figure: sharp on screen, small in a notebook
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ def _draw_column(ax: Axes, stages: list[Stage], x: float, width: float, highligh
 def _new_axes(width: float, height: float) -> tuple[Figure, Axes]:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=110)
+    fig = Figure(figsize=(width, height), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, width)
     ax.set_ylim(-0.15, height - 0.15)
@@ -367,7 +368,7 @@ def draw_attention_mask(att: MultiHeadAttention, num_tokens: int,
     from matplotlib.figure import Figure
 
     side = 1.2 + 0.38 * num_tokens
-    fig = Figure(figsize=(side + 0.6, side), dpi=110, layout="constrained")
+    fig = Figure(figsize=(side + 0.6, side), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     ax.imshow(masked, cmap=ListedColormap(["#d9ead3", "#999999"]), vmin=0, vmax=1)
     if num_tokens <= 16:
