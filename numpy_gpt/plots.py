@@ -233,7 +233,7 @@ def _budget_colors(budgets: Sequence[float]) -> dict[float, tuple]:
     return {c: cmap(i / max(1, len(unique) - 1) * 0.9) for i, c in enumerate(unique)}
 
 
-def plot_isoflop(records: Sequence[dict], fit: dict, path: str | os.PathLike) -> Path:
+def draw_isoflop(records: Sequence[dict], fit: dict) -> Figure:
     """IsoFLOP curves: final validation loss against N, one colour per compute budget, with the
     parabola in log N fitted to each budget (approach 2) and its minimum marked."""
     from matplotlib.figure import Figure
@@ -259,7 +259,12 @@ def plot_isoflop(records: Sequence[dict], fit: dict, path: str | os.PathLike) ->
     ax.set_title("IsoFLOP curves: a parabola in log N per budget, * = its minimum", fontsize="medium")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    return save_png(fig, path)
+    return fig
+
+
+def plot_isoflop(records: Sequence[dict], fit: dict, path: str | os.PathLike) -> Path:
+    """``draw_isoflop`` saved as a PNG at ``path``; returns the path written."""
+    return save_png(draw_isoflop(records, fit), path)
 
 
 def _tokens_at(records: Sequence[dict]):
@@ -272,17 +277,22 @@ def _tokens_at(records: Sequence[dict]):
     return tokens
 
 
-def plot_loss_vs_n_and_d(records: Sequence[dict], fit: dict, path: str | os.PathLike) -> Path:
+def draw_loss_vs_n_and_d(records: Sequence[dict], fit: dict) -> Figure:
     """Two panels: final loss against N and against D, one colour per budget, with the parametric
     law (approach 3) along each budget's IsoFLOP line (D = C / flops_per_token(N)) and its limits
     E + A/N^alpha (infinite data) and E + B/D^beta (infinite model)."""
     colors = _budget_colors([r["budget"] for r in records])
     law = fit.get("approach3")
     with np.errstate(over="ignore", divide="ignore"):     # a degenerate fit may overflow: nothing drawn
-        return _draw_loss_vs_n_and_d(records, law, colors, path)
+        return _draw_loss_vs_n_and_d(records, law, colors)
 
 
-def _draw_loss_vs_n_and_d(records: Sequence[dict], law: dict | None, colors: dict, path) -> Path:
+def plot_loss_vs_n_and_d(records: Sequence[dict], fit: dict, path: str | os.PathLike) -> Path:
+    """``draw_loss_vs_n_and_d`` saved as a PNG at ``path``; returns the path written."""
+    return save_png(draw_loss_vs_n_and_d(records, fit), path)
+
+
+def _draw_loss_vs_n_and_d(records: Sequence[dict], law: dict | None, colors: dict) -> Figure:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4), dpi=120)
@@ -320,10 +330,10 @@ def _draw_loss_vs_n_and_d(records: Sequence[dict], law: dict | None, colors: dic
     fig.suptitle("Loss against N and D; lines: the fitted L(N, D) = E + A/N^alpha + B/D^beta along each "
                  "budget", fontsize="medium")
     fig.tight_layout()
-    return save_png(fig, path)
+    return fig
 
 
-def plot_frontier(records: Sequence[dict], fit: dict, path: str | os.PathLike) -> Path:
+def draw_frontier(records: Sequence[dict], fit: dict) -> Figure:
     """The compute-optimal frontier: N_opt(C) and D_opt(C) from approaches 1, 2 and 3, with
     Chinchilla's rule of thumb (20 tokens per parameter, C = 6ND) for comparison."""
     from matplotlib.figure import Figure
@@ -362,4 +372,9 @@ def plot_frontier(records: Sequence[dict], fit: dict, path: str | os.PathLike) -
         ax.legend(fontsize="x-small")
     fig.suptitle("Compute-optimal frontier", fontsize="medium")
     fig.tight_layout()
-    return save_png(fig, path)
+    return fig
+
+
+def plot_frontier(records: Sequence[dict], fit: dict, path: str | os.PathLike) -> Path:
+    """``draw_frontier`` saved as a PNG at ``path``; returns the path written."""
+    return save_png(draw_frontier(records, fit), path)
