@@ -37,7 +37,7 @@ if TYPE_CHECKING:   # matplotlib is imported when a diagram is drawn
 COLORS = {"input": "#ffffff", "embedding": "#cfe2f3", "norm": "#fff2cc", "dropout": "#eeeeee",
           "attention": "#f4cccc", "feedforward": "#d9ead3", "block": "#e6e0f0", "head": "#d9d2e9"}
 HIGHLIGHT = "#e69138"           # the edge of a box that differs between GPT and BERT
-DPI = 90                        # pixels per inch of a drawn figure: sharp on screen, small in a notebook
+DPI = 110                       # pixels per inch of a drawn figure: its small print stays legible in the PDF
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def _draw_box(ax: Axes, box: Box, x: float, y: float, w: float, h: float, highli
         ax.text(x + w / 2, y + h - 0.17, box.title, ha="center", va="center", fontsize=fontsize,
                 weight="bold")
         ax.text(x + w / 2, y + (h - 0.3) / 2, box.detail, ha="center", va="center",
-                fontsize=fontsize - 2.2, linespacing=1.3 if lines > 1 else 1.0)
+                fontsize=fontsize - 1.6, linespacing=1.3 if lines > 1 else 1.0)
     else:
         ax.text(x + w / 2, y + h / 2, box.title, ha="center", va="center", fontsize=fontsize - 1,
                 weight="bold")
@@ -187,7 +187,7 @@ def _draw_column(ax: Axes, stages: list[Stage], x: float, width: float, highligh
         w = (width - plus * (n - 1)) / n
         for k, box in enumerate(stage.boxes):
             bx = x + k * (w + plus)
-            _draw_box(ax, box, bx, y, w, h, highlight=box.role in highlight, fontsize=7.5 if n > 2 else 8.0)
+            _draw_box(ax, box, bx, y, w, h, highlight=box.role in highlight, fontsize=7.0 if n > 2 else 8.0)
             if k:
                 ax.text(bx - plus / 2, y + h / 2, "+", ha="center", va="center", fontsize=11)
         if previous_top is not None:

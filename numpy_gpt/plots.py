@@ -162,7 +162,7 @@ def draw_attention(panels: Sequence[tuple[np.ndarray, Sequence[str] | None, str]
     panel = 1.6 + 0.2 * size if labelled else 2.0
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(panel * columns + 1.0, panel * rows + 0.3), dpi=110, layout="constrained")
+    fig = Figure(figsize=(panel * columns + 1.0, panel * rows + 0.3), dpi=90, layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
     image = None
     for i, (ax, (weights, tokens, title)) in enumerate(zip(axes.flat, panels, strict=False)):
