@@ -2,7 +2,7 @@
 of contents with page numbers, every notebook as a chapter (its text, equations, code and outputs).
 
     python scripts/build_learning_journey.py                   # from the committed outputs
-    python scripts/build_learning_journey.py --execute         # run the notebooks first (scripts/run_notebooks.py)
+    python scripts/build_learning_journey.py --execute         # run the notebooks first, in place
     python scripts/build_learning_journey.py --html out.html   # also keep the HTML that was printed
 
 How: the notebooks, in reading order, become one notebook (a raw HTML cell opens each chapter), which
@@ -60,7 +60,8 @@ h1, h2, h3 { break-after: avoid-page; break-inside: avoid; }
 .title-page, .toc { font-family: var(--jp-content-font-family); }
 .jp-MarkdownOutput table { font-size: 9pt; }
 .chapter { break-before: page; }
-.title-page { height: 250mm; display: flex; flex-direction: column; justify-content: center; text-align: center; }
+.title-page { height: 250mm; display: flex; flex-direction: column; justify-content: center;
+               text-align: center; }
 .title-page h1 { font-size: 30pt; margin-bottom: 8mm; border: none; }
 .title-page p { font-size: 13pt; color: #333; margin: 2mm 20mm; }
 .toc { break-before: page; }
@@ -81,8 +82,8 @@ TEMPLATE = """{%- extends 'index.html.j2' -%}
 
 
 # what would make the browser fetch: a script or stylesheet, an @import or a url() in CSS, an image
-_REMOTE = re.compile(r"""<(?:script|link|img)[^>]+(?:src|href)=["']?(?:https?:)?//|url\(\s*["']?(?:https?:)?//"""
-                     r"""|@import\s+["']?(?:https?:)?//""")
+_REMOTE = re.compile(r"""<(?:script|link|img)[^>]+(?:src|href)=["']?(?:https?:)?//"""
+                     r"""|url\(\s*["']?(?:https?:)?//|@import\s+["']?(?:https?:)?//""")
 
 
 class BuildError(RuntimeError):
@@ -149,9 +150,11 @@ def title_and_contents(parts: list[tuple[str, str, list[str]]], pages: dict[str,
     notebooks = ", ".join(f"notebooks/{name}.ipynb" for name, _, _ in parts[:2])
     return (f'<section class="title-page"><h1 id="journey-title">{html.escape(TITLE)}</h1>'
             f"<p>{html.escape(SUBTITLE)}</p>"
-            f"<p>Built from the {len(parts)} notebooks of the repository ({notebooks}, ...), with the outputs "
+            f"<p>Built from the {len(parts)} notebooks of the repository ({notebooks}, ...), with the "
+            f"outputs "
             f"they printed when last run. Every diagram is drawn in code from the model object.</p></section>"
-            f'<section class="toc"><h1 id="journey-contents">Contents</h1><ol>{"".join(items)}</ol></section>')
+            f'<section class="toc"><h1 id="journey-contents">Contents</h1><ol>{"".join(items)}</ol>'
+            f"</section>")
 
 
 def combined_notebook(notebooks: dict):
@@ -255,7 +258,8 @@ def build(out: Path = OUT, html_copy: Path | None = None, execute_first: bool = 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=OUT, help=f"the PDF to write (default: {OUT.relative_to(ROOT)})")
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help=f"the PDF to write (default: {OUT.relative_to(ROOT)})")
     parser.add_argument("--html", type=Path, help="also keep the HTML that was printed, here")
     parser.add_argument("--execute", action="store_true", help="run every notebook first, in place")
     args = parser.parse_args(argv)

@@ -37,6 +37,7 @@ def _script(name: str):
 
 run_notebooks = _script("run_notebooks")
 ORDER = run_notebooks.ORDER
+EXTRA = "needs the notebooks extra: pip install -e '.[notebooks]'"
 
 
 def test_every_notebook_is_in_the_reading_order():
@@ -62,9 +63,9 @@ def test_a_notebook_is_committed_with_its_outputs_and_without_run_noise(name):
 @pytest.mark.notebooks
 @pytest.mark.parametrize("name", ORDER)
 def test_a_notebook_runs_in_a_fresh_kernel_without_error(name):
-    nbformat = pytest.importorskip("nbformat", reason="needs the notebooks extra: pip install -e '.[notebooks]'")
-    pytest.importorskip("nbclient", reason="needs the notebooks extra: pip install -e '.[notebooks]'")
-    pytest.importorskip("ipykernel", reason="needs the notebooks extra: pip install -e '.[notebooks]'")
+    nbformat = pytest.importorskip("nbformat", reason=EXTRA)
+    pytest.importorskip("nbclient", reason=EXTRA)
+    pytest.importorskip("ipykernel", reason=EXTRA)
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     run_notebooks.execute(nb)                     # raises CellExecutionError, naming the cell, on an error
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
@@ -75,7 +76,7 @@ def test_a_notebook_runs_in_a_fresh_kernel_without_error(name):
 
 @pytest.mark.notebooks
 def test_the_learning_journey_builds(tmp_path):
-    pytest.importorskip("nbconvert", reason="needs the notebooks extra: pip install -e '.[notebooks]'")
+    pytest.importorskip("nbconvert", reason=EXTRA)
     build = _script("build_learning_journey")
     try:
         build.find_tools()
