@@ -57,14 +57,24 @@ def execute(nb, timeout: int = 600):
 
 
 def normalise(nb) -> None:
-    """Strip what changes from run to run: execution counts, cell metadata, kernel version details."""
+    """Strip what changes from run to run: execution counts, cell metadata, kernel version details,
+    and how the kernel happened to cut printed text into messages (consecutive pieces of one stream
+    become one output, as Jupyter shows them)."""
     for cell in nb.cells:
         cell.metadata = {}
         if cell.cell_type == "code":
             cell.execution_count = None
+            outputs = []
             for output in cell.outputs:
                 if "execution_count" in output:
                     output.execution_count = None
+                previous = outputs[-1] if outputs else None
+                if (output.output_type == "stream" and previous is not None
+                        and previous.output_type == "stream" and previous.name == output.name):
+                    previous.text += output.text
+                else:
+                    outputs.append(output)
+            cell.outputs = outputs
     nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                    "language_info": {"name": "python"}}
 
