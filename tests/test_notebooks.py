@@ -56,7 +56,7 @@ def test_a_notebook_is_committed_with_its_outputs_and_without_run_noise(name):
     assert not errors and not streams, "an error or a warning was saved"
     for cell in code:
         kinds = [o.get("name", o["output_type"]) for o in cell["outputs"]]
-        assert all(a != b or a not in ("stdout", "stderr") for a, b in zip(kinds, kinds[1:])), \
+        assert all(a != b or a not in ("stdout", "stderr") for a, b in zip(kinds, kinds[1:], strict=False)), \
             "one stream cut into pieces: run it with scripts/run_notebooks.py, which joins them"
     assert nb["metadata"] == {"kernelspec": {"display_name": "Python 3", "language": "python",
                                              "name": "python3"}, "language_info": {"name": "python"}}
