@@ -50,8 +50,8 @@ main { padding: 0 !important; }
 .jp-OutputArea-output pre, .jp-RenderedText pre, .highlight pre {
   white-space: pre-wrap !important; word-break: break-word; overflow-wrap: anywhere; margin: 0; }
 .highlight pre { padding: 3px 5px !important; }
-.jp-InputArea-editor { font-size: 8.6pt; }
-.jp-OutputArea-output pre { font-size: 8.2pt; }
+.jp-InputArea-editor, .jp-InputArea-editor pre { font-size: 8.2pt !important; }
+.jp-OutputArea-output pre, .jp-RenderedText pre { font-size: 7.4pt !important; }
 .jp-RenderedImage img, .jp-OutputArea-output img { max-width: 100% !important; max-height: 235mm;
   height: auto; break-inside: avoid; }
 .jp-OutputArea-output { break-inside: auto; }
@@ -120,7 +120,7 @@ def chapters(notebooks: dict) -> list[tuple[str, str, list[str]]]:
     return out
 
 
-_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+_LINK = re.compile(r"\[([^\[\]]+)\]\(([^)\s]+)\)")          # [text](target), text without brackets
 
 
 def rewrite_links(markdown: str) -> str:

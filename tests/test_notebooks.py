@@ -78,6 +78,16 @@ def test_a_notebook_runs_in_a_fresh_kernel_without_error(name):
     assert "gradcheck FAILED" not in checks
 
 
+def test_the_pdf_turns_repository_links_into_paths_and_notebook_links_into_chapters():
+    rewrite = _script("build_learning_journey").rewrite_links
+    text = ("uniform in $[0, 1)$ as `torch.rand`; `Linear` layers "
+            "([numpy_gpt/nn/linear.py](../numpy_gpt/nn/linear.py)), see [chapter 3](ch03_attention.ipynb), "
+            "[the docs](../docs/encoder.md), [a site](https://example.org)")
+    assert rewrite(text) == ("uniform in $[0, 1)$ as `torch.rand`; `Linear` layers "
+                             "(`numpy_gpt/nn/linear.py`), see [chapter 3](#nb-ch03_attention), "
+                             "the docs (`docs/encoder.md`), [a site](https://example.org)")
+
+
 @pytest.mark.notebooks
 def test_the_learning_journey_builds(tmp_path):
     pytest.importorskip("nbconvert", reason=EXTRA)
