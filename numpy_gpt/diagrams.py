@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from numpy_gpt.encoder import EncoderBlock, EncoderModel
+from numpy_gpt.encoder import EncoderModel
 from numpy_gpt.model import GPTModel
 from numpy_gpt.nn.attention import MultiHeadAttention, causal_mask
 from numpy_gpt.nn.block import TransformerBlock
+from numpy_gpt.nn.gelu import ErfGELU
 
 if TYPE_CHECKING:   # matplotlib is imported when a diagram is drawn
     from matplotlib.axes import Axes
@@ -64,26 +65,22 @@ def _blocks(model: GPTModel | EncoderModel) -> list:
     return list(model.trf_blocks if isinstance(model, GPTModel) else model.blocks)
 
 
-def _config(model: GPTModel | EncoderModel) -> dict:
-    return model.cfg if isinstance(model, GPTModel) else model.config
-
-
 def _gelu_name(ff) -> str:
-    return "erf GELU" if type(ff.layers[1]).__name__ == "ErfGELU" else "tanh GELU"
+    return "erf GELU" if isinstance(ff.layers[1], ErfGELU) else "tanh GELU"
 
 
-def _post_ln(block: TransformerBlock | EncoderBlock) -> bool:
-    return bool(getattr(block, "post_ln", False))
+def _post_ln(block: TransformerBlock) -> bool:
+    return not block.pre_norm
 
 
-def block_role(block: TransformerBlock | EncoderBlock) -> str:
+def block_role(block: TransformerBlock) -> str:
     """What a block does, in words that differ exactly when the computations differ: the
-    attention's direction, where the LayerNorms sit, and which GELU."""
+    attention's direction, where the LayerNorms sit, and which GELU (the block's three switches)."""
     direction = "causal" if block.att.causal else "bidirectional"
     return f"{direction} attention, {'post' if _post_ln(block) else 'pre'}-LN, {_gelu_name(block.ff)}"
 
 
-def _block_box(i: int, block: TransformerBlock | EncoderBlock) -> Box:
+def _block_box(i: int, block: TransformerBlock) -> Box:
     att = block.att
     hidden = block.ff.layers[0].weight.shape[1]
     detail = (f"{att.num_heads} heads x {att.head_dim}, FF {att.d_in}->{hidden}->{att.d_out}, "
@@ -102,7 +99,7 @@ def architecture(model: GPTModel | EncoderModel, num_tokens: int | None = None,
     model: one Stage per block, every size from a parameter's shape."""
     if not isinstance(model, (GPTModel, EncoderModel)):
         raise TypeError(f"architecture draws a GPTModel or an EncoderModel, got {type(model).__name__}")
-    cfg = _config(model)
+    cfg = model.cfg
     t = cfg["context_length"] if num_tokens is None else num_tokens
     if not 1 <= t <= cfg["context_length"]:
         raise ValueError(f"num_tokens must be in [1, {cfg['context_length']}], got {t}")
@@ -226,7 +223,7 @@ def draw_architecture(model: GPTModel | EncoderModel, num_tokens: int | None = N
     height = _column_height(stages) + 0.75
     fig, ax = _new_axes(7.4, height)
     _draw_column(ax, stages, 0.15, 4.9, highlight=set())
-    cfg = _config(model)
+    cfg = model.cfg
     ax.text(0.15, height - 0.45, title or f"{type(model).__name__}: {model.num_parameters():,} parameters, "
             f"{cfg['n_layers']} blocks, C = {cfg['emb_dim']}", fontsize=9, weight="bold", va="center")
     return fig
@@ -276,7 +273,7 @@ def draw_gpt_vs_bert(gpt: GPTModel, encoder: EncoderModel, num_tokens: int | Non
     return fig
 
 
-def draw_block(block: TransformerBlock | EncoderBlock, num_tokens: int = 4, batch_size: int = 1) -> Figure:
+def draw_block(block: TransformerBlock, num_tokens: int = 4, batch_size: int = 1) -> Figure:
     """One transformer block, bottom to top: each sub-layer with its weight shapes and output shape,
     and the two shortcuts that add the block's input back (pre-LN: norm -> sub-layer -> dropout ->
     add; post-LN: sub-layer -> dropout -> add -> norm). Read from ``block``'s modules."""
