@@ -192,6 +192,24 @@ def _pydoc_topics(tree: ast.Module) -> list[str]:
     return []
 
 
+_MARKUP = set("|>{}[]=_\\")
+
+
+def prose_paragraphs(text: str, min_chars: int = 80) -> str:
+    """The paragraphs of ``text`` that read as plain prose, each on one line, joined by blank lines.
+
+    A paragraph (text between blank lines) is kept when, its whitespace collapsed, it has at least
+    ``min_chars`` characters, none of ``| > { } [ ] = _`` or a backslash (tables, doctests, code,
+    markup) and at least 95 % letters and spaces. On ``stdlib-docs`` that keeps about 620,000
+    characters of English sentences: what the notebooks train their small models on, so that
+    samples read as sentences.
+    """
+    paragraphs = (" ".join(p.split()) for p in text.split("\n\n"))
+    return "\n\n".join(p for p in paragraphs
+                        if len(p) >= min_chars and not _MARKUP.intersection(p)
+                        and sum(ch.isalpha() or ch == " " for ch in p) >= 0.95 * len(p))
+
+
 _GPT2_TOKENIZERS: dict[Path, object] = {}          # get_gpt2_tokenizer's, by folder
 
 

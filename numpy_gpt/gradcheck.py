@@ -24,6 +24,11 @@ not reach cancel exactly instead of adding the rounding error of a large sum.
     True
     >>> print(report)          # a table: one row per parameter and input
 
+A whole model is checked through its loss: ``WithLoss(model, loss_fn)`` is the model followed by a
+scalar loss, one Module whose every parameter gradcheck perturbs::
+
+    report = gradcheck(WithLoss(model, lambda logits: cross_entropy(logits, targets)), idx)
+
 Relative error of one element, with a (tensor-wide) floor so that gradients that are exactly zero
 (the key bias of attention, by the softmax's shift invariance) are not failed for rounding noise:
 
@@ -85,6 +90,32 @@ class GradcheckReport:
         return "\n".join([f"gradcheck {verdict}: {len(self.rows)} tensors, max rel error "
                           f"{self.max_rel_error:.2e} (tol {self.tol:.0e}, eps {self.eps:.0e})",
                           *(fmt.format(*cells).rstrip() for cells in [header, *lines])])
+
+
+class WithLoss(Module):
+    """``model`` followed by a loss, as one Module whose output is the scalar loss: what gradcheck
+    needs to prove a model's backward for every parameter at once.
+
+    ``loss_fn(output) -> (loss, doutput)`` is a loss with its hand-written gradient, such as
+    ``cross_entropy(logits, targets)``. forward returns the loss as a 0-d array; backward(dloss)
+    sends ``dloss * doutput`` through ``model.backward`` and returns what that returns (the input
+    gradients, or None for token ids).
+    """
+
+    def __init__(self, model: Module, loss_fn: Callable[[np.ndarray], tuple[float, np.ndarray]]):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        self._cache = None
+
+    def forward(self, *inputs) -> np.ndarray:
+        loss, doutput = self.loss_fn(self.model(*inputs))
+        if self._need_cache():
+            self._cache = doutput
+        return np.asarray(loss)
+
+    def backward(self, dloss: np.ndarray):
+        return self.model.backward(dloss * self._pop_cache())
 
 
 def _input_grads(grads, inputs: list, float_ids: list[int]) -> dict[int, np.ndarray]:

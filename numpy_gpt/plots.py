@@ -1,18 +1,22 @@
-"""Pictures of training: loss curves (chapter 5) and attention heatmaps (chapter 3's weights, live).
+"""Pictures of training: loss curves and learning-rate schedules (chapter 5, appendix D), attention
+heatmaps (chapter 3's weights, live) and the scaling-law figures.
 
 ``plot_losses`` is the book's figure: training and validation loss against optimizer steps, with
-the number of tokens seen on a second x-axis. ``plot_attention`` shows, for a prompt, the causal
-attention weights of every layer and head of a ``GPTModel``.
+the number of tokens seen on a second x-axis. ``draw_attention`` draws every attention heatmap:
+``plot_attention`` the causal weights of every layer and head of a ``GPTModel`` for a prompt,
+``plot_attention_side_by_side`` an encoder's square beside a decoder's triangle.
 
-Figures are drawn on a bare ``matplotlib.figure.Figure`` (the Agg backend, no pyplot and no
-window), so plotting works on a server and never changes a user's global matplotlib state. Files
-are written atomically: a temporary file in the same folder, then a rename.
+Each picture has two forms: ``draw_*`` returns the ``matplotlib.figure.Figure`` (a notebook shows
+it), ``plot_*`` saves it as a PNG and returns the path. Figures are bare Figures (the Agg backend,
+no pyplot and no window), so plotting works on a server and never changes a user's global
+matplotlib state. Files are written atomically: a temporary file in the same folder, then a rename.
+The architecture diagrams drawn from a model object are in numpy_gpt/diagrams.py.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,13 +38,10 @@ def save_png(fig: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def plot_losses(steps_seen: Sequence[int], tokens_seen: Sequence[int], train_losses: Sequence[float],
-                val_losses: Sequence[float], path: str | os.PathLike, title: str | None = None) -> Path:
-    """Plot training and validation loss against steps, tokens seen on the top axis; save a PNG.
-
-    The four sequences are the ones a training loop records at each evaluation (same length).
-    Returns the path written.
-    """
+def draw_losses(steps_seen: Sequence[int], tokens_seen: Sequence[int], train_losses: Sequence[float],
+                val_losses: Sequence[float], title: str | None = None) -> Figure:
+    """The book's loss figure: training and validation loss against steps, tokens seen on the top
+    axis. The four sequences are the ones a training loop records at each evaluation (one length)."""
     lengths = {len(steps_seen), len(tokens_seen), len(train_losses), len(val_losses)}
     if len(lengths) != 1:
         raise ValueError(f"plot_losses needs sequences of one length, got steps {len(steps_seen)}, "
@@ -63,7 +64,39 @@ def plot_losses(steps_seen: Sequence[int], tokens_seen: Sequence[int], train_los
     if title:
         ax_steps.set_title(title, fontsize="medium", pad=28)
     fig.tight_layout()
-    return save_png(fig, path)
+    return fig
+
+
+def plot_losses(steps_seen: Sequence[int], tokens_seen: Sequence[int], train_losses: Sequence[float],
+                val_losses: Sequence[float], path: str | os.PathLike, title: str | None = None) -> Path:
+    """``draw_losses`` saved as a PNG at ``path``; returns the path written."""
+    return save_png(draw_losses(steps_seen, tokens_seen, train_losses, val_losses, title), path)
+
+
+def draw_lr_schedule(lr_schedule: Callable[[int], float], total_steps: int,
+                     title: str | None = None) -> Figure:
+    """The learning rate a schedule (``ConstantLR``, ``WarmupCosineLR``, any step -> lr function)
+    gives at steps 0 .. total_steps, with the end of a warmup marked when the schedule has one."""
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+    from matplotlib.figure import Figure
+
+    steps = np.arange(total_steps + 1)
+    lrs = [lr_schedule(int(s)) for s in steps]
+    fig = Figure(figsize=(6, 3), dpi=120)
+    ax = fig.add_subplot()
+    ax.plot(steps, lrs)
+    warmup = getattr(lr_schedule, "warmup_steps", 0)
+    if 0 < warmup <= total_steps:
+        ax.axvline(warmup, color="gray", linestyle=":", linewidth=1)
+        ax.annotate(f"end of warmup (step {warmup})", (warmup, max(lrs)), xytext=(6, -12),
+                    textcoords="offset points", fontsize="small", color="gray")
+    ax.set_xlabel("Step")
+    ax.set_ylabel("Learning rate")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax.set_title(title or repr(lr_schedule), fontsize="small")
+    fig.tight_layout()
+    return fig
 
 
 def attention_weights(model, idx: np.ndarray) -> np.ndarray:
@@ -121,12 +154,57 @@ def _token_label(token: str) -> str:
     return repr(token)[1:-1].replace(" ", "\u00b7") or "''"
 
 
-def plot_attention(model, idx: np.ndarray, path: str | os.PathLike, tokens: Sequence[str] | None = None,
-                   layers: Sequence[int] | None = None, heads: Sequence[int] | None = None) -> Path:
-    """Heatmaps of the attention weights for one prompt ``idx`` (1, T) or (T,): one panel per
-    (layer, head), rows = layers, columns = heads. ``tokens`` labels the axes (one string per
-    position; labels are drawn when T <= 32, every k-th one when all would not fit side by side).
-    Returns the PNG path written."""
+def draw_attention(panels: Sequence[tuple[np.ndarray, Sequence[str] | None, str]], columns: int | None = None
+                   ) -> Figure:
+    """Attention heatmaps, one panel per ``(weights, tokens, title)``: ``weights`` a (T, T) matrix
+    (rows: queries, columns: keys, each row a distribution), ``tokens`` its T axis labels or None
+    (labels are drawn when T <= 32). Panels fill rows of ``columns`` (default: all in one row), on
+    one colour scale from 0 to 1. Every attention picture of numpy_gpt is drawn here."""
+    if not panels:
+        raise ValueError("draw_attention needs at least one (weights, tokens, title) panel")
+    for weights, tokens, title in panels:
+        square = np.ndim(weights) == 2 and np.shape(weights)[0] == np.shape(weights)[1]
+        if not square or (tokens is not None and len(tokens) != len(weights)):
+            raise ValueError(f"{title}: need a square (T, T) weight matrix and T token labels, got "
+                             f"{np.shape(weights)} and {len(tokens) if tokens is not None else 0} labels")
+    columns = len(panels) if columns is None else columns
+    rows = -(-len(panels) // columns)
+    size = max(len(w) for w, _, _ in panels)
+    labelled = any(tokens is not None for _, tokens, _ in panels) and size <= 32
+    panel = 1.6 + 0.2 * size if labelled else 2.0
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(panel * columns + 1.0, panel * rows + 0.3), dpi=90, layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    image = None
+    for i, (ax, (weights, tokens, title)) in enumerate(zip(axes.flat, panels, strict=False)):
+        t = len(weights)
+        if i % columns == 0:
+            ax.set_ylabel("query")
+        if i + columns >= len(panels):
+            ax.set_xlabel("key (attended to)")
+        image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.set_title(title, fontsize="small")
+        show = tokens is not None and t <= 32
+        # a 6-point label needs about 8 points of axis; the heatmap gets about half the panel
+        every = max(1, -(-t * 8 // int(panel * 72 * 0.5)))
+        ticks = range(0, t, every) if show else []
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+        if show:
+            labels = [_token_label(tokens[i]) for i in ticks]
+            ax.set_xticklabels(labels, rotation=90, fontsize=6)
+            ax.set_yticklabels(labels, fontsize=6)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
+    return fig
+
+
+def draw_model_attention(model, idx: np.ndarray, tokens: Sequence[str] | None = None,
+                         layers: Sequence[int] | None = None, heads: Sequence[int] | None = None) -> Figure:
+    """The attention weights of a ``GPTModel`` for one prompt ``idx`` (1, T) or (T,): one panel per
+    (layer, head), rows = layers, columns = heads; ``tokens`` labels the axes."""
     idx = np.asarray(idx)
     if idx.ndim == 1:
         idx = idx[None, :]
@@ -142,30 +220,23 @@ def plot_attention(model, idx: np.ndarray, path: str | os.PathLike, tokens: Sequ
         bad = [i for i in chosen if not 0 <= i < limit]
         if bad or not chosen:
             raise ValueError(f"{name} indices must be in [0, {limit}), got {chosen}")
+    panels = [(weights[layer, head], tokens, f"layer {layer} head {head}")
+              for layer in layers for head in heads]
+    return draw_attention(panels, columns=len(heads))
 
-    panel = 2.2 if num_tokens <= 32 else 1.8
-    from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(panel * len(heads) + 0.8, panel * len(layers) + 0.4), dpi=110)
-    axes = fig.subplots(len(layers), len(heads), squeeze=False)
-    image = None
-    for row, layer in enumerate(layers):
-        for col, head in enumerate(heads):
-            ax = axes[row, col]
-            image = ax.imshow(weights[layer, head], cmap="viridis", vmin=0.0, vmax=1.0)
-            ax.set_title(f"layer {layer} head {head}", fontsize="small")
-            show_labels = tokens is not None and num_tokens <= 32
-            # a 6-point label needs about 8 points of axis; the heatmap gets about half the panel
-            every = max(1, -(-num_tokens * 8 // int(panel * 72 * 0.5)))
-            ticks = range(0, num_tokens, every) if show_labels else []
-            ax.set_xticks(ticks)
-            ax.set_yticks(ticks)
-            if show_labels:
-                labels = [_token_label(tokens[i]) for i in ticks]
-                ax.set_xticklabels(labels, rotation=90, fontsize=6)
-                ax.set_yticklabels(labels, fontsize=6)
-    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
-    return save_png(fig, path)
+def plot_attention(model, idx: np.ndarray, path: str | os.PathLike, tokens: Sequence[str] | None = None,
+                   layers: Sequence[int] | None = None, heads: Sequence[int] | None = None) -> Path:
+    """``draw_model_attention`` saved as a PNG at ``path``; returns the path written."""
+    return save_png(draw_model_attention(model, idx, tokens, layers, heads), path)
+
+
+def plot_attention_side_by_side(left: np.ndarray, left_tokens: Sequence[str], right: np.ndarray,
+                                right_tokens: Sequence[str], path: str | os.PathLike,
+                                titles: tuple[str, str] = ("encoder (BERT)", "decoder (GPT)")) -> Path:
+    """Two heatmaps beside each other (an encoder layer's square beside a decoder layer's
+    triangle), drawn by ``draw_attention`` and saved as a PNG at ``path``; returns the path."""
+    return save_png(draw_attention([(left, left_tokens, titles[0]), (right, right_tokens, titles[1])]), path)
 
 
 # -- scaling laws (numpy-gpt scaling) -------------------------------------------------------------------
@@ -177,7 +248,7 @@ def _budget_colors(budgets: Sequence[float]) -> dict[float, tuple]:
     return {c: cmap(i / max(1, len(unique) - 1) * 0.9) for i, c in enumerate(unique)}
 
 
-def plot_isoflop(records: Sequence[dict], fit: dict, path: str | os.PathLike) -> Path:
+def draw_isoflop(records: Sequence[dict], fit: dict) -> Figure:
     """IsoFLOP curves: final validation loss against N, one colour per compute budget, with the
     parabola in log N fitted to each budget (approach 2) and its minimum marked."""
     from matplotlib.figure import Figure
@@ -203,7 +274,12 @@ def plot_isoflop(records: Sequence[dict], fit: dict, path: str | os.PathLike) ->
     ax.set_title("IsoFLOP curves: a parabola in log N per budget, * = its minimum", fontsize="medium")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    return save_png(fig, path)
+    return fig
+
+
+def plot_isoflop(records: Sequence[dict], fit: dict, path: str | os.PathLike) -> Path:
+    """``draw_isoflop`` saved as a PNG at ``path``; returns the path written."""
+    return save_png(draw_isoflop(records, fit), path)
 
 
 def _tokens_at(records: Sequence[dict]):
@@ -216,17 +292,22 @@ def _tokens_at(records: Sequence[dict]):
     return tokens
 
 
-def plot_loss_vs_n_and_d(records: Sequence[dict], fit: dict, path: str | os.PathLike) -> Path:
+def draw_loss_vs_n_and_d(records: Sequence[dict], fit: dict) -> Figure:
     """Two panels: final loss against N and against D, one colour per budget, with the parametric
     law (approach 3) along each budget's IsoFLOP line (D = C / flops_per_token(N)) and its limits
     E + A/N^alpha (infinite data) and E + B/D^beta (infinite model)."""
     colors = _budget_colors([r["budget"] for r in records])
     law = fit.get("approach3")
     with np.errstate(over="ignore", divide="ignore"):     # a degenerate fit may overflow: nothing drawn
-        return _draw_loss_vs_n_and_d(records, law, colors, path)
+        return _draw_loss_vs_n_and_d(records, law, colors)
 
 
-def _draw_loss_vs_n_and_d(records: Sequence[dict], law: dict | None, colors: dict, path) -> Path:
+def plot_loss_vs_n_and_d(records: Sequence[dict], fit: dict, path: str | os.PathLike) -> Path:
+    """``draw_loss_vs_n_and_d`` saved as a PNG at ``path``; returns the path written."""
+    return save_png(draw_loss_vs_n_and_d(records, fit), path)
+
+
+def _draw_loss_vs_n_and_d(records: Sequence[dict], law: dict | None, colors: dict) -> Figure:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4), dpi=120)
@@ -264,10 +345,10 @@ def _draw_loss_vs_n_and_d(records: Sequence[dict], law: dict | None, colors: dic
     fig.suptitle("Loss against N and D; lines: the fitted L(N, D) = E + A/N^alpha + B/D^beta along each "
                  "budget", fontsize="medium")
     fig.tight_layout()
-    return save_png(fig, path)
+    return fig
 
 
-def plot_frontier(records: Sequence[dict], fit: dict, path: str | os.PathLike) -> Path:
+def draw_frontier(records: Sequence[dict], fit: dict) -> Figure:
     """The compute-optimal frontier: N_opt(C) and D_opt(C) from approaches 1, 2 and 3, with
     Chinchilla's rule of thumb (20 tokens per parameter, C = 6ND) for comparison."""
     from matplotlib.figure import Figure
@@ -308,37 +389,9 @@ def plot_frontier(records: Sequence[dict], fit: dict, path: str | os.PathLike) -
         ax.legend(fontsize="x-small")
     fig.suptitle("Compute-optimal frontier", fontsize="medium")
     fig.tight_layout()
-    return save_png(fig, path)
+    return fig
 
 
-def plot_attention_side_by_side(left: np.ndarray, left_tokens: Sequence[str], right: np.ndarray,
-                                right_tokens: Sequence[str], path: str | os.PathLike,
-                                titles: tuple[str, str] = ("encoder (BERT)", "decoder (GPT)")) -> Path:
-    """Two attention heatmaps beside each other, for instance one encoder layer (every token sees
-    every token: a full square) and one decoder layer (the causal lower triangle) on the same
-    sentence. ``left`` and ``right`` are (T, T) weight matrices (rows: queries, columns: keys),
-    each with its own token labels. Returns the PNG path written."""
-    from matplotlib.figure import Figure
-
-    panels = ((left, left_tokens, titles[0]), (right, right_tokens, titles[1]))
-    for weights, tokens, title in panels:
-        square = np.ndim(weights) == 2 and np.shape(weights)[0] == np.shape(weights)[1]
-        if not square or len(tokens) != len(weights):
-            raise ValueError(f"{title}: need a square (T, T) weight matrix and T token labels, got "
-                             f"{np.shape(weights)} and {len(tokens)} labels")
-    size = max(len(left_tokens), len(right_tokens))
-    fig = Figure(figsize=(2 * (2.5 + 0.28 * size) + 1, 2.2 + 0.28 * size), dpi=110)
-    axes = fig.subplots(1, 2)
-    image = None
-    for ax, (weights, tokens, title) in zip(axes, panels, strict=True):
-        image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0)
-        labels = [_token_label(t) for t in tokens]
-        ax.set_xticks(range(len(tokens)))
-        ax.set_yticks(range(len(tokens)))
-        ax.set_xticklabels(labels, rotation=90, fontsize=7)
-        ax.set_yticklabels(labels, fontsize=7)
-        ax.set_xlabel("key (attended to)")
-        ax.set_ylabel("query")
-        ax.set_title(title, fontsize="medium")
-    fig.colorbar(image, ax=axes, shrink=0.7, label="attention weight")
-    return save_png(fig, path)
+def plot_frontier(records: Sequence[dict], fit: dict, path: str | os.PathLike) -> Path:
+    """``draw_frontier`` saved as a PNG at ``path``; returns the path written."""
+    return save_png(draw_frontier(records, fit), path)

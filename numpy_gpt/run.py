@@ -43,7 +43,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from numpy_gpt.checkpoint import (
     CheckpointError,

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from numpy_gpt.generate import generate, text_to_token_ids, token_ids_to_text
 from numpy_gpt.nn.loss import cross_entropy

@@ -152,3 +152,19 @@ def test_gpt2_vocabulary_offline_lists_both_files(tmp_path, monkeypatch):
     message = str(err.value)
     for name, entry in GPT2_VOCAB_FILES.items():
         assert str(tmp_path / "gpt2" / name) in message and entry.sha256 in message
+
+
+def test_prose_paragraphs_keeps_sentences_and_drops_code_tables_and_short_lines():
+    from numpy_gpt.corpora import prose_paragraphs
+
+    sentence = "Return the number of items in the list, counting every element once, even a repeated one."
+    text = "\n\n".join([
+        sentence.replace(" the ", "  the\n   "),                  # wrapped and indented: kept, joined
+        ">>> len([1, 2, 3])\n3",                                   # a doctest
+        "| name | value |\n| a | 1 |",                             # a table
+        "x = foo(bar) if baz else qux_quux(corge, grault) + garply * waldo - fred / plugh % xyzzy",
+        "Too short.",
+        "Numbers 1234567890 1234567890 1234567890 1234567890 1234567890 1234567890 1234567890 12345",
+        sentence])
+    assert prose_paragraphs(text) == sentence + "\n\n" + sentence
+    assert prose_paragraphs(text, min_chars=200) == ""

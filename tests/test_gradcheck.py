@@ -117,3 +117,24 @@ def test_bad_backward_signatures_raise():
     assert gradcheck(lambda a: (a * 2, lambda d: None), X, check_inputs=False).rows == []
     with pytest.raises(ValueError, match="one gradient per input"):
         gradcheck(lambda a, b: (a * b, lambda d: d * b), [X, X])
+
+
+def test_with_loss_checks_every_parameter_of_a_model_through_its_loss():
+    from helpers import tiny_cfg
+
+    from numpy_gpt.gradcheck import WithLoss
+    from numpy_gpt.model import GPTModel
+    from numpy_gpt.nn.loss import cross_entropy
+
+    model = GPTModel(tiny_cfg(n_layers=1, vocab_size=11, emb_dim=8), seed=0, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    idx, targets = rng.integers(0, 11, (2, 4)), rng.integers(0, 11, (2, 4))
+    report = gradcheck(WithLoss(model, lambda logits: cross_entropy(logits, targets)), idx,
+                       max_elems_per_param=5)
+    assert report.ok, str(report)
+    assert [row.name for row in report.rows] == [f"model.{name}" for name, _ in model.named_parameters()]
+
+    def wrong(logits):                                    # a gradient off by a factor: must fail
+        loss, dlogits = cross_entropy(logits, targets)
+        return loss, 1.01 * dlogits
+    assert not gradcheck(WithLoss(model, wrong), idx, max_elems_per_param=5).ok

@@ -14,7 +14,15 @@ from matplotlib.image import imread
 
 from numpy_gpt.model import GPTModel
 from numpy_gpt.nn.module import no_grad
-from numpy_gpt.plots import attention_weights, plot_attention, plot_losses
+from numpy_gpt.optim import ConstantLR, WarmupCosineLR
+from numpy_gpt.plots import (
+    attention_weights,
+    draw_attention,
+    draw_lr_schedule,
+    plot_attention,
+    plot_attention_side_by_side,
+    plot_losses,
+)
 
 TINY = tiny_cfg(vocab_size=40, context_length=10, drop_rate=0.2, qkv_bias=True)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -128,4 +136,41 @@ def test_no_tick_labels_overlap_in_the_attention_heatmaps_and_the_frontier(model
     for fig in figures:
         assert _overlapping_tick_labels(fig) == []
     labels = [t.get_text() for t in figures[0].axes[0].get_xticklabels() if t.get_text()]
-    assert 4 <= len(labels) < 32                                        # thinned, not dropped
+    assert 4 <= len(labels) <= 32                                       # thinned if need be, not dropped
+
+
+def test_draw_attention_draws_one_heatmap_per_panel_on_one_scale():
+    square, triangle = np.full((3, 3), 1 / 3), np.tril(np.ones((3, 3))) / np.arange(1, 4)[:, None]
+    fig = draw_attention([(square, list("abc"), "encoder"), (triangle, list("abc"), "decoder"),
+                          (square, None, "unlabelled")], columns=2)
+    images = [im for ax in fig.axes for im in ax.images]
+    assert len(images) == 3 and all(im.get_clim() == (0.0, 1.0) for im in images)
+    np.testing.assert_array_equal(images[1].get_array(), triangle)
+    assert [ax.get_title() for ax in fig.axes if ax.images] == ["encoder", "decoder", "unlabelled"]
+
+
+def test_draw_attention_refuses_a_panel_that_is_not_square():
+    with pytest.raises(ValueError, match="square"):
+        draw_attention([(np.ones((2, 3)), None, "bad")])
+    with pytest.raises(ValueError, match="labels"):
+        draw_attention([(np.ones((2, 2)), ["a"], "bad")])
+
+
+def test_side_by_side_is_the_same_drawer_saved(tmp_path):
+    weights = np.tril(np.ones((4, 4))) / np.arange(1, 5)[:, None]
+    path = plot_attention_side_by_side(np.full((4, 4), 0.25), list("abcd"), weights, list("abcd"),
+                                       tmp_path / "pair.png")
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_draw_lr_schedule_plots_the_schedule_and_marks_the_warmup():
+    schedule = WarmupCosineLR(1e-3, total_steps=50, warmup_steps=10, initial_lr=1e-5, min_lr=1e-4)
+    fig = draw_lr_schedule(schedule, 60)
+    ax = fig.axes[0]
+    steps, lrs = ax.lines[0].get_data()
+    np.testing.assert_allclose(lrs, [schedule(int(s)) for s in steps])
+    assert steps[-1] == 60 and lrs[0] == 1e-5 and lrs[10] == 1e-3 and lrs[-1] == pytest.approx(1e-4)
+    assert ax.lines[1].get_xdata()[0] == 10, "a dotted line at the end of the warmup"
+    assert len(draw_lr_schedule(ConstantLR(3e-4), 5).axes[0].lines) == 1
+    with pytest.raises(ValueError, match="total_steps"):
+        draw_lr_schedule(schedule, 0)

@@ -148,7 +148,7 @@ def _check_scaling(args: argparse.Namespace) -> None:
 
 def _cmd_scaling(args: argparse.Namespace) -> int:
     import numpy as np
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from numpy_gpt import scaling
     from numpy_gpt.corpora import OFFLINE_CORPUS

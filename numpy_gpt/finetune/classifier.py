@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from numpy_gpt import train
 from numpy_gpt.checkpoint import save_checkpoint
@@ -356,13 +356,10 @@ def class_probabilities(text: str, model: GPTModel, tokenizer, max_length: int |
 
 
 # -- plots -----------------------------------------------------------------------------------------
-def plot_values(epochs_seen: Sequence[float], examples_seen: Sequence[float], train_values: Sequence[float],
-                val_values: Sequence[float], label: str = "loss",
-                path: str | os.PathLike | None = None) -> Path:
+def draw_values(epochs_seen: Sequence[float], examples_seen: Sequence[float], train_values: Sequence[float],
+                val_values: Sequence[float], label: str = "loss") -> Figure:
     """The book's figure: training and validation ``label`` (loss or accuracy) against epochs, with
-    examples seen on the top axis. Saved (PNG, or PDF by suffix) to ``path``, default
-    ``{label}-plot.png``; returns the path."""
-    path = Path(path if path is not None else f"{label}-plot.png")
+    examples seen on the top axis. Returns the Figure."""
     fig = Figure(figsize=(5, 3), dpi=120)
     ax_epochs = fig.add_subplot()
     ax_epochs.plot(epochs_seen, train_values, label=f"Training {label}")
@@ -374,6 +371,16 @@ def plot_values(epochs_seen: Sequence[float], examples_seen: Sequence[float], tr
     ax_examples.plot(examples_seen, train_values, alpha=0)
     ax_examples.set_xlabel("Examples seen")
     fig.tight_layout()
+    return fig
+
+
+def plot_values(epochs_seen: Sequence[float], examples_seen: Sequence[float], train_values: Sequence[float],
+                val_values: Sequence[float], label: str = "loss",
+                path: str | os.PathLike | None = None) -> Path:
+    """``draw_values`` saved (PNG, or PDF by suffix) to ``path``, default ``{label}-plot.png``;
+    returns the path."""
+    path = Path(path if path is not None else f"{label}-plot.png")
+    fig = draw_values(epochs_seen, examples_seen, train_values, val_values, label)
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="pdf" if path.suffix.lower() == ".pdf" else "png")
     return path

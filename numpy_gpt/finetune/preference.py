@@ -23,7 +23,7 @@ The pieces, in the order the gradient flows back:
   training (no second copy of the model: with LoRA the reference is the base model with its adapters
   switched off, ``nn.lora.lora_disabled``; without LoRA it is the model before its first update);
 * ``train_dpo``: the loop, with the progress bar, checkpoints, exact resumption and Ctrl-C of every
-  training loop (numpy_gpt/run.py's ``TrainingRun``); ``plot_dpo``: the curves.
+  training loop (numpy_gpt/run.py's ``TrainingRun``); ``draw_dpo`` / ``plot_dpo``: the curves.
 
 The book's notebook averages the log-probabilities over the answer's tokens; here they are summed, as
 in the DPO paper (the average is the sum divided by the number of tokens, so only the scale of beta
@@ -472,12 +472,10 @@ def train_dpo(model, train_loader: PreferenceDataLoader, val_loader: PreferenceD
 
 
 # -- the curves --------------------------------------------------------------------------------------
-def plot_dpo(history: DPOHistory, path: str | os.PathLike, title: str | None = None) -> Path:
-    """Four panels (PNG): loss, reward margin, reward accuracy, chosen and rejected rewards; per
-    training step (thin) and per evaluation on the validation pairs (dots)."""
+def draw_dpo(history: DPOHistory, title: str | None = None):
+    """Four panels: loss, reward margin, reward accuracy, chosen and rejected rewards; per training
+    step (thin) and per evaluation on the validation pairs (dots). Returns the Figure."""
     from matplotlib.figure import Figure  # a bare Figure: no pyplot, no window
-
-    from numpy_gpt.plots import save_png
 
     steps = np.arange(len(history.losses))
     val = {key: [v[key] for v in history.val] for key in ("loss", "margin", "accuracy", "chosen_reward",
@@ -505,4 +503,11 @@ def plot_dpo(history: DPOHistory, path: str | os.PathLike, title: str | None = N
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return save_png(fig, path)
+    return fig
+
+
+def plot_dpo(history: DPOHistory, path: str | os.PathLike, title: str | None = None) -> Path:
+    """``draw_dpo`` saved as a PNG at ``path``; returns the path written."""
+    from numpy_gpt.plots import save_png
+
+    return save_png(draw_dpo(history, title), path)
