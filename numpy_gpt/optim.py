@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from numpy_gpt.fast import map_chunks
+from numpy_gpt.fast import enabled, kernels
 from numpy_gpt.nn.embedding import Embedding
 from numpy_gpt.nn.module import Module, Parameter
 
@@ -160,9 +160,9 @@ class AdamW:
     def step(self) -> None:
         """Update every trainable parameter that has a gradient, once, from its ``.grad``.
 
-        ``map_chunks(update, w, g, m, v)`` is ``update(w, g, m, v)`` run over cache-sized chunks
-        of the flat arrays on every core (numpy_gpt/fast): the update's dozen elementwise passes
-        then read each 150 MB array of GPT-2 124M from memory once instead of a dozen times.
+        ``kernels.adamw_update`` is ``adamw_update`` run over cache-sized chunks of the flat
+        arrays on every core (numpy_gpt/fast): the update's dozen elementwise passes then read each
+        150 MB array of GPT-2 124M from memory once instead of a dozen times.
         """
         for group in self.param_groups:                   # a schedule may have set a bad lr
             _check_lr(group["lr"], "AdamW.step: a parameter group's lr")
@@ -178,11 +178,12 @@ class AdamW:
                                              "exp_avg_sq": np.zeros_like(p.data)}
             state["step"] += 1
             beta1, beta2 = group["betas"]
-            update = functools.partial(adamw_update, lr=float(group["lr"]), beta1=beta1, beta2=beta2,
+            update = functools.partial(kernels.adamw_update if enabled("adamw") else adamw_update,
+                                       lr=float(group["lr"]), beta1=beta1, beta2=beta2,
                                        eps=group["eps"], weight_decay=group["weight_decay"],
                                        step=state["step"])
             w, g, m, v = (a.reshape(-1) for a in (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"]))
-            map_chunks(update, w, g, m, v)                # update(w, g, m, v), in place
+            update(w, g, m, v)                            # in place
 
     def zero_grad(self) -> None:
         """Set the gradient of every parameter handled by this optimizer to None."""

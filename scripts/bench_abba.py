@@ -2,6 +2,7 @@
 
     python scripts/bench_abba.py OLD_TREE NEW_TREE [--case 124M|shakespeare-char] [--rounds 3]
     python scripts/bench_abba.py . . --plain-old       # the value of map_chunks: plain calls vs chunks
+    python scripts/bench_abba.py OLD . --readable      # NUMPY_GPT_FAST=0: the readable forms, no kernels
 
 Each measurement is a fresh subprocess that imports numpy_gpt from one tree, applies the entry
 point's settings (freed-memory reuse, the thread count), builds the bench's model, runs two warm-up
@@ -68,11 +69,12 @@ print(json.dumps(sorted(times)[len(times) // 2]))
 """
 
 
-def measure(tree: str, case: str, threads: int, plain: bool = False) -> float:
+def measure(tree: str, case: str, threads: int, plain: bool = False, readable: bool = False) -> float:
     cfg, batch, tokens, steps = CASES[case]
     spec = json.dumps([cfg, batch, tokens, steps, threads, plain])
+    env = {**os.environ, "NUMPY_GPT_FAST": "0" if readable else "1"}
     done = subprocess.run([sys.executable, "-c", CHILD, os.path.abspath(tree), spec],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, env=env)
     return float(done.stdout.strip().splitlines()[-1])
 
 
@@ -85,20 +87,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plain-old", action="store_true",
                         help="run tree A with map_chunks disabled (each layer calls its formula directly)")
+    parser.add_argument("--readable", action="store_true",
+                        help="run both trees with NUMPY_GPT_FAST=0 (trees with numpy_gpt.fast's kernels then "
+                             "run the layers' readable forms; older trees ignore it)")
     args = parser.parse_args(argv)
     old, new, per_round = [], [], []
     for r in range(args.rounds):
-        a1 = measure(args.old, args.case, args.threads, args.plain_old)
-        b1 = measure(args.new, args.case, args.threads)
-        b2 = measure(args.new, args.case, args.threads)
-        a2 = measure(args.old, args.case, args.threads, args.plain_old)
+        a1 = measure(args.old, args.case, args.threads, args.plain_old, args.readable)
+        b1 = measure(args.new, args.case, args.threads, readable=args.readable)
+        b2 = measure(args.new, args.case, args.threads, readable=args.readable)
+        a2 = measure(args.old, args.case, args.threads, args.plain_old, args.readable)
         old += [a1, a2]
         new += [b1, b2]
         per_round.append((b1 + b2) / (a1 + a2))
         print(f"round {r + 1}: A {a1 * 1e3:.1f} / {a2 * 1e3:.1f} ms, B {b1 * 1e3:.1f} / {b2 * 1e3:.1f} ms, "
               f"B/A {per_round[-1]:.3f}", flush=True)
     ratio = statistics.median(new) / statistics.median(old)
-    print(json.dumps({"case": args.case, "threads": args.threads, "old_ms": statistics.median(old) * 1e3,
+    print(json.dumps({"case": args.case, "threads": args.threads, "readable": args.readable,
+                      "load_average": os.getloadavg(), "old_ms": statistics.median(old) * 1e3,
                       "new_ms": statistics.median(new) * 1e3, "new_over_old": ratio,
                       "per_round": per_round}))
 

@@ -22,7 +22,8 @@ SHARED = Path(os.environ.get("NUMPY_GPT_SHARED", PROJECT_ROOT.parent / "shared")
 
 settings.register_profile(
     "default", deadline=None, max_examples=25,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.function_scoped_fixture])   # fast_switch holds for every example
 settings.load_profile("default")
 
 
@@ -79,3 +80,13 @@ def threads(request, monkeypatch) -> int:
     monkeypatch.setattr(machinery, "PARALLEL_MIN_SIZE", 0)
     monkeypatch.setattr(numpy_gpt.fast.map_chunks, "__defaults__", (64,))
     return request.param
+
+
+@pytest.fixture(params=["fast", "readable"])
+def fast_switch(request, monkeypatch) -> bool:
+    """Run the test with numpy_gpt.fast's kernels on (the default) and off (NUMPY_GPT_FAST=0: the
+    readable forms): a layer's gradcheck and parity hold for both paths."""
+    import numpy_gpt.fast
+    monkeypatch.setattr(numpy_gpt.fast, "_disabled", set() if request.param == "fast" else
+                        set(numpy_gpt.fast.KERNELS))
+    return request.param == "fast"

@@ -49,7 +49,7 @@ def assert_params_close(params, tparams):
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_adamw_matches_torch(weight_decay):
+def test_adamw_matches_torch(weight_decay, fast_switch):
     params = make_params(1)
     tparams = torch_copies(params)
     opt = AdamW(params, lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay)
@@ -98,7 +98,7 @@ def test_adamw_default_hyperparameters_match_torch():
     assert_params_close(params, tparams)
 
 
-def test_adamw_two_param_groups_match_torch():
+def test_adamw_two_param_groups_match_torch(fast_switch):
     params = make_params(5)
     tparams = torch_copies(params)
     decay = [i for i, p in enumerate(params) if p.data.ndim >= 2]

@@ -1,9 +1,17 @@
-"""Speed beside the lesson: the one bridge between the readable layers and the thread machinery.
+"""Speed beside the lesson: the switch, the named kernels and the thread machinery.
 
 A layer in ``numpy_gpt/nn`` writes its maths as a plain NumPy function (GELU's formula, a row-wise
-softmax, AdamW's update) and may hand that same function to ``map_chunks`` in one line:
+softmax, AdamW's update) and calls it; beside that call, in one line behind a switch, it calls the
+named kernel of ``numpy_gpt.fast.kernels`` that computes the same bits faster, as nanoGPT's
+``if self.flash:`` does:
 
-    y = map_chunks(gelu, x)          # the same as y = gelu(x), on every core
+    y, t = kernels.gelu(x2d) if enabled("gelu") else gelu(x2d)
+
+``enabled(name)`` is True by default; ``NUMPY_GPT_FAST=0`` in the environment, or ``disable()``,
+runs the readable forms everywhere (``disable("gelu")`` one kernel family; ``enable()`` undoes it).
+The layers may import only ``enabled`` and ``kernels`` from here (tests/test_import_rules.py).
+
+The kernels run their passes through ``map_chunks``:
 
 ``map_chunks(fn, *arrays)`` cuts the arrays along their first axis into chunks of about ``CHUNK``
 elements, calls ``fn`` on each chunk (on ``num_threads()`` threads) and assembles the results. It
@@ -22,13 +30,60 @@ plain call on 1 and 2 threads for every function the layers hand it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from numpy_gpt.fast.threads import CHUNK, chunks, num_threads, parallel_for, set_threads
 
-__all__ = ["CHUNK", "map_chunks", "num_threads", "set_threads"]
+__all__ = ["CHUNK", "KERNELS", "disable", "enable", "enabled", "map_chunks", "num_threads", "readable",
+           "set_threads"]
+
+# The kernel families a layer can switch on its one line (numpy_gpt/fast/kernels.py).
+KERNELS = ("gelu", "softmax", "cross_entropy", "adamw")
+_disabled: set[str] = set(KERNELS) if os.environ.get("NUMPY_GPT_FAST", "1").strip() == "0" else set()
+
+
+def enabled(name: str | None = None) -> bool:
+    """Whether the layers run the named kernel ``name`` (one of KERNELS), or, without a name,
+    whether every kernel is on. On by default; ``NUMPY_GPT_FAST=0`` turns all of them off."""
+    if name is None:
+        return not _disabled
+    if name not in KERNELS:
+        raise ValueError(f"unknown kernel {name!r}; the kernels are {', '.join(KERNELS)}")
+    return name not in _disabled
+
+
+def _names(names: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [n for n in names if n not in KERNELS]
+    if unknown:
+        raise ValueError(f"unknown kernel(s) {unknown}; the kernels are {', '.join(KERNELS)}")
+    return names or KERNELS
+
+
+def disable(*names: str) -> None:
+    """Run the readable forms instead of the named kernels (all of them when no name is given)."""
+    _disabled.update(_names(names))
+
+
+def enable(*names: str) -> None:
+    """Run the named kernels again (all of them when no name is given)."""
+    _disabled.difference_update(_names(names))
+
+
+@contextlib.contextmanager
+def readable(*names: str) -> Iterator[None]:
+    """Inside the block the named kernels (all of them when no name is given) are off and the
+    layers run their readable forms; afterwards the switch is as it was."""
+    before = set(_disabled)
+    disable(*names)
+    try:
+        yield
+    finally:
+        _disabled.clear()
+        _disabled.update(before)
 
 
 def map_chunks(fn: Callable[..., np.ndarray | tuple[np.ndarray, ...] | None], *arrays: np.ndarray,

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from numpy_gpt.fast import map_chunks
+from numpy_gpt.fast import enabled, kernels
 from numpy_gpt.nn.module import Module
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)     # Python floats: they keep float32 arrays float32
@@ -42,10 +42,10 @@ class GELU(Module):
 
     Caches x and t = tanh(u): with t known, the derivative needs no second tanh.
 
-    The formula is the function ``gelu`` above. ``map_chunks(gelu, x)`` computes exactly
-    ``gelu(x)``, in cache-sized chunks on every core (numpy_gpt/fast: NumPy's elementwise
-    operations use one core, and a chain of eight passes over a 6 MB activation would stream it
-    from memory eight times).
+    The formula is the function ``gelu`` above. ``kernels.gelu(x)`` computes exactly ``gelu(x)``
+    without a temporary per operation, in cache-sized chunks on every core (numpy_gpt/fast: a
+    chain of eight passes over a 6 MB activation would stream it from memory eight times);
+    ``NUMPY_GPT_FAST=0`` runs the formula as written.
     """
 
     def __init__(self) -> None:
@@ -54,7 +54,7 @@ class GELU(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x2d = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)    # (N, C) rows for the chunks
-        y, t = map_chunks(gelu, x2d)                                        # y, t = gelu(x2d)
+        y, t = (kernels.gelu if enabled("gelu") else gelu)(x2d)           # y, t = gelu(x2d)
         if self._need_cache():
             self._cache = (x2d, t)
         return y.reshape(x.shape)
@@ -66,7 +66,7 @@ class GELU(Module):
             du/dx = sqrt(2/pi) * (1 + 3 * 0.044715 * x^2).
         """
         x2d, t = self._pop_cache()
-        dx = map_chunks(gelu_backward, x2d, t, dy.reshape(x2d.shape))     # gelu_backward(x, t, dy)
+        dx = (kernels.gelu_backward if enabled("gelu") else gelu_backward)(x2d, t, dy.reshape(x2d.shape))
         return dx.reshape(dy.shape)
 
 

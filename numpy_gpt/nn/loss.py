@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpy_gpt.fast import map_chunks
+from numpy_gpt.fast import enabled, kernels
 
 
 def softmax_and_nll(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -37,8 +37,8 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray,
     Why (softmax - onehot): with p = softmax(z), -log p_t = logsumexp(z) - z_t, and
     d logsumexp(z) / d z_j = exp(z_j) / sum_k exp(z_k) = p_j, while d z_t / d z_j = [j = t].
 
-    ``map_chunks(softmax_and_nll, ...)`` is ``softmax_and_nll(...)`` computed a few rows at a time
-    on every core (numpy_gpt/fast): the (N, V) passes then stay in cache. dlogits has the logits'
+    ``kernels.softmax_and_nll(...)`` is ``softmax_and_nll(...)`` computed a few rows at a time on
+    every core (numpy_gpt/fast): the (N, V) passes then stay in cache. dlogits has the logits'
     dtype; the loss is returned as a Python float (accumulated in float64 over the N rows).
 
     A batch in which every target is ``ignore_index`` has no loss to average (PyTorch returns nan):
@@ -73,7 +73,7 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray,
                          f"and truncated")
 
     t_safe = np.where(valid, t, 0)                                  # any in-range index for ignored rows
-    nll, probs = map_chunks(softmax_and_nll, logits2d, t_safe)      # (N,), (N, V)
+    nll, probs = (kernels.softmax_and_nll if enabled("cross_entropy") else softmax_and_nll)(logits2d, t_safe)
     loss = float(nll.sum(where=valid, dtype=np.float64)) / n_valid  # accumulated in float64
 
     dlogits = probs                                                 # (N, V): softmax - onehot(target)

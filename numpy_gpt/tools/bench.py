@@ -4,7 +4,9 @@ The project aims to train small models at PyTorch's CPU speed with a GPT written
 backward by hand. This module measures how close it gets, in one run, on the same machine, with the
 same thread count, shapes and dtype (float32):
 
-1. **Training step** (forward + loss + backward + AdamW) for a GPT_CONFIG_124M-shaped model (untied
+1. **Training step** (forward + loss + backward + AdamW), numpy_gpt with its named kernels
+   (``numpy_gpt.fast.kernels``, the default) and with the layers' readable forms
+   (``NUMPY_GPT_FAST=0``), for a GPT_CONFIG_124M-shaped model (untied
    head, batch 2, 256 tokens) and for nanoGPT's shakespeare-char CPU model (4 layers, 4 heads,
    128 wide, block 64, batch 12, vocab 65): numpy_gpt against two PyTorch eager models of
    ``numpy_gpt.tools.torch_reference`` holding the same weights: the book's, whose LayerNorm, GELU and
@@ -19,6 +21,11 @@ same thread count, shapes and dtype (float32):
    of the run (the higher).
 2. **Generation**: batch 1, a 20-token prompt, 200 new tokens, greedy, with numpy_gpt's KV cache,
    without it, and with transformers' ``GPT2LMHeadModel`` and its cache.
+   The kernels' value: **each kernel's share**, the step with every kernel on against the step with
+   that one kernel off (and with all of them off), in ABBA order (on, off, off, on) in the same
+   process; and **their scaling**: each kernel's time on the step's arrays at 1 and 2 threads
+   (``map_chunks``) against its readable form, from which an Amdahl model predicts the step at 4
+   and 8 cores and which kernels would save >= 3 % there (a model, not measured here).
 3. **Peak resident memory** of training steps, numpy_gpt and both PyTorch models each in a fresh
    process (VmHWM, or ``ru_maxrss`` where /proc is missing; it includes the interpreter and the
    imported libraries).
@@ -54,8 +61,10 @@ use the count above.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import resource
@@ -69,6 +78,7 @@ from typing import Any
 
 import numpy as np
 
+from numpy_gpt import fast
 from numpy_gpt.fileio import write_json_atomic
 from numpy_gpt.generate import generate
 from numpy_gpt.model import GPT_CONFIG_124M, GPTModel
@@ -90,11 +100,15 @@ TRAIN_CASES = {
 }
 # "repeats": timed steps per library; "case_repeats" overrides it for some cases. The small model's
 # steps take ~0.1 s and vary by +-20 % from one to the next on a shared host, so it gets more.
+# "shares": ABBA rounds of the kernel-share measurement per case; "scaling": cases whose kernels are
+# timed alone at 1 and 2 threads.
 FULL = {"train": ["124M", "shakespeare-char"], "generate": "124M", "rss": ["124M", "shakespeare-char"],
         "repeats": 7, "case_repeats": {"shakespeare-char": 31}, "gen_repeats": 3, "prompt": 20,
-        "new_tokens": 200, "gemm": 2048}
+        "new_tokens": 200, "gemm": 2048, "shares": {"124M": 2, "shakespeare-char": 8},
+        "scaling": ["124M", "shakespeare-char"]}
 QUICK = {"train": ["shakespeare-char"], "generate": "shakespeare-char", "rss": ["shakespeare-char"],
-         "repeats": 5, "gen_repeats": 3, "prompt": 20, "new_tokens": 40, "gemm": 1024}
+         "repeats": 5, "gen_repeats": 3, "prompt": 20, "new_tokens": 40, "gemm": 1024,
+         "shares": {"shakespeare-char": 2}, "scaling": ["shakespeare-char"]}
 LR, WEIGHT_DECAY = 1e-4, 0.1
 # The two PyTorch models timed against numpy_gpt: JSON key -> torch_reference's builtin_kernels
 TORCH_FORMS = {"torch": False, "torch_builtin": True}
@@ -154,19 +168,23 @@ def _batch(cfg: dict, batch_size: int, num_tokens: int) -> tuple[np.ndarray, np.
     return rng.integers(0, cfg["vocab_size"], shape), rng.integers(0, cfg["vocab_size"], shape)
 
 
-def numpy_train_step(cfg: dict, batch_size: int, num_tokens: int) -> Callable[[], float]:
-    """A function running one numpy_gpt training step on a fixed batch; returns the loss."""
+def numpy_train_step(cfg: dict, batch_size: int, num_tokens: int,
+                     kernels: bool = True) -> Callable[[], float]:
+    """A function running one numpy_gpt training step on a fixed batch; returns the loss. With
+    ``kernels=False`` the step runs the layers' readable forms (``numpy_gpt.fast.readable()``)."""
     model = GPTModel(cfg, seed=0)
     optimizer = AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     x, y = _batch(cfg, batch_size, num_tokens)
 
     def step() -> float:
-        optimizer.zero_grad()
-        loss, dlogits = cross_entropy(model(x), y)
-        model.backward(dlogits)
-        optimizer.step()
+        with contextlib.nullcontext() if kernels else fast.readable():
+            optimizer.zero_grad()
+            loss, dlogits = cross_entropy(model(x), y)
+            model.backward(dlogits)
+            optimizer.step()
         return loss
     step.model = model                                              # for torch_train_step's weights
+    step.optimizer = optimizer                                      # for kernel_workloads
     return step
 
 
@@ -210,7 +228,8 @@ def bench_train(name: str, repeats: int, use_torch: bool = True) -> dict:
     ``torch``, and with torch's fused kernels, ``torch_builtin``), timed in turns. MFU is added by
     ``run_bench`` once the matmul peak has been measured at the end of the run too."""
     cfg, batch_size, num_tokens = TRAIN_CASES[name]
-    steps = {"numpy_gpt": numpy_train_step(cfg, batch_size, num_tokens)}
+    steps = {"numpy_gpt": numpy_train_step(cfg, batch_size, num_tokens),
+             "numpy_gpt_readable": numpy_train_step(cfg, batch_size, num_tokens, kernels=False)}
     note = ""
     if use_torch and _optional("torch") is not None:
         for library, builtin in TORCH_FORMS.items():
@@ -237,7 +256,8 @@ def bench_train(name: str, repeats: int, use_torch: bool = True) -> dict:
     row = {"case": name, "batch_size": batch_size, "num_tokens": num_tokens, "config": cfg,
            "flops_per_step": train_step_flops(cfg, batch_size, num_tokens),
            "flops_6n_all_params": flops_6n_all_params(steps["numpy_gpt"].model, batch_size, num_tokens),
-           "numpy_gpt": stats("numpy_gpt"), "note": note}
+           "numpy_gpt": stats("numpy_gpt"), "numpy_gpt_readable": stats("numpy_gpt_readable"), "note": note}
+    row["kernels_over_readable"] = ratio_of_pairs(times["numpy_gpt"], times["numpy_gpt_readable"])
     for library in TORCH_FORMS:
         suffix = library.removeprefix("torch")                        # "" or "_builtin"
         row[library] = stats(library)
@@ -246,6 +266,149 @@ def bench_train(name: str, repeats: int, use_torch: bool = True) -> dict:
             row["ratio" + suffix] = row["numpy_gpt"]["median_s"] / row[library]["median_s"]
             row["ratio_of_pairs" + suffix] = ratio_of_pairs(times["numpy_gpt"], times[library])
     return row
+
+
+def bench_kernel_shares(name: str, rounds: int) -> dict:
+    """Each kernel's share of a training step: the step with every kernel on (A) against the step
+    with that kernel off (B), timed A B B A in ``rounds`` rounds in one process, one model; also
+    every kernel off at once ("all"). saving = 1 - median(A) / median(B): the fraction of the
+    step without the kernel that the kernel saves."""
+    cfg, batch_size, num_tokens = TRAIN_CASES[name]
+    step = numpy_train_step(cfg, batch_size, num_tokens)
+    for _ in range(2):
+        step()
+    shares = {}
+    for kernel in (*fast.KERNELS, "all"):
+        names = fast.KERNELS if kernel == "all" else (kernel,)
+
+        def without(names: tuple[str, ...] = names) -> None:
+            with fast.readable(*names):
+                step()
+        on, off, per_round = [], [], []
+        for _ in range(rounds):
+            a1, b1, b2, a2 = _time(step), _time(without), _time(without), _time(step)
+            on += [a1, a2]
+            off += [b1, b2]
+            per_round.append(1.0 - (a1 + a2) / (b1 + b2))
+        shares[kernel] = {"on_s": on, "off_s": off, "per_round": per_round,
+                          "saving": 1.0 - statistics.median(on) / statistics.median(off)}
+    return {"case": name, "rounds": rounds, "shares": shares}
+
+
+def _best(fn: Callable[[], Any], repeats: int, setup: Callable[[], Any] | None = None) -> float:
+    """The fastest of ``repeats`` calls (after ``setup``, which is not timed)."""
+    best = math.inf
+    for _ in range(repeats):
+        if setup is not None:
+            setup()
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def kernel_workloads(name: str, step: Callable[[], float]) -> dict[str, tuple[Callable[[], Any], ...]]:
+    """For each kernel, on arrays of the shapes of one training step of case ``name``: (its readable
+    form, the kernel, a setup that refills the arrays a kernel overwrites, or None), each callable
+    running the whole step's worth of calls (every layer's forward and backward; AdamW over every
+    parameter of ``step``'s model, after ``step`` has run, with its gradients and moments)."""
+    from numpy_gpt.fast import kernels
+    from numpy_gpt.nn import gelu, loss, softmax
+    from numpy_gpt.optim import adamw_update
+    cfg, b, t = TRAIN_CASES[name]
+    c, h, n_layers, v = cfg["emb_dim"], cfg["n_heads"], cfg["n_layers"], cfg["vocab_size"]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((b * t, 4 * c), dtype=np.float32)
+    dy = rng.standard_normal(x.shape, dtype=np.float32)
+    _, tanh_u = gelu.gelu(x)
+    scores = rng.standard_normal((b, h, t, t), dtype=np.float32)
+    scores[..., np.triu(np.ones((t, t), dtype=bool), k=1)] = -np.inf
+    P = softmax.softmax(scores)
+    dP = rng.standard_normal(P.shape, dtype=np.float32)
+    work_s, work_dp = np.empty_like(scores), np.empty_like(dP)
+    logits = rng.standard_normal((b * t, v), dtype=np.float32)
+    targets = rng.integers(0, v, b * t)
+    state = step.optimizer.state
+    adam = [[a.reshape(-1) for a in (p.data, p.grad, state[i]["exp_avg"], state[i]["exp_avg_sq"])]
+            for i, p in enumerate(step.model.parameters())]
+    options = {"lr": LR, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": WEIGHT_DECAY, "step": 3}
+
+    def layers(fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(n_layers):
+                fn()
+        return run
+
+    def refill() -> None:
+        np.copyto(work_s, scores)
+        np.copyto(work_dp, dP)
+
+    def softmax_pair(fwd: Callable, bwd: Callable) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(n_layers):                  # the in-place kernel gets fresh rows per layer
+                fwd(work_s)
+                bwd(P, work_dp)
+                refill()
+        return run
+
+    def adamw(update: Callable) -> Callable[[], None]:
+        def run() -> None:
+            for w, g, m, s in adam:
+                update(w, g, m, s, **options)
+        return run
+    return {
+        "gelu": (layers(lambda: gelu.gelu_backward(x, tanh_u, dy) if gelu.gelu(x) else None),
+                 layers(lambda: kernels.gelu_backward(x, tanh_u, dy) if kernels.gelu(x) else None), None),
+        "softmax": (softmax_pair(softmax.softmax, softmax.softmax_backward),
+                    softmax_pair(kernels.softmax_, kernels.softmax_backward_), refill),
+        "cross_entropy": (lambda: loss.softmax_and_nll(logits, targets),
+                          lambda: kernels.softmax_and_nll(logits, targets), None),
+        "adamw": (adamw(adamw_update), adamw(kernels.adamw_update), None),
+    }
+
+
+def bench_kernel_scaling(name: str, repeats: int = 5, cores: tuple[int, ...] = (4, 8)) -> dict:
+    """Each kernel alone, on one step's arrays: the readable form (one core: NumPy's ufuncs) and the
+    kernel at 1 and 2 threads; the whole step (kernels on) at 1 and 2 threads. Then an Amdahl model
+    for ``cores``: each part p (every kernel, and the rest of the step: BLAS, LayerNorm, Python)
+    keeps the parallel fraction f its 1 -> 2 thread speed-up s implies (s = 1 / (1 - f + f/2)),
+    so its time at n cores is T1 (1 - f + f/n); the readable forms stay on one core. A kernel
+    "pays" at n cores when readable - kernel >= 3 % of the step with the readable form in its
+    place. Fastest of ``repeats`` calls everywhere (the machine is shared)."""
+    cfg, batch_size, num_tokens = TRAIN_CASES[name]
+    step = numpy_train_step(cfg, batch_size, num_tokens)
+    step()
+    work = kernel_workloads(name, step)
+    result: dict[str, Any] = {"case": name, "kernels": {}, "model": {}}
+    threads_before = fast.num_threads()
+    try:
+        for n in (1, 2):
+            set_threads(n, use_torch=False)
+            result[f"step_{n}t_s"] = _best(step, max(2, repeats // 2))
+            for kernel, (readable, kernel_fn, setup) in work.items():
+                row = result["kernels"].setdefault(kernel, {})
+                if n == 1:
+                    row["readable_s"] = _best(readable, repeats, setup)
+                row[f"kernel_{n}t_s"] = _best(kernel_fn, repeats, setup)
+    finally:
+        set_threads(threads_before, use_torch=False)
+
+    def fraction(t1: float, t2: float) -> float:           # Amdahl's f from the 1 -> 2 speed-up
+        return min(1.0, max(0.0, 2.0 * (1.0 - t2 / t1)))
+
+    rest1 = result["step_1t_s"] - sum(r["kernel_1t_s"] for r in result["kernels"].values())
+    rest2 = result["step_2t_s"] - sum(r["kernel_2t_s"] for r in result["kernels"].values())
+    result["rest_1t_s"], result["rest_2t_s"] = rest1, rest2
+    for n in cores:
+        def at(t1: float, t2: float, n: int = n) -> float:
+            f = fraction(t1, t2)
+            return t1 * (1.0 - f + f / n)
+        kernel_times = {k: at(r["kernel_1t_s"], r["kernel_2t_s"]) for k, r in result["kernels"].items()}
+        step_n = at(rest1, rest2) + sum(kernel_times.values())
+        readable = {k: r["readable_s"] for k, r in result["kernels"].items()}
+        savings = {k: (readable[k] - kt) / (step_n - kt + readable[k]) for k, kt in kernel_times.items()}
+        result["model"][str(n)] = {"step_s": step_n, "kernel_s": kernel_times, "saving": savings}
+    return result
 
 
 def bench_generate(name: str, prompt_len: int, new_tokens: int, repeats: int,
@@ -397,6 +560,14 @@ def run_bench(plan: dict, use_torch: bool = True, threads: int | None = None,
         log(f"training step, {name} ...")
         repeats = plan.get("case_repeats", {}).get(name, plan["repeats"])
         result["train"].append(bench_train(name, repeats, use_torch))
+    result["kernel_shares"] = []
+    for name, rounds in plan.get("shares", {}).items():
+        log(f"kernel shares, {name}, {rounds} ABBA rounds ...")
+        result["kernel_shares"].append(bench_kernel_shares(name, rounds))
+    result["kernel_scaling"] = []
+    for name in plan.get("scaling", []):
+        log(f"kernel scaling at 1 and 2 threads, {name} ...")
+        result["kernel_scaling"].append(bench_kernel_scaling(name))
     log(f"generation, {plan['generate']} ...")
     result["generate"] = bench_generate(plan["generate"], plan["prompt"], plan["new_tokens"],
                                         plan["gen_repeats"], use_torch)
@@ -435,16 +606,18 @@ def format_table(result: dict) -> str:
              "Two PyTorch eager models with the same weights: the book's (LayerNorm, GELU and softmax "
              "written out of torch operations) and one with torch's fused kernels (F.layer_norm, "
              "F.gelu, F.scaled_dot_product_attention).", "",
-             "| training step (median) | numpy_gpt | torch, book | torch, fused | numpy/book | "
-             "numpy/fused | numpy tok/s | numpy MFU | book MFU | fused MFU |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| training step (median) | numpy_gpt | readable forms | numpy/readable | torch, book | "
+             "torch, fused | numpy/book | numpy/fused | numpy tok/s | numpy MFU | book MFU | fused MFU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["train"]:
         n, t, f = row["numpy_gpt"], row["torch"] or {}, row["torch_builtin"] or {}
 
         def ms(stats: dict) -> str:
             return f"{stats['median_s'] * 1e3:.0f} ms" if stats else "-"
         lines.append(f"| {row['case']} (B={row['batch_size']}, T={row['num_tokens']}) "
-                     f"| {ms(n)} | {ms(t)} | {ms(f)} | {_fmt(row['ratio'], '.2f')} "
+                     f"| {ms(n)} | {ms(row.get('numpy_gpt_readable'))} "
+                     f"| {_fmt(row.get('kernels_over_readable'), '.2f')} "
+                     f"| {ms(t)} | {ms(f)} | {_fmt(row['ratio'], '.2f')} "
                      f"| {_fmt(row['ratio_builtin'], '.2f')} | {n['tokens_per_s']:.0f} | {n['mfu']:.0%} "
                      f"| {_fmt(t.get('mfu'), '.0%')} | {_fmt(f.get('mfu'), '.0%')} |")
     pair_ratios = "; ".join(f"{row['case']} {_fmt(row['ratio_of_pairs'], '.2f')} (book), "
@@ -458,6 +631,7 @@ def format_table(result: dict) -> str:
                   f"{_fmt((row['torch'] or {}).get('mfu_6n_all_params'), '.0%')}, fused "
                   f"{_fmt((row['torch_builtin'] or {}).get('mfu_6n_all_params'), '.0%')}"
                   for row in result["train"])]
+    lines += format_kernels(result)
     g = result["generate"]
     hf = g["hf_cache"] or {}
     lines += ["", f"| generation, {g['case']}, batch 1, prompt {g['prompt']}, {g['new_tokens']} new, greedy "
@@ -476,6 +650,35 @@ def format_table(result: dict) -> str:
     if notes:
         lines += ["", "Notes: " + "; ".join(sorted(notes))]
     return "\n".join(lines)
+
+
+def format_kernels(result: dict) -> list[str]:
+    """The kernels' share of the step (ABBA) and the Amdahl model of their scaling, as Markdown."""
+    lines: list[str] = []
+    for row in result.get("kernel_shares", []):
+        lines += ["", f"| {row['case']}: kernel (ABBA, {row['rounds']} rounds) | step, on "
+                  "| step, this kernel off | saving (1 - on/off) | per round | kept (>= 3 %) |",
+                  "|---|---|---|---|---|---|"]
+        for kernel, s in row["shares"].items():
+            per_round = ", ".join(f"{x:+.1%}" for x in s["per_round"])
+            keep = "-" if kernel == "all" else "yes" if s["saving"] >= 0.03 else "no"
+            lines.append(f"| {kernel} | {statistics.median(s['on_s']) * 1e3:.1f} ms "
+                         f"| {statistics.median(s['off_s']) * 1e3:.1f} ms | {s['saving']:+.1%} | {per_round} "
+                         f"| {keep} |")
+    for row in result.get("kernel_scaling", []):
+        cores = sorted(row["model"], key=int)
+        lines += ["", f"| {row['case']}: per step, alone | readable (1 core) | kernel, 1 thread "
+                  "| kernel, 2 threads | 2-thread speed-up | "
+                  + " | ".join(f"saving at {n} cores (model)" for n in cores) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(cores)]
+        for kernel, k in row["kernels"].items():
+            lines.append(f"| {kernel} | {k['readable_s'] * 1e3:.2f} ms | {k['kernel_1t_s'] * 1e3:.2f} ms "
+                         f"| {k['kernel_2t_s'] * 1e3:.2f} ms | {k['kernel_1t_s'] / k['kernel_2t_s']:.2f} | "
+                         + " | ".join(f"{row['model'][n]['saving'][kernel]:+.1%}" for n in cores) + " |")
+        lines.append(f"| the step (kernels on) | - | {row['step_1t_s'] * 1e3:.1f} ms "
+                     f"| {row['step_2t_s'] * 1e3:.1f} ms | {row['step_1t_s'] / row['step_2t_s']:.2f} | "
+                     + " | ".join(f"{row['model'][n]['step_s'] * 1e3:.1f} ms" for n in cores) + " |")
+    return lines
 
 
 def write_json(result: dict, path: Path) -> None:
