@@ -69,8 +69,10 @@ print(json.dumps(sorted(times)[len(times) // 2]))
 """
 
 
-def measure(tree: str, case: str, threads: int, plain: bool = False, readable: bool = False) -> float:
-    cfg, batch, tokens, steps = CASES[case]
+def measure(tree: str, case: str, threads: int, plain: bool = False, readable: bool = False,
+            steps: int | None = None) -> float:
+    cfg, batch, tokens, case_steps = CASES[case]
+    steps = steps or case_steps
     spec = json.dumps([cfg, batch, tokens, steps, threads, plain])
     env = {**os.environ, "NUMPY_GPT_FAST": "0" if readable else "1"}
     done = subprocess.run([sys.executable, "-c", CHILD, os.path.abspath(tree), spec],
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--case", choices=sorted(CASES), default="shakespeare-char")
     parser.add_argument("--rounds", type=int, default=3, help="ABBA rounds (4 measurements each)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps per measurement (default: 5 for 124M, 31 for shakespeare-char)")
     parser.add_argument("--plain-old", action="store_true",
                         help="run tree A with map_chunks disabled (each layer calls its formula directly)")
     parser.add_argument("--readable", action="store_true",
@@ -93,14 +97,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     old, new, per_round = [], [], []
     for r in range(args.rounds):
-        a1 = measure(args.old, args.case, args.threads, args.plain_old, args.readable)
-        b1 = measure(args.new, args.case, args.threads, readable=args.readable)
-        b2 = measure(args.new, args.case, args.threads, readable=args.readable)
-        a2 = measure(args.old, args.case, args.threads, args.plain_old, args.readable)
+        a1 = measure(args.old, args.case, args.threads, args.plain_old, args.readable, args.steps)
+        b1 = measure(args.new, args.case, args.threads, readable=args.readable, steps=args.steps)
+        b2 = measure(args.new, args.case, args.threads, readable=args.readable, steps=args.steps)
+        a2 = measure(args.old, args.case, args.threads, args.plain_old, args.readable, args.steps)
         old += [a1, a2]
         new += [b1, b2]
         per_round.append((b1 + b2) / (a1 + a2))
-        print(f"round {r + 1}: A {a1 * 1e3:.1f} / {a2 * 1e3:.1f} ms, B {b1 * 1e3:.1f} / {b2 * 1e3:.1f} ms, "
+        print(f"round {r + 1} (load {os.getloadavg()[0]:.1f}): A {a1 * 1e3:.1f} / {a2 * 1e3:.1f} ms, "
+              f"B {b1 * 1e3:.1f} / {b2 * 1e3:.1f} ms, "
               f"B/A {per_round[-1]:.3f}", flush=True)
     ratio = statistics.median(new) / statistics.median(old)
     print(json.dumps({"case": args.case, "threads": args.threads, "readable": args.readable,

@@ -150,3 +150,24 @@ def test_profile_step_script_runs():
                  "LayerNorm backward", "GELU forward", "AdamW", "Embedding backward", "other"):
         assert name in rows, (name, done.stdout)
     assert all(float(v) >= 0 for k, v in rows.items() if k != "other"), done.stdout
+
+
+def test_kernel_shares_and_scaling_at_tiny_sizes():
+    """Every kernel gets an ABBA share and a 1/2-thread timing; the Amdahl model gives a step time
+    and a saving per kernel for 4 and 8 cores; the table shows all of them."""
+    from numpy_gpt import fast
+    shares = bench.bench_kernel_shares("tiny", 1)
+    assert set(shares["shares"]) == {*fast.KERNELS, "all"}
+    for s in shares["shares"].values():
+        assert len(s["on_s"]) == len(s["off_s"]) == 2 and len(s["per_round"]) == 1
+        assert math.isfinite(s["saving"])
+    assert fast.enabled()                                   # the switch is as it was
+    scaling = bench.bench_kernel_scaling("tiny", repeats=1)
+    assert set(scaling["kernels"]) == set(fast.KERNELS)
+    assert all(_positive(scaling["kernels"][k][key]) for k in fast.KERNELS
+               for key in ("readable_s", "kernel_1t_s", "kernel_2t_s"))
+    assert set(scaling["model"]) == {"4", "8"} and _positive(scaling["model"]["8"]["step_s"])
+    table = "\n".join(bench.format_kernels({"kernel_shares": [shares], "kernel_scaling": [scaling]}))
+    for kernel in fast.KERNELS:
+        assert f"| {kernel} |" in table
+    assert "saving at 8 cores (model)" in table

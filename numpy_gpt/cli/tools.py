@@ -22,6 +22,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     plan = dict(QUICK if args.quick else FULL)
     if args.repeats is not None:
         plan["repeats"], plan["case_repeats"] = args.repeats, {}
+    if args.no_generate:
+        plan["generate"] = None
     result = run_bench(plan, use_torch=not args.no_torch, threads=args.threads,
                        log=lambda s: print(s, file=sys.stderr, flush=True))
     print(format_table(result))
@@ -46,6 +48,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=thread_count, default=None,
                    help="threads for both numpy's BLAS and torch (default: CPU cores)")
     p.add_argument("--no-torch", action="store_true", help="numpy_gpt only, even if torch is installed")
+    p.add_argument("--no-generate", action="store_true", help="skip the generation timings")
     p.add_argument("--out", "--json", dest="out", default=None,
                    help=f"where to write the JSON (default: {DEFAULT_BENCH_DIR}/bench[_quick].json; the "
                         f"repository's scripts/results/ only when given here)")

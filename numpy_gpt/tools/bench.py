@@ -568,9 +568,11 @@ def run_bench(plan: dict, use_torch: bool = True, threads: int | None = None,
     for name in plan.get("scaling", []):
         log(f"kernel scaling at 1 and 2 threads, {name} ...")
         result["kernel_scaling"].append(bench_kernel_scaling(name))
-    log(f"generation, {plan['generate']} ...")
-    result["generate"] = bench_generate(plan["generate"], plan["prompt"], plan["new_tokens"],
-                                        plan["gen_repeats"], use_torch)
+    result["generate"] = None
+    if plan["generate"] is not None:
+        log(f"generation, {plan['generate']} ...")
+        result["generate"] = bench_generate(plan["generate"], plan["prompt"], plan["new_tokens"],
+                                            plan["gen_repeats"], use_torch)
     result["rss"] = []
     for name in plan["rss"]:
         log(f"peak RSS, {name} ...")
@@ -633,20 +635,22 @@ def format_table(result: dict) -> str:
                   for row in result["train"])]
     lines += format_kernels(result)
     g = result["generate"]
-    hf = g["hf_cache"] or {}
-    lines += ["", f"| generation, {g['case']}, batch 1, prompt {g['prompt']}, {g['new_tokens']} new, greedy "
-              "| tokens/s |", "|---|---|",
-              f"| numpy_gpt, KV cache | {g['numpy_gpt_cache']['tokens_per_s']:.1f} |",
-              f"| numpy_gpt, no cache | {g['numpy_gpt_no_cache']['tokens_per_s']:.1f} |",
-              f"| transformers GPT2LMHeadModel, cache | {_fmt(hf.get('tokens_per_s'), '.1f')} |",
-              f"| cache speed-up {g['cache_speedup']:.1f}x; numpy_gpt/HF {_fmt(g['vs_hf'], '.2f')} | |"]
+    if g is not None:
+        hf = g["hf_cache"] or {}
+        lines += ["", f"| generation, {g['case']}, batch 1, prompt {g['prompt']}, {g['new_tokens']} new, "
+                  "greedy | tokens/s |", "|---|---|",
+                  f"| numpy_gpt, KV cache | {g['numpy_gpt_cache']['tokens_per_s']:.1f} |",
+                  f"| numpy_gpt, no cache | {g['numpy_gpt_no_cache']['tokens_per_s']:.1f} |",
+                  f"| transformers GPT2LMHeadModel, cache | {_fmt(hf.get('tokens_per_s'), '.1f')} |",
+                  f"| cache speed-up {g['cache_speedup']:.1f}x; numpy_gpt/HF {_fmt(g['vs_hf'], '.2f')} | |"]
     lines += ["", "| peak RSS of training steps | numpy_gpt | torch, book | torch, fused |",
               "|---|---|---|---|"]
     for row in result["rss"]:
         cells = [f"{_fmt(row[key], '.0f')}{' MB' if row[key] else ''}"
                  for key in ("numpy_gpt_mb", "torch_mb", "torch_builtin_mb")]
         lines.append(f"| {row['case']} | " + " | ".join(cells) + " |")
-    notes = {r["note"] for r in [*result["train"], result["generate"], *result["rss"]] if r["note"]}
+    notes = {r["note"] for r in [*result["train"], result["generate"] or {"note": ""}, *result["rss"]]
+             if r["note"]}
     if notes:
         lines += ["", "Notes: " + "; ".join(sorted(notes))]
     return "\n".join(lines)
