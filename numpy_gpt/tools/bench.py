@@ -104,7 +104,7 @@ TRAIN_CASES = {
 # timed alone at 1 and 2 threads.
 FULL = {"train": ["124M", "shakespeare-char"], "generate": "124M", "rss": ["124M", "shakespeare-char"],
         "repeats": 7, "case_repeats": {"shakespeare-char": 31}, "gen_repeats": 3, "prompt": 20,
-        "new_tokens": 200, "gemm": 2048, "shares": {"124M": 2, "shakespeare-char": 8},
+        "new_tokens": 200, "gemm": 2048, "shares": {"124M": 1, "shakespeare-char": 8},
         "scaling": ["124M", "shakespeare-char"]}
 QUICK = {"train": ["shakespeare-char"], "generate": "shakespeare-char", "rss": ["shakespeare-char"],
          "repeats": 5, "gen_repeats": 3, "prompt": 20, "new_tokens": 40, "gemm": 1024,
