@@ -61,6 +61,15 @@ def test_softmax_backward_in_place_equals_the_formula(shape, dtype, threads):
     _same(out, expected)
 
 
+def test_softmax_kernels_on_arrays_that_are_not_contiguous():
+    scores = _data((6, 10), np.float32).T                       # a transposed view
+    assert not scores.flags.c_contiguous
+    expected = softmax(scores)
+    _same(kernels.softmax_(scores), expected)
+    dP = _data((10, 6), np.float32, seed=1)[:, ::1].T.copy().T    # Fortran order
+    _same(kernels.softmax_backward_(expected, dP), softmax_backward(expected, dP))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (67, 13), (9, 2001)])
 def test_softmax_and_nll_equals_the_formula(shape, dtype, threads):

@@ -89,8 +89,10 @@ def _softmax_in_place(s: np.ndarray) -> None:
 
 def softmax_(scores: np.ndarray) -> np.ndarray:
     """Equals ``numpy_gpt.nn.softmax.softmax(scores)`` over the last axis, computed in place: the
-    scores (C-contiguous) are overwritten by the weights and returned. For the attention's scores,
-    a temporary that nothing else reads (masked entries -inf get weight 0, as in the readable form)."""
+    scores are overwritten by the weights and returned (a copy is, when they are not C-contiguous).
+    For the attention's scores, a temporary that nothing else reads (masked entries -inf get weight
+    0, as in the readable form)."""
+    scores = np.ascontiguousarray(scores)                   # itself when C-contiguous
     map_chunks(_softmax_in_place, scores.reshape(-1, scores.shape[-1]))
     return scores
 
@@ -103,9 +105,9 @@ def _softmax_backward_in_place(P: np.ndarray, dP: np.ndarray) -> None:
 
 def softmax_backward_(P: np.ndarray, dP: np.ndarray) -> np.ndarray:
     """Equals ``numpy_gpt.nn.softmax.softmax_backward(P, dP)`` over the last axis, computed in place:
-    dP (C-contiguous, P's shape) is overwritten by dS = P * (dP - sum(dP * P, -1)) and returned. dP
-    must be a temporary of the caller (attention's dP)."""
-    t = P.shape[-1]
+    dP (P's shape) is overwritten by dS = P * (dP - sum(dP * P, -1)) and returned (a copy is, when
+    it is not C-contiguous). dP must be a temporary of the caller (attention's dP)."""
+    t, dP = P.shape[-1], np.ascontiguousarray(dP)
     map_chunks(_softmax_backward_in_place, P.reshape(-1, t), dP.reshape(-1, t))
     return dP
 
