@@ -7,10 +7,13 @@
 Each measurement is a fresh subprocess that imports numpy_gpt from one tree, applies the entry
 point's settings (freed-memory reuse, the thread count), builds the bench's model, runs two warm-up
 steps and then times ``--steps`` training steps (forward, cross-entropy, backward, AdamW, zero_grad)
-and prints their median. The trees alternate A B B A in every round, so a drift of the host's speed
-during the run affects both alike. The result is the ratio of the medians (NEW / OLD) over all
-rounds, and the ratio per round. Only the public API common to every version is used, so an old
-commit checked out with ``git worktree add`` can be measured against the working tree.
+and prints their median, in wall time and in CPU time (``time.process_time``, every thread of the
+process). The trees alternate A B B A in every round, so a drift of the host's speed during the
+run affects both alike. The result is the ratio of the medians (NEW / OLD) over all rounds, and the
+ratio per round. On a machine shared with other jobs, the CPU time of a one-thread step is the
+steadier measure: it does not count the time the process waits for a core (the wall time does).
+Only the public API common to every version is used, so an old commit checked out with
+``git worktree add`` can be measured against the working tree.
 """
 
 from __future__ import annotations
@@ -60,24 +63,27 @@ def step():
 
 for _ in range(2):
     step()
-times = []
+times, cpu = [], []
 for _ in range(steps):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     step()
     times.append(time.perf_counter() - start)
-print(json.dumps(sorted(times)[len(times) // 2]))
+    cpu.append(time.process_time() - start_cpu)
+print(json.dumps([sorted(times)[len(times) // 2], sorted(cpu)[len(cpu) // 2]]))
 """
 
 
 def measure(tree: str, case: str, threads: int, plain: bool = False, readable: bool = False,
-            steps: int | None = None) -> float:
+            steps: int | None = None) -> tuple[float, float]:
+    """(wall, CPU) median step time of a fresh process importing numpy_gpt from ``tree``."""
     cfg, batch, tokens, case_steps = CASES[case]
     steps = steps or case_steps
     spec = json.dumps([cfg, batch, tokens, steps, threads, plain])
     env = {**os.environ, "NUMPY_GPT_FAST": "0" if readable else "1"}
     done = subprocess.run([sys.executable, "-c", CHILD, os.path.abspath(tree), spec],
                           capture_output=True, text=True, check=True, env=env)
-    return float(done.stdout.strip().splitlines()[-1])
+    wall, cpu = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(wall), float(cpu)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,23 +101,31 @@ def main(argv: list[str] | None = None) -> None:
                         help="run both trees with NUMPY_GPT_FAST=0 (trees with numpy_gpt.fast's kernels then "
                              "run the layers' readable forms; older trees ignore it)")
     args = parser.parse_args(argv)
-    old, new, per_round = [], [], []
+    old: dict[str, list[float]] = {"wall": [], "cpu": []}
+    new: dict[str, list[float]] = {"wall": [], "cpu": []}
+    per_round: dict[str, list[float]] = {"wall": [], "cpu": []}
     for r in range(args.rounds):
+        load = os.getloadavg()[0]
         a1 = measure(args.old, args.case, args.threads, args.plain_old, args.readable, args.steps)
         b1 = measure(args.new, args.case, args.threads, readable=args.readable, steps=args.steps)
         b2 = measure(args.new, args.case, args.threads, readable=args.readable, steps=args.steps)
         a2 = measure(args.old, args.case, args.threads, args.plain_old, args.readable, args.steps)
-        old += [a1, a2]
-        new += [b1, b2]
-        per_round.append((b1 + b2) / (a1 + a2))
-        print(f"round {r + 1} (load {os.getloadavg()[0]:.1f}): A {a1 * 1e3:.1f} / {a2 * 1e3:.1f} ms, "
-              f"B {b1 * 1e3:.1f} / {b2 * 1e3:.1f} ms, "
-              f"B/A {per_round[-1]:.3f}", flush=True)
-    ratio = statistics.median(new) / statistics.median(old)
-    print(json.dumps({"case": args.case, "threads": args.threads, "readable": args.readable,
-                      "load_average": os.getloadavg(), "old_ms": statistics.median(old) * 1e3,
-                      "new_ms": statistics.median(new) * 1e3, "new_over_old": ratio,
-                      "per_round": per_round}))
+        for i, clock in enumerate(("wall", "cpu")):
+            old[clock] += [a1[i], a2[i]]
+            new[clock] += [b1[i], b2[i]]
+            per_round[clock].append((b1[i] + b2[i]) / (a1[i] + a2[i]))
+        print(f"round {r + 1} (load {load:.1f} -> {os.getloadavg()[0]:.1f}): wall A {a1[0] * 1e3:.1f} / "
+              f"{a2[0] * 1e3:.1f} ms, B {b1[0] * 1e3:.1f} / {b2[0] * 1e3:.1f} ms, "
+              f"B/A {per_round['wall'][-1]:.3f}; CPU A {a1[1] * 1e3:.1f} / {a2[1] * 1e3:.1f} ms, "
+              f"B {b1[1] * 1e3:.1f} / {b2[1] * 1e3:.1f} ms, B/A {per_round['cpu'][-1]:.3f}", flush=True)
+    summary = {"case": args.case, "threads": args.threads, "readable": args.readable,
+               "load_average_end": os.getloadavg()}
+    for clock in ("wall", "cpu"):
+        summary[clock] = {"old_ms": statistics.median(old[clock]) * 1e3,
+                          "new_ms": statistics.median(new[clock]) * 1e3,
+                          "new_over_old": statistics.median(new[clock]) / statistics.median(old[clock]),
+                          "per_round": per_round[clock]}
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
