@@ -46,8 +46,7 @@ def rewind(dropout):
 @given(batch=st.integers(1, 2), heads=st.integers(1, 4), head_dim=st.integers(1, 3),
        d_in=st.integers(1, 5), context_length=st.integers(1, 5), data=st.data(),
        qkv_bias=st.booleans(), dropout=st.sampled_from([0.0, 0.5]), seed=st.integers(0, 2**16))
-def test_gradcheck_float64(batch, heads, head_dim, d_in, context_length, data, qkv_bias, dropout, seed,
-                           fast_switch):
+def test_gradcheck_float64(batch, heads, head_dim, d_in, context_length, data, qkv_bias, dropout, seed):
     seq = data.draw(st.integers(1, context_length), label="seq")
     mha = make_mha(d_in, heads, head_dim, context_length, dropout, qkv_bias, seed)
     mha.dropout.rng = np.random.default_rng(seed)
@@ -104,7 +103,7 @@ def test_matches_multihead_wrapper(batch, seq, heads, head_dim, d_in, qkv_bias, 
 # -- PyTorch parity in float32 --------------------------------------------------------------------
 # t=128: the 2 x 4 x 128 rows of scores are cut into several chunks (numpy_gpt.fast.map_chunks)
 @pytest.mark.parametrize("qkv_bias,t", [(False, 7), (True, 7), (False, 128)])
-def test_matches_torch_float32(qkv_bias, t, threads, fast_switch):
+def test_matches_torch_float32(qkv_bias, t, threads):
     b, d_in, d_out, heads, ctx = 2, 12, 16, 4, 128
     mha = make_mha(d_in, heads, d_out // heads, ctx, qkv_bias=qkv_bias, dtype=np.float32)
     ref = torch_reference.MultiHeadAttention(d_in, d_out, ctx, 0.0, heads, qkv_bias)
@@ -237,7 +236,7 @@ def padding_mask(rng, batch, seq):
        d_in=st.integers(1, 4), seq=st.integers(1, 5), causal=st.booleans(), masked=st.booleans(),
        dropout=st.sampled_from([0.0, 0.5]), seed=st.integers(0, 2**16))
 def test_gradcheck_bidirectional_and_padding_float64(batch, heads, head_dim, d_in, seq, causal, masked,
-                                                      dropout, seed, fast_switch):
+                                                      dropout, seed):
     mha = make_mha(d_in, heads, head_dim, 5, dropout, True, seed)
     mha.causal = causal
     mha.dropout.rng = np.random.default_rng(seed)
@@ -248,7 +247,7 @@ def test_gradcheck_bidirectional_and_padding_float64(batch, heads, head_dim, d_i
     assert report.ok, str(report)
 
 
-def test_gradcheck_rows_with_every_key_padded_float64(fast_switch):
+def test_gradcheck_rows_with_every_key_padded_float64():
     """Left padding under a causal mask leaves the first queries only padded keys to look at: they
     average them (transformers' behaviour), and the constant scores pass no gradient on."""
     mha = make_mha(3, 2, 2, 6, seed=4)
@@ -290,7 +289,7 @@ def sdpa_reference(mha, x, dout, mask, causal):
 
 
 @pytest.mark.parametrize("causal,masked", [(False, False), (False, True), (True, True)])
-def test_bidirectional_matches_torch_sdpa_float32(causal, masked, threads, fast_switch):
+def test_bidirectional_matches_torch_sdpa_float32(causal, masked, threads):
     b, t, d_in, heads, head_dim = 3, 9, 10, 4, 4
     mha = make_mha(d_in, heads, head_dim, 16, qkv_bias=True, dtype=np.float32, seed=7)
     mha.causal = causal

@@ -33,7 +33,7 @@ def test_hand_computed_single_row():
 
 @given(batch=st.integers(1, 3), seq=st.integers(1, 8), vocab=st.integers(1, 16),
        seed=st.integers(0, 2**16))
-def test_gradcheck_float64(batch, seq, vocab, seed, fast_switch):
+def test_gradcheck_float64(batch, seq, vocab, seed):
     rng = np.random.default_rng(seed)
     targets = rng.integers(0, vocab, (batch, seq))
     targets[rng.random((batch, seq)) < 0.3] = -100
@@ -49,7 +49,7 @@ def test_gradcheck_float64(batch, seq, vocab, seed, fast_switch):
 
 @pytest.mark.parametrize("shape", [(2, 7, 33), (9, 33), (2, 5, 20000)])   # the last: several row groups
 @pytest.mark.parametrize("ignore_index", [-100, 3])
-def test_matches_torch_float32(shape, ignore_index, threads, fast_switch):
+def test_matches_torch_float32(shape, ignore_index, threads):
     rng = np.random.default_rng(0)
     logits = rng.standard_normal(shape, dtype=np.float32) * 4
     targets = rng.integers(0, shape[-1], shape[:-1])

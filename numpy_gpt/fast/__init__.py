@@ -1,15 +1,15 @@
 """Speed beside the lesson: the switch, the named kernels and the thread machinery.
 
-A layer in ``numpy_gpt/nn`` writes its maths as a plain NumPy function (GELU's formula, a row-wise
-softmax, AdamW's update) and calls it; beside that call, in one line behind a switch, it calls the
-named kernel of ``numpy_gpt.fast.kernels`` that computes the same bits faster, as nanoGPT's
-``if self.flash:`` does:
+The lesson (``numpy_gpt/nn``, ``optim.py``) writes its maths as plain NumPy functions (GELU's
+formula, a row-wise softmax, AdamW's update) and calls them. Where a faster form of the same bits
+saves at least 3 % of a training step, it is a named kernel in ``numpy_gpt.fast.kernels``, called
+in one line behind a switch beside the readable call, as nanoGPT's ``if self.flash:`` is:
 
-    y, t = kernels.gelu(x2d) if enabled("gelu") else gelu(x2d)
+    update = functools.partial(kernels.adamw_update if enabled("adamw") else adamw_update, ...)
 
 ``enabled(name)`` is True by default; ``NUMPY_GPT_FAST=0`` in the environment, or ``disable()``,
-runs the readable forms everywhere (``disable("gelu")`` one kernel family; ``enable()`` undoes it).
-The layers may import only ``enabled`` and ``kernels`` from here (tests/test_import_rules.py).
+runs the readable forms everywhere (``disable("adamw")`` one kernel; ``enable()`` undoes it).
+The lesson may import only ``enabled`` and ``kernels`` from here (tests/test_import_rules.py).
 
 The kernels run their passes through ``map_chunks``:
 
@@ -25,7 +25,7 @@ it faster than the plain call:
   (NumPy releases the GIL inside ufunc loops).
 
 The measured value is in docs/performance.md. ``tests/test_fast.py`` proves map_chunks equals the
-plain call on 1 and 2 threads for every function the layers hand it.
+plain call on 1 and 2 threads.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from numpy_gpt.fast.threads import CHUNK, chunks, num_threads, parallel_for, set
 __all__ = ["CHUNK", "KERNELS", "disable", "enable", "enabled", "map_chunks", "num_threads", "readable",
            "set_threads"]
 
-# The kernel families a layer can switch on its one line (numpy_gpt/fast/kernels.py).
-KERNELS = ("gelu", "softmax", "cross_entropy", "adamw")
+# The kernels a caller can switch on its one line (numpy_gpt/fast/kernels.py): the ones that pay.
+KERNELS = ("adamw",)
 _disabled: set[str] = set(KERNELS) if os.environ.get("NUMPY_GPT_FAST", "1").strip() == "0" else set()
 
 

@@ -40,7 +40,6 @@ import math
 
 import numpy as np
 
-from numpy_gpt.fast import enabled, kernels
 from numpy_gpt.nn.dropout import Dropout
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.module import Module, no_grad
@@ -203,7 +202,7 @@ class MultiHeadAttention(Module):
             future = causal_mask(self.context_length)[past:past + t, :n_keys]   # (T, past+T), True: j > i
             scores = np.where(future, -np.inf, scores)                # exp(-inf) = 0: no weight
         rows = scores.reshape(-1, n_keys)                             # (B*H*T, past+T)
-        return (kernels.softmax_ if enabled("softmax") else softmax)(rows).reshape(scores.shape)
+        return softmax(rows).reshape(scores.shape)                    # per row
 
     # -- forward / backward ------------------------------------------------------------------
     def forward(self, x: np.ndarray, kv_cache: KVCache | None = None,
@@ -242,8 +241,7 @@ class MultiHeadAttention(Module):
         softmax P = softmax(S): its Jacobian is dP_i/dS_j = P_i (delta_ij - P_j), so for each row
             dS_j = sum_i dP_i P_i (delta_ij - P_j) = P_j (dP_j - sum_i dP_i P_i),
         i.e. dS = P * (dP - sum(dP * P, -1)) (``softmax_backward``) without ever forming the
-        (T x T) Jacobian. ``kernels.softmax_backward_`` computes the same in place of dP, in
-        cache-sized pieces of rows on every core (numpy_gpt/fast; ``NUMPY_GPT_FAST=0``: as written).
+        (T x T) Jacobian.
 
         The masks. Unmasked (bidirectional, no padding), every S[i, j] = q_s[i] . K[j] and the
         formula above is the whole story. A masked entry was not computed from q and K: it was
@@ -266,7 +264,8 @@ class MultiHeadAttention(Module):
         dv = Pd.swapaxes(-1, -2) @ dctx                               # (B, H, T, hd)
         dPd = dctx @ v.swapaxes(-1, -2)                               # (B, H, T, T)
         dP = self.dropout.backward(dPd)                               # (B, H, T, T)
-        dS = (kernels.softmax_backward_ if enabled("softmax") else softmax_backward)(P, dP)   # per row
+        t = P.shape[-1]
+        dS = softmax_backward(P.reshape(-1, t), dP.reshape(-1, t))    # per row of P
         dS = dS.reshape(P.shape)                                      # (B, H, T, T)
         if padded is not None:
             dS = np.where(padded, dS.dtype.type(0), dS)               # constant scores: no gradient

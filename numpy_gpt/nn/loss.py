@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpy_gpt.fast import enabled, kernels
-
 
 def softmax_and_nll(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For logits (N, V) and targets (N,): the negative log-likelihood of each row's target,
@@ -37,9 +35,8 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray,
     Why (softmax - onehot): with p = softmax(z), -log p_t = logsumexp(z) - z_t, and
     d logsumexp(z) / d z_j = exp(z_j) / sum_k exp(z_k) = p_j, while d z_t / d z_j = [j = t].
 
-    ``kernels.softmax_and_nll(...)`` is ``softmax_and_nll(...)`` computed a few rows at a time on
-    every core (numpy_gpt/fast): the (N, V) passes then stay in cache. dlogits has the logits'
-    dtype; the loss is returned as a Python float (accumulated in float64 over the N rows).
+    dlogits has the logits' dtype; the loss is returned as a Python float (accumulated in float64
+    over the N rows).
 
     A batch in which every target is ``ignore_index`` has no loss to average (PyTorch returns nan):
     it raises ValueError instead, naming the cause. Targets outside [0, V) that are not
@@ -73,7 +70,7 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray,
                          f"and truncated")
 
     t_safe = np.where(valid, t, 0)                                  # any in-range index for ignored rows
-    nll, probs = (kernels.softmax_and_nll if enabled("cross_entropy") else softmax_and_nll)(logits2d, t_safe)
+    nll, probs = softmax_and_nll(logits2d, t_safe)                  # (N,), (N, V)
     loss = float(nll.sum(where=valid, dtype=np.float64)) / n_valid  # accumulated in float64
 
     dlogits = probs                                                 # (N, V): softmax - onehot(target)

@@ -319,12 +319,10 @@ def bench_kernel_shares(name: str, rounds: int) -> dict:
     return {"case": name, "rounds": rounds, "shares": shares}
 
 
-def _best(fn: Callable[[], Any], repeats: int, setup: Callable[[], Any] | None = None) -> float:
-    """The fastest of ``repeats`` calls (after ``setup``, which is not timed)."""
+def _best(fn: Callable[[], Any], repeats: int) -> float:
+    """The fastest of ``repeats`` calls."""
     best = math.inf
     for _ in range(repeats):
-        if setup is not None:
-            setup()
         start = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - start)
@@ -332,63 +330,22 @@ def _best(fn: Callable[[], Any], repeats: int, setup: Callable[[], Any] | None =
 
 
 def kernel_workloads(name: str, step: Callable[[], float]) -> dict[str, tuple[Callable[[], Any], ...]]:
-    """For each kernel, on arrays of the shapes of one training step of case ``name``: (its readable
-    form, the kernel, a setup that refills the arrays a kernel overwrites, or None), each callable
-    running the whole step's worth of calls (every layer's forward and backward; AdamW over every
-    parameter of ``step``'s model, after ``step`` has run, with its gradients and moments)."""
+    """For each kernel of ``numpy_gpt.fast.KERNELS``, on one training step of case ``name``: (its
+    readable form, the kernel), each callable running the whole step's worth of calls: AdamW over
+    every parameter of ``step``'s model, after ``step`` has run, with its gradients and moments."""
     from numpy_gpt.fast import kernels
-    from numpy_gpt.nn import gelu, loss, softmax
     from numpy_gpt.optim import adamw_update
-    cfg, b, t = TRAIN_CASES[name]
-    c, h, n_layers, v = cfg["emb_dim"], cfg["n_heads"], cfg["n_layers"], cfg["vocab_size"]
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((b * t, 4 * c), dtype=np.float32)
-    dy = rng.standard_normal(x.shape, dtype=np.float32)
-    _, tanh_u = gelu.gelu(x)
-    scores = rng.standard_normal((b, h, t, t), dtype=np.float32)
-    scores[..., np.triu(np.ones((t, t), dtype=bool), k=1)] = -np.inf
-    P = softmax.softmax(scores)
-    dP = rng.standard_normal(P.shape, dtype=np.float32)
-    work_s, work_dp = np.empty_like(scores), np.empty_like(dP)
-    logits = rng.standard_normal((b * t, v), dtype=np.float32)
-    targets = rng.integers(0, v, b * t)
     state = step.optimizer.state
     adam = [[a.reshape(-1) for a in (p.data, p.grad, state[i]["exp_avg"], state[i]["exp_avg_sq"])]
             for i, p in enumerate(step.model.parameters())]
     options = {"lr": LR, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": WEIGHT_DECAY, "step": 3}
 
-    def layers(fn: Callable[[], Any]) -> Callable[[], None]:
-        def run() -> None:
-            for _ in range(n_layers):
-                fn()
-        return run
-
-    def refill() -> None:
-        np.copyto(work_s, scores)
-        np.copyto(work_dp, dP)
-
-    def softmax_pair(fwd: Callable, bwd: Callable) -> Callable[[], None]:
-        def run() -> None:
-            for _ in range(n_layers):                  # the in-place kernel gets fresh rows per layer
-                fwd(work_s)
-                bwd(P, work_dp)
-                refill()
-        return run
-
     def adamw(update: Callable) -> Callable[[], None]:
         def run() -> None:
-            for w, g, m, s in adam:
-                update(w, g, m, s, **options)
+            for w, g, m, v in adam:
+                update(w, g, m, v, **options)
         return run
-    return {
-        "gelu": (layers(lambda: gelu.gelu_backward(x, tanh_u, dy) if gelu.gelu(x) else None),
-                 layers(lambda: kernels.gelu_backward(x, tanh_u, dy) if kernels.gelu(x) else None), None),
-        "softmax": (softmax_pair(softmax.softmax, softmax.softmax_backward),
-                    softmax_pair(kernels.softmax_, kernels.softmax_backward_), refill),
-        "cross_entropy": (lambda: loss.softmax_and_nll(logits, targets),
-                          lambda: kernels.softmax_and_nll(logits, targets), None),
-        "adamw": (adamw(adamw_update), adamw(kernels.adamw_update), None),
-    }
+    return {"adamw": (adamw(adamw_update), adamw(kernels.adamw_update))}
 
 
 def bench_kernel_scaling(name: str, repeats: int = 5, cores: tuple[int, ...] = (4, 8)) -> dict:
@@ -409,11 +366,11 @@ def bench_kernel_scaling(name: str, repeats: int = 5, cores: tuple[int, ...] = (
         for n in (1, 2):
             set_threads(n, use_torch=False)
             result[f"step_{n}t_s"] = _best(step, max(2, repeats // 2))
-            for kernel, (readable, kernel_fn, setup) in work.items():
+            for kernel, (readable, kernel_fn) in work.items():
                 row = result["kernels"].setdefault(kernel, {})
                 if n == 1:
-                    row["readable_s"] = _best(readable, repeats, setup)
-                row[f"kernel_{n}t_s"] = _best(kernel_fn, repeats, setup)
+                    row["readable_s"] = _best(readable, repeats)
+                row[f"kernel_{n}t_s"] = _best(kernel_fn, repeats)
     finally:
         set_threads(threads_before, use_torch=False)
 
