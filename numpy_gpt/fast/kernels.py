@@ -18,7 +18,8 @@ passes streams each array from memory once, on ``num_threads()`` threads.
 One kernel stays: AdamW's update (about 10 % of a GPT-2 124M step at one thread). GELU forward and
 backward, the attention softmax and its backward and the loss's softmax were written as kernels
 too, equal bit for bit, and removed: each saved less than 3 % of a step (docs/performance.md has
-their measured shares; the code is in git history, commit fbce9ab).
+their measured shares; the code is in git history: the parent of the commit "Remove the GELU,
+attention-softmax and loss-softmax kernels").
 """
 
 from __future__ import annotations
