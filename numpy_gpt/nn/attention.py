@@ -75,7 +75,7 @@ def causal_mask(context_length: int) -> np.ndarray:
 
     Row i, column j is True when j > i: token i must not see token j. Boolean, not a float 0/-inf
     matrix: a float64 mask added to float32 scores would silently turn everything into float64.
-    Shared read-only by every attention layer of the same context length (the book's buffer).
+    Shared read-only by every attention layer (the book's buffer), cached for the last 8 sizes.
     """
     mask = np.triu(np.ones((context_length, context_length), dtype=bool), k=1)
     mask.flags.writeable = False
@@ -258,11 +258,13 @@ class MultiHeadAttention(Module):
         """P = softmax(q k^T) over the keys each query may see.
 
         q (B, H, T, hd) is already scaled by 1/sqrt(hd); k (B, Hkv, past+T, hd), one key head per
-        group of G query heads (``_grouped``). Causal: the queries
-        are the tokens at positions past .. past+T-1, so query i may see keys 0 .. past+i: the rows
-        past .. past+T-1 of the causal mask. ``padded`` (B, 1, 1, T), True at padded keys: their
-        scores become the smallest float (not -inf, as in transformers: a query whose keys are all
-        padding then averages them instead of dividing 0 by 0). Returns P (B, H, T, past+T).
+        group of G query heads (``_grouped``). Causal: the queries are the tokens at positions
+        past .. past+T-1, so query i may see keys 0 .. past+i: the rows past .. past+T-1 of the
+        causal mask of past+T tokens, which is causal_mask(T) over its last T columns (a long
+        context never allocates a context x context mask). ``padded`` (B, 1, 1, T), True at padded
+        keys: their scores become the smallest float (not -inf, as in transformers: a query whose
+        keys are all padding then averages them instead of dividing 0 by 0). Returns P
+        (B, H, T, past+T).
         """
         t, n_keys = q.shape[2], k.shape[2]
         scores = self._grouped(q) @ k.swapaxes(-1, -2)                # (B, Hkv, G*T, past+T)
@@ -270,8 +272,10 @@ class MultiHeadAttention(Module):
         if padded is not None:
             scores = np.where(padded, np.finfo(scores.dtype).min, scores)   # exp(min - max) = 0
         if self.causal:
-            future = causal_mask(self.context_length)[past:past + t, :n_keys]   # (T, past+T), True: j > i
-            scores = np.where(future, -np.inf, scores)                # exp(-inf) = 0: no weight
+            # query i, at position past+i, sees every cached key and the new keys 0..i: no mask
+            # over the first past columns, the usual triangle over the last T
+            future = causal_mask(t)                                   # (T, T), True: j > i
+            np.copyto(scores[..., past:], -np.inf, where=future)      # exp(-inf) = 0: no weight
         rows = scores.reshape(-1, n_keys)                             # (B*H*T, past+T)
         return map_chunks(softmax, rows).reshape(scores.shape)        # softmax(rows), per row
 
