@@ -43,7 +43,7 @@ from numpy_gpt.model import check_token_ids, model_dtype, model_generators, shar
 from numpy_gpt.nn.block import TransformerBlock
 from numpy_gpt.nn.dropout import Dropout
 from numpy_gpt.nn.embedding import Embedding, PositionalEmbedding
-from numpy_gpt.nn.feedforward import GELUS, ff_hidden_dim
+from numpy_gpt.nn.feedforward import GELUS
 from numpy_gpt.nn.gelu import ErfGELU, erf, gelu_erf, gelu_erf_backward  # noqa: F401 (their home was here)
 from numpy_gpt.nn.layernorm import LayerNorm
 from numpy_gpt.nn.linear import Linear, skip_init
@@ -270,7 +270,7 @@ def encoder_parameter_shapes(cfg: Mapping, mlm_head: bool = True) -> dict[str, t
         "emb_norm.scale": (C,), "emb_norm.shift": (C,)}
     for i in range(c["n_layers"]):
         block = f"blocks.{i}."
-        shapes.update(block_parameter_shapes(block, C, c["qkv_bias"], ff_hidden_dim(c)))
+        shapes.update(block_parameter_shapes(block, c))
     if c["norm"] == "pre":
         shapes.update({"final_norm.scale": (C,), "final_norm.shift": (C,)})
     if mlm_head:

@@ -118,12 +118,14 @@ def _rope_settings(config: Mapping, where: str) -> tuple[float, dict | None]:
     """(rope_base, rope_scaling) from config.json. transformers 4 writes ``rope_theta`` and
     ``rope_scaling`` side by side; transformers 5 writes both inside ``rope_parameters``."""
     params = config.get("rope_parameters") or {}
-    scaling = config.get("rope_scaling") or (params if params.get("rope_type", "default") != "default" else None)
+    scaling = config.get("rope_scaling") or params                # transformers 4's field, else 5's
+    if not isinstance(params, Mapping) or not isinstance(scaling, Mapping):
+        raise HFFolderError(f"{where}: rope_parameters and rope_scaling must be JSON objects")
     base = params.get("rope_theta", config.get("rope_theta", 10000.0))
     if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 1:
         raise HFFolderError(f"{where}: rope_theta must be a number above 1, got {base!r:.60}")
-    if scaling is not None and scaling.get("rope_type", scaling.get("type")) == "default":
-        scaling = None
+    if scaling.get("rope_type", scaling.get("type", "default")) == "default":
+        scaling = None                                             # plain RoPE
     try:
         scaling = check_rope_scaling(scaling, f"{where}: rope_scaling")
     except ValueError as err:
@@ -146,7 +148,8 @@ def decoder_config_from_hf(config: Mapping, where: str = "config.json") -> dict:
     if config.get("hidden_act", "silu") != "silu":
         raise HFFolderError(f"{where}: hidden_act {config['hidden_act']!r:.40} is not SwiGLU's silu")
     if model_type == "qwen3" and config.get("use_sliding_window", False):
-        raise HFFolderError(f"{where}: use_sliding_window is true; numpy_gpt's attention sees the whole context")
+        raise HFFolderError(f"{where}: use_sliding_window is true; numpy_gpt's attention sees the whole "
+                            f"context")
     base, scaling = _rope_settings(config, where)
     emb_dim, n_heads = need("hidden_size"), need("num_attention_heads")
     head_dim = config.get("head_dim") or (emb_dim // n_heads if n_heads else None)
@@ -212,7 +215,8 @@ def copy_hf_tensors(reader: SafetensorsReader, names: Mapping[str, tuple[str, bo
     wanted = {theirs for theirs, _ in names.values()}
     unexpected = [name for name in reader if name not in wanted and not name.endswith(ignored)]
     if unexpected:
-        problems.append(f"it holds tensors the model has no place for: {unexpected[:5]} (another architecture?)")
+        problems.append(f"it holds tensors the model has no place for: {unexpected[:5]} (another "
+                        f"architecture?)")
     if problems:
         raise SafetensorsError(f"{where} does not fit the model its config.json describes: "
                                + "; ".join(problems[:10]))

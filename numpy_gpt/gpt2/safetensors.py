@@ -294,7 +294,8 @@ def open_safetensors(path: str | os.PathLike) -> SafetensorsReader:
     if path.is_dir():
         single, index = path / SINGLE_NAME, path / INDEX_NAME
         if not single.is_file() and not index.is_file():
-            raise FileNotFoundError(f"{path} holds neither {SINGLE_NAME} nor {INDEX_NAME}: no weights to read")
+            raise FileNotFoundError(f"{path} holds neither {SINGLE_NAME} nor {INDEX_NAME}: no weights to "
+                                    f"read")
         path = single if single.is_file() else index
     if path.name.endswith(".index.json"):
         return ShardedSafetensorsReader(path)
