@@ -94,9 +94,9 @@ QWEN3_CONFIG_0_6B = {**_LLAMA, "vocab_size": 151936, "context_length": 40960, "e
 def validate_config(cfg: Mapping) -> dict:
     """Return a checked copy of a GPT config dict, or raise an error that says what is wrong.
 
-    The keys are GPT_CONFIG_124M's, plus the optional ``DECODER_DEFAULTS`` (the feed-forward width
-    ``hidden_dim`` and the switches of Llama and Qwen3). Each is kept only where it differs from its
-    default, so a config that states the default equals one that leaves it out."""
+    The keys are GPT_CONFIG_124M's, plus the optional ``DECODER_DEFAULTS`` (nn/block.py: the
+    feed-forward width ``hidden_dim`` and the switches of Llama and Qwen3). Each is kept only where
+    it differs from its default, so a config that states the default equals one that leaves it out."""
     if not isinstance(cfg, Mapping):
         raise TypeError(f"cfg must be a dict like GPT_CONFIG_124M, got {type(cfg).__name__}")
     expected = set(GPT_CONFIG_124M)
@@ -164,7 +164,7 @@ class GPTModel(Module):
     zeros (allocated lazily, nothing drawn): for a model whose weights are loaded right after.
 
     Llama's switches, in the same places (docs/gpt2-to-llama.md): with positions "rope" there is no
-    ``pos_emb`` and ``rope``, the one RoPE table, is shared by every block's attention (a token's
+    ``pos_emb`` and ``rope``, one RoPE, is shared by every block's attention (a token's
     position is its index, or the KV cache's length plus its index); with normalization "rmsnorm"
     the norms are RMSNorms; with tie_embeddings the output head is a ``TiedLinear`` reusing
     ``tok_emb.weight`` (no ``out_head.weight`` of its own). The residual projections scaled at

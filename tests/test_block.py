@@ -109,7 +109,7 @@ LLAMA_SWITCHES = [
                          ids=["rmsnorm", "swiglu", "gqa-head_dim", "llama3", "qwen3"])
 def test_llama_switches_gradcheck_float64(switches):
     """GPT-2's block with Llama's and Qwen3's switches, one at a time and all together (config keys,
-    model.py's DECODER_DEFAULTS; the RoPE table is the ``rope`` keyword): every parameter and the
+    nn/block.py's DECODER_DEFAULTS; the RoPE is the ``rope`` keyword): every parameter and the
     input, with dropout on and a feed-forward 6 wide."""
     from numpy_gpt.nn.rope import RoPE
     switches = dict(switches)

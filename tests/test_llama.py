@@ -121,7 +121,7 @@ def test_every_gradient_matches_autograd_float32(saved):
     model.backward(dlogits)
     assert loss == pytest.approx(ref_loss.item(), rel=1e-5)
     ref_params = dict(ref.named_parameters())
-    names = decoder_name_map(model)
+    names = decoder_name_map(model.cfg)
     assert len(names) == len(ref_params)                           # every tensor of theirs has a home
     for ours, p in model.named_parameters():
         theirs, transpose = names[ours]
@@ -280,6 +280,13 @@ def test_hf_folder_errors(tmp_path):
     (tmp_path / "config.json").write_text(config.replace('"intermediate_size": 56',
                                                          '"intermediate_size": 48'))
     with pytest.raises(SafetensorsError, match="gate_proj.weight has shape"):
+        load_hf_decoder(tmp_path)
+    # sizes are checked against the file before anything is allocated: a trillion-token vocabulary
+    # and a billion positions cost nothing but the error
+    huge = config.replace(f'"vocab_size": {VOCAB}', '"vocab_size": 1000000000000')
+    (tmp_path / "config.json").write_text(huge.replace('"max_position_embeddings": 64',
+                                                       '"max_position_embeddings": 1000000000'))
+    with pytest.raises(SafetensorsError, match="embed_tokens.weight has shape"):
         load_hf_decoder(tmp_path)
 
 

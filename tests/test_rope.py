@@ -127,11 +127,13 @@ def test_rotation_and_gradient_match_transformers_float32(scaling):
     np.testing.assert_allclose(rope.rotate_backward(dk, start), tk.grad.numpy(), rtol=1e-4, atol=1e-5)
 
 
-def test_float32_tables_and_results():
-    rope = RoPE(8, 16)
-    assert rope.cos.dtype == rope.sin.dtype == np.float32
+def test_float32_results_and_no_context_sized_table():
+    rope = RoPE(8, 10**9)                                       # a context of a billion positions
     x = np.ones((1, 4, 8), np.float32)
-    assert rope.rotate(x, 3).dtype == rope.rotate_backward(x, 3).dtype == np.float32
+    assert rope.rotate(x, 10**9 - 4).dtype == rope.rotate_backward(x, 3).dtype == np.float32
+    cos, sin = rope._rows(5, 4)
+    assert cos.shape == sin.shape == (4, 4) and cos.dtype == np.float32
+    np.testing.assert_allclose(cos, np.cos(np.arange(5, 9)[:, None] * rope.theta), rtol=1e-6)
 
 
 def test_errors():

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from numpy_gpt.checkpoint import gpt_parameter_shapes
 from numpy_gpt.fileio import read_json
 from numpy_gpt.gpt2.safetensors import SafetensorsError, SafetensorsReader, open_safetensors
 from numpy_gpt.model import GPTModel
@@ -173,12 +174,12 @@ def decoder_config_from_hf(config: Mapping, where: str = "config.json") -> dict:
         raise HFFolderError(f"{where}: {err}") from None
 
 
-def decoder_name_map(model: Module) -> dict[str, tuple[str, bool]]:
-    """{numpy_gpt parameter name: (transformers name, transpose)} for every parameter of ``model``, a
-    GPTModel built from ``decoder_config_from_hf``'s config (``LlamaForCausalLM``/``Qwen3ForCausalLM``)."""
-    params = dict(model.named_parameters())
+def decoder_name_map(cfg: Mapping) -> dict[str, tuple[str, bool]]:
+    """{numpy_gpt parameter name: (transformers name, transpose)} for every parameter of
+    ``GPTModel(cfg)``, cfg from ``decoder_config_from_hf`` (``LlamaForCausalLM``/``Qwen3ForCausalLM``)."""
+    params = gpt_parameter_shapes(cfg)
     names = {ours: theirs for ours, theirs in _DECODER.items() if ours in params}
-    for i in range(model.cfg["n_layers"]):
+    for i in range(cfg["n_layers"]):
         for ours, (theirs, transpose) in _LAYER.items():
             if ours.format(i=i) in params:
                 names[ours.format(i=i)] = (theirs.format(i=i), transpose)
@@ -188,27 +189,22 @@ def decoder_name_map(model: Module) -> dict[str, tuple[str, bool]]:
     return names
 
 
-def copy_hf_tensors(reader: SafetensorsReader, names: Mapping[str, tuple[str, bool]], model: Module, *,
-                    ignored: tuple[str, ...] = (), where: str | None = None) -> None:
-    """Copy the tensors ``names`` maps ({ours: (theirs, transpose)}) from ``reader`` into ``model``'s
-    parameters, all or nothing.
-
-    Checked before anything is read: every named tensor is stored, floating point, with the shape
-    of its parameter (transposed if flagged), and the file stores nothing else (apart from names
-    ending in ``ignored``). Every tensor is then read (bf16 widened to float32), checked finite and
-    cast to the parameter's dtype into a buffer; the parameters are assigned only once all are read.
-    """
+def check_hf_tensors(reader: SafetensorsReader, names: Mapping[str, tuple[str, bool]],
+                     shapes: Mapping[str, tuple[int, ...]], *, ignored: tuple[str, ...] = (),
+                     where: str | None = None) -> None:
+    """Before anything is allocated: every tensor ``names`` maps ({ours: (theirs, transpose)}) is
+    stored, floating point, with the shape ``shapes[ours]`` (transposed if flagged), and the file
+    stores nothing else (apart from names ending in ``ignored``). Else one SafetensorsError listing
+    the problems."""
     where = str(reader.path) if where is None else where
-    params = dict(model.named_parameters())
     problems = []
     for ours, (theirs, transpose) in names.items():
         if theirs not in reader:
             problems.append(f"{theirs} is missing")
             continue
         entry = reader.entries[theirs]
-        shape = entry.shape[::-1] if transpose else entry.shape
-        if tuple(shape) != params[ours].shape:
-            wanted = params[ours].shape[::-1] if transpose else params[ours].shape
+        if tuple(entry.shape[::-1] if transpose else entry.shape) != tuple(shapes[ours]):
+            wanted = tuple(shapes[ours])[::-1] if transpose else tuple(shapes[ours])
             problems.append(f"{theirs} has shape {entry.shape}, the config needs {wanted}")
         elif entry.dtype.kind != "f":
             problems.append(f"{theirs} is {entry.stored_dtype}, not floating point")
@@ -220,6 +216,15 @@ def copy_hf_tensors(reader: SafetensorsReader, names: Mapping[str, tuple[str, bo
     if problems:
         raise SafetensorsError(f"{where} does not fit the model its config.json describes: "
                                + "; ".join(problems[:10]))
+
+
+def copy_hf_tensors(reader: SafetensorsReader, names: Mapping[str, tuple[str, bool]], model: Module, *,
+                    where: str | None = None) -> None:
+    """Copy the tensors ``names`` maps (checked by ``check_hf_tensors``) into ``model``'s parameters,
+    all or nothing: each is read (bf16 widened to float32), checked finite and cast to its
+    parameter's dtype; the parameters are assigned only once every tensor is read."""
+    where = str(reader.path) if where is None else where
+    params = dict(model.named_parameters())
     staged = {}
     for ours, (theirs, transpose) in names.items():
         array = reader.read(theirs)
@@ -230,14 +235,18 @@ def copy_hf_tensors(reader: SafetensorsReader, names: Mapping[str, tuple[str, bo
         params[ours].data = array
 
 
-def load_hf_decoder(folder: str | os.PathLike, *, dtype: np.dtype | type = np.float32) -> GPTModel:
+def load_hf_decoder(folder: str | os.PathLike, *, dtype: np.dtype | type = np.float32,
+                    drop_rate: float = 0.0) -> GPTModel:
     """The GPTModel (in eval mode) of a Llama, SmolLM2 or Qwen3 folder: config.json and
-    model.safetensors or its shards (see the module docstring)."""
+    model.safetensors or its shards (see the module docstring). Every tensor's name, shape and dtype
+    is checked against the config before the model is built; ``drop_rate`` matters once you train."""
     folder = Path(folder)
-    config_path = folder / "config.json"
-    cfg = decoder_config_from_hf(read_hf_config(folder), str(config_path))
+    cfg = decoder_config_from_hf(read_hf_config(folder), str(folder / "config.json"))
+    cfg = {**cfg, "drop_rate": drop_rate}
     reader = open_safetensors(folder)
-    model = GPTModel(cfg, dtype=dtype, init=False)
+    names = decoder_name_map(cfg)
     ignored = (*_SKIPPED, *(("lm_head.weight",) if cfg.get("tie_embeddings") else ()))
-    copy_hf_tensors(reader, decoder_name_map(model), model, ignored=ignored)
+    check_hf_tensors(reader, names, gpt_parameter_shapes(cfg), ignored=ignored)
+    model = GPTModel(cfg, dtype=dtype, init=False)
+    copy_hf_tensors(reader, names, model)
     return model.eval()

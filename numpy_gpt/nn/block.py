@@ -19,7 +19,7 @@ plus two values: LayerNorm's ``eps`` (BERT 1e-12, GPT-2 1e-5) and the feed-forwa
 ``cfg["hidden_dim"]`` (default 4 * emb_dim).
 
 Llama 3, SmolLM2 and Qwen3 keep GPT-2's pre-norm block and switch the layers inside it, each a key
-of the config (model.py's ``DECODER_DEFAULTS``; docs/gpt2-to-llama.md maps each to its reason):
+of the config (``DECODER_DEFAULTS`` below; docs/gpt2-to-llama.md maps each to its reason):
 
     normalization="rmsnorm"   norm1, norm2 are RMSNorms (nn/rmsnorm.py): no centring, no shift
     feed_forward="swiglu"     ff is SwiGLU (nn/swiglu.py): gate, up and down projections

@@ -119,9 +119,11 @@ def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
 class RoPE(Module):
     """Rotary position embedding for heads of ``head_dim`` features, positions 0 .. context_length-1.
 
-    No parameters. Holds the tables ``cos`` and ``sin`` (context_length, head_dim/2) of the angles
-    m * theta_i, computed once in float64 and stored in ``dtype``; a model builds one RoPE and every
-    attention layer shares it (as GPT-2's layers share one causal mask).
+    No parameters. Holds the frequencies ``theta`` (head_dim/2,); the cosines and sines of the angles
+    m * theta_i are computed for the positions a call asks for (in float64, returned in ``dtype``)
+    and the last ones are kept, so a model builds one RoPE and every attention layer of a forward
+    pass reuses them (as GPT-2's layers share one causal mask). No table of context_length rows is
+    ever built: Llama 3.2's context is 131072 positions.
 
     ``rotate(x, start)`` rotates x (..., T, hd) as the tokens at positions start .. start+T-1 and
     ``rotate_backward(dy, start)`` is its backward; both keep nothing, so one RoPE can serve the
@@ -136,18 +138,22 @@ class RoPE(Module):
         self.context_length = context_length
         self.theta_base = theta_base
         self.scaling = check_rope_scaling(scaling)
-        theta = rope_frequencies(head_dim, theta_base, self.scaling)              # (hd/2,)
-        angles = np.arange(context_length, dtype=np.float64)[:, None] * theta    # (T_max, hd/2)
-        self.cos = np.cos(angles).astype(dtype)
-        self.sin = np.sin(angles).astype(dtype)
-        self.cos.flags.writeable = self.sin.flags.writeable = False
+        self.dtype = np.dtype(dtype)
+        self.theta = rope_frequencies(head_dim, theta_base, self.scaling)         # (hd/2,) float64
+        self._rows_of: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
         self._cache = None
 
     def _rows(self, start: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """cos and sin (T, hd/2) of the angles m * theta_i for m = start .. start+T-1."""
         if start < 0 or start + t > self.context_length:
             raise ValueError(f"RoPE: positions {start} .. {start + t - 1} are outside "
                              f"0 .. {self.context_length - 1} (context_length {self.context_length})")
-        return self.cos[start:start + t], self.sin[start:start + t]              # (T, hd/2) each
+        if self._rows_of is None or self._rows_of[0] != (start, t):
+            angles = np.arange(start, start + t, dtype=np.float64)[:, None] * self.theta   # (T, hd/2)
+            cos, sin = np.cos(angles).astype(self.dtype), np.sin(angles).astype(self.dtype)
+            cos.flags.writeable = sin.flags.writeable = False
+            self._rows_of = ((start, t), cos, sin)
+        return self._rows_of[1], self._rows_of[2]
 
     def _check(self, x: np.ndarray) -> None:
         if x.ndim < 2 or x.shape[-1] != self.head_dim:
