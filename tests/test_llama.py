@@ -308,3 +308,110 @@ def test_lora_fine_tune_of_a_llama_lowers_its_loss():
     optimizer = AdamW(model.parameters(trainable_only=True), lr=1e-2, weight_decay=0.0)
     history = train_model(model, batches, batches, optimizer, max_steps=30, eval_freq=10, progress=False)
     assert history.train_losses[-1] < 0.5 * history.train_losses[0], history.train_losses
+
+
+# -- load_hf: one entry for Hugging Face folders of the four model types ------------------------------------
+TEXT = "The quick brown fox, 1234 jumps: over the lazy dog! Ünïcödé, 東京 and 😀 too.\n"
+
+
+def train_tokenizer_json(pattern: str | None, specials: list[str]) -> str:
+    """A small byte-level BPE tokenizer.json trained by ``tokenizers``: split by ``pattern`` then
+    bytes (Llama 3's pipeline), or GPT-2's ByteLevel pre-tokenizer when None."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+    byte_level = pre_tokenizers.ByteLevel
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = byte_level(add_prefix_space=False) if pattern is None else pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+         byte_level(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, show_progress=False, initial_alphabet=byte_level.alphabet())
+    tok.train_from_iterator([TEXT * 20], trainer)
+    tok.add_special_tokens(specials)
+    return tok.to_str()
+
+
+def test_load_hf_reads_a_llama_folder_with_its_tokenizer_and_chat_template(tmp_path):
+    """config.json + model.safetensors + tokenizer.json + tokenizer_config.json -> (GPTModel,
+    HFTokenizer): the ids are tokenizers', the logits transformers', and the chat template renders."""
+    import json
+
+    import torch
+
+    import numpy_gpt
+    from numpy_gpt.tokenizers.bpe import LLAMA3_PATTERN
+    tokenizers = pytest.importorskip("tokenizers")
+    text = train_tokenizer_json(LLAMA3_PATTERN, ["<|begin_of_text|>", "<|eot_id|>"])
+    reference = tokenizers.Tokenizer.from_str(text)
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(**{**SIZES, "vocab_size": reference.get_vocab_size()},
+                                      tie_word_embeddings=True)
+    torch.manual_seed(3)
+    ref = transformers.LlamaForCausalLM(config).eval()
+    ref.save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_text(text, encoding="utf-8")
+    template = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|eot_id|>"
+                "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": template}))
+
+    model, tokenizer = numpy_gpt.load_hf(tmp_path)
+    assert isinstance(model, GPTModel) and isinstance(tokenizer, numpy_gpt.HFTokenizer)
+    ids = tokenizer.encode(TEXT)
+    assert ids == reference.encode(TEXT, add_special_tokens=False).ids
+    assert tokenizer.decode(ids) == TEXT and tokenizer.eot_token == reference.token_to_id("<|eot_id|>")
+    with torch.no_grad():
+        expected = ref(torch.tensor([ids])).logits.numpy()
+    np.testing.assert_allclose(model(np.array([ids])), expected, rtol=1e-4, atol=1e-4)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    assert prompt == "<|begin_of_text|><|user|>hi<|eot_id|><|assistant|>"
+    same, _ = numpy_gpt.load(tmp_path)                            # numpy_gpt.load takes the same path
+    np.testing.assert_array_equal(same(np.array([ids])), model(np.array([ids])))
+
+
+def test_load_hf_reads_gpt2_and_bert_folders_by_the_same_path(tmp_path):
+    import torch
+
+    import numpy_gpt
+    from numpy_gpt.encoder import EncoderModel
+    from numpy_gpt.tokenizers.wordpiece import WordPieceTokenizer
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    text = train_tokenizer_json(None, ["<|endoftext|>"])
+    vocab = tokenizers.Tokenizer.from_str(text).get_vocab_size()
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=vocab, n_positions=32, n_embd=16, n_layer=2, n_head=2, bos_token_id=vocab - 1,
+        eos_token_id=vocab - 1)).eval()
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    (tmp_path / "gpt2" / "tokenizer.json").write_text(text, encoding="utf-8")
+    model, tokenizer = numpy_gpt.load_hf(tmp_path / "gpt2")
+    ids = tokenizer.encode(TEXT)[:32]
+    with torch.no_grad():
+        expected = gpt2(torch.tensor([ids])).logits.numpy()
+    np.testing.assert_allclose(model(np.array([ids])), expected, rtol=1e-4, atol=1e-4)
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "quick", "fox", "##es", "dog"]
+    bert = transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=16)).eval()
+    bert.save_pretrained(tmp_path / "bert")
+    (tmp_path / "bert" / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    model, tokenizer = numpy_gpt.load_hf(tmp_path / "bert")
+    assert isinstance(model, EncoderModel) and isinstance(tokenizer, WordPieceTokenizer)
+    ids = tokenizer.encode("The quick foxes")
+    assert ids == [2, 5, 6, 7, 8, 3]                                  # [CLS] the quick fox ##es [SEP]
+    with torch.no_grad():
+        expected = bert(torch.tensor([ids])).logits.numpy()
+    np.testing.assert_allclose(model(np.array([ids])), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_load_hf_refuses_other_model_types_in_one_line(tmp_path):
+    import json
+
+    import numpy_gpt
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mistral", "hidden_size": 8}))
+    with pytest.raises(HFFolderError, match=r"model_type 'mistral' is not one numpy_gpt loads; it reads "
+                                            r"gpt2, bert, llama, qwen3$"):
+        numpy_gpt.load_hf(tmp_path)
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        numpy_gpt.load_hf(tmp_path / "config.json")

@@ -41,16 +41,25 @@ buffers are not weights and are skipped. bf16 weights become float32 on load (sa
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from numpy_gpt.checkpoint import gpt_parameter_shapes
+from numpy_gpt.checkpoint import CheckpointError, gpt_parameter_shapes
 from numpy_gpt.fileio import read_json
-from numpy_gpt.gpt2.safetensors import SafetensorsError, SafetensorsReader, open_safetensors
+from numpy_gpt.gpt2.safetensors import (
+    INDEX_NAME,
+    SINGLE_NAME,
+    SafetensorsError,
+    SafetensorsReader,
+    open_safetensors,
+)
 from numpy_gpt.model import GPTModel
+from numpy_gpt.model_files import Format, ModelFile, add_format, checkpoint_tokenizer, read_model_file
 from numpy_gpt.nn.module import Module
 from numpy_gpt.nn.rope import check_rope_scaling
 
@@ -104,6 +113,20 @@ def read_hf_config(folder: str | os.PathLike) -> dict:
     if not isinstance(config, dict):
         raise HFFolderError(f"{path} must hold a JSON object")
     return config
+
+
+def folder_model_type(path: Path) -> str | None:
+    """The ``model_type`` of the config.json in folder ``path``, for telling formats apart (each
+    format's ``matches``); None when ``path`` is no folder with a readable config.json (the format's
+    reader then says what is wrong)."""
+    if not path.is_dir() or not (path / "config.json").is_file():
+        return None
+    try:
+        config = read_hf_config(path)
+    except (ValueError, OSError):
+        return None
+    model_type = config.get("model_type")
+    return model_type if isinstance(model_type, str) else None
 
 
 def hf_model_type(config: Mapping, where: str = "config.json") -> str:
@@ -191,11 +214,11 @@ def decoder_name_map(cfg: Mapping) -> dict[str, tuple[str, bool]]:
 
 def check_hf_tensors(reader: SafetensorsReader, names: Mapping[str, tuple[str, bool]],
                      shapes: Mapping[str, tuple[int, ...]], *, ignored: tuple[str, ...] = (),
-                     where: str | None = None) -> None:
+                     others_ok: bool = False, where: str | None = None) -> None:
     """Before anything is allocated: every tensor ``names`` maps ({ours: (theirs, transpose)}) is
     stored, floating point, with the shape ``shapes[ours]`` (transposed if flagged), and the file
-    stores nothing else (apart from names ending in ``ignored``). Else one SafetensorsError listing
-    the problems."""
+    stores nothing else (apart from names ending in ``ignored``; anything, with ``others_ok``).
+    Else one SafetensorsError listing the problems."""
     where = str(reader.path) if where is None else where
     problems = []
     for ours, (theirs, transpose) in names.items():
@@ -209,7 +232,8 @@ def check_hf_tensors(reader: SafetensorsReader, names: Mapping[str, tuple[str, b
         elif entry.dtype.kind != "f":
             problems.append(f"{theirs} is {entry.stored_dtype}, not floating point")
     wanted = {theirs for theirs, _ in names.values()}
-    unexpected = [name for name in reader if name not in wanted and not name.endswith(ignored)]
+    unexpected = [] if others_ok else [name for name in reader
+                                       if name not in wanted and not name.endswith(ignored)]
     if unexpected:
         problems.append(f"it holds tensors the model has no place for: {unexpected[:5]} (another "
                         f"architecture?)")
@@ -250,3 +274,83 @@ def load_hf_decoder(folder: str | os.PathLike, *, dtype: np.dtype | type = np.fl
     model = GPTModel(cfg, dtype=dtype, init=False)
     copy_hf_tensors(reader, names, model)
     return model.eval()
+
+
+# -- the folder's tokenizer, and the Llama/Qwen3 folder as one format of numpy_gpt.load ----------------
+def folder_tokenizer_spec(folder: str | os.PathLike, model_type: str | None = None) -> dict[str, Any] | None:
+    """The tokenizer description (tokenizers/spec.py) of a Hugging Face folder, read without building
+    the tokenizer: its ``tokenizer.json`` as the spec kind "hf" (a byte-level BPE, built by
+    tokenizers/hf_json.py, with tokenizer_config.json's chat template and special tokens); for
+    model_type "bert", ``vocab.txt`` as "wordpiece" (lowercase as tokenizer_config.json's
+    ``do_lower_case`` says, default true). None when the folder has no such file."""
+    from numpy_gpt.tokenizers.hf_json import MAX_FILE_BYTES, read_tokenizer_config
+    from numpy_gpt.tokenizers.spec import tokenizer_spec
+    from numpy_gpt.tokenizers.wordpiece import WordPieceTokenizer
+
+    folder = Path(folder)
+    if model_type == "bert":
+        vocab = folder / "vocab.txt"
+        if not vocab.is_file():
+            return None
+        config_path = folder / "tokenizer_config.json"
+        config = read_json(config_path) if config_path.is_file() else {}
+        lowercase = config.get("do_lower_case", True) if isinstance(config, dict) else True
+        return tokenizer_spec(WordPieceTokenizer.from_file(vocab, lowercase=bool(lowercase)))
+    file = folder / "tokenizer.json"
+    if not file.is_file():
+        return None
+    if file.stat().st_size > MAX_FILE_BYTES:
+        raise HFFolderError(f"{file} is larger than {MAX_FILE_BYTES >> 20} MB, more than any model's "
+                            f"tokenizer.json")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise HFFolderError(f"{file} is not UTF-8 text ({err.reason})") from None
+    return {"kind": "hf", "tokenizer_json": text, "tokenizer_config": read_tokenizer_config(folder)}
+
+
+def _is_hf_decoder(path: Path) -> bool:
+    return folder_model_type(path) in DECODER_MODEL_TYPES
+
+
+def _read_hf_decoder(path: Path) -> ModelFile:
+    cfg = decoder_config_from_hf(read_hf_config(path), str(path / "config.json"))
+    open_safetensors(path)                                          # the headers only: no tensor read
+    return ModelFile(path, HF_DECODER, "gpt", cfg, folder_tokenizer_spec(path))
+
+
+def _load_hf_decoder(file: ModelFile, drop_rate: float, dtype: np.dtype | None) -> GPTModel:
+    return load_hf_decoder(file.path, dtype=np.float32 if dtype is None else dtype, drop_rate=drop_rate)
+
+
+HF_DECODER = Format("hf", f"a Hugging Face Llama, SmolLM2 or Qwen3 folder (config.json, {SINGLE_NAME} or "
+                          f"{INDEX_NAME} and its shards, tokenizer.json)",
+                    _is_hf_decoder, _read_hf_decoder, _load_hf_decoder)
+add_format(HF_DECODER)
+
+
+def load_hf(path: str | os.PathLike, *, dtype: np.dtype | type = np.float32,
+            drop_rate: float = 0.0) -> tuple[Module, Any]:
+    """``(model in eval mode, tokenizer)`` from a Hugging Face model folder, with NumPy alone.
+
+    config.json's ``model_type`` decides (one line refuses any other than ``HF_MODEL_TYPES``):
+    gpt2 -> GPTModel (gpt2/convert.py's format), bert -> EncoderModel or EncoderClassifier
+    (gpt2/bert.py's), llama and qwen3 -> GPTModel with Llama's switches (this module). It is the
+    path ``numpy_gpt.load`` takes, with the folder's own tokenizer: tokenizer.json (GPT-2, Llama,
+    SmolLM2, Qwen3: tokenizers/hf_json.py, chat template included) or BERT's vocab.txt.
+    ``dtype`` float32 (bf16 and float16 weights are widened to it) or float64; ``drop_rate`` only
+    matters once you train."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder: load_hf reads a Hugging Face model folder "
+                                f"(config.json, {SINGLE_NAME} or its shards, tokenizer.json)")
+    model_type = hf_model_type(read_hf_config(folder), str(folder / "config.json"))
+    file = read_model_file(folder)
+    spec = folder_tokenizer_spec(folder, model_type)
+    if spec is not None:
+        file = dataclasses.replace(file, tokenizer_spec=spec)
+    elif file.tokenizer_description() is None:
+        wanted = "vocab.txt" if model_type == "bert" else "tokenizer.json"
+        raise CheckpointError(f"{folder} has no {wanted}: copy the model's tokenizer files into the folder")
+    tokenizer = checkpoint_tokenizer(file)
+    return file.load_model(drop_rate=drop_rate, dtype=dtype), tokenizer
