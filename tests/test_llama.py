@@ -331,31 +331,41 @@ def train_tokenizer_json(pattern: str | None, specials: list[str]) -> str:
     return tok.to_str()
 
 
-def test_load_hf_reads_a_llama_folder_with_its_tokenizer_and_chat_template(tmp_path):
-    """config.json + model.safetensors + tokenizer.json + tokenizer_config.json -> (GPTModel,
-    HFTokenizer): the ids are tokenizers', the logits transformers', and the chat template renders."""
+@pytest.fixture(scope="module")
+def llama_folder(tmp_path_factory):
+    """(folder, transformers model, tokenizers' tokenizer): a tiny Llama written by save_pretrained,
+    a tokenizer.json trained with Llama 3's split pattern, a tokenizer_config.json with a chat template."""
     import json
 
     import torch
 
-    import numpy_gpt
     from numpy_gpt.tokenizers.bpe import LLAMA3_PATTERN
     tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("llama")
     text = train_tokenizer_json(LLAMA3_PATTERN, ["<|begin_of_text|>", "<|eot_id|>"])
     reference = tokenizers.Tokenizer.from_str(text)
-    transformers = pytest.importorskip("transformers")
     config = transformers.LlamaConfig(**{**SIZES, "vocab_size": reference.get_vocab_size()},
                                       tie_word_embeddings=True)
     torch.manual_seed(3)
     ref = transformers.LlamaForCausalLM(config).eval()
-    ref.save_pretrained(tmp_path)
-    (tmp_path / "tokenizer.json").write_text(text, encoding="utf-8")
+    ref.save_pretrained(folder)
+    (folder / "tokenizer.json").write_text(text, encoding="utf-8")
     template = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|eot_id|>"
                 "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+    (folder / "tokenizer_config.json").write_text(json.dumps(
         {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": template}))
+    return folder, ref, reference
 
-    model, tokenizer = numpy_gpt.load_hf(tmp_path)
+
+def test_load_hf_reads_a_llama_folder_with_its_tokenizer_and_chat_template(llama_folder):
+    """config.json + model.safetensors + tokenizer.json + tokenizer_config.json -> (GPTModel,
+    HFTokenizer): the ids are tokenizers', the logits transformers', and the chat template renders."""
+    import torch
+
+    import numpy_gpt
+    folder, ref, reference = llama_folder
+    model, tokenizer = numpy_gpt.load_hf(folder)
     assert isinstance(model, GPTModel) and isinstance(tokenizer, numpy_gpt.HFTokenizer)
     ids = tokenizer.encode(TEXT)
     assert ids == reference.encode(TEXT, add_special_tokens=False).ids
@@ -365,8 +375,31 @@ def test_load_hf_reads_a_llama_folder_with_its_tokenizer_and_chat_template(tmp_p
     np.testing.assert_allclose(model(np.array([ids])), expected, rtol=1e-4, atol=1e-4)
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
     assert prompt == "<|begin_of_text|><|user|>hi<|eot_id|><|assistant|>"
-    same, _ = numpy_gpt.load(tmp_path)                            # numpy_gpt.load takes the same path
+    same, _ = numpy_gpt.load(folder)                               # numpy_gpt.load takes the same path
     np.testing.assert_array_equal(same(np.array([ids])), model(np.array([ids])))
+
+
+def test_generate_and_chat_take_hf(llama_folder, tmp_path, capsys):
+    """`numpy-gpt generate --hf FOLDER` and `chat --hf FOLDER`: the library's greedy answers, the
+    chat one from the model's template; a BERT folder is refused in one line."""
+    import json
+
+    import numpy_gpt
+    from numpy_gpt.cli import main
+    from numpy_gpt.finetune.instruct import respond_with_chat_template
+    folder, _, _ = llama_folder
+    model, tokenizer = numpy_gpt.load_hf(folder)
+    capsys.readouterr()
+    assert main(["generate", "--hf", str(folder), "--prompt", "The quick", "--temperature", "0",
+                 "--max-new-tokens", "6"]) == 0
+    expected = generate(model, np.array([tokenizer.encode("The quick")]), 6, model.cfg["context_length"])
+    assert capsys.readouterr().out == tokenizer.decode(expected[0].tolist()) + "\n"
+    assert main(["chat", "--hf", str(folder), "--instruction", "hi", "--max-new-tokens", "5"]) == 0
+    answer = respond_with_chat_template(model, tokenizer, [{"role": "user", "content": "hi"}], 5)
+    assert capsys.readouterr().out == answer + "\n"
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert main(["chat", "--hf", str(tmp_path), "--instruction", "hi"]) == 1
+    assert "is a BERT encoder, not a language model" in capsys.readouterr().err
 
 
 def test_load_hf_reads_gpt2_and_bert_folders_by_the_same_path(tmp_path):
