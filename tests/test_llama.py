@@ -448,3 +448,30 @@ def test_load_hf_refuses_other_model_types_in_one_line(tmp_path):
         numpy_gpt.load_hf(tmp_path)
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         numpy_gpt.load_hf(tmp_path / "config.json")
+
+
+def test_cli_lora_fine_tune_of_a_llama_checkpoint_lowers_its_loss(tmp_path, capsys):
+    """`numpy-gpt finetune-instruct --trainable lora` on a small Llama-style checkpoint, as on a GPT:
+    the same command, loader, LoRA and loop; the training loss falls."""
+    import json
+    import re
+
+    from numpy_gpt.cli import main
+    from numpy_gpt.finetune.instruct import format_input
+    from numpy_gpt.tokenizers.char import CHAR_SPECIALS, CharTokenizer
+    from numpy_gpt.tokenizers.spec import tokenizer_spec
+    rng = np.random.default_rng(0)
+    data = [{"instruction": "Reverse the letters.", "input": " ".join(word), "output": " ".join(word[::-1])}
+            for word in (rng.choice(list("abcdefgh"), size=3) for _ in range(40))]
+    text = "".join(format_input(e) + "\n\n### Response:\n" + e["output"] for e in data)
+    tokenizer = CharTokenizer(sorted(set(text)), CHAR_SPECIALS)
+    model = GPTModel(random_tiny_llama_cfg(vocab_size=tokenizer.n_vocab, context_length=256), seed=1)
+    save_checkpoint(tmp_path / "llama.npz", model, extra={"tokenizer": tokenizer_spec(tokenizer)})
+    (tmp_path / "data.json").write_text(json.dumps(data), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["finetune-instruct", "--init", "checkpoint", "--checkpoint", str(tmp_path / "llama.npz"),
+                 "--trainable", "lora", "--lora-rank", "8", "--data", str(tmp_path / "data.json"),
+                 "--out", str(tmp_path / "out"), "--epochs", "2", "--batch-size", "4", "--lr", "5e-3",
+                 "--eval-freq", "4", "--eval-iter", "2", "--max-new-tokens", "4", "--judge", "none"]) == 0
+    losses = [float(x) for x in re.findall(r"Train loss (\d+\.\d+)", capsys.readouterr().out)]
+    assert len(losses) >= 3 and losses[-1] < 0.7 * losses[0], losses
