@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import assert_matches_torch
+from helpers import assert_keeps_dtype_and_freezes, assert_matches_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -73,22 +73,8 @@ def test_matches_torch_rmsnorm_float32():
                          atol=1e-4, ref_grads=lambda: {"scale": ref.weight.grad.numpy()})
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dtype_is_kept(dtype):
-    rng = np.random.default_rng(3)
-    norm = RMSNorm(8, dtype=dtype)
-    x = rng.standard_normal((2, 3, 8)).astype(dtype)
-    y = norm(x)
-    dx = norm.backward(np.ones_like(y))
-    assert y.dtype == dx.dtype == norm.scale.grad.dtype == dtype
-
-
-def test_frozen_scale_gets_no_gradient():
-    rng = np.random.default_rng(4)
-    norm = _random_norm(8, rng).requires_grad_(False)
-    norm(rng.standard_normal((4, 8), dtype=np.float32))
-    dx = norm.backward(rng.standard_normal((4, 8), dtype=np.float32))
-    assert norm.scale.grad is None and dx.shape == (4, 8)
+def test_dtype_is_kept_and_a_frozen_scale_gets_no_gradient():
+    assert_keeps_dtype_and_freezes(lambda dtype: RMSNorm(8, dtype=dtype), (2, 3, 8))
 
 
 def test_errors():
