@@ -48,7 +48,6 @@ from numpy_gpt.nn.gelu import ErfGELU, erf, gelu_erf, gelu_erf_backward  # noqa:
 from numpy_gpt.nn.layernorm import LayerNorm
 from numpy_gpt.nn.linear import Linear, TiedLinear, skip_init
 from numpy_gpt.nn.module import Module, Parameter, Sequential, no_grad
-from numpy_gpt.nn.softmax import softmax
 
 # The keys GPT's config has, plus five. bert-base-uncased is this config with vocab_size 30522
 # (its feed-forward is 4 x 768 = 3072 wide, the default; another width is GPT's optional hidden_dim).
@@ -363,10 +362,7 @@ def encoder_attention_weights(model: EncoderModel, idx: np.ndarray, layer: int) 
                 x = block(x)
             block = blocks[layer]
             h = block.norm1(x) if block.pre_norm else x                          # the attention's input
-            att = block.att
-            q = att._split_heads(att.W_query(h)) * att.scale                     # (B, H, T, hd)
-            k = att._split_heads(att.W_key(h))
-            return softmax(q @ k.swapaxes(-1, -2))                                # (B, H, T, T), no mask
+            return block.att.attention_weights(h)                                 # (B, H, T, T), no mask
     finally:
         model.train(was_training)
 

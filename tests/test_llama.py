@@ -475,3 +475,21 @@ def test_cli_lora_fine_tune_of_a_llama_checkpoint_lowers_its_loss(tmp_path, caps
                  "--eval-freq", "4", "--eval-iter", "2", "--max-new-tokens", "4", "--judge", "none"]) == 0
     losses = [float(x) for x in re.findall(r"Train loss (\d+\.\d+)", capsys.readouterr().out)]
     assert len(losses) >= 3 and losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("case", ["llama-untied-llama3-rope", "qwen3-tied"])
+def test_attention_weights_of_every_layer_match_transformers(case, tmp_path):
+    """plots.attention_weights (what `generate --attention-plot` draws) asks each layer for its
+    weights: GQA, RoPE and QK-norm included, they are transformers' output_attentions."""
+    import torch
+
+    from numpy_gpt.plots import attention_weights
+    ref = hf_model(case, seed=8)
+    ref.save_pretrained(tmp_path)
+    idx = ids(seq=9)
+    with torch.no_grad():
+        attentions = ref(torch.from_numpy(idx), output_attentions=True).attentions
+    expected = np.stack([a.numpy() for a in attentions])
+    weights = attention_weights(load_hf_decoder(tmp_path), idx)
+    assert weights.shape == (2, 2, 4, 9, 9)                        # (layers, B, H, T, T)
+    np.testing.assert_allclose(weights, expected, rtol=1e-4, atol=1e-5)

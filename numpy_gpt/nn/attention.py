@@ -384,6 +384,15 @@ class MultiHeadAttention(Module):
             ctx = (self._grouped(self.dropout(P)) @ v).reshape(q.shape)   # (B, H, T, hd)
             return self.out_proj(self._merge_heads(ctx))              # (B, T, d_out)
 
+    def attention_weights(self, x: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
+        """P (B, H, T, T), the weights this layer gives x (B, T, d_in): the softmax of its scaled
+        scores under its masks, before dropout (entry [b, h, i, j]: how much token i attends to
+        token j in head h). Nothing is kept for backward; for plots and inspection."""
+        self._check_input(x)
+        with no_grad():
+            q, k, _ = self._project_qkv(x, 0)
+            return self._attention_weights(q, k, 0, self._padded_keys(attention_mask, x))
+
     def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KVCache for this layer (max_len defaults to context_length): Hkv key and value
         heads per position, not H, so grouped-query attention stores G times less."""
