@@ -67,6 +67,14 @@ from numpy_gpt.encoder import EncoderClassifier, EncoderModel
 from numpy_gpt.gpt2.bert import load_bert
 from numpy_gpt.tokenizers.wordpiece import WordPieceTokenizer
 
+# Beyond the book: from GPT-2 to Llama 3, SmolLM2 and Qwen3 (docs/gpt2-to-llama.md), Hugging Face folders
+from numpy_gpt.nn.rmsnorm import RMSNorm
+from numpy_gpt.nn.rope import RoPE
+from numpy_gpt.nn.swiglu import SwiGLU
+from numpy_gpt.model import LLAMA32_CONFIG_1B, QWEN3_CONFIG_0_6B, SMOLLM2_CONFIG_135M
+from numpy_gpt.gpt2.hf import load_hf
+from numpy_gpt.tokenizers.hf_json import HFTokenizer
+
 # fmt: on
 
 __all__ = [
@@ -95,4 +103,6 @@ __all__ = [
     "LinearWithLoRA", "LoRALayer", "merge_lora", "replace_linear_with_lora",
     # beyond the book
     "EncoderClassifier", "EncoderModel", "load_bert", "WordPieceTokenizer",
+    "RMSNorm", "RoPE", "SwiGLU", "LLAMA32_CONFIG_1B", "QWEN3_CONFIG_0_6B", "SMOLLM2_CONFIG_135M", "load_hf",
+    "HFTokenizer",
 ]

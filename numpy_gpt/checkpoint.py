@@ -35,6 +35,7 @@ import numpy as np
 
 from numpy_gpt.fileio import ZIP_READ_ERRORS, atomic_write, read_json
 from numpy_gpt.model import GPTModel, validate_config
+from numpy_gpt.nn.block import config_option
 from numpy_gpt.nn.feedforward import ff_hidden_dim
 from numpy_gpt.nn.lora import LinearWithLoRA
 from numpy_gpt.nn.module import Module
@@ -350,37 +351,56 @@ def _open(path: Path) -> tuple[zipfile.ZipFile, dict[str, _Entry], dict[str, Any
     return zf, entries, meta
 
 
-def block_parameter_shapes(prefix: str, C: int, qkv_bias: bool,  # noqa: N803
-                           H: int | None = None) -> dict[str, tuple[int, ...]]:  # noqa: N803
-    """{state-dict name: shape} of one transformer block of width C and feed-forward width H
-    (default 4C; ``nn.feedforward.ff_hidden_dim(cfg)``) whose names start with ``prefix``:
-    attention, feed-forward, two LayerNorms. The same for GPT's blocks and the encoder's."""
-    H = 4 * C if H is None else H                                       # noqa: N806 (the math's names)
+def block_parameter_shapes(prefix: str, cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """{state-dict name: shape} of one ``TransformerBlock(cfg)`` whose names start with ``prefix``:
+    attention, feed-forward, two norms, with the config's decoder switches (nn/block.py's
+    ``DECODER_DEFAULTS``: heads, widths, biases, norms). The same for GPT's blocks and the encoder's."""
+    C, H = cfg["emb_dim"], ff_hidden_dim(cfg)                            # noqa: N806 (the math's names)
+    hd = config_option(cfg, "head_dim")
+    q_width, kv_width = cfg["n_heads"] * hd, config_option(cfg, "n_kv_heads") * hd
     shapes: dict[str, tuple[int, ...]] = {}
-    for name in ("W_query", "W_key", "W_value", "out_proj"):
-        shapes[f"{prefix}att.{name}.weight"] = (C, C)
-        if name == "out_proj" or qkv_bias:
-            shapes[f"{prefix}att.{name}.bias"] = (C,)
-    shapes.update({f"{prefix}ff.layers.0.weight": (C, H), f"{prefix}ff.layers.0.bias": (H,),
-                   f"{prefix}ff.layers.2.weight": (H, C), f"{prefix}ff.layers.2.bias": (C,)})
+    for name, width in (("W_query", q_width), ("W_key", kv_width), ("W_value", kv_width)):
+        shapes[f"{prefix}att.{name}.weight"] = (C, width)
+        if cfg["qkv_bias"]:
+            shapes[f"{prefix}att.{name}.bias"] = (width,)
+    shapes[f"{prefix}att.out_proj.weight"] = (q_width, C)
+    if config_option(cfg, "out_bias"):
+        shapes[f"{prefix}att.out_proj.bias"] = (C,)
+    if config_option(cfg, "qk_norm"):
+        shapes.update({f"{prefix}att.q_norm.scale": (hd,), f"{prefix}att.k_norm.scale": (hd,)})
+    swiglu = config_option(cfg, "feed_forward") == "swiglu"
+    layers = (("gate", C, H), ("up", C, H), ("down", H, C)) if swiglu else \
+        (("layers.0", C, H), ("layers.2", H, C))
+    for name, fan_in, fan_out in layers:
+        shapes[f"{prefix}ff.{name}.weight"] = (fan_in, fan_out)
+        if config_option(cfg, "ff_bias"):
+            shapes[f"{prefix}ff.{name}.bias"] = (fan_out,)
     for norm in ("norm1", "norm2"):
-        shapes.update({f"{prefix}{norm}.scale": (C,), f"{prefix}{norm}.shift": (C,)})
+        shapes.update(norm_parameter_shapes(f"{prefix}{norm}.", C, cfg))
     return shapes
+
+
+def norm_parameter_shapes(prefix: str, C: int, cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:  # noqa: N803
+    """A LayerNorm's scale and shift, or an RMSNorm's scale alone."""
+    if config_option(cfg, "normalization") == "rmsnorm":
+        return {f"{prefix}scale": (C,)}
+    return {f"{prefix}scale": (C,), f"{prefix}shift": (C,)}
 
 
 def gpt_parameter_shapes(cfg: dict[str, Any], num_classes: int | None = None) -> dict[str, tuple[int, ...]]:
     """{state-dict name: shape} of ``GPTModel(cfg)`` (with ``num_classes``: of the classifier that
     ``add_classification_head`` makes), computed without building it."""
     V, T, C = cfg["vocab_size"], cfg["context_length"], cfg["emb_dim"]    # noqa: N806 (the math's names)
-    shapes: dict[str, tuple[int, ...]] = {"tok_emb.weight": (V, C), "pos_emb.weight": (T, C)}
+    shapes: dict[str, tuple[int, ...]] = {"tok_emb.weight": (V, C)}
+    if config_option(cfg, "positions") == "learned":
+        shapes["pos_emb.weight"] = (T, C)
     for i in range(cfg["n_layers"]):
-        block = f"trf_blocks.{i}."
-        shapes.update(block_parameter_shapes(block, C, cfg["qkv_bias"], ff_hidden_dim(cfg)))
-    shapes.update({"final_norm.scale": (C,), "final_norm.shift": (C,)})
-    if num_classes is None:
-        shapes["out_head.weight"] = (C, V)
-    else:
+        shapes.update(block_parameter_shapes(f"trf_blocks.{i}.", cfg))
+    shapes.update(norm_parameter_shapes("final_norm.", C, cfg))
+    if num_classes is not None:
         shapes.update({"out_head.weight": (C, num_classes), "out_head.bias": (num_classes,)})
+    elif not config_option(cfg, "tie_embeddings"):
+        shapes["out_head.weight"] = (C, V)
     return shapes
 
 

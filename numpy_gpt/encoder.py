@@ -40,15 +40,14 @@ import numpy as np
 
 from numpy_gpt.checkpoint import block_parameter_shapes
 from numpy_gpt.model import check_token_ids, model_dtype, model_generators, share_dropout_rng, validate_config
-from numpy_gpt.nn.block import TransformerBlock
+from numpy_gpt.nn.block import DECODER_DEFAULTS, TransformerBlock
 from numpy_gpt.nn.dropout import Dropout
 from numpy_gpt.nn.embedding import Embedding, PositionalEmbedding
-from numpy_gpt.nn.feedforward import GELUS, ff_hidden_dim
+from numpy_gpt.nn.feedforward import GELUS
 from numpy_gpt.nn.gelu import ErfGELU, erf, gelu_erf, gelu_erf_backward  # noqa: F401 (their home was here)
 from numpy_gpt.nn.layernorm import LayerNorm
-from numpy_gpt.nn.linear import Linear, skip_init
+from numpy_gpt.nn.linear import Linear, TiedLinear, skip_init
 from numpy_gpt.nn.module import Module, Parameter, Sequential, no_grad
-from numpy_gpt.nn.softmax import softmax
 
 # The keys GPT's config has, plus five. bert-base-uncased is this config with vocab_size 30522
 # (its feed-forward is 4 x 768 = 3072 wide, the default; another width is GPT's optional hidden_dim).
@@ -82,6 +81,10 @@ def validate_encoder_config(cfg: Mapping) -> dict:
     except (KeyError, ValueError) as err:
         raise type(err)(str(err).replace("GPT config", "encoder config")
                         .strip("'\"") + f"; plus optional {sorted(ENCODER_KEYS)}") from None
+    switches = sorted(k for k in checked if k in DECODER_DEFAULTS and k != "hidden_dim")
+    if switches:
+        raise ValueError(f"encoder config: {switches} are switches of the decoder (Llama, Qwen3: "
+                         f"docs/gpt2-to-llama.md); an encoder keeps BERT's layers")
     extra = {**ENCODER_DEFAULTS, **{k: cfg[k] for k in ENCODER_DEFAULTS if k in cfg}}
     types = extra["type_vocab_size"]
     if not isinstance(types, (int, np.integer)) or isinstance(types, bool) or types < 1:
@@ -124,10 +127,11 @@ class MLMHead(Module):
         z = norm(gelu(h W_d + b_d))             (B, T, C)   dense, GELU, LayerNorm ("transform")
         logits = z E^T + bias                   (B, T, V)   E = tok_emb.weight (V, C), tied
 
-    The decoder reuses the token embedding E (weight tying) and has its own bias (V,). E is the
-    same Parameter as ``tok_emb.weight``: it is listed once in ``named_parameters`` and its gradient
-    is the sum of both uses, this head's dE = dlogits^T z (V, C) and the embedding's scatter-add
-    (each ``add_grad``: the first stores, the second adds). Caches z (N, C).
+    The decoder reuses the token embedding E (weight tying, nn/linear.py's ``TiedLinear``, as a tied
+    GPT's output head) and has its own bias (V,). E is the same Parameter as ``tok_emb.weight``: it
+    is listed once in ``named_parameters`` and its gradient is the sum of both uses, this head's
+    dE = dlogits^T z (V, C) and the embedding's scatter-add (each ``add_grad``: the first stores, the
+    second adds). Caches the shape of the logits; the decoder caches z.
     """
 
     def __init__(self, cfg: Mapping, embedding: Parameter, *, rng: np.random.Generator | None = None,
@@ -136,28 +140,26 @@ class MLMHead(Module):
         self.dense = Linear(cfg["emb_dim"], cfg["emb_dim"], rng=rng, dtype=dtype)
         self.act = GELUS[cfg["gelu"]]()                                # as the blocks' GELU
         self.norm = LayerNorm(cfg["emb_dim"], eps=cfg["ln_eps"], dtype=dtype)
-        self.decoder_weight = embedding                                  # tied: tok_emb.weight (V, C)
+        self.decoder = TiedLinear(embedding)                             # tied: tok_emb.weight (V, C)
         self.bias = Parameter(np.zeros(cfg["vocab_size"], dtype=dtype))
-        self._cache = None
+
+    @property
+    def decoder_weight(self) -> Parameter:
+        """E, the token embedding the decoder reuses."""
+        return self.decoder.weight
 
     def forward(self, h: np.ndarray) -> np.ndarray:
         z = self.norm(self.act(self.dense(h)))                           # (B, T, C)
-        z2d = z.reshape(-1, z.shape[-1])                                 # (N, C)
-        logits = z2d @ self.decoder_weight.data.T                        # (N, C) @ (C, V)
+        logits = self.decoder(z)                                         # z E^T: (B, T, C) @ (C, V)
         logits += self.bias.data
-        if self._need_cache():
-            self._cache = z2d
-        return logits.reshape(*h.shape[:-1], -1)
+        return logits
 
     def backward(self, dlogits: np.ndarray) -> np.ndarray:
-        """dE += dlogits^T z (V, C); dbias = sum of dlogits over tokens; dz = dlogits E (N, C)."""
-        z2d = self._pop_cache()
-        d2d = dlogits.reshape(z2d.shape[0], -1)                          # (N, V)
-        if self.decoder_weight.trainable:
-            self.decoder_weight.add_grad(d2d.T @ z2d)                    # (V, N) @ (N, C)
+        """dE += dlogits^T z (V, C) and dz = dlogits E (``TiedLinear.backward``); dbias = the sum
+        of dlogits over tokens."""
         if self.bias.trainable:
-            self.bias.add_grad(d2d.sum(axis=0))
-        dz = (d2d @ self.decoder_weight.data).reshape(*dlogits.shape[:-1], -1)   # (B, T, C)
+            self.bias.add_grad(dlogits.reshape(-1, dlogits.shape[-1]).sum(axis=0))
+        dz = self.decoder.backward(dlogits)                              # (B, T, C)
         return self.dense.backward(self.act.backward(self.norm.backward(dz)))
 
 
@@ -270,7 +272,7 @@ def encoder_parameter_shapes(cfg: Mapping, mlm_head: bool = True) -> dict[str, t
         "emb_norm.scale": (C,), "emb_norm.shift": (C,)}
     for i in range(c["n_layers"]):
         block = f"blocks.{i}."
-        shapes.update(block_parameter_shapes(block, C, c["qkv_bias"], ff_hidden_dim(c)))
+        shapes.update(block_parameter_shapes(block, c))
     if c["norm"] == "pre":
         shapes.update({"final_norm.scale": (C,), "final_norm.shift": (C,)})
     if mlm_head:
@@ -360,10 +362,7 @@ def encoder_attention_weights(model: EncoderModel, idx: np.ndarray, layer: int) 
                 x = block(x)
             block = blocks[layer]
             h = block.norm1(x) if block.pre_norm else x                          # the attention's input
-            att = block.att
-            q = att._split_heads(att.W_query(h)) * att.scale                     # (B, H, T, hd)
-            k = att._split_heads(att.W_key(h))
-            return softmax(q @ k.swapaxes(-1, -2))                                # (B, H, T, T), no mask
+            return block.att.attention_weights(h)                                 # (B, H, T, T), no mask
     finally:
         model.train(was_training)
 

@@ -178,7 +178,9 @@ def _decode(model, idx: np.ndarray, max_new_tokens: int, context_size: int, pick
         return idx
     tokens = [idx]                                        # pieces of the output, joined at the end
     window = idx[:, -context_size:]                       # (B, <=context_size) what the model sees
-    cache = model.new_kv_cache(batch_size, max_len=context_size) if use_cache else None
+    # room for every position this call can fill, not the whole context (Llama 3.2's is 131072)
+    room = min(context_size, window.shape[1] + max_new_tokens)
+    cache = model.new_kv_cache(batch_size, max_len=room) if use_cache else None
     logits = model(window, kv_cache=cache)[:, -1, :]      # prefill: (B, V) for the next position
     cached_len = window.shape[1]
     finished = np.zeros(batch_size, dtype=bool)

@@ -46,12 +46,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from numpy_gpt.nn.attention import KVCache
-from numpy_gpt.nn.block import TransformerBlock
+from numpy_gpt.nn.block import DECODER_DEFAULTS, NORMS, TransformerBlock, config_option, sized_default
 from numpy_gpt.nn.dropout import Dropout
 from numpy_gpt.nn.embedding import Embedding, PositionalEmbedding
-from numpy_gpt.nn.layernorm import LayerNorm
-from numpy_gpt.nn.linear import Linear, skip_init
+from numpy_gpt.nn.linear import Linear, TiedLinear, skip_init
 from numpy_gpt.nn.module import Module, Sequential, is_grad_enabled, no_grad
+from numpy_gpt.nn.rope import RoPE, check_rope_scaling
+from numpy_gpt.nn.swiglu import SwiGLU
 
 GPT_CONFIG_124M = {
     "vocab_size": 50257,     # BPE vocabulary of GPT-2 (tiktoken "gpt2")
@@ -67,15 +68,35 @@ GPT_CONFIG_774M = {**GPT_CONFIG_124M, "emb_dim": 1280, "n_layers": 36, "n_heads"
 GPT_CONFIG_1558M = {**GPT_CONFIG_124M, "emb_dim": 1600, "n_layers": 48, "n_heads": 25}
 
 _INT_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
-OPTIONAL_KEYS = ("hidden_dim",)   # the feed-forward width; absent: 4 * emb_dim (nn/feedforward.py)
+OPTIONAL_KEYS = tuple(DECODER_DEFAULTS)
+_CHOICES = {"normalization": ("layernorm", "rmsnorm"), "feed_forward": ("gelu", "swiglu"),
+            "positions": ("learned", "rope")}
+_BOOL_KEYS = ("qk_norm", "out_bias", "ff_bias", "tie_embeddings")
+
+# Three of the models the book's bonus chapters build, as numpy_gpt configs (the sizes of their
+# config.json files): GPTModel(LLAMA32_CONFIG_1B) is Llama 3.2 1B's architecture, untrained;
+# numpy_gpt.load_hf reads the trained weights from a Hugging Face folder.
+_LLAMA = {"drop_rate": 0.0, "qkv_bias": False, "normalization": "rmsnorm", "feed_forward": "swiglu",
+          "positions": "rope", "out_bias": False, "ff_bias": False}
+LLAMA32_CONFIG_1B = {**_LLAMA, "vocab_size": 128256, "context_length": 131072, "emb_dim": 2048,
+                     "n_heads": 32, "n_layers": 16, "hidden_dim": 8192, "n_kv_heads": 8, "norm_eps": 1e-5,
+                     "rope_base": 500000.0, "tie_embeddings": True,
+                     "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}
+SMOLLM2_CONFIG_135M = {**_LLAMA, "vocab_size": 49152, "context_length": 8192, "emb_dim": 576, "n_heads": 9,
+                       "n_layers": 30, "hidden_dim": 1536, "n_kv_heads": 3, "norm_eps": 1e-5,
+                       "rope_base": 100000.0, "tie_embeddings": True}
+QWEN3_CONFIG_0_6B = {**_LLAMA, "vocab_size": 151936, "context_length": 40960, "emb_dim": 1024, "n_heads": 16,
+                     "n_layers": 28, "hidden_dim": 3072, "n_kv_heads": 8, "head_dim": 128, "qk_norm": True,
+                     "norm_eps": 1e-6, "rope_base": 1000000.0, "tie_embeddings": True}
 
 
 def validate_config(cfg: Mapping) -> dict:
     """Return a checked copy of a GPT config dict, or raise an error that says what is wrong.
 
-    The keys are GPT_CONFIG_124M's, plus the optional ``hidden_dim``, the feed-forward width. It is
-    kept only where it differs from the default 4 * emb_dim, so a config that states the default
-    equals one that leaves it out (the book's configs, and old checkpoints', have no such key)."""
+    The keys are GPT_CONFIG_124M's, plus the optional ``DECODER_DEFAULTS`` (nn/block.py: the
+    feed-forward width ``hidden_dim`` and the switches of Llama and Qwen3). Each is kept only where
+    it differs from its default, so a config that states the default equals one that leaves it out."""
     if not isinstance(cfg, Mapping):
         raise TypeError(f"cfg must be a dict like GPT_CONFIG_124M, got {type(cfg).__name__}")
     expected = set(GPT_CONFIG_124M)
@@ -85,25 +106,53 @@ def validate_config(cfg: Mapping) -> dict:
         raise KeyError(f"GPT config: missing keys {missing}, unknown keys {unknown}; "
                        f"expected exactly {sorted(expected)} (see GPT_CONFIG_124M), "
                        f"plus optional {list(OPTIONAL_KEYS)}")
-    for key in (*_INT_KEYS, *(k for k in OPTIONAL_KEYS if k in cfg)):
+    sized = [k for k in ("hidden_dim", "n_kv_heads", "head_dim") if cfg.get(k) is not None]
+    for key in (*_INT_KEYS, *sized):
         value = cfg[key]
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"GPT config: {key} must be a positive integer, got {value!r}")
     if not isinstance(cfg["drop_rate"], (int, float)) or not 0.0 <= cfg["drop_rate"] < 1.0:
         raise ValueError(f"GPT config: drop_rate must be a number in [0, 1), got {cfg['drop_rate']!r}")
-    if not isinstance(cfg["qkv_bias"], (bool, np.bool_)):
-        raise ValueError(f"GPT config: qkv_bias must be True or False, got {cfg['qkv_bias']!r}")
-    if cfg["emb_dim"] % cfg["n_heads"] != 0:
+    for key in ("qkv_bias", *(k for k in _BOOL_KEYS if k in cfg)):
+        if not isinstance(cfg[key], (bool, np.bool_)):
+            raise ValueError(f"GPT config: {key} must be True or False, got {cfg[key]!r}")
+    for key, choices in _CHOICES.items():
+        if cfg.get(key, choices[0]) not in choices:
+            raise ValueError(f"GPT config: {key} must be one of {list(choices)}, got {cfg[key]!r}")
+    if cfg.get("head_dim") is None and cfg["emb_dim"] % cfg["n_heads"] != 0:
         raise ValueError(f"GPT config: emb_dim ({cfg['emb_dim']}) must be divisible by n_heads "
-                         f"({cfg['n_heads']}), each head gets emb_dim // n_heads features")
+                         f"({cfg['n_heads']}), each head gets emb_dim // n_heads features (or give head_dim)")
+    if cfg["n_heads"] % config_option(cfg, "n_kv_heads") != 0:
+        raise ValueError(f"GPT config: n_heads ({cfg['n_heads']}) must be a multiple of n_kv_heads "
+                         f"({cfg['n_kv_heads']}): each key/value head serves a group of query heads")
+    for key in ("norm_eps", "rope_base"):
+        value = cfg.get(key, DECODER_DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"GPT config: {key} must be a positive number, got {value!r}")
+    if config_option(cfg, "positions") == "rope" and config_option(cfg, "head_dim") % 2:
+        raise ValueError(f"GPT config: RoPE rotates pairs of features, so head_dim must be even, got "
+                         f"{config_option(cfg, 'head_dim')}")
+    if cfg.get("rope_scaling") is not None and config_option(cfg, "positions") != "rope":
+        raise ValueError("GPT config: rope_scaling is set but positions is not 'rope'")
     checked = {key: cfg[key] for key in GPT_CONFIG_124M}
-    if cfg.get("hidden_dim", 4 * cfg["emb_dim"]) != 4 * cfg["emb_dim"]:
-        checked["hidden_dim"] = int(cfg["hidden_dim"])
+    for key in OPTIONAL_KEYS:
+        value = config_option(cfg, key)
+        if key == "rope_scaling":
+            value = check_rope_scaling(value, "GPT config: rope_scaling")
+        elif key in ("norm_eps", "rope_base"):
+            value = float(value)
+        elif key in _BOOL_KEYS:
+            value = bool(value)
+        elif key in sized:
+            value = int(value)
+        if value != sized_default(key, cfg):
+            checked[key] = value
     return checked
 
 
 class GPTModel(Module):
-    """GPT-2: embeddings, ``n_layers`` TransformerBlocks, final LayerNorm, linear output head.
+    """GPT-2: embeddings, ``n_layers`` TransformerBlocks, final LayerNorm, linear output head; and,
+    with the config's decoder switches (``DECODER_DEFAULTS``), Llama 3, SmolLM2 and Qwen3.
 
     ``GPTModel(cfg, seed=None, dtype=np.float32)``. Initialisation (GPT-2 paper, as nanoGPT):
     every Linear weight and both embedding tables N(0, 0.02^2), biases 0, LayerNorm scale 1 and
@@ -113,6 +162,13 @@ class GPTModel(Module):
     independent streams: the first draws every weight, directly in the model's dtype (the same seed
     gives the same model), the second seeds ``dropout_rng``. With ``init=False`` the weights are
     zeros (allocated lazily, nothing drawn): for a model whose weights are loaded right after.
+
+    Llama's switches, in the same places (docs/gpt2-to-llama.md): with positions "rope" there is no
+    ``pos_emb`` and ``rope``, one RoPE, is shared by every block's attention (a token's
+    position is its index, or the KV cache's length plus its index); with normalization "rmsnorm"
+    the norms are RMSNorms; with tie_embeddings the output head is a ``TiedLinear`` reusing
+    ``tok_emb.weight`` (no ``out_head.weight`` of its own). The residual projections scaled at
+    init are then ``att.out_proj`` and ``ff.down``.
 
     Dropout: every Dropout of the model draws its masks from that one generator, ``dropout_rng``;
     ``set_dropout_seed`` reseeds it in place, and a checkpoint saves its ``bit_generator.state``.
@@ -134,18 +190,25 @@ class GPTModel(Module):
         c = self.cfg
         with contextlib.nullcontext() if init else skip_init():
             self.tok_emb = Embedding(c["vocab_size"], c["emb_dim"], rng=rng, dtype=dtype)
-            self.pos_emb = PositionalEmbedding(c["context_length"], c["emb_dim"], rng=rng, dtype=dtype)
+            rope = config_option(c, "positions") == "rope"
+            self.pos_emb = None if rope else PositionalEmbedding(c["context_length"], c["emb_dim"], rng=rng,
+                                                                 dtype=dtype)
+            self.rope = RoPE(config_option(c, "head_dim"), c["context_length"], config_option(c, "rope_base"),
+                             config_option(c, "rope_scaling"), dtype=dtype) if rope else None
             self.drop_emb = Dropout(c["drop_rate"])
-            self.trf_blocks = Sequential(*[TransformerBlock(c, rng=rng, dtype=dtype)
+            eps = config_option(c, "norm_eps")
+            self.trf_blocks = Sequential(*[TransformerBlock(c, eps=eps, rope=self.rope, rng=rng, dtype=dtype)
                                            for _ in range(c["n_layers"])])
-            self.final_norm = LayerNorm(c["emb_dim"], dtype=dtype)
-            self.out_head = Linear(c["emb_dim"], c["vocab_size"], bias=False, rng=rng, dtype=dtype)
+            self.final_norm = NORMS[config_option(c, "normalization")](c["emb_dim"], eps=eps, dtype=dtype)
+            self.out_head = (TiedLinear(self.tok_emb.weight) if config_option(c, "tie_embeddings") else
+                             Linear(c["emb_dim"], c["vocab_size"], bias=False, rng=rng, dtype=dtype))
 
         if init:
             residual_scale = self.dtype.type(1.0 / math.sqrt(2 * c["n_layers"]))
             for block in self.trf_blocks:
                 block.att.out_proj.weight.data *= residual_scale
-                block.ff.layers[2].weight.data *= residual_scale
+                ff_out = block.ff.down if isinstance(block.ff, SwiGLU) else block.ff.layers[2]
+                ff_out.weight.data *= residual_scale
         share_dropout_rng(self)
         self._cache = None
 
@@ -187,8 +250,8 @@ class GPTModel(Module):
         """The lowest part, in forward order, that holds a trainable parameter: 0 = the embeddings,
         1 .. n_layers = trf_blocks[0 .. n_layers-1], n_layers+1 = final_norm, n_layers+2 = out_head;
         n_layers+3 when everything is frozen. Backward never needs to go below it."""
-        parts = [(self.tok_emb, self.pos_emb), *[(b,) for b in self.trf_blocks],
-                 (self.final_norm,), (self.out_head,)]
+        embeddings = (self.tok_emb,) if self.pos_emb is None else (self.tok_emb, self.pos_emb)
+        parts = [embeddings, *[(b,) for b in self.trf_blocks], (self.final_norm,), (self.out_head,)]
         for i, modules in enumerate(parts):
             if any(m.any_trainable() for m in modules):
                 return i
@@ -226,7 +289,8 @@ class GPTModel(Module):
             x = self.tok_emb(idx)                                     # (B, T, C)
             t = idx.shape[1]
             positions = t if past == 0 else np.arange(past, past + t)   # 0..T-1, or after the cache
-            x += self.pos_emb(positions)                              # (T, C) broadcast over B
+            if self.pos_emb is not None:                              # GPT-2; RoPE acts in attention
+                x += self.pos_emb(positions)                          # (T, C) broadcast over B
             x = self.drop_emb(x)
         for i, block in enumerate(self.trf_blocks):
             with grads_for(i + 1):
@@ -273,7 +337,8 @@ class GPTModel(Module):
             return None
         dx = self.drop_emb.backward(dx)
         self.tok_emb.backward(dx)
-        self.pos_emb.backward(dx)
+        if self.pos_emb is not None:
+            self.pos_emb.backward(dx)
         return None
 
 

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from numpy_gpt.fileio import atomic_write
-from numpy_gpt.nn.attention import causal_mask
 from numpy_gpt.nn.module import no_grad
 
 if TYPE_CHECKING:   # matplotlib is imported when a plot is drawn: it costs ~1 s at `import numpy_gpt`
@@ -105,35 +104,26 @@ def attention_weights(model, idx: np.ndarray) -> np.ndarray:
     Returns (n_layers, B, n_heads, T, T) float32: entry [l, b, h, i, j] is how much position i
     attends to position j in head h of layer l (each row sums to 1; zero above the diagonal).
     The model runs in evaluation mode (no dropout) under ``no_grad``; each block's weights are
-    recomputed from its own ``norm1`` and query/key projections, as chapter 3 computes them.
+    recomputed by its attention from its own ``norm1`` (``MultiHeadAttention.attention_weights``:
+    the same projections, rotations and masks as its forward, grouped-query heads included).
     """
     if not isinstance(idx, np.ndarray) or idx.ndim != 2:
         raise ValueError(f"idx must be a 2-D array of token ids (batch, tokens), got {np.shape(idx)}")
-    batch_size, num_tokens = idx.shape
-    n_heads = model.cfg["n_heads"]
-    head_dim = model.cfg["emb_dim"] // n_heads
-    causal = causal_mask(num_tokens)                                          # (T, T) True = masked
-    scale = np.asarray(1.0 / np.sqrt(head_dim), dtype=model.dtype)
     weights = []
     was_training = model.training
     model.eval()
     try:
         with no_grad():
-            x = model.drop_emb(model.tok_emb(idx) + model.pos_emb(np.arange(num_tokens)))  # (B, T, C)
+            x = model.tok_emb(idx)                                                  # (B, T, C)
+            if model.pos_emb is not None:                                           # GPT-2's positions
+                x = x + model.pos_emb(idx.shape[1])
+            x = model.drop_emb(x)
             for block in model.trf_blocks:
-                h = block.norm1(x)                                                  # (B, T, C)
-                q = block.att.W_query(h).reshape(batch_size, num_tokens, n_heads, head_dim)
-                k = block.att.W_key(h).reshape(batch_size, num_tokens, n_heads, head_dim)
-                scores = np.einsum("bqhd,bkhd->bhqk", q, k) * scale              # (B, H, T, T)
-                scores[..., causal] = -np.inf
-                scores -= scores.max(axis=-1, keepdims=True)
-                np.exp(scores, out=scores)
-                scores /= scores.sum(axis=-1, keepdims=True)
-                weights.append(scores)
+                weights.append(block.att.attention_weights(block.norm1(x)))       # (B, H, T, T)
                 x = block(x)
     finally:
         model.train(was_training)
-    return np.stack(weights)
+    return np.stack(weights).astype(np.float32, copy=False)
 
 
 def _log_ticks(axis, low: float, high: float) -> None:

@@ -64,3 +64,20 @@ def assert_matches_torch(layer, ref, x: np.ndarray, dout: np.ndarray, *, rtol: f
         tol = atol if grad_atol is None else grad_atol(name) if callable(grad_atol) else grad_atol
         assert p.grad is not None and p.grad.dtype == p.data.dtype, name
         np.testing.assert_allclose(p.grad, grads[name], rtol=rtol, atol=tol, err_msg=name)
+
+
+def assert_keeps_dtype_and_freezes(make_layer: Callable[[type], object], shape: tuple[int, ...]) -> None:
+    """A layer built by ``make_layer(dtype)`` returns its output, the input gradient and every
+    parameter gradient in that dtype (float32 and float64); frozen (``requires_grad_(False)``), it
+    computes no parameter gradient but still passes the input gradient back."""
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        layer = make_layer(dtype)
+        y = layer(rng.standard_normal(shape).astype(dtype))
+        dx = layer.backward(np.ones_like(y))
+        assert y.dtype == dx.dtype == dtype
+        assert all(p.grad.dtype == dtype for p in layer.parameters())
+    layer = make_layer(np.float32).requires_grad_(False)
+    layer(rng.standard_normal(shape).astype(np.float32))
+    dx = layer.backward(rng.standard_normal(shape).astype(np.float32))
+    assert all(p.grad is None for p in layer.parameters()) and dx.shape == shape

@@ -17,6 +17,7 @@ from numpy_gpt.attention_steps import MultiHeadAttentionWrapper
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.attention import KVCache, MultiHeadAttention, causal_mask
 from numpy_gpt.nn.module import no_grad
+from numpy_gpt.nn.rope import RoPE
 from numpy_gpt.tools import torch_reference
 
 # Finite-difference step: with eps = 1e-6 the float64 rounding of the O(1) outputs, divided by
@@ -338,3 +339,156 @@ def test_padding_mask_and_kv_cache_errors():
     mha.causal = False
     with pytest.raises(ValueError, match="KV cache serves causal"):
         mha(x, mha.new_kv_cache(2))
+
+
+# -- Llama and Qwen3: grouped-query attention, RoPE, QK-norm ----------------------------------------
+def make_gqa(d_in, heads, kv_heads, head_dim, context_length, *, d_out=None, rope=False, qk_norm=False,
+             qkv_bias=False, out_bias=False, dropout=0.0, seed=0, dtype=np.float64) -> MultiHeadAttention:
+    """A grouped-query attention layer with O(1) random weights (RMSNorm scales around 1)."""
+    rng = np.random.default_rng(seed)
+    rotary = RoPE(head_dim, context_length, theta_base=50.0, dtype=dtype) if rope else None
+    mha = MultiHeadAttention(d_in, d_in if d_out is None else d_out, context_length, dropout, heads, qkv_bias,
+                             num_kv_heads=kv_heads, head_dim=head_dim, out_bias=out_bias, rope=rotary,
+                             qk_norm=qk_norm, rng=rng, dtype=dtype)
+    for name, p in mha.named_parameters():
+        p.data[...] = rng.standard_normal(p.shape) * (0.3 if name.endswith("norm.scale") else 0.5)
+        if name.endswith("norm.scale"):
+            p.data += 1.0
+    return mha
+
+
+@settings(max_examples=20)
+@given(batch=st.integers(1, 2), kv_heads=st.integers(1, 2), group=st.integers(1, 3),
+       half=st.integers(1, 2), d_in=st.integers(1, 4), seq=st.integers(1, 5), rope=st.booleans(),
+       qk_norm=st.booleans(), bias=st.booleans(), dropout=st.sampled_from([0.0, 0.5]),
+       seed=st.integers(0, 2**16))
+def test_gradcheck_grouped_rope_qk_norm_float64(batch, kv_heads, group, half, d_in, seq, rope, qk_norm, bias,
+                                               dropout, seed):
+    mha = make_gqa(d_in, kv_heads * group, kv_heads, 2 * half, 6, d_out=3, rope=rope, qk_norm=qk_norm,
+                   qkv_bias=bias, out_bias=bias, dropout=dropout, seed=seed)
+    mha.dropout.rng = np.random.default_rng(seed)
+    x = np.random.default_rng(seed + 1).standard_normal((batch, seq, d_in))
+    report = gradcheck(mha, x, seed=seed, eps=EPS, before_forward=rewind(mha.dropout))
+    assert report.ok and report.max_rel_error < 1e-6, str(report)
+    assert [row.name for row in report.rows] == [n for n, _ in mha.named_parameters()] + ["input[0]"]
+
+
+@pytest.mark.parametrize("rope,qk_norm", [(False, False), (True, True)])
+def test_grouped_equals_multi_head_with_repeated_keys_and_values(rope, qk_norm):
+    """GQA is MHA whose key/value heads come in identical groups: copying each key/value head to the
+    G query heads of its group gives an MHA with the same output and input gradient, and the GQA's
+    W_key/W_value gradients are the MHA's summed over each group."""
+    heads, kv_heads, hd, d_in = 6, 2, 4, 5
+    group = heads // kv_heads
+    gqa = make_gqa(d_in, heads, kv_heads, hd, 8, rope=rope, qk_norm=qk_norm, qkv_bias=True, seed=1)
+    mha = make_gqa(d_in, heads, heads, hd, 8, rope=rope, qk_norm=qk_norm, qkv_bias=True, seed=2)
+    for name in ("W_query", "out_proj", "q_norm", "k_norm"):
+        if getattr(gqa, name) is not None:
+            getattr(mha, name).load_state_dict(getattr(gqa, name).state_dict())
+    for name in ("W_key", "W_value"):
+        for h in range(heads):                                  # query head h reads kv head h // G
+            cols, kv_cols = slice(h * hd, (h + 1) * hd), slice((h // group) * hd, (h // group + 1) * hd)
+            getattr(mha, name).weight.data[:, cols] = getattr(gqa, name).weight.data[:, kv_cols]
+            getattr(mha, name).bias.data[cols] = getattr(gqa, name).bias.data[kv_cols]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 7, d_in))
+    dout = rng.standard_normal((2, 7, d_in))
+    np.testing.assert_allclose(gqa(x), mha(x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gqa.backward(dout), mha.backward(dout), rtol=1e-10, atol=1e-12)
+    for name in ("W_key", "W_value"):
+        summed = getattr(mha, name).weight.grad.reshape(d_in, kv_heads, group, hd).sum(axis=2)
+        np.testing.assert_allclose(getattr(gqa, name).weight.grad, summed.reshape(d_in, -1), rtol=1e-10)
+        bias = getattr(mha, name).bias.grad.reshape(kv_heads, group, hd).sum(axis=1)
+        np.testing.assert_allclose(getattr(gqa, name).bias.grad, bias.reshape(-1), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(gqa.W_query.weight.grad, mha.W_query.weight.grad, rtol=1e-10)
+
+
+def hf_attention(family: str, mha: MultiHeadAttention, bias: bool, rope_base: float):
+    """transformers' LlamaAttention or Qwen3Attention (eager) holding ``mha``'s weights, and the
+    gradient names in numpy_gpt's terms."""
+    import torch
+    import transformers
+    cls = {"llama": transformers.LlamaConfig, "qwen3": transformers.Qwen3Config}[family]
+    config = cls(hidden_size=mha.d_in, num_attention_heads=mha.num_heads,
+                 num_key_value_heads=mha.num_kv_heads, head_dim=mha.head_dim, attention_bias=bias,
+                 max_position_embeddings=mha.context_length, rope_theta=rope_base, rms_norm_eps=1e-6)
+    config._attn_implementation = "eager"
+    if family == "llama":
+        from transformers.models.llama.modeling_llama import LlamaAttention as Attention
+        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding as Rotary
+    else:
+        from transformers.models.qwen3.modeling_qwen3 import Qwen3Attention as Attention
+        from transformers.models.qwen3.modeling_qwen3 import Qwen3RotaryEmbedding as Rotary
+    ref = Attention(config, layer_idx=0)
+    pairs = {"W_query": ref.q_proj, "W_key": ref.k_proj, "W_value": ref.v_proj, "out_proj": ref.o_proj}
+    with torch.no_grad():
+        for ours, lin in pairs.items():
+            lin.weight.copy_(torch.from_numpy(getattr(mha, ours).weight.data.T))
+            if bias:
+                lin.bias.copy_(torch.from_numpy(getattr(mha, ours).bias.data))
+        if family == "qwen3":
+            ref.q_norm.weight.copy_(torch.from_numpy(mha.q_norm.scale.data))
+            ref.k_norm.weight.copy_(torch.from_numpy(mha.k_norm.scale.data))
+
+    def run(x):
+        b, t, _ = x.shape
+        cos, sin = Rotary(config)(x, torch.arange(t)[None].expand(b, t))
+        future = torch.ones(t, t, dtype=torch.bool).triu(1)
+        mask = torch.zeros(b, 1, t, t).masked_fill(future, torch.finfo(torch.float32).min)
+        return ref(x, position_embeddings=(cos, sin), attention_mask=mask)[0]
+
+    def grads():
+        out = {}
+        for ours, lin in pairs.items():
+            out[f"{ours}.weight"] = lin.weight.grad.numpy().T
+            if bias:
+                out[f"{ours}.bias"] = lin.bias.grad.numpy()
+        if family == "qwen3":
+            out["q_norm.scale"] = ref.q_norm.weight.grad.numpy()
+            out["k_norm.scale"] = ref.k_norm.weight.grad.numpy()
+        return out
+
+    return run, grads
+
+
+@pytest.mark.parametrize("family,bias,head_dim",
+                         [("llama", False, 8), ("llama", True, 8), ("qwen3", False, 12)])
+def test_grouped_attention_matches_transformers_float32(family, bias, head_dim, threads):
+    """LlamaAttention (GQA + RoPE) and Qwen3Attention (GQA + RoPE + QK-norm, head_dim 12 while
+    d_in / heads = 6): output, input gradient and every parameter gradient."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    mha = make_gqa(24, 4, 2, head_dim, 32, rope=True, qk_norm=family == "qwen3", qkv_bias=bias, out_bias=bias,
+                   seed=4, dtype=np.float32)
+    mha.rope = RoPE(head_dim, 32, theta_base=50.0)                  # float32 tables, as the layer's dtype
+    run, grads = hf_attention(family, mha, bias, 50.0)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 11, 24), dtype=np.float32)
+    dout = rng.standard_normal((2, 11, 24), dtype=np.float32)
+    assert_matches_torch(mha, run, x, dout, rtol=1e-4, atol=1e-4, grad_atol=1e-4, ref_grads=grads)
+
+
+@given(kv_heads=st.integers(1, 2), group=st.integers(1, 3), chunks=st.lists(st.integers(1, 3), min_size=1,
+       max_size=4), qk_norm=st.booleans(), seed=st.integers(0, 2**16))
+def test_grouped_kv_cache_equals_full_forward(kv_heads, group, chunks, qk_norm, seed):
+    total = sum(chunks)
+    mha = make_gqa(4, kv_heads * group, kv_heads, 4, 16, rope=True, qk_norm=qk_norm, seed=seed).eval()
+    x = np.random.default_rng(seed).standard_normal((2, total, 4))
+    full = mha(x)
+    cache = mha.new_kv_cache(2, max_len=total)
+    assert cache.keys.shape == (2, kv_heads, total, 4)           # Hkv heads stored, not H
+    outs, start = [], 0
+    for n in chunks:
+        outs.append(mha(x[:, start:start + n], cache))
+        start += n
+    np.testing.assert_allclose(np.concatenate(outs, axis=1), full, rtol=1e-10, atol=1e-12)
+
+
+def test_grouped_attention_errors():
+    with pytest.raises(ValueError, match="multiple of num_kv_heads"):
+        MultiHeadAttention(8, 8, 4, 0.0, num_heads=4, num_kv_heads=3)
+    with pytest.raises(ValueError, match="rope is for head_dim 4"):
+        MultiHeadAttention(8, 8, 4, 0.0, num_heads=4, head_dim=6, rope=RoPE(4, 4))
+    mha = MultiHeadAttention(8, 10, 4, 0.0, num_heads=4, num_kv_heads=2, head_dim=6)   # 4 * 6 != 10: fine
+    assert mha.W_query.weight.shape == (8, 24) and mha.W_key.weight.shape == (8, 12)
+    assert mha.out_proj.weight.shape == (24, 10) and "num_kv_heads=2" in repr(mha)

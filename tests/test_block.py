@@ -94,6 +94,42 @@ def test_every_switch_combination_gradcheck_float64(causal, pre_norm, gelu):
     assert [row.name for row in report.rows] == [n for n, _ in block.named_parameters()] + ["input[0]"]
 
 
+LLAMA_SWITCHES = [
+    {"normalization": "rmsnorm"},
+    {"feed_forward": "swiglu", "ff_bias": False},
+    {"n_kv_heads": 1, "head_dim": 3, "out_bias": False},
+    {"normalization": "rmsnorm", "feed_forward": "swiglu", "n_kv_heads": 1, "out_bias": False,
+     "ff_bias": False, "qkv_bias": False, "rope": True},                            # Llama 3
+    {"normalization": "rmsnorm", "feed_forward": "swiglu", "n_kv_heads": 1, "head_dim": 4,
+     "qk_norm": True, "out_bias": False, "ff_bias": False, "qkv_bias": False, "rope": True},   # Qwen3
+]
+
+
+@pytest.mark.parametrize("switches", LLAMA_SWITCHES,
+                         ids=["rmsnorm", "swiglu", "gqa-head_dim", "llama3", "qwen3"])
+def test_llama_switches_gradcheck_float64(switches):
+    """GPT-2's block with Llama's and Qwen3's switches, one at a time and all together (config keys,
+    nn/block.py's DECODER_DEFAULTS; the RoPE is the ``rope`` keyword): every parameter and the
+    input, with dropout on and a feed-forward 6 wide."""
+    from numpy_gpt.nn.rope import RoPE
+    switches = dict(switches)
+    rope = switches.pop("rope", False)
+    config = {**cfg(emb_dim=4, n_heads=2, context_length=5, drop_rate=0.3), "hidden_dim": 6, **switches}
+    head_dim = switches.get("head_dim", 2)
+    block = make_block(config, 9, eps=1e-6, rope=RoPE(head_dim, 5, 100.0, dtype=np.float64) if rope else None)
+    assert type(block.norm1).__name__ == {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm"}[
+        config.get("normalization", "layernorm")]
+    kind = config.get("feed_forward", "gelu")
+    assert type(block.ff).__name__ == {"gelu": "FeedForward", "swiglu": "SwiGLU"}[kind]
+    assert block.att.num_kv_heads == config.get("n_kv_heads", 2) and block.att.head_dim == head_dim
+    rng = block.drop_shortcut.rng
+    state = rng.bit_generator.state
+    x = np.random.default_rng(10).standard_normal((2, 5, 4))
+    report = gradcheck(block, x, eps=EPS, before_forward=lambda: setattr(rng.bit_generator, "state", state))
+    assert report.ok and report.max_rel_error < 1e-6, str(report)
+    assert [row.name for row in report.rows] == [n for n, _ in block.named_parameters()] + ["input[0]"]
+
+
 def test_defaults_are_gpt2s_block():
     """TransformerBlock(cfg) is the book's: causal attention, pre-LN, tanh GELU, eps 1e-5, 4C wide."""
     block = TransformerBlock(cfg(emb_dim=8))

@@ -175,6 +175,8 @@ def test_config_and_input_errors():
         EncoderModel({**TINY, "gelu": "relu"})
     with pytest.raises(KeyError, match="encoder config"):
         EncoderModel({"vocab_size": 5})
+    with pytest.raises(ValueError, match=r"\['normalization'\] are switches of the decoder"):
+        EncoderModel({**TINY, "normalization": "rmsnorm"})          # Llama's; BERT keeps its LayerNorms
     model = EncoderModel(TINY)
     with pytest.raises(ValueError, match="exceed context_length"):
         model(np.zeros((1, 9), dtype=np.int64))

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import assert_matches_torch
+from helpers import assert_keeps_dtype_and_freezes, assert_matches_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -58,25 +58,8 @@ def test_matches_torch_float32(shape):
                          ref_grads=lambda: {"scale": ref.weight.grad.numpy(), "shift": ref.bias.grad.numpy()})
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dtype_is_kept(dtype):
-    rng = np.random.default_rng(2)
-    norm = LayerNorm(8, dtype=dtype)
-    x = rng.standard_normal((2, 3, 8)).astype(dtype)
-    y = norm(x)
-    dx = norm.backward(np.ones_like(y))
-    assert y.dtype == dx.dtype == norm.scale.grad.dtype == norm.shift.grad.dtype == dtype
-
-
-def test_frozen_parameters_get_no_gradient():
-    rng = np.random.default_rng(3)
-    norm = _random_norm(8, rng)
-    norm.requires_grad_(False)
-    x = rng.standard_normal((4, 8), dtype=np.float32)
-    norm(x)
-    dx = norm.backward(rng.standard_normal((4, 8), dtype=np.float32))
-    assert norm.scale.grad is None and norm.shift.grad is None
-    assert dx.shape == x.shape
+def test_dtype_is_kept_and_frozen_parameters_get_no_gradient():
+    assert_keeps_dtype_and_freezes(lambda dtype: LayerNorm(8, dtype=dtype), (2, 3, 8))
 
 
 def test_errors():

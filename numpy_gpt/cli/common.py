@@ -336,6 +336,18 @@ def model_file(path: str | os.PathLike, command: str, kinds: tuple[str, ...], *,
         raise CLIError(f"{err}; or {or_else}") from None
 
 
+def hf_model(path: str | os.PathLike, command: str):
+    """(language model in eval mode, tokenizer) of the Hugging Face folder given to ``command`` with
+    ``--hf`` (``numpy_gpt.load_hf``: GPT-2, Llama 3.x, SmolLM2, Qwen3). A BERT folder is refused before
+    its weights are read: it is an encoder, which fill-mask takes."""
+    from numpy_gpt.gpt2.hf import hf_model_type, load_hf, read_hf_config
+
+    if Path(path).is_dir() and hf_model_type(read_hf_config(path), f"{path}/config.json") == "bert":
+        raise CLIError(f"--hf {path} is a BERT encoder, not a language model that `numpy-gpt {command}` "
+                       f"runs: `numpy-gpt fill-mask --bert {path}` takes it")
+    return load_hf(path)
+
+
 def checkpoint_format(path: str | os.PathLike) -> str:
     """Kept for one release: the format name of ``numpy_gpt.model_files.file_format(path)``."""
     import warnings

@@ -28,6 +28,7 @@ from numpy_gpt.cli.common import GPT2_SIZE_CHOICES as GPT2_SIZES
 from numpy_gpt.cli.common import (
     CLIError,
     add_run_folder_flags,
+    hf_model,
     learning_rate,
     model_file,
     non_negative_float,
@@ -457,9 +458,19 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
-    from numpy_gpt.finetune.instruct import respond
+    from numpy_gpt.finetune.instruct import respond, respond_with_chat_template
     from numpy_gpt.finetune.tokens import check_tokenizer_fits
 
+    if args.hf is not None:                 # a Hugging Face folder: its own chat template, one message
+        model, tokenizer = hf_model(args.hf, "chat")
+        options = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+                   "seed": args.seed}
+
+        def answer(instruction: str, input_text: str) -> str:
+            content = f"{instruction}\n\n{input_text}" if input_text else instruction
+            return respond_with_chat_template(model, tokenizer, [{"role": "user", "content": content}],
+                                              args.max_new_tokens, **options)
+        return _chat_loop(args, answer)
     if args.init == "checkpoint" and (args.checkpoint is None or not args.checkpoint.exists()):
         raise CLIError(f"no instruction-tuned checkpoint at {args.checkpoint}: train one with `numpy-gpt "
                     f"finetune-instruct` or pass --checkpoint FILE")
@@ -475,6 +486,11 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         entry = {"instruction": instruction, "input": input_text}
         return respond(model, tokens.tokenizer, entry, args.max_new_tokens, **options)
 
+    return _chat_loop(args, answer)
+
+
+def _chat_loop(args: argparse.Namespace, answer) -> int:
+    """One answer to --instruction, or the interactive loop."""
     if args.instruction is not None:
         print(answer(args.instruction, args.input or ""))
         return 0
@@ -574,6 +590,9 @@ def add_finetune_subcommands(subparsers: argparse._SubParsersAction) -> None:
     _add_init_arguments(chat, "checkpoint", "instruction-tuned checkpoint "
                                             "(default: runs/instruct/instruct.npz)",
                         Path("runs/instruct/instruct.npz"))
+    chat.add_argument("--hf", metavar="FOLDER",
+                      help="chat with a Hugging Face model folder (Llama 3.x, SmolLM2, Qwen3 instruct: "
+                           "with its chat template) instead of --checkpoint")
     chat.add_argument("--instruction", help="answer this one instruction and exit")
     chat.add_argument("--input", help="the optional input for --instruction")
     chat.add_argument("--max-new-tokens", type=positive_int, default=256,

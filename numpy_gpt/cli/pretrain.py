@@ -34,6 +34,7 @@ from numpy_gpt.cli.common import (
     check_memory,
     check_min_lr,
     fraction,
+    hf_model,
     learning_rate,
     load_split_corpus,
     model_file,
@@ -285,10 +286,12 @@ def apply_scaling_recommendation(args: argparse.Namespace, folder: Path = DEFAUL
 
 # -- generate -------------------------------------------------------------------------------------
 def _load_for_generate(args: argparse.Namespace):
-    """(model in eval mode, tokenizer, extra) for `generate` from --gpt2 or --checkpoint."""
+    """(model in eval mode, tokenizer, extra) for `generate` from --gpt2, --checkpoint or --hf."""
     from numpy_gpt.gpt2.convert import load_gpt2
     from numpy_gpt.model_files import LANGUAGE_MODELS, checkpoint_tokenizer
 
+    if args.hf is not None:
+        return (*hf_model(args.hf, "generate"), {})
     if args.gpt2 is not None:
         model, _ = load_gpt2(args.gpt2, args.models_dir)
         return model, checkpoint_tokenizer(None, data_dir=args.data_dir), {}
@@ -511,6 +514,9 @@ def _add_generate(subparsers) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a model.npz written by pretrain, a .safetensors file or an "
                                              "OpenAI GPT-2 folder")
+    source.add_argument("--hf", metavar="FOLDER", help="a Hugging Face model folder (config.json, "
+                                                     "model.safetensors or its shards, tokenizer.json): "
+                                                     "GPT-2, Llama 3.x, SmolLM2, Qwen3")
     source.add_argument("--gpt2", choices=GPT2_SIZE_CHOICES, metavar="SIZE",
                         help=f"OpenAI's GPT-2 weights of this size ({', '.join(GPT2_SIZE_CHOICES)}), "
                              f"read from --models-dir/SIZE, downloaded there once")

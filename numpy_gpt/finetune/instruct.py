@@ -210,15 +210,43 @@ def respond(model, tokenizer, entry: dict, max_new_tokens: int = 256, *, eos_id:
     """Generate the model's answer to one {instruction, input} entry (greedy by default), stopping at
     ``eos_id``. The prompt is ``format_input(entry)``, cut to its last ``prompt_budget(context)``
     tokens as in training; only the new tokens are decoded."""
+    new_ids = _answer_ids(model, tokenizer.encode(format_input(entry)), max_new_tokens, eos_id=eos_id,
+                          temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    return extract_response(tokenizer.decode(new_ids))
+
+
+def respond_with_chat_template(model, tokenizer, messages: Sequence[dict], max_new_tokens: int = 256, *,
+                               temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                               seed: int | None = None) -> str:
+    """The answer of a model from a Hugging Face folder (``load_hf``) to a conversation,
+    [{"role": "user", "content": ...}, ...]: the prompt is the model's own chat template
+    (tokenizer_config.json's, rendered by tokenizers/chat_template.py, ending where the assistant's
+    turn begins), and generation stops at the tokenizer's end-of-turn token. A folder without a
+    template (a base model) gets the last message's text as a plain prompt to continue."""
+    from numpy_gpt.tokenizers.chat_template import ChatTemplateError
+
+    try:
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        prompt_ids = tokenizer.encode(prompt, allowed_special="all")
+    except ChatTemplateError:
+        prompt_ids = tokenizer.encode(messages[-1]["content"])
+    eos_id = getattr(tokenizer, "eot_token", None)
+    new_ids = _answer_ids(model, prompt_ids, max_new_tokens, eos_id=eos_id, temperature=temperature,
+                          top_k=top_k, top_p=top_p, seed=seed)
+    return tokenizer.decode(new_ids).strip()
+
+
+def _answer_ids(model, prompt: Sequence[int], max_new_tokens: int, *, eos_id: int | None,
+                **sampling) -> list[int]:
+    """The ids ``generate`` appends to ``prompt`` (cut to its last ``prompt_budget(context)`` ids, as
+    in training), up to the first ``eos_id``."""
     context_size = model.cfg["context_length"]
-    prompt_ids = np.asarray(tokenizer.encode(format_input(entry)), dtype=np.int64)[None, :]   # (1, T)
-    prompt_ids = prompt_ids[:, -prompt_budget(context_size):]
-    token_ids = generate(model, prompt_ids, max_new_tokens, context_size, temperature=temperature,
-                         top_k=top_k, top_p=top_p, eos_id=eos_id, seed=seed)
+    prompt_ids = np.asarray(prompt, dtype=np.int64)[None, -prompt_budget(context_size):]   # (1, T)
+    token_ids = generate(model, prompt_ids, max_new_tokens, context_size, eos_id=eos_id, **sampling)
     new_ids = token_ids[0, prompt_ids.shape[1]:].tolist()
     if eos_id is not None and eos_id in new_ids:
         new_ids = new_ids[:new_ids.index(eos_id)]
-    return extract_response(tokenizer.decode(new_ids))
+    return new_ids
 
 
 def generate_responses(model, tokenizer, entries: Sequence[dict], max_new_tokens: int = 256, *,

@@ -41,8 +41,8 @@ from numpy_gpt.encoder import (
     encoder_parameter_shapes,
     validate_encoder_config,
 )
-from numpy_gpt.fileio import read_json
-from numpy_gpt.gpt2.safetensors import SafetensorsError, SafetensorsReader
+from numpy_gpt.gpt2.hf import check_hf_tensors, copy_hf_tensors, folder_model_type, read_hf_config
+from numpy_gpt.gpt2.safetensors import SafetensorsError, SafetensorsReader, open_safetensors
 from numpy_gpt.model_files import ENCODERS, Format, ModelFile, add_format, read_model_file
 
 # numpy_gpt name -> (transformers name, transpose?). {i} is the layer index.
@@ -173,31 +173,18 @@ def load_bert(path: str | os.PathLike, dtype: np.dtype | type = np.float32
 
 # -- the BERT folder, one format of numpy_gpt.load (model_files.py) ---------------------------------------
 def _is_bert_folder(path: Path) -> bool:
-    config = path / "config.json"
-    if not path.is_dir() or not config.is_file():
-        return False
-    try:
-        return read_json(config).get("model_type") == "bert"
-    except (ValueError, AttributeError):
-        return False
+    return folder_model_type(path) == "bert"
 
 
-def _bert_config(folder: Path) -> tuple[dict, Path, Path]:
-    """(numpy_gpt's encoder config, config.json, model.safetensors) of a BERT folder, checked."""
-    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
-    for needed in (config_path, weights_path):
-        if not needed.is_file():
-            raise FileNotFoundError(f"{needed} does not exist: a BERT folder holds config.json and "
-                                    f"model.safetensors (transformers' save_pretrained writes both)")
-    config = read_json(config_path.read_bytes(), where=str(config_path))
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_path} must hold a JSON object")
-    return encoder_config_from_hf(config, str(config_path)), config_path, weights_path
+def _bert_config(folder: Path) -> tuple[dict, SafetensorsReader]:
+    """(numpy_gpt's encoder config, the weights' reader) of a BERT folder, checked (headers only)."""
+    config = encoder_config_from_hf(read_hf_config(folder), str(folder / "config.json"))
+    return config, open_safetensors(folder)
 
 
 def _read_bert_folder(folder: Path) -> ModelFile:
-    cfg, _, weights_path = _bert_config(folder)
-    kind = "encoder-classifier" if "classifier.weight" in SafetensorsReader(weights_path) else "encoder"
+    cfg, reader = _bert_config(folder)
+    kind = "encoder-classifier" if "classifier.weight" in reader else "encoder"
     return ModelFile(folder, BERT_FOLDER, kind, cfg, None)
 
 
@@ -205,8 +192,7 @@ def _load_bert_folder(file: ModelFile, drop_rate: float, dtype: np.dtype | None
                       ) -> EncoderModel | EncoderClassifier:
     """The model of a BERT folder; ``drop_rate`` is the config's own (hidden_dropout_prob)."""
     dtype = np.float32 if dtype is None else dtype
-    cfg, config_path, weights_path = _bert_config(file.path)
-    reader = SafetensorsReader(weights_path)
+    cfg, reader = _bert_config(file.path)
 
     is_classifier = "classifier.weight" in reader
     head = "classifier" if is_classifier else "mlm"
@@ -224,41 +210,24 @@ def _load_bert_folder(file: ModelFile, drop_rate: float, dtype: np.dtype | None
                          "classifier.weight": (cfg["emb_dim"], num_classes),
                          "classifier.bias": (num_classes,)})
 
-    stored, problems = {}, []
-    for ours, (theirs, transpose) in names.items():
-        name = _stored_name(reader, theirs)
-        if name is None:
-            problems.append(f"{theirs} is missing")
-            continue
-        entry = reader.entries[name]
-        shape = entry.shape[::-1] if transpose else entry.shape
-        if tuple(shape) != tuple(expected[ours]):
-            problems.append(f"{name} has shape {entry.shape}, the config needs "
-                            f"{tuple(expected[ours])[::-1] if transpose else tuple(expected[ours])}")
-        elif entry.dtype.kind != "f":
-            problems.append(f"{name} is {entry.stored_dtype}, not floating point")
-        stored[ours] = (name, transpose)
-    if problems:
-        raise SafetensorsError(f"{weights_path} does not fit the BERT of {config_path}: "
-                               + "; ".join(problems[:10]))
+    # each tensor under the name this file stores it by (old files: LayerNorm gamma/beta, no "bert.")
+    stored = {ours: (_stored_name(reader, theirs) or theirs, transpose)
+              for ours, (theirs, transpose) in names.items()}
+    check_hf_tensors(reader, stored, expected, others_ok=True)   # BERT files keep heads numpy_gpt skips
 
     if is_classifier:
         model: EncoderModel | EncoderClassifier = EncoderClassifier(cfg, num_classes, "cls", dtype=dtype,
                                                                     init=False)
     else:
         model = EncoderModel(cfg, dtype=dtype, init=False, mlm_head=has_mlm_head)
+    copy_hf_tensors(reader, stored, model)
     params = dict(model.named_parameters())
-    for ours, (name, transpose) in stored.items():
-        array = reader.read(name)
-        if not np.isfinite(array).all():
-            raise SafetensorsError(f"{weights_path}: tensor {name!r} holds NaN or infinite values")
-        params[ours].data[...] = array.T if transpose else array
     tied = _stored_name(reader, TIED_DECODER)
     if tied is not None and not is_classifier:
         decoder = reader.read(tied)
         if decoder.shape != params["tok_emb.weight"].shape or not np.allclose(
                 decoder, params["tok_emb.weight"].data, rtol=0, atol=1e-6):
-            raise SafetensorsError(f"{weights_path}: {tied} differs from the word embedding; numpy_gpt's "
+            raise SafetensorsError(f"{reader.path}: {tied} differs from the word embedding; numpy_gpt's "
                                    f"MLM head is tied to it (as BERT's)")
     model.eval()                                   # as from_pretrained: no dropout until model.train()
     return model

@@ -42,7 +42,7 @@ import numpy as np
 
 from numpy_gpt.checkpoint import save_checkpoint
 from numpy_gpt.download import DownloadError, download_file, gather_downloads
-from numpy_gpt.fileio import read_json, write_text_atomic
+from numpy_gpt.fileio import write_text_atomic
 from numpy_gpt.gpt2.openai_tf import TFCheckpointReader, checkpoint_prefix, read_hparams
 from numpy_gpt.gpt2.safetensors import SafetensorsReader, save_file
 from numpy_gpt.model import GPTModel, validate_config
@@ -323,12 +323,8 @@ def _settings(cfg: Mapping) -> dict[str, int]:
 
 def _config_from_hf(path: Path, drop_rate: float) -> dict:
     """numpy_gpt config from a Hugging Face GPT-2 config.json, refusing what GPTModel cannot run."""
-    try:
-        hf = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err})") from err
-    if not isinstance(hf, dict):
-        raise ValueError(f"{path} must hold a JSON object")
+    from numpy_gpt.gpt2.hf import read_hf_config  # (hf.py adds its format after this module's)
+    hf = read_hf_config(path.parent)
     problems = []
     if hf.get("model_type", "gpt2") != "gpt2":
         problems.append(f"model_type is {hf['model_type']!r}, not 'gpt2'")
@@ -418,21 +414,14 @@ def _safetensors_path(path: Path) -> Path:
     return path / "model.safetensors" if path.is_dir() else path
 
 
-def _model_type(config_json: Path) -> str | None:
-    try:
-        config = read_json(config_json)
-    except ValueError:
-        return None                             # the reader says what is wrong with it
-    return config.get("model_type") if isinstance(config, dict) else None
-
-
 def _is_safetensors(path: Path) -> bool:
     """A .safetensors file (by its suffix or its first bytes: a u64 size, then the JSON header's "{"),
     or a folder holding model.safetensors whose config.json, if any, describes a GPT-2."""
     if path.is_dir():
+        from numpy_gpt.gpt2.hf import folder_model_type
         config = path / "config.json"
         return (path / "model.safetensors").is_file() and (
-            not config.is_file() or _model_type(config) in (None, "gpt2"))
+            not config.is_file() or folder_model_type(path) in (None, "gpt2"))
     if path.suffix == ".safetensors":
         return True
     with open(path, "rb") as f:

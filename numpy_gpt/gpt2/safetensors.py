@@ -21,6 +21,15 @@ trailing bytes), each with exactly as many bytes as its dtype and shape need. It
 name given twice, which the reference silently accepts. It is used in chapter
 5's role of loading pretrained GPT-2 weights (Hugging Face's copy of them) and to export a
 numpy_gpt model to the PyTorch ecosystem (see convert.py).
+
+A large model is stored in shards (``model-00001-of-00004.safetensors`` ...) beside an index,
+``model.safetensors.index.json``, whose ``weight_map`` names the shard of every tensor:
+
+    {"metadata": {"total_size": 2471645184},
+     "weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors", ...}}
+
+``ShardedSafetensorsReader`` reads such a set as one file; ``open_safetensors(path)`` opens either
+kind from a file, an index or a model folder.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numpy_gpt.fileio import atomic_write
+from numpy_gpt.fileio import atomic_write, read_json
 
 
 class SafetensorsError(ValueError):
@@ -214,6 +223,83 @@ class SafetensorsReader:
 
     def read_all(self) -> dict[str, np.ndarray]:
         return {name: self.read(name) for name in self.entries}
+
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+_MAX_INDEX_BYTES = 64 << 20          # Llama 3.1 405B's index is about 100 kB
+
+
+class ShardedSafetensorsReader(SafetensorsReader):
+    """The tensors of a sharded safetensors set, read through its index as one file:
+
+        reader = ShardedSafetensorsReader("Llama-3.2-3B/model.safetensors.index.json")
+        reader.entries["model.norm.weight"].shape    # from whichever shard holds it
+        reader.read("model.norm.weight")
+
+    Checked before anything is read: every shard is a plain file name in the index's folder (no
+    path leads elsewhere), every shard is a valid safetensors file (``read_header``), and the index
+    and the shards agree exactly: each tensor is in the shard the index names, and no shard holds a
+    tensor the index does not list. ``metadata`` is the index's own (``total_size``).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        where = str(self.path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path} does not exist")
+        if self.path.stat().st_size > _MAX_INDEX_BYTES:
+            raise SafetensorsError(f"{where} is larger than {_MAX_INDEX_BYTES >> 20} MB: not a safetensors "
+                                   f"index")
+        index = read_json(self.path)
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise SafetensorsError(f"{where} must be a JSON object whose 'weight_map' maps each tensor name "
+                                   f"to the shard file holding it")
+        metadata = index.get("metadata", {})
+        self.metadata = metadata if isinstance(metadata, dict) else {}
+        shards: dict[str, SafetensorsReader] = {}
+        for name, shard in weight_map.items():
+            if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", "..") \
+                    or "\\" in shard or not shard.endswith(".safetensors"):
+                raise SafetensorsError(f"{where}: tensor {name!r} is mapped to {shard!r:.100}; a shard must "
+                                       f"be the name of a .safetensors file beside the index")
+            if shard not in shards:
+                shards[shard] = SafetensorsReader(self.path.parent / shard)
+        self.entries: dict[str, SafetensorsEntry] = {}
+        self._shard_of: dict[str, SafetensorsReader] = {}
+        for shard, reader in shards.items():
+            stray = [name for name in reader.entries if weight_map.get(name) != shard]
+            if stray:
+                raise SafetensorsError(f"{reader.path} holds {stray[:5]}, which {where} does not map to it; "
+                                       f"the index and its shards do not belong together")
+            for name, entry in reader.entries.items():
+                self.entries[name] = entry
+                self._shard_of[name] = reader
+        missing = [name for name in weight_map if name not in self.entries]
+        if missing:
+            raise SafetensorsError(f"{where} lists {missing[:5]}, which their shards do not hold; a shard is "
+                                   f"missing or from another download")
+
+    def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
+        if name not in self._shard_of:
+            return super().read(name, out)                          # the KeyError with close names
+        return self._shard_of[name].read(name, out)
+
+
+def open_safetensors(path: str | os.PathLike) -> SafetensorsReader:
+    """The reader of a safetensors file, of a sharded set's index (``*.index.json``), or of the
+    weights of a model folder (``model.safetensors``, else ``model.safetensors.index.json``)."""
+    path = Path(path)
+    if path.is_dir():
+        single, index = path / SINGLE_NAME, path / INDEX_NAME
+        if not single.is_file() and not index.is_file():
+            raise FileNotFoundError(f"{path} holds neither {SINGLE_NAME} nor {INDEX_NAME}: no weights to "
+                                    f"read")
+        path = single if single.is_file() else index
+    if path.name.endswith(".index.json"):
+        return ShardedSafetensorsReader(path)
+    return SafetensorsReader(path)
 
 
 def load_file(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -31,22 +31,22 @@ def ff_hidden_dim(cfg: Mapping) -> int:
 
 class FeedForward(Module):
     """Linear(C, H) -> GELU -> Linear(H, C), with C = cfg["emb_dim"] and H = ``ff_hidden_dim(cfg)``,
-    as ``self.layers``. ``gelu``: "tanh" (GPT-2) or "erf" (BERT).
+    as ``self.layers``. ``gelu``: "tanh" (GPT-2) or "erf" (BERT); ``bias``: the two Linears' biases.
 
     The Sequential runs the three layers forward and, in backward, in reverse, each layer turning
     the gradient of its output into the gradient of its input.
     """
 
-    def __init__(self, cfg: Mapping, *, gelu: str = "tanh", rng: np.random.Generator | None = None,
-                 dtype: np.dtype | type = np.float32):
+    def __init__(self, cfg: Mapping, *, gelu: str = "tanh", bias: bool = True,
+                 rng: np.random.Generator | None = None, dtype: np.dtype | type = np.float32):
         super().__init__()
         if gelu not in GELUS:
             raise ValueError(f"gelu must be one of {sorted(GELUS)}, got {gelu!r}")
         emb_dim, hidden_dim = cfg["emb_dim"], ff_hidden_dim(cfg)
         self.layers = Sequential(
-            Linear(emb_dim, hidden_dim, rng=rng, dtype=dtype),    # (B, T, C) -> (B, T, H)
+            Linear(emb_dim, hidden_dim, bias=bias, rng=rng, dtype=dtype),    # (B, T, C) -> (B, T, H)
             GELUS[gelu](),
-            Linear(hidden_dim, emb_dim, rng=rng, dtype=dtype),    # (B, T, H) -> (B, T, C)
+            Linear(hidden_dim, emb_dim, bias=bias, rng=rng, dtype=dtype),    # (B, T, H) -> (B, T, C)
         )
 
     def forward(self, x: np.ndarray) -> np.ndarray:

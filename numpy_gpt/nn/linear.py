@@ -93,3 +93,40 @@ class Linear(Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
+
+
+class TiedLinear(Module):
+    """y = x @ W^T with W a Parameter of shape (out_features, in_features) owned by another layer:
+    the output head that reuses the token embedding (weight tying, GPT-2's and SmolLM2's
+    ``tie_word_embeddings``), W = ``tok_emb.weight`` (V, C).
+
+    W is the same Parameter object as the embedding's, so it is listed once in
+    ``named_parameters`` (under the embedding's name) and its gradient is the sum of both uses:
+    this layer adds dL/dW = dy^T x (V, C), the embedding its scatter-add, each through ``add_grad``.
+    Caches the input x (N, C).
+    """
+
+    def __init__(self, weight: Parameter):
+        super().__init__()
+        self.weight = weight                                         # (out, in), shared
+        self.out_features, self.in_features = weight.shape
+        self._cache = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"TiedLinear expects input of shape (..., {self.in_features}), got {x.shape}")
+        x2d = x.reshape(-1, self.in_features)                       # (N, in)
+        if self._need_cache():
+            self._cache = x2d
+        return (x2d @ self.weight.data.T).reshape(*x.shape[:-1], self.out_features)   # (N, in) @ (in, out)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dL/dW = dy2d^T x2d (out, in);  dL/dx = dy W (..., in)."""
+        x2d = self._pop_cache()
+        dy2d = dy.reshape(-1, self.out_features)                    # (N, out)
+        if self.weight.trainable:
+            self.weight.add_grad(dy2d.T @ x2d)                      # (out, N) @ (N, in)
+        return (dy2d @ self.weight.data).reshape(*dy.shape[:-1], self.in_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, tied"
