@@ -303,7 +303,8 @@ class MultiHeadAttention(Module):
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        """dout (B, T, d_out) -> dx (B, T, d_in); adds into the four Linear layers' grads.
+        """dout (B, T, d_out) -> dx (B, T, d_in); adds into the four Linear layers' grads (and the q/k
+        RMSNorms' with qk_norm).
 
         Going back through ctx = Pd V (per batch and head, ordinary matrix products):
             dPd = dctx V^T        dV = Pd^T dctx
