@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_matches_torch
+from helpers import assert_matches_torch, reference, torch_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +18,8 @@ from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.attention import KVCache, MultiHeadAttention, causal_mask
 from numpy_gpt.nn.module import no_grad
 from numpy_gpt.nn.rope import RoPE
-from numpy_gpt.tools import torch_reference
+
+torch = reference("torch")
 
 # Finite-difference step: with eps = 1e-6 the float64 rounding of the O(1) outputs, divided by
 # 2 eps, reaches 1e-9 and uses most of the 1e-6 relative budget for the key bias, whose exact
@@ -263,7 +264,6 @@ def test_gradcheck_rows_with_every_key_padded_float64():
 def sdpa_reference(mha, x, dout, mask, causal):
     """The same layer in PyTorch: our weights, torch's scaled_dot_product_attention with a boolean
     mask (True = may attend) and autograd. Returns y, dx and {parameter name: grad} as NumPy."""
-    import torch
     params = {name: torch.tensor(p.data, requires_grad=True) for name, p in mha.named_parameters()}
     xt = torch.tensor(x, requires_grad=True)
     b, t, _ = x.shape
