@@ -258,3 +258,20 @@ def test_the_reference_rule_can_fail(tmp_path):
         "line 2: torch.nn.functional", "line 4: numpy_gpt.tools.torch_reference",
         "line 6: tiktoken used at collection time", "line 7: tiktoken used at collection time",
         "line 8: tiktoken used at collection time", "line 9: transformers", "line 10: safetensors.numpy"]
+
+
+def test_a_missing_reference_skips_with_one_line_and_fails_under_ci(monkeypatch):
+    import helpers
+
+    monkeypatch.setattr(helpers, "installed", lambda package: False)
+    reason = r"^tiktoken is not installed: this test compares against it; pip install torch==2\.13\.0 && "
+    with pytest.raises(pytest.skip.Exception, match=reason):
+        _ = helpers.reference("tiktoken").Encoding
+    assert helpers.needs("torch").kwargs["reason"].startswith("torch is not installed")
+    assert helpers.needs("torch").args == (True,)
+    monkeypatch.setattr(helpers, "REQUIRE_REFERENCES", True)               # .ci/run: no skipping
+    with pytest.raises(ModuleNotFoundError):
+        _ = helpers.reference("numpy_gpt_absent_module", needs="torch").anything
+    assert helpers.needs("torch").args == (False,)
+    with pytest.raises(ValueError, match="not a reference package"):
+        helpers.reference("numpy")
