@@ -241,7 +241,10 @@ def _run_at_import(node: ast.AST):
 def test_tests_reach_reference_libraries_only_through_helpers(path):
     """Without torch & co. installed, every test still collects and the reference tests skip with one
     line saying what to install (tests/helpers.py: ``torch = reference("torch")``, ``@needs(...)``)."""
-    assert reference_imports(path) == []
+    assert reference_imports(path) == [], (
+        f"{path.name} reaches a reference library outside tests/helpers.py: write "
+        f"`torch = reference('torch')` (or reference('safetensors.numpy', 'load_file')) at the top and use "
+        f"it inside the tests; `@needs('torch')` or `require('torch')` for a subprocess or a fixture")
 
 
 def test_the_reference_rule_can_fail(tmp_path):
