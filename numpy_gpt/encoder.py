@@ -47,7 +47,7 @@ from numpy_gpt.nn.feedforward import GELUS
 from numpy_gpt.nn.gelu import ErfGELU, erf, gelu_erf, gelu_erf_backward  # noqa: F401 (their home was here)
 from numpy_gpt.nn.layernorm import LayerNorm
 from numpy_gpt.nn.linear import Linear, TiedLinear, skip_init
-from numpy_gpt.nn.module import Module, Parameter, Sequential, no_grad
+from numpy_gpt.nn.module import Module, Parameter, Sequential, inference
 
 # The keys GPT's config has, plus five. bert-base-uncased is this config with vocab_size 30522
 # (its feed-forward is 4 x 768 = 3072 wide, the default; another width is GPT's optional hidden_dim).
@@ -350,21 +350,16 @@ def encoder_attention_weights(model: EncoderModel, idx: np.ndarray, layer: int) 
     triangle. Recomputed from the block's input as chapter 3 does, in eval mode, under no_grad."""
     if not 0 <= layer < model.cfg["n_layers"]:
         raise ValueError(f"layer must be in [0, {model.cfg['n_layers']}), got {layer}")
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            idx, types = model._check_inputs(idx, None, None)
-            x = model.drop_emb(model.emb_norm(model.tok_emb(idx) + model.pos_emb(idx.shape[1])
-                                              + model.type_emb(types)))
-            blocks = list(model.blocks)
-            for block in blocks[:layer]:
-                x = block(x)
-            block = blocks[layer]
-            h = block.norm1(x) if block.pre_norm else x                          # the attention's input
-            return block.att.attention_weights(h)                                 # (B, H, T, T), no mask
-    finally:
-        model.train(was_training)
+    with inference(model):
+        idx, types = model._check_inputs(idx, None, None)
+        x = model.drop_emb(model.emb_norm(model.tok_emb(idx) + model.pos_emb(idx.shape[1])
+                                          + model.type_emb(types)))
+        blocks = list(model.blocks)
+        for block in blocks[:layer]:
+            x = block(x)
+        block = blocks[layer]
+        h = block.norm1(x) if block.pre_norm else x                          # the attention's input
+        return block.att.attention_weights(h)                                 # (B, H, T, T), no mask
 
 
 # -- deprecated names, kept for code written against the earlier encoder --------------------------------

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from numpy_gpt.nn.loss import log_softmax_at
 from numpy_gpt.nn.module import inference
 
 LN2 = math.log(2.0)
@@ -58,13 +59,10 @@ def target_logprobs(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray
     """log p(target) and "target is the argmax" at every position.
 
     logits (B, T, V), targets (B, T) int -> logprobs (B, T), greedy (B, T) bool, where
-    log p(t) = logits[t] - logsumexp(logits) and logsumexp(z) = max(z) + log sum exp(z - max(z)).
-    Only the picked entries are formed, never the whole (B, T, V) log-softmax.
+    log p(t) = logits[t] - logsumexp(logits) (``nn.loss.log_softmax_at``, the training loss's own).
+    Only the picked entries are kept, never the whole (B, T, V) log-softmax.
     """
-    top = logits.max(axis=-1)                                            # (B, T)
-    lse = top + np.log(np.exp(logits - top[..., None]).sum(axis=-1))     # (B, T)
-    picked = np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return picked - lse, logits.argmax(axis=-1) == targets
+    return log_softmax_at(logits, targets), logits.argmax(axis=-1) == targets
 
 
 # -- perplexity ------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from numpy_gpt.nn.module import no_grad
+from numpy_gpt.nn.module import inference, no_grad
 from numpy_gpt.nn.softmax import softmax
 
 
@@ -160,15 +160,10 @@ def generate(model, idx: np.ndarray, max_new_tokens: int, context_size: int, tem
     _check_generate_args(model, idx, max_new_tokens, context_size)
     _check_sampling(temperature, top_k, top_p)
     rng = np.random.default_rng(seed)
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            return _decode(model, idx.astype(np.int64), max_new_tokens, context_size,
-                           lambda logits: sample_next_token(logits, rng, temperature, top_k, top_p),
-                           eos_id, use_cache)
-    finally:
-        model.train(was_training)
+    with inference(model):
+        return _decode(model, idx.astype(np.int64), max_new_tokens, context_size,
+                       lambda logits: sample_next_token(logits, rng, temperature, top_k, top_p),
+                       eos_id, use_cache)
 
 
 def _decode(model, idx: np.ndarray, max_new_tokens: int, context_size: int, pick, eos_id: int | None,

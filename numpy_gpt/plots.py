@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from numpy_gpt.fileio import atomic_write
-from numpy_gpt.nn.module import no_grad
+from numpy_gpt.nn.module import inference
 
 if TYPE_CHECKING:   # matplotlib is imported when a plot is drawn: it costs ~1 s at `import numpy_gpt`
     from matplotlib.figure import Figure
@@ -110,19 +110,14 @@ def attention_weights(model, idx: np.ndarray) -> np.ndarray:
     if not isinstance(idx, np.ndarray) or idx.ndim != 2:
         raise ValueError(f"idx must be a 2-D array of token ids (batch, tokens), got {np.shape(idx)}")
     weights = []
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            x = model.tok_emb(idx)                                                  # (B, T, C)
-            if model.pos_emb is not None:                                           # GPT-2's positions
-                x = x + model.pos_emb(idx.shape[1])
-            x = model.drop_emb(x)
-            for block in model.trf_blocks:
-                weights.append(block.att.attention_weights(block.norm1(x)))       # (B, H, T, T)
-                x = block(x)
-    finally:
-        model.train(was_training)
+    with inference(model):
+        x = model.tok_emb(idx)                                                  # (B, T, C)
+        if model.pos_emb is not None:                                           # GPT-2's positions
+            x = x + model.pos_emb(idx.shape[1])
+        x = model.drop_emb(x)
+        for block in model.trf_blocks:
+            weights.append(block.att.attention_weights(block.norm1(x)))       # (B, H, T, T)
+            x = block(x)
     return np.stack(weights).astype(np.float32, copy=False)
 
 

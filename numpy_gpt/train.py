@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -91,9 +92,19 @@ def evaluate_model(model, train_loader, val_loader, eval_iter: int | None, *,
                 calc_loss_loader(val_loader, model, eval_iter, loss_fn=loss_fn))
 
 
-def perplexity(loss: float) -> float:
-    """exp(loss): the number of tokens the model is, on average, as unsure between (section 5.1.2)."""
+def perplexity_from_loss(loss: float) -> float:
+    """exp(loss): the number of tokens the model is, on average, as unsure between (section 5.1.2).
+    (The perplexity of a text, with a sliding window, is ``numpy_gpt.evaluation.perplexity``.)"""
     return math.exp(loss) if loss < 700 else float("inf")
+
+
+def perplexity(loss: float) -> float:
+    """Kept for one release: use ``perplexity_from_loss(loss)`` (``numpy_gpt.evaluation.perplexity`` is
+    the perplexity of a text)."""
+    warnings.warn("numpy_gpt.train.perplexity is deprecated: use numpy_gpt.train.perplexity_from_loss(loss) "
+                  "(numpy_gpt.evaluation.perplexity(model, token_ids) is the perplexity of a text)",
+                  DeprecationWarning, stacklevel=2)
+    return perplexity_from_loss(loss)
 
 
 def generate_and_print_sample(model, tokenizer, start_context: str, max_new_tokens: int = 50, *,
@@ -306,7 +317,7 @@ def train_model(model, train_loader, val_loader, optimizer: AdamW, *, num_epochs
                 history.train_losses.append(train_loss)
                 history.val_losses.append(val_loss)
                 run.say(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, "
-                        f"Val loss {val_loss:.3f}, Val perplexity {perplexity(val_loss):.1f}")
+                        f"Val loss {val_loss:.3f}, Val perplexity {perplexity_from_loss(val_loss):.1f}")
             batches_done = (global_step + 1) * grad_accum_steps
             if batches_done // per_epoch > (batches_done - grad_accum_steps) // per_epoch and not last:
                 sample()                                   # an epoch ended during this step

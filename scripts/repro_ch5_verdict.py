@@ -48,7 +48,7 @@ from numpy_gpt.nn.linear import Linear
 from numpy_gpt.optim import AdamW
 from numpy_gpt.plots import plot_losses
 from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
-from numpy_gpt.train import calc_loss_loader, perplexity, train_model
+from numpy_gpt.train import calc_loss_loader, perplexity_from_loss, train_model
 
 HERE = Path(__file__).resolve().parent
 SHARED_DATA = HERE.parent.parent / "shared" / "data"
@@ -142,7 +142,7 @@ def main() -> None:
         "val_loss_at_book_last_eval": val_losses[book_last],
         "final_eval_step": history.eval_steps[-1],
         "final_train_loss": train_losses[-1], "final_val_loss": val_losses[-1],
-        "final_val_perplexity": perplexity(val_losses[-1]),
+        "final_val_perplexity": perplexity_from_loss(val_losses[-1]),
         "full_train_loss": full_train, "full_val_loss": full_val,
         "book": BOOK,
         "tokens_seen": tokens_seen[-1], "optimizer_steps": len(train_loader) * args.epochs,

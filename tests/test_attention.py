@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_matches_torch
+from helpers import assert_matches_torch, reference, torch_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +18,11 @@ from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.attention import KVCache, MultiHeadAttention, causal_mask
 from numpy_gpt.nn.module import no_grad
 from numpy_gpt.nn.rope import RoPE
-from numpy_gpt.tools import torch_reference
+
+torch = reference("torch")
+transformers = reference("transformers")
+llama = reference("transformers.models.llama.modeling_llama")
+qwen3 = reference("transformers.models.qwen3.modeling_qwen3")
 
 # Finite-difference step: with eps = 1e-6 the float64 rounding of the O(1) outputs, divided by
 # 2 eps, reaches 1e-9 and uses most of the 1e-6 relative budget for the key bias, whose exact
@@ -263,7 +267,6 @@ def test_gradcheck_rows_with_every_key_padded_float64():
 def sdpa_reference(mha, x, dout, mask, causal):
     """The same layer in PyTorch: our weights, torch's scaled_dot_product_attention with a boolean
     mask (True = may attend) and autograd. Returns y, dx and {parameter name: grad} as NumPy."""
-    import torch
     params = {name: torch.tensor(p.data, requires_grad=True) for name, p in mha.named_parameters()}
     xt = torch.tensor(x, requires_grad=True)
     b, t, _ = x.shape
@@ -406,19 +409,15 @@ def test_grouped_equals_multi_head_with_repeated_keys_and_values(rope, qk_norm):
 def hf_attention(family: str, mha: MultiHeadAttention, bias: bool, rope_base: float):
     """transformers' LlamaAttention or Qwen3Attention (eager) holding ``mha``'s weights, and the
     gradient names in numpy_gpt's terms."""
-    import torch
-    import transformers
     cls = {"llama": transformers.LlamaConfig, "qwen3": transformers.Qwen3Config}[family]
     config = cls(hidden_size=mha.d_in, num_attention_heads=mha.num_heads,
                  num_key_value_heads=mha.num_kv_heads, head_dim=mha.head_dim, attention_bias=bias,
                  max_position_embeddings=mha.context_length, rope_theta=rope_base, rms_norm_eps=1e-6)
     config._attn_implementation = "eager"
     if family == "llama":
-        from transformers.models.llama.modeling_llama import LlamaAttention as Attention
-        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding as Rotary
+        Attention, Rotary = llama.LlamaAttention, llama.LlamaRotaryEmbedding
     else:
-        from transformers.models.qwen3.modeling_qwen3 import Qwen3Attention as Attention
-        from transformers.models.qwen3.modeling_qwen3 import Qwen3RotaryEmbedding as Rotary
+        Attention, Rotary = qwen3.Qwen3Attention, qwen3.Qwen3RotaryEmbedding
     ref = Attention(config, layer_idx=0)
     pairs = {"W_query": ref.q_proj, "W_key": ref.k_proj, "W_value": ref.v_proj, "out_proj": ref.o_proj}
     with torch.no_grad():
@@ -456,8 +455,6 @@ def hf_attention(family: str, mha: MultiHeadAttention, bias: bool, rope_base: fl
 def test_grouped_attention_matches_transformers_float32(family, bias, head_dim, threads):
     """LlamaAttention (GQA + RoPE) and Qwen3Attention (GQA + RoPE + QK-norm, head_dim 12 while
     d_in / heads = 6): output, input gradient and every parameter gradient."""
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
     mha = make_gqa(24, 4, 2, head_dim, 32, rope=True, qk_norm=family == "qwen3", qkv_bias=bias, out_bias=bias,
                    seed=4, dtype=np.float32)
     mha.rope = RoPE(head_dim, 32, theta_base=50.0)                  # float32 tables, as the layer's dtype

@@ -10,8 +10,7 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from helpers import assert_matches_torch
+from helpers import assert_matches_torch, reference
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,6 +24,8 @@ from numpy_gpt.attention_steps import (
     softmax_backward,
 )
 from numpy_gpt.gradcheck import gradcheck
+
+torch = reference("torch")
 
 # Finite-difference step: with eps = 1e-6 the float64 rounding of the O(1) outputs, divided by
 # 2 eps, reaches 1e-9 and uses most of the 1e-6 relative budget for the key bias, whose exact

@@ -11,6 +11,7 @@ import json
 import math
 
 import pytest
+from helpers import needs
 
 import numpy_gpt.tools.bench as bench
 from numpy_gpt.cli import tools as bench_cli
@@ -78,9 +79,8 @@ def test_quick_logic_without_torch(tmp_path):
     assert not list(path.parent.glob("*.tmp"))
 
 
+@needs("torch", "transformers")
 def test_quick_logic_with_torch_and_transformers():
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
     result = run_bench(TINY_PLAN, use_torch=True, threads=1, log=lambda s: None)
     (row,) = result["train"]
     for torch_key, suffix in (("torch", ""), ("torch_builtin", "_builtin")):

@@ -7,14 +7,15 @@ import json
 
 import numpy as np
 import pytest
+from helpers import reference
 
 from numpy_gpt.encoder import EncoderClassifier, EncoderModel
 from numpy_gpt.gpt2.bert import load_bert
 from numpy_gpt.gpt2.safetensors import SafetensorsError, load_file, save_file
 from numpy_gpt.nn.module import no_grad
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+torch = reference("torch")
+transformers = reference("transformers")
 
 
 def tiny_config(**extra):

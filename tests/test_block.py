@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_matches_torch, tiny_cfg
+from helpers import assert_matches_torch, tiny_cfg, torch_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.block import TransformerBlock
 from numpy_gpt.nn.dropout import Dropout
-from numpy_gpt.tools import torch_reference
 
 EPS = 1e-5   # finite-difference step; see tests/test_attention.py
 

@@ -7,15 +7,18 @@ import json
 
 import pytest
 import regex
-import tiktoken
+from helpers import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tiktoken.load import data_gym_to_mergeable_bpe_ranks, load_tiktoken_bpe
-from tiktoken_ext.openai_public import r50k_pat_str
 
 from numpy_gpt.corpora import get_gpt2_tokenizer
 from numpy_gpt.tokenizers.bpe import GPT2Tokenizer, bytes_to_unicode
 from numpy_gpt.tokenizers.unicode16 import pin_to_unicode_16
+
+tiktoken = reference("tiktoken")
+data_gym_to_mergeable_bpe_ranks = reference("tiktoken.load", "data_gym_to_mergeable_bpe_ranks")
+load_tiktoken_bpe = reference("tiktoken.load", "load_tiktoken_bpe")
+openai_public = reference("tiktoken_ext.openai_public")
 
 EOT = "<|endoftext|>"
 
@@ -34,7 +37,7 @@ def gpt2_ranks(gpt2_vocab_dir):
 @pytest.fixture(scope="module")
 def enc(gpt2_ranks):
     """tiktoken's "gpt2" encoding, built offline from the shared copy of OpenAI's files."""
-    return tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=gpt2_ranks,
+    return tiktoken.Encoding("gpt2", pat_str=openai_public.r50k_pat_str, mergeable_ranks=gpt2_ranks,
                              special_tokens={EOT: 50256}, explicit_n_vocab=50257)
 
 
@@ -161,7 +164,8 @@ def test_from_tiktoken_file(tmp_path, verdict_path, gpt2_ranks, enc):
     path = tmp_path / "gpt2.tiktoken"
     path.write_bytes(b"".join(base64.b64encode(token) + b" %d\n" % rank
                               for token, rank in sorted(gpt2_ranks.items(), key=lambda x: x[1])))
-    reference = tiktoken.Encoding("file", pat_str=r50k_pat_str, mergeable_ranks=load_tiktoken_bpe(str(path)),
+    reference = tiktoken.Encoding("file", pat_str=openai_public.r50k_pat_str,
+                                  mergeable_ranks=load_tiktoken_bpe(str(path)),
                                   special_tokens={EOT: 50256})
     ours = GPT2Tokenizer.from_tiktoken_file(path)
     text = verdict_path.read_text(encoding="utf-8")

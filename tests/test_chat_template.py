@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import pytest
 from chat_templates import LLAMA3, LLAMA32, OURS, QWEN3, SMOLLM2
+from helpers import reference, require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numpy_gpt.tokenizers.chat_template import MAX_TEXT_CHARS, ChatTemplate, ChatTemplateError
+
+transformers = reference("transformers")
+tokenizers = reference("tokenizers")
 
 TEMPLATES = {"llama3": LLAMA3, "llama3.2": LLAMA32, "qwen3": QWEN3, "smollm2": SMOLLM2, "ours": OURS}
 CONVERSATIONS = [
@@ -35,9 +39,7 @@ WEATHER = [{"type": "function", "function": {"name": "weather", "description": "
 @pytest.fixture(scope="module")
 def hf_tokenizer():
     """A transformers tokenizer to call apply_chat_template on (its vocabulary does not matter here)."""
-    pytest.importorskip("jinja2")
-    transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
+    require("jinja2")
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=tokenizers.Tokenizer(tokenizers.models.BPE()),
         bos_token="<|begin_of_text|>", eos_token="<|im_end|>")

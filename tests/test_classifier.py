@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-import torch
+from helpers import reference
 
 from numpy_gpt.checkpoint import save_checkpoint
 from numpy_gpt.data import DataLoader
@@ -33,6 +33,8 @@ from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.lora import LinearWithLoRA
 from numpy_gpt.nn.module import Module
 from numpy_gpt.optim import AdamW
+
+torch = reference("torch")
 
 TINY = {"vocab_size": 30, "context_length": 10, "emb_dim": 8, "n_heads": 2, "n_layers": 3,
         "drop_rate": 0.0, "qkv_bias": True}

@@ -16,10 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from helpers import tiny_cfg
-from safetensors.numpy import load_file as reference_load_file
-from transformers import GPT2LMHeadModel
+from helpers import reference, tiny_cfg
 
 from numpy_gpt.checkpoint import load_checkpoint
 from numpy_gpt.cli import main
@@ -38,6 +35,11 @@ from numpy_gpt.gpt2.convert import (
 )
 from numpy_gpt.gpt2.safetensors import SafetensorsReader, load_file, save_file
 from numpy_gpt.model import GPTModel
+
+torch = reference("torch")
+reference_load_file = reference("safetensors.numpy", "load_file")
+GPT2LMHeadModel = reference("transformers", "GPT2LMHeadModel")
+GPT2Config = reference("transformers", "GPT2Config")
 
 ATOL = 1e-4
 
@@ -171,8 +173,6 @@ def test_gpt2_of_any_feed_forward_width(fixture, tmp_path):
     """n_inner != 4 * n_embd: transformers' folder loads (config.json's n_inner is hidden_dim) and
     gives its logits; the export writes n_inner and transformers reads it back; an OpenAI folder
     whose hparams.json says n_inner loads the same weights; a .npz keeps the width."""
-    from transformers import GPT2Config
-
     from numpy_gpt.tools.tf_bundle_writer import write_tf_bundle
     config = GPT2Config(vocab_size=97, n_positions=16, n_embd=16, n_layer=2, n_head=4, n_inner=40)
     torch.manual_seed(0)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tiktoken
+from helpers import reference
 from hypothesis import given
 from hypothesis import strategies as st
-from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-from tiktoken_ext.openai_public import r50k_pat_str
 
 from numpy_gpt.data import (
     DataLoader,
@@ -20,6 +18,10 @@ from numpy_gpt.data import (
 )
 from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
 from numpy_gpt.tokenizers.simple import SimpleTokenizerV2
+
+tiktoken = reference("tiktoken")
+data_gym_to_mergeable_bpe_ranks = reference("tiktoken.load", "data_gym_to_mergeable_bpe_ranks")
+openai_public = reference("tiktoken_ext.openai_public")
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +168,7 @@ def test_other_tokenizers_work(raw_text):
 def test_tiktoken_itself_works_and_special_tokens_pass(gpt2_vocab_dir, tok):
     ranks = data_gym_to_mergeable_bpe_ranks(str(gpt2_vocab_dir / "vocab.bpe"),
                                             str(gpt2_vocab_dir / "encoder.json"))
-    enc = tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+    enc = tiktoken.Encoding("gpt2", pat_str=openai_public.r50k_pat_str, mergeable_ranks=ranks,
                             special_tokens={"<|endoftext|>": 50256})
     text = "one document<|endoftext|>another document, a bit longer than the first"
     ours = GPTDatasetV1(text, tok, max_length=4, stride=1)

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-import torch
+from helpers import reference
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +15,8 @@ from numpy_gpt.nn.embedding import (
     scatter_add_rows,
     sinusoidal_positional_encoding,
 )
+
+torch = reference("torch")
 
 
 @given(batch=st.integers(1, 3), seq=st.integers(1, 8), vocab=st.integers(1, 16),

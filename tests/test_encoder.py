@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import reference
 
 from numpy_gpt.encoder import (
     BERT_CONFIG_BASE,
@@ -26,6 +27,9 @@ from numpy_gpt.nn.block import TransformerBlock
 from numpy_gpt.nn.gelu import ErfGELU
 from numpy_gpt.nn.loss import cross_entropy
 from numpy_gpt.nn.module import Module, no_grad
+
+torch = reference("torch")
+transformers = reference("transformers")
 
 EPS = 1e-5
 TINY = {"vocab_size": 23, "context_length": 8, "emb_dim": 8, "n_heads": 2, "n_layers": 2,
@@ -192,8 +196,7 @@ def test_config_and_input_errors():
 
 # -- transformers parity in float32 -----------------------------------------------------------------
 def hf_config(cfg, **extra):
-    from transformers import BertConfig
-    return BertConfig(vocab_size=cfg["vocab_size"], hidden_size=cfg["emb_dim"],
+    return transformers.BertConfig(vocab_size=cfg["vocab_size"], hidden_size=cfg["emb_dim"],
                       num_hidden_layers=cfg["n_layers"], num_attention_heads=cfg["n_heads"],
                       intermediate_size=cfg.get("hidden_dim", 4 * cfg["emb_dim"]),
                       max_position_embeddings=cfg["context_length"],
@@ -204,7 +207,6 @@ def hf_config(cfg, **extra):
 
 
 def load_into_hf(hf_model, ours):
-    import torch
     state = {k: torch.tensor(v) for k, v in to_hf_state_dict(ours).items()}
     missing, unexpected = hf_model.load_state_dict(state, strict=False)
     assert not unexpected
@@ -226,12 +228,10 @@ def assert_grads_match(ours, hf_model, head):
 
 @pytest.mark.parametrize("gelu,hidden_dim", [("erf", 40), ("tanh", 64)])   # 40: not 4 x 16
 def test_matches_transformers_bert_for_masked_lm_float32(gelu, hidden_dim):
-    import torch
-    from transformers import BertForMaskedLM
     cfg = {**TINY, "vocab_size": 37, "context_length": 12, "emb_dim": 16, "n_heads": 4, "gelu": gelu,
            "hidden_dim": hidden_dim}
     ours = randomize(EncoderModel(cfg, seed=0), 0, std=0.2)
-    hf = BertForMaskedLM(hf_config(cfg))
+    hf = transformers.BertForMaskedLM(hf_config(cfg))
     load_into_hf(hf, ours)
     idx, types = ids((3, 10), 37, 1), ids((3, 10), 2, 2)
     mask = np.ones((3, 10), dtype=np.int64)
@@ -255,11 +255,9 @@ def test_matches_transformers_bert_for_masked_lm_float32(gelu, hidden_dim):
 
 
 def test_matches_transformers_bert_for_sequence_classification_float32():
-    import torch
-    from transformers import BertForSequenceClassification
     cfg = {**TINY, "vocab_size": 31, "emb_dim": 16, "n_heads": 4}
     ours = randomize(EncoderClassifier(cfg, 3, "cls", seed=0), 5, std=0.2)
-    hf = BertForSequenceClassification(hf_config(cfg, num_labels=3, classifier_dropout=0.0))
+    hf = transformers.BertForSequenceClassification(hf_config(cfg, num_labels=3, classifier_dropout=0.0))
     load_into_hf(hf, ours)
     idx, types = ids((4, 7), 31, 6), ids((4, 7), 2, 7)
     mask = np.ones((4, 7), dtype=np.int64)

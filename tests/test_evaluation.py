@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from transformers import GPT2LMHeadModel
+from helpers import reference
 
 from numpy_gpt.evaluation import (
     choice_scores,
@@ -28,6 +27,9 @@ from numpy_gpt.evaluation import (
     sliding_windows,
 )
 from numpy_gpt.gpt2.convert import load_openai_checkpoint
+
+torch = reference("torch")
+GPT2LMHeadModel = reference("transformers", "GPT2LMHeadModel")
 
 
 @pytest.fixture(scope="module")

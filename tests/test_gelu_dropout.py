@@ -5,14 +5,15 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from helpers import assert_matches_torch
+from helpers import assert_matches_torch, reference
 from hypothesis import given
 from hypothesis import strategies as st
 
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.dropout import Dropout
 from numpy_gpt.nn.gelu import GELU, ErfGELU, erf
+
+torch = reference("torch")
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 8), st.integers(1, 16))
 

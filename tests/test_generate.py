@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import tiny_cfg
+from helpers import reference, tiny_cfg, torch_reference
 from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -24,6 +24,8 @@ from numpy_gpt.generate import (
     top_p_filter,
 )
 from numpy_gpt.model import GPTModel
+
+torch = reference("torch")
 
 TINY = tiny_cfg(vocab_size=61, context_length=12, emb_dim=32, n_heads=4, drop_rate=0.1, qkv_bias=True)
 
@@ -124,10 +126,7 @@ def test_filters_keep_float32():
 
 # -- generate ---------------------------------------------------------------------------------------
 def test_greedy_matches_the_book_loop_on_the_torch_reference(model):
-    torch = pytest.importorskip("torch")
-    from numpy_gpt.tools.torch_reference import torch_gpt_from_numpy
-
-    reference = torch_gpt_from_numpy(model).eval()
+    reference = torch_reference.torch_gpt_from_numpy(model).eval()
     idx = prompts(2, 15, seed=3)                   # longer than the context (12): cropped
     context_size = TINY["context_length"]
     expected = torch.from_numpy(idx)

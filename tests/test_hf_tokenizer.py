@@ -8,6 +8,7 @@ import json
 import unicodedata
 
 import pytest
+from helpers import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,8 @@ from numpy_gpt.tokenizers.bpe import LLAMA3_PATTERN, QWEN2_PATTERN, bytes_to_uni
 from numpy_gpt.tokenizers.hf_json import HFTokenizer, HFTokenizerError, load_hf_tokenizer
 from numpy_gpt.tokenizers.spec import tokenizer_from_spec, tokenizer_spec
 from numpy_gpt.tokenizers.unicode16 import tokenizers_nfc
+
+tokenizers = reference("tokenizers")
 
 KINDS = ["gpt2", "gpt2_prefix_space", "llama3", "qwen2", "smollm2"]
 MULTILINGUAL = ("東京は日本の首都です。我喜欢学习中文。 مرحبا بالعالم، كيف حالك؟ Привет, мир! "
@@ -43,16 +46,9 @@ TRICKY = [
 # ---------------------------------------------------------------------------- tokenizer.json files
 def _train(kind: str, corpus: str) -> str:
     """A tokenizer.json trained by ``tokenizers`` with the named model family's pipeline."""
-    from tokenizers import (
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
+    Regex, Tokenizer, decoders = tokenizers.Regex, tokenizers.Tokenizer, tokenizers.decoders
+    models, normalizers, pre_tokenizers = tokenizers.models, tokenizers.normalizers, tokenizers.pre_tokenizers
+    processors, trainers = tokenizers.processors, tokenizers.trainers
 
     byte_level = pre_tokenizers.ByteLevel
 
@@ -100,7 +96,6 @@ def corpus(verdict_path) -> str:
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):
     """kind -> (the tokenizer.json's path, numpy_gpt's tokenizer, tokenizers' tokenizer)."""
-    tokenizers = pytest.importorskip("tokenizers")
     made = {}
     for kind in KINDS:
         path = tmp_path_factory.mktemp(kind) / "tokenizer.json"
@@ -175,7 +170,7 @@ def test_nfc_normalises_every_combining_and_composed_character_as_tokenizers_doe
     """tokenizers' NFC has Unicode 9's tables: a combining mark added since stays where it is. Every
     character with a combining class or a canonical decomposition (Unicode 17, from the regex module),
     after and before marks of other classes, and decomposed, against tokenizers' NFC normalizer."""
-    normalizers = pytest.importorskip("tokenizers.normalizers")
+    normalizers = tokenizers.normalizers
     import regex
     every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
     marked = regex.findall(r"\P{ccc=0}|\p{dt=canonical}", every)
@@ -242,7 +237,6 @@ def test_merges_follow_the_files_order_not_tiktokens_rule(ignore_merges):
     """With merges "b c", "a b", "ab c", the word "abc" becomes a + bc and stops there: "a bc" is no
     merge, although "abc" is a token (tiktoken's rule would make it one token). With ignore_merges
     (Llama 3) a word that is a token is that token at once."""
-    tokenizers = pytest.importorskip("tokenizers")
     text = json.dumps(_tiny_document(["b c", "a b", "ab c"], ignore_merges))
     ours, theirs = HFTokenizer.from_json(text), tokenizers.Tokenizer.from_str(text)
     expected = [ours.token_to_id("abc")] if ignore_merges else [ours.token_to_id("a"), ours.token_to_id("bc")]
@@ -251,7 +245,6 @@ def test_merges_follow_the_files_order_not_tiktokens_rule(ignore_merges):
 
 
 def test_decoding_added_tokens_reads_them_in_the_byte_alphabet_as_tokenizers_does():
-    tokenizers = pytest.importorskip("tokenizers")
     added = [_added(256 + n, content, special)
              for n, (content, special) in enumerate([("ĠX", False), ("<|日本|>", True), ("a b", True)])]
     text = json.dumps(_tiny_document([], False, added_tokens=added))

@@ -11,7 +11,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers import tiny_cfg
+from helpers import reference, tiny_cfg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +26,8 @@ from numpy_gpt.model_files import load
 from numpy_gpt.optim import AdamW
 from numpy_gpt.tokenizers.train_bpe import BPETokenizer
 from numpy_gpt.train import NonFiniteLossError, train_model
+
+tiktoken = reference("tiktoken")
 
 CFG = tiny_cfg(vocab_size=29, context_length=8, n_layers=1)
 DEEP = 100_000          # far beyond Python's recursion limit
@@ -240,7 +242,6 @@ def test_decode_refuses_floats_and_booleans_among_ids(byte_tokenizer, ids, posit
 
 
 def test_decode_float_error_matches_tiktoken():
-    tiktoken = pytest.importorskip("tiktoken")
     reference = tiktoken.Encoding("bytes", pat_str=r"\S+|\s+",
                                   mergeable_ranks={bytes([b]): b for b in range(256)}, special_tokens={})
     with pytest.raises(TypeError):

@@ -185,3 +185,96 @@ def test_the_private_import_rule_can_fail(tmp_path):
                    "def f():\n    from .common import _helper\n")
     assert private_imports(bad, "numpy_gpt.cli.x") == ["numpy_gpt.cli._build_tokenizer",
                                                        "numpy_gpt.cli.common._helper"]
+
+
+# -- the two test tiers: reference libraries only through tests/helpers.py ---------------------------
+TESTS = Path(__file__).resolve().parent
+REFERENCE_MODULES = ("torch", "transformers", "tokenizers", "tiktoken", "tiktoken_ext", "safetensors",
+                     "jinja2", "numpy_gpt.tools.torch_reference")
+
+
+def reference_imports(path: Path) -> list[str]:
+    """Where ``path`` reaches a reference library other than through ``helpers.reference``/``needs``:
+    an import of one (at any depth: inside a test it fails instead of skipping when the package is
+    absent) or ``pytest.importorskip`` of one (a second skip mechanism with another reason), and a
+    module-level ``reference(...)`` object used while the module is imported (a decorator, a default
+    argument, a module constant), which would need the package to collect the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "importorskip" and node.args and isinstance(node.args[0], ast.Constant)):
+            names = [str(node.args[0].value)]
+        hit = breaks(set(names), REFERENCE_MODULES)
+        if hit:
+            found.append(f"line {node.lineno}: {hit[0]}")
+    proxies = {target.id for node in tree.body if isinstance(node, ast.Assign)
+               and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", None) == "reference"
+               for target in node.targets if isinstance(target, ast.Name)}
+    for node in _run_at_import(tree):
+        if isinstance(node, ast.Name) and node.id in proxies and isinstance(node.ctx, ast.Load):
+            found.append(f"line {node.lineno}: {node.id} used at collection time")
+    return sorted(found, key=lambda line: int(line.split()[1].rstrip(":")))
+
+
+def _run_at_import(node: ast.AST):
+    """The nodes of a module that run when it is imported: not function bodies (but their decorators
+    and default values), and not the ``reference(...)`` assignments themselves."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            for expr in [*getattr(child, "decorator_list", []), *child.args.defaults,
+                         *(d for d in child.args.kw_defaults if d is not None)]:
+                yield from ast.walk(expr)
+        elif not (isinstance(child, ast.Assign) and isinstance(child.value, ast.Call)
+                  and getattr(child.value.func, "id", None) == "reference"):
+            yield child
+            yield from _run_at_import(child)
+
+
+@pytest.mark.parametrize("path", sorted(p for p in TESTS.glob("*.py") if p.name != "helpers.py"),
+                         ids=lambda p: p.name)
+def test_tests_reach_reference_libraries_only_through_helpers(path):
+    """Without torch & co. installed, every test still collects and the reference tests skip with one
+    line saying what to install (tests/helpers.py: ``torch = reference("torch")``, ``@needs(...)``)."""
+    assert reference_imports(path) == [], (
+        f"{path.name} reaches a reference library outside tests/helpers.py: write "
+        f"`torch = reference('torch')` (or reference('safetensors.numpy', 'load_file')) at the top and use "
+        f"it inside the tests; `@needs('torch')` or `require('torch')` for a subprocess or a fixture")
+
+
+def test_the_reference_rule_can_fail(tmp_path):
+    bad = tmp_path / "test_bad.py"
+    bad.write_text("import pytest\nimport torch.nn.functional as F\nfrom helpers import reference\n"
+                   "from numpy_gpt.tools import torch_reference\n"
+                   "tiktoken = reference('tiktoken')\nENC = tiktoken.get_encoding('gpt2')\n"
+                   "@pytest.mark.parametrize('dtype', [tiktoken.x])\n"
+                   "def test_x(dtype, default=tiktoken):\n"
+                   "    from transformers import BertConfig\n"
+                   "    pytest.importorskip('safetensors.numpy')\n"
+                   "    return tiktoken.y, lambda: tiktoken\n")
+    assert reference_imports(bad) == [
+        "line 2: torch.nn.functional", "line 4: numpy_gpt.tools.torch_reference",
+        "line 6: tiktoken used at collection time", "line 7: tiktoken used at collection time",
+        "line 8: tiktoken used at collection time", "line 9: transformers", "line 10: safetensors.numpy"]
+
+
+def test_a_missing_reference_skips_with_one_line_and_fails_under_ci(monkeypatch):
+    import helpers
+
+    monkeypatch.setattr(helpers, "installed", lambda package: False)
+    reason = r"^tiktoken is not installed: this test compares against it; pip install torch==2\.13\.0 && "
+    with pytest.raises(pytest.skip.Exception, match=reason):
+        _ = helpers.reference("tiktoken").Encoding
+    assert helpers.needs("torch").kwargs["reason"].startswith("torch is not installed")
+    assert helpers.needs("torch").args == (True,)
+    monkeypatch.setattr(helpers, "REQUIRE_REFERENCES", True)               # .ci/run: no skipping
+    with pytest.raises(ModuleNotFoundError):
+        _ = helpers.reference("numpy_gpt_absent_module", needs="torch").anything
+    assert helpers.needs("torch").args == (False,)
+    with pytest.raises(ValueError, match="not a reference package"):
+        helpers.reference("numpy")

@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from helpers import reference
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,6 +28,8 @@ from numpy_gpt.finetune.judge import evaluate_responses
 from numpy_gpt.model import GPTModel
 from numpy_gpt.optim import AdamW
 from numpy_gpt.train import train_model_simple
+
+torch = reference("torch")
 
 
 class WordTokenizer:
@@ -266,8 +269,6 @@ def test_long_prompts_keep_their_last_tokens_and_answers_their_first():
 
 
 def test_response_loss_matches_pytorch():
-    import torch
-
     rng = np.random.default_rng(4)
     entries = reverse_task(rng, 7)
     tok = WordTokenizer([format_input(e) + "\n\n### Response:\n" + e["output"] for e in entries])

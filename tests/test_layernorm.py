@@ -4,13 +4,14 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from helpers import assert_keeps_dtype_and_freezes, assert_matches_torch
+from helpers import assert_keeps_dtype_and_freezes, assert_matches_torch, reference
 from hypothesis import given
 from hypothesis import strategies as st
 
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.layernorm import LayerNorm
+
+torch = reference("torch")
 
 
 def _random_norm(dim, rng, dtype=np.float32):

@@ -2,14 +2,15 @@
 
 import numpy as np
 import pytest
-import torch
-from helpers import assert_matches_torch
+from helpers import assert_matches_torch, reference
 from hypothesis import given
 from hypothesis import strategies as st
 
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.module import no_grad
+
+torch = reference("torch")
 
 
 @given(batch=st.integers(1, 3), seq=st.integers(1, 8), d_in=st.integers(1, 16),

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import reference
 
 from numpy_gpt.checkpoint import gpt_parameter_shapes, load_checkpoint, save_checkpoint
 from numpy_gpt.generate import generate
@@ -32,6 +33,15 @@ from numpy_gpt.nn.loss import cross_entropy
 from numpy_gpt.nn.module import no_grad
 from numpy_gpt.optim import AdamW
 from numpy_gpt.train import train_model
+
+torch = reference("torch")
+transformers = reference("transformers")
+tokenizers = reference("tokenizers")
+Regex = reference("tokenizers", "Regex")
+decoders = reference("tokenizers", "decoders")
+models = reference("tokenizers", "models")
+pre_tokenizers = reference("tokenizers", "pre_tokenizers")
+trainers = reference("tokenizers", "trainers")
 
 VOCAB = 97
 LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -61,8 +71,6 @@ def random_tiny_llama_cfg(**overrides) -> dict:
 def hf_model(case: str, seed: int = 0, dtype: str = "float32"):
     """A transformers model of ``case`` with O(1) random weights (norm scales around 1), so the
     logits are far from uniform and every gradient far from zero."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
     model_type, extra = CASES[case]
     classes = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
                "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM)}
@@ -91,7 +99,6 @@ def ids(batch=2, seq=13, seed=1):
 
 # -- loading and logits -----------------------------------------------------------------------------
 def test_logits_match_transformers_float32(saved):
-    import torch
     case, ref, folder = saved
     model = load_hf_decoder(folder)
     assert model.dtype == np.float32 and not model.training
@@ -107,7 +114,6 @@ def test_logits_match_transformers_float32(saved):
 
 def test_every_gradient_matches_autograd_float32(saved):
     """The same cross-entropy through both models: logits, loss and every parameter's gradient."""
-    import torch
     case, ref, folder = saved
     model = load_hf_decoder(folder).train()
     idx, targets = ids(seq=12), ids(seq=12, seed=2)
@@ -134,7 +140,6 @@ def test_every_gradient_matches_autograd_float32(saved):
 
 def test_bf16_and_sharded_folders_load(tmp_path):
     """bf16 weights become float32 exactly; a sharded folder reads as one file (its index)."""
-    import torch
     ref = hf_model("qwen3-untied", dtype="bfloat16")
     ref.save_pretrained(tmp_path / "bf16")
     ref.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
@@ -178,7 +183,6 @@ def test_gradcheck_whole_model_float64(overrides):
 # -- generation and the KV cache ----------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["llama-untied-llama3-rope", "qwen3-tied"])
 def test_greedy_generation_cached_uncached_and_transformers_agree(case, tmp_path):
-    import torch
     ref = hf_model(case, seed=5)
     ref.save_pretrained(tmp_path)
     model = load_hf_decoder(tmp_path)
@@ -221,8 +225,6 @@ def test_cached_forward_equals_uncached_in_chunks():
 def test_parameter_counts_of_the_real_models(name, cfg, hf_keys):
     """numpy_gpt's shapes of the three configs (no allocation) against transformers' models of the
     same config.json, built on the meta device (no memory either)."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
     qwen = name.startswith("Qwen")
     config_class = transformers.Qwen3Config if qwen else transformers.LlamaConfig
     config = config_class(vocab_size=cfg["vocab_size"], hidden_size=cfg["emb_dim"],
@@ -317,8 +319,6 @@ TEXT = "The quick brown fox, 1234 jumps: over the lazy dog! Ünïcödé, 東京 
 def train_tokenizer_json(pattern: str | None, specials: list[str]) -> str:
     """A small byte-level BPE tokenizer.json trained by ``tokenizers``: split by ``pattern`` then
     bytes (Llama 3's pipeline), or GPT-2's ByteLevel pre-tokenizer when None."""
-    tokenizers = pytest.importorskip("tokenizers")
-    from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
     byte_level = pre_tokenizers.ByteLevel
     tok = tokenizers.Tokenizer(models.BPE())
     tok.pre_tokenizer = byte_level(add_prefix_space=False) if pattern is None else pre_tokenizers.Sequence(
@@ -337,11 +337,7 @@ def llama_folder(tmp_path_factory):
     a tokenizer.json trained with Llama 3's split pattern, a tokenizer_config.json with a chat template."""
     import json
 
-    import torch
-
     from numpy_gpt.tokenizers.bpe import LLAMA3_PATTERN
-    tokenizers = pytest.importorskip("tokenizers")
-    transformers = pytest.importorskip("transformers")
     folder = tmp_path_factory.mktemp("llama")
     text = train_tokenizer_json(LLAMA3_PATTERN, ["<|begin_of_text|>", "<|eot_id|>"])
     reference = tokenizers.Tokenizer.from_str(text)
@@ -361,7 +357,6 @@ def llama_folder(tmp_path_factory):
 def test_load_hf_reads_a_llama_folder_with_its_tokenizer_and_chat_template(llama_folder):
     """config.json + model.safetensors + tokenizer.json + tokenizer_config.json -> (GPTModel,
     HFTokenizer): the ids are tokenizers', the logits transformers', and the chat template renders."""
-    import torch
 
     import numpy_gpt
     folder, ref, reference = llama_folder
@@ -403,13 +398,10 @@ def test_generate_and_chat_take_hf(llama_folder, tmp_path, capsys):
 
 
 def test_load_hf_reads_gpt2_and_bert_folders_by_the_same_path(tmp_path):
-    import torch
 
     import numpy_gpt
     from numpy_gpt.encoder import EncoderModel
     from numpy_gpt.tokenizers.wordpiece import WordPieceTokenizer
-    tokenizers = pytest.importorskip("tokenizers")
-    transformers = pytest.importorskip("transformers")
     text = train_tokenizer_json(None, ["<|endoftext|>"])
     vocab = tokenizers.Tokenizer.from_str(text).get_vocab_size()
     gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(
@@ -481,7 +473,6 @@ def test_cli_lora_fine_tune_of_a_llama_checkpoint_lowers_its_loss(tmp_path, caps
 def test_attention_weights_of_every_layer_match_transformers(case, tmp_path):
     """plots.attention_weights (what `generate --attention-plot` draws) asks each layer for its
     weights: GQA, RoPE and QK-norm included, they are transformers' output_attentions."""
-    import torch
 
     from numpy_gpt.plots import attention_weights
     ref = hf_model(case, seed=8)

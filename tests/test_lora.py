@@ -7,8 +7,7 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from helpers import tiny_cfg
+from helpers import reference, tiny_cfg
 
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.model import GPTModel
@@ -21,6 +20,8 @@ from numpy_gpt.nn.lora import (
     replace_linear_with_lora,
 )
 from numpy_gpt.nn.loss import cross_entropy
+
+torch = reference("torch")
 
 TINY = tiny_cfg(vocab_size=40, context_length=12, emb_dim=8, qkv_bias=True)
 

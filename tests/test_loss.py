@@ -4,13 +4,15 @@ import math
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
+from helpers import reference
 from hypothesis import given
 from hypothesis import strategies as st
 
 from numpy_gpt.gradcheck import gradcheck
-from numpy_gpt.nn.loss import cross_entropy
+from numpy_gpt.nn.loss import cross_entropy, log_softmax_at, softmax_and_nll
+
+torch = reference("torch")
+F = reference("torch.nn.functional")
 
 
 def test_uniform_logits_give_log_vocab_size():
@@ -75,6 +77,28 @@ def test_large_logits_are_stable():
     ref.backward()
     assert np.isfinite(loss) and loss == pytest.approx(ref.item(), rel=1e-6)
     np.testing.assert_allclose(dlogits, tl.grad.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(9, 33), (2, 7, 33)])
+def test_log_softmax_at_matches_torch_and_is_the_losss_own(shape):
+    """The one log-softmax at the targets (DPO and evaluation call it too): torch's log_softmax picked at
+    the targets, and bit for bit the negative of the per-row loss the cross-entropy averages."""
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal(shape, dtype=np.float32) * 4
+    targets = rng.integers(0, shape[-1], shape[:-1])
+    logp = log_softmax_at(logits, targets)
+    ref = torch.log_softmax(torch.from_numpy(logits), -1).gather(-1, torch.from_numpy(targets)[..., None])
+    assert logp.dtype == np.float32 and logp.shape == shape[:-1]
+    np.testing.assert_allclose(logp, ref[..., 0].numpy(), rtol=1e-5, atol=1e-5)
+    nll, probs = softmax_and_nll(logits.reshape(-1, shape[-1]), targets.reshape(-1))
+    assert np.array_equal(-nll, logp.reshape(-1))
+    same, softmax = log_softmax_at(logits, targets, with_softmax=True)
+    assert np.array_equal(same, logp) and np.array_equal(softmax.reshape(probs.shape), probs)
+
+
+def test_log_softmax_at_large_logits_by_hand():
+    logp, probs = log_softmax_at(np.array([[1e4, -1e4, 0.0]]), np.array([2]), with_softmax=True)
+    assert logp.tolist() == [-1e4] and probs.tolist() == [[1.0, 0.0, 0.0]]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import reference
 
 from numpy_gpt.checkpoint import CheckpointError, save_checkpoint
 from numpy_gpt.cli import main
@@ -23,6 +24,9 @@ from numpy_gpt.mlm import (
 from numpy_gpt.optim import AdamW
 from numpy_gpt.tokenizers.wordpiece import SPECIAL_TOKENS, WordPieceTokenizer, train_wordpiece_vocab
 from numpy_gpt.train import train_model
+
+torch = reference("torch")
+transformers = reference("transformers")
 
 # A tiny language in which a hidden word can only be recovered from BOTH sides: the subject fixes
 # the verb and the verb fixes the place ("the cat sat on the mat", "the dog ran in the park").
@@ -173,8 +177,6 @@ def test_cli_pretrain_mlm_resume_fill_mask_and_heatmap(tmp_path, capsys):
 
 def test_cli_fill_mask_on_a_transformers_bert_folder(tmp_path, capsys):
     """fill-mask on a BERT written by transformers: its top candidate is transformers' argmax."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
     vocab = [*SPECIAL_TOKENS, *"the cat sat on mat . dog ran in park".split()]
     (tmp_path / "vocab.txt").write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
     torch.manual_seed(0)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
-from helpers import tiny_cfg
+from helpers import reference, tiny_cfg, torch_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +25,9 @@ from numpy_gpt.model import (
 from numpy_gpt.nn.dropout import Dropout
 from numpy_gpt.nn.loss import cross_entropy
 from numpy_gpt.nn.module import Module, no_grad
-from numpy_gpt.tools import torch_reference
+
+torch = reference("torch")
+F = reference("torch.nn.functional")
 
 EPS = 1e-5   # finite-difference step; see tests/test_attention.py
 

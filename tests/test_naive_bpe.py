@@ -9,16 +9,18 @@ from __future__ import annotations
 import json
 
 import pytest
-import tiktoken
+from helpers import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-from tiktoken_ext.openai_public import r50k_pat_str
 
 from numpy_gpt.tokenizers import naive_bpe
 from numpy_gpt.tokenizers.bpe import GPT2Tokenizer, bytes_to_unicode
 from numpy_gpt.tokenizers.train_bpe import BPETokenizer
 from numpy_gpt.tokenizers.unicode16 import has_unicode_17_letters
+
+tiktoken = reference("tiktoken")
+data_gym_to_mergeable_bpe_ranks = reference("tiktoken.load", "data_gym_to_mergeable_bpe_ranks")
+openai_public = reference("tiktoken_ext.openai_public")
 
 A, B, C, D = (ord(ch) for ch in "abcd")
 
@@ -132,7 +134,7 @@ def gpt2(gpt2_vocab_dir):
 def tiktoken_gpt2(gpt2_vocab_dir):
     ranks = data_gym_to_mergeable_bpe_ranks(str(gpt2_vocab_dir / "vocab.bpe"),
                                             str(gpt2_vocab_dir / "encoder.json"))
-    return tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+    return tiktoken.Encoding("gpt2", pat_str=openai_public.r50k_pat_str, mergeable_ranks=ranks,
                              special_tokens={"<|endoftext|>": 50256})
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import reference
 from hypothesis import given
 from hypothesis import strategies as st
-from safetensors.numpy import load_file as reference_load_file
 
 from numpy_gpt.gpt2.openai_tf import (
     TFCheckpointError,
@@ -27,6 +27,8 @@ from numpy_gpt.gpt2.openai_tf import (
     unmask_crc32c,
 )
 from numpy_gpt.tools.tf_bundle_writer import field, write_tf_bundle
+
+reference_load_file = reference("safetensors.numpy", "load_file")
 
 DATA = "model.ckpt.data-00000-of-00001"
 INDEX = "model.ckpt.index"

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-import torch
+from helpers import reference
 
 from numpy_gpt.fast import CHUNK
 from numpy_gpt.fast import threads as machinery
@@ -15,6 +15,8 @@ from numpy_gpt.nn.layernorm import LayerNorm
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.module import Module, Parameter
 from numpy_gpt.optim import AdamW, ConstantLR, WarmupCosineLR, clip_grad_norm, configure_param_groups
+
+torch = reference("torch")
 
 SHAPES = [(7, 5), (5,), (3, 4, 2), (1,), (2 * CHUNK // 256 + 3, 256)]     # the last spans 3 CHUNKs
 STEPS = 20

@@ -8,8 +8,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
+from helpers import reference, torch_reference
 
 from numpy_gpt import run as training_run
 from numpy_gpt.cli import main
@@ -35,7 +34,9 @@ from numpy_gpt.model import GPTModel
 from numpy_gpt.nn.lora import LinearWithLoRA, lora_disabled, replace_linear_with_lora
 from numpy_gpt.nn.module import Module
 from numpy_gpt.optim import AdamW
-from numpy_gpt.tools import torch_reference
+
+torch = reference("torch")
+F = reference("torch.nn.functional")
 
 TINY = {"vocab_size": 13, "context_length": 12, "emb_dim": 8, "n_heads": 2, "n_layers": 2,
         "drop_rate": 0.0, "qkv_bias": True}
@@ -81,6 +82,15 @@ def test_dpo_loss_hand_values_and_stability():
         dpo_loss(zero, zero, zero, zero, beta=0.0)
     with pytest.raises(ValueError, match="one value per pair"):
         dpo_loss(zero, np.zeros(3), zero, zero)
+
+
+def test_token_logprobs_is_a_deprecated_alias_of_log_softmax_at():
+    from numpy_gpt.finetune.preference import token_logprobs
+    from numpy_gpt.nn.loss import log_softmax_at
+
+    logits, targets = np.random.default_rng(0).standard_normal((4, 9)), np.array([0, 3, 8, 3])
+    with pytest.warns(DeprecationWarning, match="log_softmax_at"):
+        assert np.array_equal(token_logprobs(logits, targets), log_softmax_at(logits, targets))
 
 
 def test_sequence_logprobs_and_dpo_match_torch_float32():

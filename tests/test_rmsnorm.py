@@ -7,12 +7,15 @@ import math
 
 import numpy as np
 import pytest
-from helpers import assert_keeps_dtype_and_freezes, assert_matches_torch
+from helpers import assert_keeps_dtype_and_freezes, assert_matches_torch, reference
 from hypothesis import given
 from hypothesis import strategies as st
 
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.rmsnorm import RMSNorm
+
+llama = reference("transformers.models.llama.modeling_llama")
+torch = reference("torch")
 
 
 def _random_norm(dim, rng, dtype=np.float32, eps=1e-6):
@@ -46,9 +49,6 @@ def test_gradcheck_float64(batch, seq, dim, seed):
 @pytest.mark.parametrize("shape", [(6, 32), (2, 5, 32), (2, 150, 576)])
 @pytest.mark.parametrize("eps", [1e-6, 1e-5])
 def test_matches_transformers_llama_rmsnorm_float32(shape, eps):
-    pytest.importorskip("torch")
-    llama = pytest.importorskip("transformers.models.llama.modeling_llama")
-    import torch
     rng = np.random.default_rng(1)
     dim = shape[-1]
     norm = _random_norm(dim, rng, eps=eps)
@@ -62,7 +62,6 @@ def test_matches_transformers_llama_rmsnorm_float32(shape, eps):
 
 
 def test_matches_torch_rmsnorm_float32():
-    torch = pytest.importorskip("torch")
     rng = np.random.default_rng(2)
     norm = _random_norm(48, rng, eps=1e-5)
     ref = torch.nn.RMSNorm(48, eps=1e-5)

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import reference
 from hypothesis import given
 from hypothesis import strategies as st
 
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.rope import RoPE, check_rope_scaling, rope_frequencies
+
+transformers = reference("transformers")
+rope_utils = reference("transformers.modeling_rope_utils")
+LlamaRotaryEmbedding = reference("transformers.models.llama.modeling_llama", "LlamaRotaryEmbedding")
+torch = reference("torch")
+apply_rotary_pos_emb = reference("transformers.models.llama.modeling_llama", "apply_rotary_pos_emb")
 
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
           "original_max_position_embeddings": 16}
@@ -80,17 +87,13 @@ def test_llama3_scaling_bands():
 @pytest.mark.parametrize("scaling", [None, LLAMA3], ids=["default", "llama3"])
 @pytest.mark.parametrize("head_dim,base", [(8, 10000.0), (64, 500000.0)])
 def test_frequencies_match_transformers(scaling, head_dim, base):
-    pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
     config = transformers.LlamaConfig(hidden_size=4 * head_dim, num_attention_heads=4, head_dim=head_dim,
                                       max_position_embeddings=64, **hf_rope(base, scaling))
     if scaling is None:
         inv_freq = LlamaRotaryEmbedding.compute_default_rope_parameters(config)[0]
     else:
-        inv_freq = ROPE_INIT_FUNCTIONS["llama3"](config)[0]
+        inv_freq = rope_utils.ROPE_INIT_FUNCTIONS["llama3"](config)[0]
     np.testing.assert_allclose(rope_frequencies(head_dim, base, scaling), inv_freq.double().numpy(),
                                rtol=1e-6)
 
@@ -99,9 +102,6 @@ def test_frequencies_match_transformers(scaling, head_dim, base):
 def test_rotation_and_gradient_match_transformers_float32(scaling):
     """apply_rotary_pos_emb (rotate-half pairing) with LlamaRotaryEmbedding's cos/sin at positions
     start .. start+T-1, and autograd's gradient through it."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
     head_dim, start, t = 16, 5, 11
     config = transformers.LlamaConfig(hidden_size=64, num_attention_heads=4, head_dim=head_dim,

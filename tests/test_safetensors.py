@@ -12,14 +12,10 @@ import os
 
 import numpy as np
 import pytest
-import torch
+from helpers import reference
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from safetensors import safe_open
-from safetensors.numpy import load_file as reference_load_file
-from safetensors.numpy import save_file as reference_save_file
-from safetensors.torch import save_file as torch_save_file
 
 from numpy_gpt.gpt2.safetensors import (
     SafetensorsError,
@@ -28,6 +24,12 @@ from numpy_gpt.gpt2.safetensors import (
     read_header,
     save_file,
 )
+
+torch = reference("torch")
+safe_open = reference("safetensors", "safe_open")
+reference_load_file = reference("safetensors.numpy", "load_file")
+reference_save_file = reference("safetensors.numpy", "save_file")
+torch_save_file = reference("safetensors.torch", "save_file")
 
 DTYPES = [np.bool_, np.uint8, np.int8, np.uint16, np.int16, np.float16, np.uint32, np.int32,
           np.float32, np.uint64, np.int64, np.float64]

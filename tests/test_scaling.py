@@ -14,12 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import reference, torch_reference
 
 from numpy_gpt import scaling
 from numpy_gpt.cli.pretrain import apply_scaling_recommendation
 from numpy_gpt.cli.scaling import parse_budget
 from numpy_gpt.model import GPTModel
 from numpy_gpt.scaling import ScalingError, append_result, read_results, recommend
+
+torch = reference("torch")
+FlopCounterMode = reference("torch.utils.flop_counter", "FlopCounterMode")
 
 TINY = {"vocab_size": 10, "context_length": 4, "emb_dim": 8, "n_heads": 2, "n_layers": 2, "drop_rate": 0.0,
         "qkv_bias": False}
@@ -59,12 +63,7 @@ def test_non_embedding_params_counts_the_model():
 
 def test_matrix_flops_match_torch_flop_counter():
     """torch's FlopCounterMode counts the products of an independent torch GPT, forward + backward."""
-    torch = pytest.importorskip("torch")
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from numpy_gpt.tools.torch_reference import GPTModel as TorchGPT
-
-    model = TorchGPT(TINY)
+    model = torch_reference.GPTModel(TINY)
     idx = torch.randint(0, TINY["vocab_size"], (3, TINY["context_length"]))
     with FlopCounterMode(display=False) as counter:
         model(idx).sum().backward()

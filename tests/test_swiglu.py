@@ -7,12 +7,16 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import assert_matches_torch
+from helpers import assert_matches_torch, reference
 from hypothesis import given
 from hypothesis import strategies as st
 
 from numpy_gpt.gradcheck import gradcheck
 from numpy_gpt.nn.swiglu import SwiGLU, swiglu, swiglu_backward
+
+transformers = reference("transformers")
+torch = reference("torch")
+LlamaMLP = reference("transformers.models.llama.modeling_llama", "LlamaMLP")
 
 EPS = 1e-5   # finite-difference step; see tests/test_attention.py
 
@@ -60,10 +64,6 @@ def test_no_overflow_far_from_zero():
 
 @pytest.mark.parametrize("bias", [False, True])
 def test_matches_transformers_llama_mlp_float32(bias):
-    pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    import torch
-    from transformers.models.llama.modeling_llama import LlamaMLP
 
     emb_dim, hidden = 24, 40                                       # not 4x, not 8/3x
     rng = np.random.default_rng(0)

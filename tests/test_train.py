@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import tiny_cfg
+from helpers import reference, tiny_cfg, torch_reference
 
 from numpy_gpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from numpy_gpt.data import create_dataloader_v1
@@ -25,9 +25,12 @@ from numpy_gpt.train import (
     calc_loss_loader,
     evaluate_model,
     perplexity,
+    perplexity_from_loss,
     train_model,
     train_model_simple,
 )
+
+torch = reference("torch")
 
 CFG = tiny_cfg(vocab_size=53, emb_dim=32)
 
@@ -62,11 +65,8 @@ class _Chars:
 
 # -- loss helpers -----------------------------------------------------------------------------------
 def test_calc_loss_batch_matches_torch_loss_and_gradients():
-    torch = pytest.importorskip("torch")
-    from numpy_gpt.tools.torch_reference import numpy_grads, torch_gpt_from_numpy
-
     model = GPTModel(CFG, seed=1)
-    reference = torch_gpt_from_numpy(model)
+    reference = torch_reference.torch_gpt_from_numpy(model)
     rng = np.random.default_rng(2)
     x, y = rng.integers(0, 53, (3, 16)), rng.integers(0, 53, (3, 16))
     model.zero_grad()
@@ -75,7 +75,7 @@ def test_calc_loss_batch_matches_torch_loss_and_gradients():
     expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(y).flatten())
     (0.5 * expected).backward()
     assert loss == pytest.approx(expected.item(), rel=1e-5)
-    grads = numpy_grads(reference)
+    grads = torch_reference.numpy_grads(reference)
     for name, p in model.named_parameters():
         np.testing.assert_allclose(p.grad, grads[name], rtol=1e-3, atol=1e-6, err_msg=name)
 
@@ -110,10 +110,15 @@ def test_evaluate_model_runs_without_dropout_and_restores_training_mode():
     assert model.training
 
 
-def test_perplexity():
-    assert perplexity(0.0) == 1.0
-    assert perplexity(math.log(50)) == pytest.approx(50)
-    assert perplexity(1e4) == math.inf
+def test_perplexity_from_loss():
+    assert perplexity_from_loss(0.0) == 1.0
+    assert perplexity_from_loss(math.log(50)) == pytest.approx(50)
+    assert perplexity_from_loss(1e4) == math.inf
+
+
+def test_train_perplexity_is_a_deprecated_alias_of_perplexity_from_loss():
+    with pytest.warns(DeprecationWarning, match="perplexity_from_loss"):
+        assert perplexity(math.log(50)) == perplexity_from_loss(math.log(50))
 
 
 # -- the loops --------------------------------------------------------------------------------------

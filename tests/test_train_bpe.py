@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import tiktoken
+from helpers import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-from tiktoken_ext.openai_public import r50k_pat_str
 
 from numpy_gpt.tokenizers.train_bpe import BPETokenizer
+
+tiktoken = reference("tiktoken")
+data_gym_to_mergeable_bpe_ranks = reference("tiktoken.load", "data_gym_to_mergeable_bpe_ranks")
+openai_public = reference("tiktoken_ext.openai_public")
 
 EOT = "<|endoftext|>"
 
@@ -104,7 +106,8 @@ def test_gpt2_files_as_bpe_tokenizer(tmp_path, gpt2_vocab_dir, verdict_path):
     tok = BPETokenizer.from_gpt2_files(gpt2_vocab_dir / "encoder.json", gpt2_vocab_dir / "vocab.bpe")
     ranks = data_gym_to_mergeable_bpe_ranks(str(gpt2_vocab_dir / "vocab.bpe"),
                                             str(gpt2_vocab_dir / "encoder.json"))
-    enc = tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={EOT: 50256})
+    enc = tiktoken.Encoding("gpt2", pat_str=openai_public.r50k_pat_str, mergeable_ranks=ranks,
+                            special_tokens={EOT: 50256})
     text = verdict_path.read_text(encoding="utf-8")
     assert tok.n_vocab == 50257 and len(tok.merges) == 50000 and tok.eot_token == 50256
     assert tok.encode(text) == enc.encode(text)

@@ -8,6 +8,7 @@ offline, so the vocab.txt is trained in the test, once by HF's trainer and once 
 from __future__ import annotations
 
 import pytest
+from helpers import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,9 @@ from numpy_gpt.tokenizers.wordpiece import (
 
 # Letters with and without accents, digits, CJK ideographs, kana, punctuation (ASCII and not),
 # whitespace of several kinds, control characters, NUL, U+FFFD and a few symbols.
+BertWordPieceTokenizer = reference("tokenizers", "BertWordPieceTokenizer")
+BertTokenizer = reference("transformers", "BertTokenizer")
+
 ALPHABET = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 éÉèüÜñçßİıΣσς")
 ALPHABET += list("中文字日本語ひらカナ.,;:!?'\"()[]{}-_/\\@#$%^&*~`+=<>|“”‘’—…¡¿·\t\n\r\u00a0\u2003\u2028")
 ALPHABET += ["\x00", "\x07", "\x7f", "\ufffd", "\u200b", "e\u0301", "[MASK]", "[CLS]", " [SEP] ", "##"]
@@ -34,7 +38,6 @@ def verdict(verdict_path):
 @pytest.fixture(scope="module")
 def hf_vocab(verdict, tmp_path_factory):
     """A vocab.txt trained by HF tokenizers' BertWordPieceTokenizer on the-verdict."""
-    from tokenizers import BertWordPieceTokenizer
     trainer = BertWordPieceTokenizer(lowercase=True)
     trainer.train_from_iterator([verdict], vocab_size=500)
     folder = tmp_path_factory.mktemp("hf_vocab")
@@ -43,8 +46,6 @@ def hf_vocab(verdict, tmp_path_factory):
 
 
 def references(vocab_txt, lowercase):
-    from tokenizers import BertWordPieceTokenizer
-    from transformers import BertTokenizer
     return (BertWordPieceTokenizer(str(vocab_txt), lowercase=lowercase),
             BertTokenizer(str(vocab_txt), do_lower_case=lowercase))
 
@@ -124,7 +125,6 @@ def test_every_code_point_ids_equal_rust_bert_tokenizer():
     so a wrong split, a wrong lower case or a dropped accent shows as a different id, not as [UNK].
     The words of a chunk are joined by spaces into one text: every step is per code point or cuts at
     a space, so one text of 32,768 words is split as 32,768 texts would be (and runs in seconds)."""
-    from tokenizers import BertWordPieceTokenizer
     chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
     for start in range(0, len(chars), 32768):
         chunk = chars[start:start + 32768]

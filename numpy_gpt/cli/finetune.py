@@ -353,7 +353,7 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     from numpy_gpt.nn.lora import merge_lora
     from numpy_gpt.optim import AdamW
     from numpy_gpt.plots import plot_losses
-    from numpy_gpt.train import calc_loss_loader, perplexity, train_model
+    from numpy_gpt.train import calc_loss_loader, perplexity_from_loss, train_model
 
     resume = start_or_resume(args, args.out, "instruct-train.npz", product="instruct.npz",
                              outputs=INSTRUCT_OUTPUTS)
@@ -424,7 +424,8 @@ def _cmd_finetune_instruct(args: argparse.Namespace) -> int:
     print(f"Training completed in {minutes:.2f} minutes.")
     loss_after, _ = response_loss(model, val_set, args.batch_size, pad_token_id=eot)
     response = {"tokens": n_response, "loss_before": loss_before, "loss_after": loss_after,
-                "perplexity_before": perplexity(loss_before), "perplexity_after": perplexity(loss_after)}
+                "perplexity_before": perplexity_from_loss(loss_before),
+                "perplexity_after": perplexity_from_loss(loss_after)}
     print(f"Validation loss on the {n_response} response tokens (answers and their end-of-text): "
           f"{loss_before:.3f} before (perplexity {response['perplexity_before']:.1f}), {loss_after:.3f} "
           f"after (perplexity {response['perplexity_after']:.1f})")

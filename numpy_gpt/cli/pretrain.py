@@ -171,7 +171,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from numpy_gpt.optim import AdamW, ConstantLR, WarmupCosineLR, configure_param_groups
     from numpy_gpt.plots import plot_losses
     from numpy_gpt.tokenizers.train_bpe import OutOfMerges
-    from numpy_gpt.train import perplexity, train_model
+    from numpy_gpt.train import perplexity_from_loss, train_model
 
     started = time.perf_counter()
     if args.threads is not None:
@@ -255,7 +255,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     val_loss = history.val_losses[-1]
     print(f"\nFinal: train loss {history.train_losses[-1]:.3f}, val loss {val_loss:.3f} "
-          f"(perplexity {perplexity(val_loss):.2f}); {history.train_tokens:,} tokens trained on at "
+          f"(perplexity {perplexity_from_loss(val_loss):.2f}); {history.train_tokens:,} tokens trained on at "
           f"{history.tokens_per_second:,.0f} tokens/s; {time.perf_counter() - started:.0f} s in all")
     for i, (seed, sample) in enumerate(zip(seeds, samples, strict=True)):
         print(f"\n--- sample {i + 1} ({header}, seed {seed}) ---\n{sample}")

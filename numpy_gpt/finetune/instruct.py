@@ -41,7 +41,7 @@ from numpy_gpt.data import DataLoader
 from numpy_gpt.finetune.data import save_json
 from numpy_gpt.generate import generate
 from numpy_gpt.nn.loss import cross_entropy
-from numpy_gpt.nn.module import no_grad
+from numpy_gpt.nn.module import inference
 
 PROMPT_HEADER = ("Below is an instruction that describes a task. "
                  "Write a response that appropriately completes the request.")
@@ -183,17 +183,12 @@ def response_loss(model, dataset: InstructionDataset, batch_size: int = 8, *,
     their perplexity. Runs in eval mode without gradients."""
     loader = InstructionDataLoader(dataset, batch_size, pad_token_id=pad_token_id, mask_prompt=True)
     total, count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            for inputs, targets in loader:                          # (B, L) each
-                n = int((targets != -100).sum())
-                if n:
-                    total += cross_entropy(model(inputs), targets)[0] * n
-                    count += n
-    finally:
-        model.train(was_training)
+    with inference(model):
+        for inputs, targets in loader:                          # (B, L) each
+            n = int((targets != -100).sum())
+            if n:
+                total += cross_entropy(model(inputs), targets)[0] * n
+                count += n
     return (total / count if count else float("nan")), count
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from numpy_gpt.data import DataLoader
 from numpy_gpt.fast import map_chunks
 from numpy_gpt.finetune.instruct import RESPONSE_HEADER, format_input
 from numpy_gpt.nn.lora import lora_disabled
-from numpy_gpt.nn.loss import softmax_and_nll
+from numpy_gpt.nn.loss import log_softmax_at, softmax_and_nll
 from numpy_gpt.nn.module import inference
 from numpy_gpt.optim import AdamW, clip_grad_norm
 from numpy_gpt.run import TrainingRun, record_from_dict
@@ -68,10 +69,10 @@ def _check_logprob_args(logits: np.ndarray, targets: np.ndarray, mask: np.ndarra
 
 
 def token_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """log softmax(logits)[target] of each row: logits (N, V), targets (N,) -> (N,), computed as
-    z_y - logsumexp(z) with the row maximum subtracted first (exp never overflows)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)            # (N, V), each row's max is 0
-    return shifted[np.arange(len(targets)), targets] - np.log(np.exp(shifted).sum(axis=1))
+    """Kept for one release: use ``numpy_gpt.nn.loss.log_softmax_at(logits, targets)``."""
+    warnings.warn("token_logprobs is deprecated: use numpy_gpt.nn.loss.log_softmax_at(logits, targets)",
+                  DeprecationWarning, stacklevel=2)
+    return log_softmax_at(logits, targets)
 
 
 def sequence_logprobs(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -84,14 +85,14 @@ def sequence_logprobs(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray)
         logp_n = sum_t mask_nt * log softmax(logits_nt)[targets_nt]
                = sum_t mask_nt * (logits_nt[targets_nt] - logsumexp(logits_nt))
 
-    The per-token part (``token_logprobs``, the negative of chapter 5's cross-entropy) runs on every
-    core through ``map_chunks``; the sum over t is accumulated in float64.
+    The per-token part (``nn.loss.log_softmax_at``, the negative of chapter 5's cross-entropy) runs
+    on every core through ``map_chunks``; the sum over t is accumulated in float64.
     """
     _check_logprob_args(logits, targets, mask)
     N, L, V = logits.shape
     mask = np.asarray(mask, dtype=bool)
     t_safe = np.where(mask, targets, 0).reshape(-1)                   # (N*L,) any id where masked out
-    logp = map_chunks(token_logprobs, logits.reshape(-1, V), t_safe).reshape(N, L)   # per token
+    logp = map_chunks(log_softmax_at, logits.reshape(-1, V), t_safe).reshape(N, L)   # per token
     return logp.sum(axis=1, where=mask, dtype=np.float64).astype(logits.dtype)
 
 

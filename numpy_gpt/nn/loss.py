@@ -10,15 +10,32 @@ from __future__ import annotations
 import numpy as np
 
 
+def log_softmax_at(logits: np.ndarray, targets: np.ndarray, *, with_softmax: bool = False):
+    """log softmax(logits)[target] at every position: logits (..., V), targets (...) int -> (...).
+
+        log p_t = z_t - logsumexp(z),   logsumexp(z) = m + log sum_j exp(z_j - m),   m = max_j z_j
+
+    The row maximum is subtracted first, so every exponent is <= 0 and exp never overflows. This is
+    numpy_gpt's one log-softmax at the targets: the cross-entropy below is its negative mean, DPO sums
+    it over an answer (finetune/preference.py) and evaluation.py scores texts and choices with it.
+
+    With ``with_softmax=True`` it returns (log p_t (...), softmax(logits) (..., V)): the softmax
+    exp(z - m) / sum_j exp(z_j - m) shares every exp, and the gradients need it, since
+    d log p_t / d z_j = [j = t] - p_j.
+    """
+    shifted = logits - logits.max(axis=-1, keepdims=True)           # (..., V), each row's max is 0
+    exp = np.exp(shifted)
+    sum_exp = exp.sum(axis=-1)                                      # (...)
+    logp = np.take_along_axis(shifted, targets[..., None], axis=-1)[..., 0] - np.log(sum_exp)
+    return (logp, exp / sum_exp[..., None]) if with_softmax else logp
+
+
 def softmax_and_nll(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For logits (N, V) and targets (N,): the negative log-likelihood of each row's target,
     -log softmax(logits)[target] = logsumexp(logits) - logits[target] (N,), and softmax(logits)
-    (N, V). The row maximum is subtracted first, so exp never overflows."""
-    shifted = logits - logits.max(axis=1, keepdims=True)            # (N, V), each row's max is 0
-    exp = np.exp(shifted)
-    sum_exp = exp.sum(axis=1)                                       # (N,)
-    nll = np.log(sum_exp) - shifted[np.arange(len(targets)), targets]
-    return nll, exp / sum_exp[:, None]
+    (N, V), both from ``log_softmax_at``."""
+    logp, probs = log_softmax_at(logits, targets, with_softmax=True)
+    return -logp, probs
 
 
 def cross_entropy(logits: np.ndarray, targets: np.ndarray,
