@@ -27,7 +27,7 @@ import pytest
 
 from numpy_gpt.encoder import EncoderModel
 from numpy_gpt.explore import ExploreError, Explorer, make_server
-from numpy_gpt.explore.explorer import LENS_POSITIONS, TOP, outputs_of
+from numpy_gpt.explore.explorer import LENS_POSITIONS, TOP, outputs_of, residual_streams
 from numpy_gpt.finetune.classifier import add_classification_head
 from numpy_gpt.generate import generate
 from numpy_gpt.model import GPTModel
@@ -180,6 +180,22 @@ def test_logit_lens_ends_with_the_models_prediction_and_starts_at_the_embeddings
             assert [c["id"] for c in cell] == best.tolist()
             np.testing.assert_allclose([c["prob"] for c in cell], p[best], atol=1e-5)
     assert explorer.logit_lens(ids, [0, 3])["positions"] == [0, 3]
+
+
+def test_the_residual_streams_are_the_blocks_outputs_and_the_head_is_skipped(model):
+    idx = np.arange(10)[None] % model.cfg["vocab_size"]
+    with outputs_of([model.out_head, *model.trf_blocks], stop_after=model.trf_blocks[1]) as seen:
+        with no_grad():
+            model(idx)
+    assert len(seen) == 2, "the pass stopped after block 1: neither block 2 nor the head ran"
+    streams = residual_streams(model, idx)
+    with no_grad():
+        x = model.tok_emb(idx) + model.pos_emb(10)
+        for i, block in enumerate(model.trf_blocks):
+            np.testing.assert_allclose(streams[i], x, rtol=1e-6)
+            x = block(x)
+    np.testing.assert_allclose(streams[-1], x, rtol=1e-6)
+    assert all("forward" not in vars(m) for m in model.modules()), "every module's own forward again"
 
 
 # -- a classifier, an encoder -----------------------------------------------------------------------------

@@ -96,28 +96,48 @@ def _blocks(model: Module) -> list[Module]:
     return list(model.trf_blocks if isinstance(model, GPTModel) else model.blocks)
 
 
+class _StopForward(Exception):
+    """Cuts a forward pass short once the outputs wanted are in (``outputs_of(stop_after=...)``)."""
+
+
 @contextlib.contextmanager
-def outputs_of(modules: Sequence[Module]) -> Iterator[list[np.ndarray]]:
+def outputs_of(modules: Sequence[Module], stop_after: Module | None = None) -> Iterator[list[np.ndarray]]:
     """While inside, each of ``modules`` appends what its forward returns to the list this yields,
-    in call order (PyTorch's forward hooks, in a few lines): the residual stream after each block.
-    ``Module.__call__`` calls ``self.forward``, so an instance attribute of that name stands in for the
-    class's method until it is deleted again."""
+    in call order (PyTorch's forward hooks, in a few lines). ``Module.__call__`` calls
+    ``self.forward``, so an instance attribute of that name stands in for the class's method until it
+    is deleted again. With ``stop_after`` (one of ``modules``), the forward pass in the ``with`` body
+    ends right after that module's output is kept: what comes after is not computed."""
     outputs: list[np.ndarray] = []
 
-    def recording(forward):
+    def recording(module: Module):
+        forward = module.forward
+
         def forward_and_keep(*args, **kwargs):
-            out = forward(*args, **kwargs)
-            outputs.append(out)
-            return out
+            outputs.append(forward(*args, **kwargs))
+            if module is stop_after:
+                raise _StopForward
+            return outputs[-1]
         return forward_and_keep
 
     for module in modules:
-        module.forward = recording(module.forward)
+        module.forward = recording(module)
     try:
         yield outputs
+    except _StopForward:
+        pass
     finally:
         for module in modules:
             del module.forward                                       # the class's forward again
+
+
+def residual_streams(model: Module, idx: np.ndarray) -> list[np.ndarray]:
+    """The residual stream (B, T, C) after the embeddings and after each block, from the model's own
+    forward pass (so it holds for any family of blocks), cut short after the last block: the head's
+    (T, vocab) logits are not computed."""
+    blocks = _blocks(model)
+    with no_grad(), outputs_of([model.drop_emb, *blocks], stop_after=blocks[-1]) as streams:
+        model(idx)
+    return streams
 
 
 def _rounded(values: np.ndarray, digits: int = 6) -> list:
@@ -285,8 +305,7 @@ class Explorer:
                                f"{t - 1}")
         model = self.model
         with self.lock, no_grad():
-            with outputs_of([model.drop_emb, *_blocks(model)]) as streams:    # embeddings, then each block
-                model(idx)
+            streams = residual_streams(model, idx)                            # embeddings, then each block
             residual = np.stack([s[0, positions] for s in streams])           # (L+1, P, C)
             if isinstance(model, GPTModel):
                 logits = model.out_head(model.final_norm(residual))           # (L+1, P, V)
