@@ -111,7 +111,6 @@ function writeUrl(values) {
   const url = `${window.location.pathname}?${params.toString().replace(/\+/g, "%20")}`;
   window.history.replaceState(null, "", url);
   $("share-link").href = url;
-  $("share-link").textContent = window.location.origin + url;
   $("share").hidden = false;
 }
 
