@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -305,8 +306,9 @@ def test_generation_streams_one_json_line_per_step(server, model, tokenizer):
     events = [json.loads(line) for line in body.decode().splitlines()]
     assert status == 200 and [e["event"] for e in events] == ["prompt", *["step"] * 5, "done"]
     ids = tokenizer.encode(PROMPT)
-    expected = generate(model, np.asarray([ids]), 5, CONTEXT)[0, len(ids):].tolist()
-    assert [e["id"] for e in events[1:-1]] == expected
+    out = generate(model, np.asarray([ids]), 5, CONTEXT)[0]
+    assert [e["id"] for e in events[1:-1]] == out[len(ids):].tolist()
+    assert events[-1]["text"] == tokenizer.decode(out.tolist())
 
 
 @pytest.mark.parametrize(("path", "body", "status", "message"), [
@@ -391,24 +393,89 @@ class DomReader(HTMLParser):
                 and all(a.get(k.replace("_", "-")) == v for k, v in equal.items())]
 
 
-def chromium_dom(url: str, profile: Path) -> DomReader:
-    browser = shutil.which("chromium")
-    if browser is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium): the page is not tested "
-                    "in a browser")
-    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                           f"--user-data-dir={profile}", "--dump-dom", "--virtual-time-budget=20000", url],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    reader = DomReader()
-    reader.feed(done.stdout)
-    return reader
+class HeadlessChromium:
+    """Debian's chromium driven through the DevTools protocol on a pipe (``--remote-debugging-pipe``:
+    JSON messages ending in a NUL byte, commands on the browser's fd 3, answers on its fd 4): open a
+    page, wait in real time until it says it is ready, read its DOM. (``--dump-dom`` with a virtual
+    time budget may read the DOM before a streamed answer has arrived.)"""
+
+    def __init__(self, profile: Path):
+        browser = shutil.which("chromium")
+        if browser is None:
+            pytest.skip("Debian's chromium is not installed (apt-get install chromium): the page is not "
+                        "tested in a browser")
+        commands_in, self.commands = os.pipe()
+        self.answers, answers_out = os.pipe()
+        # the shell hands the pipes to chromium as fds 3 and 4, and nothing else as its stdin/stdout
+        script = 'exec "$0" "$@" 3<&0 4>&1 0</dev/null 1>/dev/null'
+        self.process = subprocess.Popen(
+            ["sh", "-c", script, browser, "--headless", "--no-sandbox", "--disable-gpu",
+             f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
+            stdin=commands_in, stdout=answers_out, stderr=subprocess.DEVNULL)
+        os.close(commands_in)
+        os.close(answers_out)
+        self.buffer = b""
+        self.next_id = 0
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self.commands, json.dumps(message).encode() + b"\0")
+        while True:                                          # skip events until our answer comes
+            while b"\0" not in self.buffer:
+                chunk = os.read(self.answers, 1 << 16)
+                assert chunk, "chromium closed the DevTools pipe"
+                self.buffer += chunk
+            raw, self.buffer = self.buffer.split(b"\0", 1)
+            answer = json.loads(raw)
+            if answer.get("id") == self.next_id:
+                assert "error" not in answer, answer["error"]
+                return answer["result"]
+
+    def dom_when_ready(self, url: str, timeout: float = 60.0) -> DomReader:
+        target = self.send("Target.createTarget", {"url": url})["targetId"]
+        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+
+        def evaluate(expression: str):
+            return self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                             session)["result"].get("value")
+
+        deadline = time.monotonic() + timeout
+        while evaluate("document.body && document.body.getAttribute('data-ready')") != "true":
+            assert time.monotonic() < deadline, "the page did not get ready"
+            time.sleep(0.1)
+        reader = DomReader()
+        reader.feed(evaluate("document.documentElement.outerHTML"))
+        return reader
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close")
+        except (AssertionError, OSError):
+            pass
+        finally:
+            os.close(self.commands)
+            os.close(self.answers)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    browser = HeadlessChromium(tmp_path_factory.mktemp("chromium-profile"))
+    yield browser
+    browser.close()
 
 
 def test_the_page_in_chromium_shows_generates_tokens_their_probabilities_and_the_layers_attention(
-        server, explorer, model, tokenizer, tmp_path):
+        server, chromium, explorer, model, tokenizer):
     url = f"{server.url}?prompt=Every%20effort%20moves%20you&max_new_tokens=8&temperature=0&layer=2&head=1"
-    dom = chromium_dom(url, tmp_path / "profile")
+    dom = chromium.dom_when_ready(url)
     errors = [a for t, a in dom.elements if a.get("id") == "error" and "hidden" not in a]
     assert not errors, "".join(dom.text)
     ids = tokenizer.encode(PROMPT)
@@ -442,8 +509,8 @@ def test_the_page_in_chromium_shows_generates_tokens_their_probabilities_and_the
     assert lens["data-rows"] == "4" and lens["data-positions"] == str(LENS_POSITIONS)
 
 
-def test_the_page_in_chromium_says_what_is_wrong_with_a_bad_link(server, tmp_path):
-    dom = chromium_dom(f"{server.url}?prompt=Every&temperature=-1", tmp_path / "profile")
+def test_the_page_in_chromium_says_what_is_wrong_with_a_bad_link(server, chromium):
+    dom = chromium.dom_when_ready(f"{server.url}?prompt=Every&temperature=-1")
     (box,) = [a for t, a in dom.elements if a.get("id") == "error"]
     assert "hidden" not in box and "temperature: must be >= 0, got -1" in " ".join(dom.text)
 

@@ -31,8 +31,10 @@ def load_explorer(args: argparse.Namespace):
         return Explorer(model, checkpoint_tokenizer(None, data_dir=args.data_dir), name=f"GPT-2 {args.gpt2}")
     extra = model_file(args.checkpoint, "explore", tuple(KINDS), or_else="use --gpt2 124M").extra
     model, tokenizer = load(args.checkpoint, data_dir=args.data_dir)
-    return Explorer(model, tokenizer, name=Path(args.checkpoint).name, max_length=extra.get("max_length"),
-                    pad_token_id=extra.get("pad_token_id"))
+    prompt = extra.get("prompt")                           # pretrain's sample prompt: the page starts with it
+    return Explorer(model, tokenizer, name=Path(args.checkpoint).name,
+                    prompt=prompt if isinstance(prompt, str) and prompt.strip() else None,
+                    max_length=extra.get("max_length"), pad_token_id=extra.get("pad_token_id"))
 
 
 def _cmd_explore(args: argparse.Namespace) -> int:

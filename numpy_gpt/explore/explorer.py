@@ -149,13 +149,16 @@ class Explorer:
 
     ``labels`` name a classifier's classes ("not spam", "spam" by default for two); ``max_length``
     and ``pad_token_id`` pad a text as the classifier was trained (a finetune-spam checkpoint records
-    both). ``name`` says on the page which model this is."""
+    both). ``name`` says on the page which model this is, ``prompt`` is the text the page starts with
+    (a pretrain run records the prompt of its samples)."""
 
-    def __init__(self, model: Module, tokenizer, *, name: str = "", labels: Sequence[str] | None = None,
-                 max_length: int | None = None, pad_token_id: int | None = None):
+    def __init__(self, model: Module, tokenizer, *, name: str = "", prompt: str | None = None,
+                 labels: Sequence[str] | None = None, max_length: int | None = None,
+                 pad_token_id: int | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
+        self.prompt = prompt
         self.kind, self.head_width = model_kind(model)
         self.cfg = model_config(model)
         self.max_length = max_length
@@ -167,8 +170,9 @@ class Explorer:
     def info(self) -> dict[str, Any]:
         """The model's kind, name and sizes (the page builds its controls from them)."""
         c = self.cfg
-        return {"kind": self.kind, "name": self.name, "n_layers": c["n_layers"], "n_heads": c["n_heads"],
-                "context_length": c["context_length"], "vocab_size": c["vocab_size"], "emb_dim": c["emb_dim"],
+        return {"kind": self.kind, "name": self.name, "prompt": self.prompt, "n_layers": c["n_layers"],
+                "n_heads": c["n_heads"], "context_length": c["context_length"], "vocab_size": c["vocab_size"],
+                "emb_dim": c["emb_dim"],
                 "parameters": int(sum(p.size for p in self.model.parameters())),
                 "labels": self.class_labels() if self.kind == CLASSIFIER else None,
                 "mask_token": "[MASK]" if self.kind == ENCODER else None,
@@ -190,6 +194,10 @@ class Explorer:
         if not isinstance(text, str) or not text:
             raise ExploreError(f"{what} is empty: type a few words")
         return [int(i) for i in self.tokenizer.encode(text)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of ``ids``, as the tokenizer decodes it."""
+        return self.tokenizer.decode(list(ids))
 
     def tokens(self, text: str) -> dict[str, Any]:
         """``text`` as the tokenizer splits it: [{"id", "piece"}, ...]."""

@@ -9,7 +9,7 @@ free one, see ``.url``); ``serve_forever()`` answers until ``shutdown()`` or Ctr
     POST /api/generate      {"prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed"}
                             -> one JSON line per event, streamed as it is computed (NDJSON over a
                             chunked response): {"event": "prompt", ...}, {"event": "step", ...} per
-                            token, then {"event": "done"} (or {"event": "error", "error"})
+                            token, then {"event": "done", "text"} (or {"event": "error", "error"})
     POST /api/attention     {"ids", "layer", "head"}                        Explorer.attention
     POST /api/lens          {"ids", "positions"?}                           Explorer.logit_lens
     POST /api/classify      {"text"}                                        Explorer.classify
@@ -228,11 +228,12 @@ class ExploreHandler(BaseHTTPRequestHandler):
         finally:
             steps.close()
 
-    @staticmethod
-    def _events(prompt_view: dict[str, Any], steps) -> Iterable[dict[str, Any]]:
+    def _events(self, prompt_view: dict[str, Any], steps) -> Iterable[dict[str, Any]]:
         yield {"event": "prompt", **prompt_view}
+        ids = [token["id"] for token in prompt_view["tokens"]]
         try:
             for step in steps:
+                ids.append(step["id"])
                 yield {"event": "step", **step}
         except ValueError as err:                        # the status is sent: an error is an event
             yield {"event": "error", "error": str(err)}
@@ -241,7 +242,7 @@ class ExploreHandler(BaseHTTPRequestHandler):
             traceback.print_exc(file=sys.stderr)
             yield {"event": "error", "error": f"internal error: {type(err).__name__}: {err}"}
             return
-        yield {"event": "done"}
+        yield {"event": "done", "text": self.server.explorer.decode(ids)}
 
     def _send_chunks(self, events: Iterable[dict[str, Any]]) -> None:
         for event in events:

@@ -151,10 +151,12 @@ function candidateRow(candidate, picked, rank = null) {
 async function runGenerate(values) {
   if (busy) return;
   busy = true;
+  setReady(false);
   clearError();
   $("generate-button").disabled = true;
   $("steps").replaceChildren();
   $("generated-text").replaceChildren();
+  $("decoded").hidden = true;
   let promptIds = [];
   const newIds = [];
   try {
@@ -180,23 +182,28 @@ async function runGenerate(values) {
         chip.setAttribute("data-step", event.step);
         chip.title = `step ${event.step + 1}: probability ${formatProb(event.prob)} (rank ${event.rank})`;
         $("generated-text").append(chip);
+      } else if (event.event === "done") {
+        $("decoded").textContent = event.text;
+        $("decoded").hidden = false;
       } else if (event.event === "error") {
         throw new Error(event.error);
       }
     }
     $("generated-text").setAttribute("data-new-tokens", newIds.length);
     const all = promptIds.concat(newIds);
-    setCurrentText(all.slice(-info.context_length), null);
+    await setCurrentText(all.slice(-info.context_length), null);
   } catch (error) {
     showError(error.message);
   } finally {
     busy = false;
     $("generate-button").disabled = false;
+    setReady(true);
   }
 }
 
 // -- a classifier, an encoder -------------------------------------------------------------------------
 async function runClassify(text) {
+  setReady(false);
   clearError();
   try {
     const answer = await api("/api/classify", {text});
@@ -209,13 +216,15 @@ async function runClassify(text) {
                 el("span", {class: "label", text: c.label}), el("span", {class: "track"}, bar),
                 el("span", {class: "prob", text: formatProb(c.prob)}));
     }));
-    setCurrentText(answer.tokens.map((t) => t.id), null);
+    await setCurrentText(answer.tokens.map((t) => t.id), null);
   } catch (error) {
     showError(error.message);
   }
+  setReady(true);
 }
 
 async function runFill(text) {
+  setReady(false);
   clearError();
   try {
     const answer = await api("/api/fill-mask", {text});
@@ -227,10 +236,12 @@ async function runFill(text) {
       return el("div", {class: "step", "data-position": mask.position},
                 el("div", {class: "step-head", text: `[MASK] ${i + 1} (position ${mask.position})`}), list);
     }));
-    setCurrentText(answer.tokens.map((t) => t.id), answer.masks.map((m) => m.position).slice(0, info.lens_positions));
+    await setCurrentText(answer.tokens.map((t) => t.id),
+                         answer.masks.map((m) => m.position).slice(0, info.lens_positions));
   } catch (error) {
     showError(error.message);
   }
+  setReady(true);
 }
 
 // -- attention and the logit lens over the current text ------------------------------------------------
@@ -238,9 +249,13 @@ function setCurrentText(ids, positions) {
   currentIds = ids;
   lensPositions = positions;
   $("attention-section").hidden = false;
-  drawAttention();
   $("lens-section").hidden = false;
-  drawLens();
+  return Promise.all([drawAttention(), drawLens()]);
+}
+
+function setReady(ready) {
+  // data-ready="true" once a run and its attention and lens are drawn (or an error is shown)
+  document.body.setAttribute("data-ready", ready ? "true" : "false");
 }
 
 async function drawAttention() {
@@ -343,7 +358,8 @@ async function drawLens() {
 
 function lensTable(answer) {
   const table = el("table", {class: "lens", "data-rows": answer.rows.length, "data-positions": answer.positions.length});
-  const head = el("tr", {}, el("th", {text: info.kind === "encoder" ? "layer \u2193 / position \u2192" : "layer \u2193 / after \u2192"}));
+  const corner = info.kind === "language model" ? "next token after \u2192" : "at \u2192";
+  const head = el("tr", {}, el("th", {class: "corner", text: corner}));
   for (const p of answer.positions) {
     head.append(el("th", {class: "position", "data-position": p, title: `position ${p}`,
                           text: visible(answer.tokens[p].piece)}));
@@ -388,6 +404,7 @@ async function start() {
     info = await api("/api/info");
   } catch (error) {
     showError(`The server did not answer: ${error.message}`);
+    setReady(true);
     return;
   }
   const size = `${info.n_layers} layers, ${info.n_heads} heads, ${info.emb_dim} wide, context ${info.context_length}, ` +
@@ -410,6 +427,7 @@ async function start() {
   }
   if (info.kind === "language model") {
     $("generate-section").hidden = false;
+    if (info.prompt) $("prompt").value = info.prompt;        // the run's own sample prompt
     for (const name of GENERATE_FIELDS) if (url[name] !== undefined) $(name).value = url[name];
     $("generate-form").addEventListener("submit", (event) => { event.preventDefault(); runGenerate(generateValues()); });
     $("prompt").addEventListener("input", previewTokens);
@@ -426,6 +444,7 @@ async function start() {
     $("fill-form").addEventListener("submit", (event) => { event.preventDefault(); runFill($("fill-text").value); });
     if (url.text !== undefined) await runFill(url.text);
   }
+  if (!document.body.hasAttribute("data-ready")) setReady(true);     // nothing to run on load
 }
 
 document.addEventListener("DOMContentLoaded", start);
