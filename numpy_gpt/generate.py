@@ -202,6 +202,8 @@ def generate_steps(model, idx: np.ndarray, max_new_tokens: int, context_size: in
 
 
 def _in_eval_mode(model, steps: Iterator) -> Iterator:
+    """``steps`` with the model in eval mode until they end. Not ``nn.module.inference``: its
+    ``no_grad`` is one switch for the whole process, and the caller's code runs between the steps."""
     was_training = model.training
     model.eval()
     try:

@@ -66,12 +66,6 @@ def token_piece(tokenizer, token_id: int) -> str:
         return "".join(f"\\x{b:02x}" for b in raw)                    # half a character
 
 
-def model_config(model: Module) -> dict[str, Any]:
-    """The model's config (``.cfg``; an encoder of before the one config name keeps ``.config``)."""
-    cfg = getattr(model, "cfg", None)
-    return cfg if cfg is not None else model.config
-
-
 def model_kind(model: Module) -> tuple[str, int]:
     """What the model is, and the width of its head: (LANGUAGE_MODEL, vocab_size) for a GPT whose head
     predicts the vocabulary, (CLASSIFIER, classes) for a GPT with a class head or an EncoderClassifier,
@@ -81,7 +75,7 @@ def model_kind(model: Module) -> tuple[str, int]:
     if isinstance(model, EncoderModel):
         if model.mlm_head is None:
             raise ExploreError("this encoder has no masked-language-model head: there is nothing to predict")
-        return ENCODER, model_config(model)["vocab_size"]
+        return ENCODER, model.cfg["vocab_size"]
     if isinstance(model, GPTModel):
         with no_grad():
             width = model(np.zeros((1, 1), np.int64)).shape[-1]      # the head's outputs, whatever the head
@@ -160,7 +154,7 @@ class Explorer:
         self.name = name
         self.prompt = prompt
         self.kind, self.head_width = model_kind(model)
-        self.cfg = model_config(model)
+        self.cfg = model.cfg
         self.max_length = max_length
         self.pad_token_id = pad_token_id
         self.labels = list(labels) if labels is not None else None
