@@ -206,12 +206,15 @@ def test_classifier_shows_the_probabilities_classify_reads(model, tokenizer):
     assert explorer.kind == "classifier" and explorer.info()["labels"] == ["not spam", "spam"]
     answer = explorer.classify("every step")
     ids = tokenizer.encode("every step")
+    read = ids + [0] * (20 - len(ids))                   # padded to max_length, as in training
+    assert [t["id"] for t in answer["tokens"]] == read and answer["padding"] == 20 - len(ids)
     with no_grad():
-        logits = classifier(np.asarray([ids + [0] * (20 - len(ids))]))[0, -1]
-    np.testing.assert_allclose([c["prob"] for c in answer["classes"]], softmax64(logits), atol=1e-6)
-    lens = explorer.logit_lens(ids)                       # each layer through the class head
-    np.testing.assert_allclose([c["prob"] for c in lens["rows"][-1][-1]],
-                               np.sort(softmax64(classifier(np.asarray([ids]))[0, -1]))[::-1], atol=1e-5)
+        probs = softmax64(classifier(np.asarray([read]))[0, -1])
+    np.testing.assert_allclose([c["prob"] for c in answer["classes"]], probs, atol=1e-6)
+    lens = explorer.logit_lens(read)                     # each layer through the class head; the last
+    last = lens["rows"][-1][-1]                          # row's last position is what classify reads
+    np.testing.assert_allclose([c["prob"] for c in last], np.sort(probs)[::-1], atol=1e-5)
+    assert [c["piece"] for c in last] == [["not spam", "spam"][i] for i in np.argsort(-probs)]
     with pytest.raises(ExploreError, match="does not generate"):
         explorer.generate("every", 3)
 

@@ -328,7 +328,8 @@ class Explorer:
 
     # -- classifier and encoder ----------------------------------------------------------------------
     def classify(self, text: str) -> dict[str, Any]:
-        """A classifier's class probabilities for ``text`` (padded as in training, like ``classify``)."""
+        """A classifier's class probabilities for ``text``, and the tokens it reads: padded as in
+        training (``classify``'s way), so ``padding`` pad tokens end them and the last one is read."""
         if self.kind != CLASSIFIER:
             raise ExploreError(f"this model is a {self.kind}, not a classifier")
         ids = self.encode(text)
@@ -337,15 +338,19 @@ class Explorer:
                 self.check_ids(ids)
                 with no_grad():
                     probs = softmax(self.model(np.asarray([ids])).astype(np.float64))[0]
+                padding = 0
             else:
-                from numpy_gpt.finetune.classifier import class_probabilities
+                from numpy_gpt.finetune.classifier import class_probabilities, classifier_input
 
                 pad = self.pad_token_id
                 if pad is None:                         # finetune-spam pads with the end-of-text id
                     pad = getattr(self.tokenizer, "eot_token", None) or 0
+                read = classifier_input(text, self.model, self.tokenizer, self.max_length, pad)
+                padding = len(read) - min(len(ids), len(read))
+                ids = read
                 probs = class_probabilities(text, self.model, self.tokenizer, self.max_length, pad)
         labels = self.class_labels()
-        return {"tokens": [self.token(i) for i in ids[:self.cfg["context_length"]]],
+        return {"tokens": [self.token(i) for i in ids], "padding": padding,
                 "classes": [{"label": label, "prob": round(float(p), 6)} for label, p in zip(labels, probs,
                                                                                               strict=True)]}
 

@@ -209,6 +209,10 @@ async function runClassify(text) {
     const answer = await api("/api/classify", {text});
     writeUrl({text});
     showTokens($("classify-tokens"), answer.tokens);
+    const chips = $("classify-tokens").children;
+    for (let i = chips.length - answer.padding; i < chips.length; i++) chips[i].classList.add("pad");
+    $("padding-note").textContent = answer.padding
+      ? `The last ${answer.padding} tokens are padding, as in training; the classifier reads the last position.` : "";
     $("classes").replaceChildren(...answer.classes.map((c) => {
       const bar = el("span", {class: "bar"});
       bar.style.width = `${(100 * c.prob).toFixed(2)}%`;
@@ -367,11 +371,12 @@ function lensTable(answer) {
   const body = el("tbody");
   answer.rows.forEach((row, r) => {
     const tr = el("tr", {"data-layer": answer.layers[r]}, el("th", {text: answer.layers[r]}));
+    const show = info.kind === "classifier" ? (label) => label : visible;   // class names as they are
     row.forEach((candidates) => {
       const best = candidates[0];
       const td = el("td", {"data-id": best.id, "data-prob": best.prob,
-                           title: candidates.map((c) => `${visible(c.piece)}  ${formatProb(c.prob)}`).join("\n")},
-                    el("span", {class: "piece", text: visible(best.piece)}),
+                           title: candidates.map((c) => `${show(c.piece)}  ${formatProb(c.prob)}`).join("\n")},
+                    el("span", {class: "piece", text: show(best.piece)}),
                     el("span", {class: "prob", text: formatProb(best.prob)}));
       td.style.setProperty("--p", best.prob);
       tr.append(td);
@@ -409,7 +414,13 @@ async function start() {
   }
   const size = `${info.n_layers} layers, ${info.n_heads} heads, ${info.emb_dim} wide, context ${info.context_length}, ` +
                `vocabulary ${info.vocab_size.toLocaleString()}, ${info.parameters.toLocaleString()} parameters`;
-  $("model-info").textContent = `${info.name ? info.name + ": " : ""}a ${info.kind} (${size})`;
+  const article = /^[aeiou]/.test(info.kind) ? "an" : "a";
+  $("model-info").textContent = `${info.name ? info.name + ": " : ""}${article} ${info.kind} (${size})`;
+  $("lens-what").textContent = {
+    "language model": "the most likely next token at each position",
+    "classifier": "the most likely class at each position (the classifier reads the last)",
+    "encoder": "the most likely token at each [MASK] (what the model would fill in)",
+  }[info.kind];
   document.body.setAttribute("data-kind", info.kind);
   fillSelect($("layer"), info.n_layers, "layer");
   fillSelect($("head"), info.n_heads, "head");
