@@ -524,9 +524,15 @@ def test_the_command_serves_a_checkpoint_and_stops_cleanly_on_ctrl_c(model, toke
     from numpy_gpt.tokenizers.spec import tokenizer_spec
 
     path = save_checkpoint(tmp_path / "model.npz", model, extra={"tokenizer": tokenizer_spec(tokenizer)})
-    process = subprocess.Popen([sys.executable, "-m", "numpy_gpt", "explore", "--checkpoint", str(path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                               env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    # A child inherits an ignored SIGINT (a test that ran main in this process may have left it so):
+    # start it with Python's own handler, as a shell would.
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "numpy_gpt", "explore", "--checkpoint", str(path)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                                   env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    finally:
+        signal.signal(signal.SIGINT, handler)
     try:
         lines = [process.stdout.readline() for _ in range(2)]
         (url,) = re.findall(r"http://127\.0\.0\.1:\d+/", lines[-1])
@@ -538,6 +544,11 @@ def test_the_command_serves_a_checkpoint_and_stops_cleanly_on_ctrl_c(model, toke
         connection.close()
     finally:
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        try:
+            out, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
     assert process.returncode == 0, err
     assert out.strip().splitlines()[-1] == "numpy-gpt explore: stopped" and "Traceback" not in err
