@@ -2,6 +2,7 @@
 
     python scripts/bench_explore.py                 # the quickstart model's shape, then GPT-2 124M's
     python scripts/bench_explore.py --quick         # the quickstart shape only
+    python scripts/bench_explore.py --threads 2     # BLAS threads (default: numpy-gpt explore's, 1)
 
 Random weights (the time does not depend on them): the quickstart model (``numpy-gpt pretrain``'s
 small preset, 4 layers, 128 wide, context 64, a BPE of 1024 tokens) and GPT-2 124M's shape (12 layers,
@@ -18,8 +19,14 @@ import argparse
 import statistics
 import time
 
+import numpy as np
+
+from numpy_gpt.cli.common import thread_count
+from numpy_gpt.cli.explore import DEFAULT_THREADS
 from numpy_gpt.explore import Explorer
+from numpy_gpt.generate import sampling_logits
 from numpy_gpt.model import GPT_CONFIG_124M, GPTModel
+from numpy_gpt.nn.softmax import softmax
 from numpy_gpt.runtime import configure
 
 
@@ -49,6 +56,14 @@ def measure(name: str, cfg: dict, prompt_tokens: int, new_tokens: int, sampling:
             break
         times.append(time.perf_counter() - started)
         ids.append(step["id"])
+    # what explore adds to generate's own step: the distribution shown and its ten most likely tokens
+    logits = np.random.default_rng(0).standard_normal((1, cfg["vocab_size"])).astype(np.float32)
+    started = time.perf_counter()
+    for _ in range(20):
+        probs = softmax(sampling_logits(logits, sampling["temperature"] or 1.0, sampling.get("top_k"),
+                                        sampling.get("top_p")))[0]
+        explorer._candidates(probs, int(probs.argmax()))
+    added = (time.perf_counter() - started) / 20
     text = explorer.encode(prompt) + ids
     started = time.perf_counter()
     explorer.attention(text[-128:], cfg["n_layers"] - 1, 0)
@@ -57,7 +72,8 @@ def measure(name: str, cfg: dict, prompt_tokens: int, new_tokens: int, sampling:
     explorer.logit_lens(text[-cfg["context_length"]:])
     lens = time.perf_counter() - started
     print(f"{name}: prompt {prompt_tokens} tokens, {new_tokens} steps {sampling}: first step (prefill) "
-          f"{times[0] * 1e3:.1f} ms, median step {statistics.median(times[1:]) * 1e3:.1f} ms, "
+          f"{times[0] * 1e3:.1f} ms, median step {statistics.median(times[1:]) * 1e3:.1f} ms (of which "
+          f"explore's probabilities and top ten {added * 1e3:.1f} ms), "
           f"slowest {max(times[1:]) * 1e3:.1f} ms; attention over {min(128, len(text))} tokens "
           f"{attention * 1e3:.0f} ms; logit lens over {min(len(text), cfg['context_length'])} tokens "
           f"{lens * 1e3:.0f} ms", flush=True)
@@ -66,8 +82,9 @@ def measure(name: str, cfg: dict, prompt_tokens: int, new_tokens: int, sampling:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the quickstart model only")
+    parser.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help="BLAS threads")
     args = parser.parse_args()
-    configure()
+    configure(args.threads)
     quickstart = {"vocab_size": 1024, "context_length": 64, "emb_dim": 128, "n_heads": 4, "n_layers": 4,
                   "drop_rate": 0.0, "qkv_bias": False}
     for sampling in ({"temperature": 0.0}, {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "seed": 1}):
