@@ -2,7 +2,7 @@
 
     python scripts/bench_explore.py                 # the quickstart model's shape, then GPT-2 124M's
     python scripts/bench_explore.py --quick         # the quickstart shape only
-    python scripts/bench_explore.py --threads 2     # BLAS threads (default: numpy-gpt explore's, 1)
+    python scripts/bench_explore.py --threads 1     # BLAS threads (default: numpy-gpt explore's rule)
 
 Random weights (the time does not depend on them): the quickstart model (``numpy-gpt pretrain``'s
 small preset, 4 layers, 128 wide, context 64, a BPE of 1024 tokens) and GPT-2 124M's shape (12 layers,
@@ -21,13 +21,14 @@ import time
 
 import numpy as np
 
-from numpy_gpt.cli.common import thread_count
-from numpy_gpt.cli.explore import DEFAULT_THREADS
+from numpy_gpt.cli.common import THREADS_HELP, thread_count, use_threads
 from numpy_gpt.explore import Explorer
 from numpy_gpt.generate import sampling_logits
 from numpy_gpt.model import GPT_CONFIG_124M, GPTModel
 from numpy_gpt.nn.softmax import softmax
-from numpy_gpt.runtime import configure
+from numpy_gpt.runtime import configure, num_threads, set_threads
+
+BLAS_DEFAULT = num_threads()
 
 
 class Ids:
@@ -43,7 +44,10 @@ class Ids:
         return "".join(f"<{i}>" for i in ids)
 
 
-def measure(name: str, cfg: dict, prompt_tokens: int, new_tokens: int, sampling: dict) -> None:
+def measure(name: str, cfg: dict, prompt_tokens: int, new_tokens: int, sampling: dict,
+            threads: int | None) -> None:
+    set_threads(BLAS_DEFAULT)                                 # a fresh process's, then explore's rule
+    use_threads(threads, cfg)
     model = GPTModel(cfg, seed=0)
     explorer = Explorer(model, Ids(cfg["vocab_size"]), name=name)
     prompt = "".join(chr(65 + i % 50) for i in range(prompt_tokens))
@@ -71,7 +75,8 @@ def measure(name: str, cfg: dict, prompt_tokens: int, new_tokens: int, sampling:
     started = time.perf_counter()
     explorer.logit_lens(text[-cfg["context_length"]:])
     lens = time.perf_counter() - started
-    print(f"{name}: prompt {prompt_tokens} tokens, {new_tokens} steps {sampling}: first step (prefill) "
+    print(f"{name}, {num_threads()} BLAS thread(s): prompt {prompt_tokens} tokens, {new_tokens} steps "
+          f"{sampling}: first step (prefill) "
           f"{times[0] * 1e3:.1f} ms, median step {statistics.median(times[1:]) * 1e3:.1f} ms (of which "
           f"explore's probabilities and top ten {added * 1e3:.1f} ms), "
           f"slowest {max(times[1:]) * 1e3:.1f} ms; attention over {min(128, len(text))} tokens "
@@ -82,17 +87,18 @@ def measure(name: str, cfg: dict, prompt_tokens: int, new_tokens: int, sampling:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the quickstart model only")
-    parser.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help="BLAS threads")
+    parser.add_argument("--threads", type=thread_count, help=THREADS_HELP)
     args = parser.parse_args()
-    configure(args.threads)
+    configure()
     quickstart = {"vocab_size": 1024, "context_length": 64, "emb_dim": 128, "n_heads": 4, "n_layers": 4,
                   "drop_rate": 0.0, "qkv_bias": False}
     for sampling in ({"temperature": 0.0}, {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "seed": 1}):
-        measure("quickstart (4 x 128, V 1024)", quickstart, 8, 50, sampling)
+        measure("quickstart (4 x 128, V 1024)", quickstart, 8, 50, sampling, args.threads)
     if not args.quick:
         for sampling in ({"temperature": 0.0}, {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "seed": 1}):
-            measure("GPT-2 124M shape", GPT_CONFIG_124M, 8, 30, sampling)
-        measure("GPT-2 124M shape, long prompt", GPT_CONFIG_124M, 900, 20, {"temperature": 0.0})
+            measure("GPT-2 124M shape", GPT_CONFIG_124M, 8, 30, sampling, args.threads)
+        measure("GPT-2 124M shape, long prompt", GPT_CONFIG_124M, 900, 20, {"temperature": 0.0},
+                args.threads)
 
 
 if __name__ == "__main__":

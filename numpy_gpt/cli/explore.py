@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from numpy_gpt.cli.common import GPT2_SIZE_CHOICES, model_file, port_number, thread_count
-
-# One BLAS thread by default: a step of generation is a row of tokens times each matrix, which BLAS
-# threads slow down as soon as the machine is busy (a browser runs beside the server). A GPT-2 124M
-# step measured 46-60 ms with one thread and 0.55-1.2 s with two, on this 2-core machine under load
-# (scripts/bench_explore.py); --threads 2 speeds up a long prompt's first step on an idle machine.
-DEFAULT_THREADS = 1
+from numpy_gpt.cli.common import (
+    GPT2_SIZE_CHOICES,
+    THREADS_HELP,
+    model_file,
+    port_number,
+    thread_count,
+    use_threads,
+)
 
 
 def load_explorer(args: argparse.Namespace):
@@ -45,10 +46,9 @@ def load_explorer(args: argparse.Namespace):
 
 def _cmd_explore(args: argparse.Namespace) -> int:
     from numpy_gpt.explore import make_server
-    from numpy_gpt.runtime import set_threads
 
-    set_threads(args.threads)
     explorer = load_explorer(args)
+    use_threads(args.threads, explorer.cfg)                  # one sequence at a time, as generate
     try:
         server = make_server(explorer, args.host, args.port)
     except OSError as err:                                 # the port is taken, the host is not ours
@@ -84,8 +84,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="the address to listen on; another than 127.0.0.1 opens the page to the network")
     p.add_argument("--port", type=port_number, default=0, help="the port to listen on (0: a free one)")
-    p.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS,
-                   help="BLAS threads (one answers a step soonest on a busy machine)")
+    p.add_argument("--threads", type=thread_count, help=THREADS_HELP)
     p.add_argument("--models-dir", default="gpt2", help="where GPT-2 weights are kept (with --gpt2)")
     p.add_argument("--data-dir", default="data", help="where GPT-2's vocabulary is kept")
     p.set_defaults(func=_cmd_explore)
