@@ -9,6 +9,10 @@ likely next token; chapter 5 adds temperature scaling and top-k filtering. This 
 * ``generate`` runs the model. Without a cache it recomputes the whole (cropped) sequence for every
   new token, exactly as in the book. With ``use_cache=True`` it feeds the prompt once ("prefill"),
   then one token per step, each attending to the keys and values cached for the earlier positions.
+* ``generate_steps`` is the same loop one step at a time: it yields each step's next-token logits
+  and the token picked from them, so a caller can watch the choice being made (``numpy-gpt
+  explore`` draws each step's probabilities, ``sampling_logits`` says which ones a token is drawn
+  from). ``generate`` is those steps joined.
 
 GPT-2 has *absolute* positional embeddings, so a cache cannot slide: once the sequence fills the
 context window, the next window starts one token later and every cached token would sit at a new
@@ -18,11 +22,11 @@ position. From then on each step recomputes the last ``context_size`` tokens in 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from numpy_gpt.nn.module import inference, no_grad
+from numpy_gpt.nn.module import no_grad
 from numpy_gpt.nn.softmax import softmax
 
 
@@ -78,6 +82,22 @@ def top_p_filter(logits: np.ndarray, top_p: float) -> np.ndarray:
     return np.where(keep, logits, -np.inf).astype(logits.dtype, copy=False)
 
 
+def sampling_logits(logits: np.ndarray, temperature: float, top_k: int | None = None,
+                    top_p: float | None = None) -> np.ndarray:
+    """The logits (B, V) a sampled token is drawn from: divided by ``temperature`` (> 0), then
+    filtered by top-k, then by top-p (a dropped token's logit is ``-inf``). Their softmax is the
+    distribution ``sample_next_token`` draws from."""
+    _check_sampling(temperature, top_k, top_p)
+    if temperature == 0:
+        raise ValueError("sampling_logits needs a temperature > 0: at 0, decoding is greedy (argmax)")
+    logits = logits / np.asarray(temperature, dtype=logits.dtype)
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return logits
+
+
 def sample_next_token(logits: np.ndarray, rng: np.random.Generator, temperature: float = 0.0,
                       top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
     """Pick one token id per row from next-token logits (B, V) -> (B,) int64.
@@ -90,11 +110,7 @@ def sample_next_token(logits: np.ndarray, rng: np.random.Generator, temperature:
     _check_sampling(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(axis=-1).astype(np.int64)
-    logits = logits / np.asarray(temperature, dtype=logits.dtype)
-    if top_k is not None:
-        logits = top_k_filter(logits, top_k)
-    if top_p is not None:
-        logits = top_p_filter(logits, top_p)
+    logits = sampling_logits(logits, temperature, top_k, top_p)
     # Inverse-CDF sampling, vectorised over rows. The running sum is taken in float64 so that the
     # last of 50k small probabilities is not lost to rounding. The chosen index is the first whose
     # cumulative sum exceeds u * total; a zero-probability token never raises the sum, so it can
@@ -157,26 +173,59 @@ def generate(model, idx: np.ndarray, max_new_tokens: int, context_size: int, tem
     Runs in evaluation mode (no dropout) and under ``no_grad``; the model's train/eval mode is
     restored afterwards.
     """
+    steps = generate_steps(model, idx, max_new_tokens, context_size, temperature, top_k, top_p, eos_id,
+                           use_cache, seed)
+    return np.concatenate([idx.astype(np.int64), *(next_ids[:, None] for _, next_ids in steps)], axis=1)
+
+
+def generate_steps(model, idx: np.ndarray, max_new_tokens: int, context_size: int, temperature: float = 0.0,
+                   top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
+                   use_cache: bool = True, seed: int | None = None
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``generate``, one step at a time: yields ``(logits, next_ids)`` for each token appended, the
+    next-token logits (B, V) the model gave and the ids (B,) picked from them (the arguments are
+    ``generate``'s, checked before the first step). ``generate`` joins these steps, so they give
+    its tokens exactly.
+
+    The model is in evaluation mode while the steps run (its mode is restored when they end or the
+    iterator is closed); each forward pass runs under ``no_grad``.
+    """
     _check_generate_args(model, idx, max_new_tokens, context_size)
     _check_sampling(temperature, top_k, top_p)
     rng = np.random.default_rng(seed)
-    with inference(model):
-        return _decode(model, idx.astype(np.int64), max_new_tokens, context_size,
-                       lambda logits: sample_next_token(logits, rng, temperature, top_k, top_p),
-                       eos_id, use_cache)
+
+    def pick(logits: np.ndarray) -> np.ndarray:
+        return sample_next_token(logits, rng, temperature, top_k, top_p)
+
+    return _in_eval_mode(model, _decode(model, idx.astype(np.int64), max_new_tokens, context_size, pick,
+                                        eos_id, use_cache))
+
+
+def _in_eval_mode(model, steps: Iterator) -> Iterator:
+    """``steps`` with the model in eval mode until they end. Not ``nn.module.inference``: its
+    ``no_grad`` is one switch for the whole process, and the caller's code runs between the steps."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield from steps
+    finally:
+        model.train(was_training)
 
 
 def _decode(model, idx: np.ndarray, max_new_tokens: int, context_size: int, pick, eos_id: int | None,
-            use_cache: bool) -> np.ndarray:
+            use_cache: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def next_logits(x: np.ndarray, cache) -> np.ndarray:
+        with no_grad():
+            return model(x, kv_cache=cache)[:, -1, :]     # (B, V) for the next position
+
     batch_size, _ = idx.shape
     if max_new_tokens == 0:
-        return idx
-    tokens = [idx]                                        # pieces of the output, joined at the end
+        return
     window = idx[:, -context_size:]                       # (B, <=context_size) what the model sees
     # room for every position this call can fill, not the whole context (Llama 3.2's is 131072)
     room = min(context_size, window.shape[1] + max_new_tokens)
     cache = model.new_kv_cache(batch_size, max_len=room) if use_cache else None
-    logits = model(window, kv_cache=cache)[:, -1, :]      # prefill: (B, V) for the next position
+    logits = next_logits(window, cache)                   # prefill
     cached_len = window.shape[1]
     finished = np.zeros(batch_size, dtype=bool)
     for step in range(max_new_tokens):
@@ -185,21 +234,20 @@ def _decode(model, idx: np.ndarray, max_new_tokens: int, context_size: int, pick
             next_ids[finished] = eos_id
             finished |= next_ids == eos_id
             if finished.all():
-                break
-        next_col = next_ids[:, None]                      # (B, 1)
-        tokens.append(next_col)
+                return
+        yield logits, next_ids
         if step == max_new_tokens - 1:
-            break
+            return
+        next_col = next_ids[:, None]                      # (B, 1)
         window = np.concatenate([window, next_col], axis=1)[:, -context_size:]
         if cache is None:
-            logits = model(window)[:, -1, :]
+            logits = next_logits(window, None)
         elif cached_len < context_size:                   # room left: feed just the new token
-            logits = model(next_col, kv_cache=cache)[:, -1, :]
+            logits = next_logits(next_col, cache)
             cached_len += 1
         else:                                             # window slid: positions moved, re-prefill
             cache = model.new_kv_cache(batch_size, max_len=context_size)
-            logits = model(window, kv_cache=cache)[:, -1, :]
-    return np.concatenate(tokens, axis=1)
+            logits = next_logits(window, cache)
 
 
 def text_to_token_ids(text: str, tokenizer) -> np.ndarray:

@@ -18,6 +18,7 @@ from numpy_gpt.finetune.classifier import (
     add_classification_head,
     calc_accuracy_loader,
     calc_loss_batch,
+    class_probabilities,
     classify_review,
     last_token_cross_entropy,
     load_classifier,
@@ -235,6 +236,12 @@ def test_tiny_model_learns_synthetic_spam(tmp_path):
     length = train_ds.max_length
     assert classify_review("call me when home winner", model, tok, length, pad_token_id=0) == "spam"
     assert classify_review("see you at lunch", model, tok, length, pad_token_id=0) == "not spam"
+    probs = class_probabilities("call me when home winner", model, tok, length, pad_token_id=0)
+    ids = tok.encode("call me when home winner")
+    padded = np.asarray([ids + [0] * (length - len(ids))])
+    logits = model(padded)[0, -1].astype(np.float64)
+    np.testing.assert_allclose(probs, np.exp(logits) / np.exp(logits).sum(), rtol=1e-6)
+    assert probs[1] > 0.5
 
     path = save_classifier(tmp_path / "spam.npz", model, max_length=train_ds.max_length, pad_token_id=0)
     loaded, extra = load_classifier(path)

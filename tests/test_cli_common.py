@@ -15,6 +15,7 @@ from numpy_gpt.cli.common import (
     check_memory,
     learning_rate,
     non_negative_int,
+    port_number,
     positive_int,
     probability,
     random_seed,
@@ -48,6 +49,7 @@ def _refused(argv: list[str], capsys) -> str:
     (probability, {"0": 0.0, "0.15": 0.15}, ["1", "-0.1", "nan", "inf", "1e12"]),
     (top_p_mass, {"1": 1.0, "0.9": 0.9}, ["0", "1.5", "nan"]),
     (learning_rate, {"3e-4": 3e-4, "1e308": 1e308}, ["0", "-1", "nan", "inf", "1e309"]),
+    (port_number, {"0": 0, "8000": 8000, "65535": 65535}, ["-1", "65536", "80.5", "nan", "http"]),
 ])
 def test_each_type_takes_its_concept_and_refuses_the_rest(kind, good, bad):
     for text, value in good.items():
@@ -76,6 +78,7 @@ def test_every_parser_refuses_flag_prefixes(tmp_path, capsys):
     (["evaluate", "--gpt2", "124M", "--stride", "-1"], "--stride"),
     (["scaling", "--bootstrap", "-1"], "--bootstrap"),
     (["bench", "--repeats", "0"], "--repeats"),
+    (["explore", "--gpt2", "124M", "--port", "70000"], "--port"),
 ])
 def test_a_bad_value_is_refused_naming_its_flag(argv, flag, capsys):
     assert f"argument {flag}: " in _refused(argv, capsys)

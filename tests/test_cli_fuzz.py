@@ -10,7 +10,8 @@ on models of a few thousand parameters trained for a step. Two kinds of values a
 run: 10^12 given to a flag that asks for that much work (steps, epochs, generated tokens, bootstrap
 resamples, items: a legitimate run of years, not an error), and every value of ``bench``, ``scaling``
 and ``gradcheck`` (a run of each takes ten seconds or more; their types are exercised here, their runs
-in test_bench.py, test_scaling.py and test_cli.py).
+in test_bench.py, test_scaling.py and test_cli.py) and of ``explore`` (it serves until Ctrl-C; its
+run is in test_explore.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ HUGE = ("1e12", "1000000000000")
 WORK_FLAGS = {"--max-steps", "--epochs", "--sample-tokens", "--max-new-tokens", "--num-samples", "--repeats",
               "--bootstrap", "--seeds", "--limit"}
 # Commands whose runs take tens of seconds: their values are parsed (types and checks), not run.
-PARSE_ONLY = {"bench", "scaling", "gradcheck"}
+PARSE_ONLY = {"bench", "scaling", "gradcheck", "explore"}
 NOT_NUMERIC = (None, str, Path)
 
 TEXT = ("the cat sat on the mat. the dog sat on the log. a bird flew over the tree, "
@@ -111,6 +112,7 @@ def tiny(tmp_path_factory):
         "scaling": ["scaling", "--corpus", str(corpus), "--tokenizer", "char", "--sizes", "1",
                     "--budgets", "1e7", "--min-steps", "1", "--bootstrap", "0", "--no-progress"],
         "bench": ["bench", "--quick", "--no-torch"],
+        "explore": ["explore", "--checkpoint", model],
     }
     return base, base_argv
 

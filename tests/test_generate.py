@@ -16,7 +16,9 @@ from hypothesis.extra.numpy import arrays
 
 from numpy_gpt.generate import (
     generate,
+    generate_steps,
     sample_next_token,
+    sampling_logits,
     softmax,
     text_to_token_ids,
     token_ids_to_text,
@@ -24,6 +26,7 @@ from numpy_gpt.generate import (
     top_p_filter,
 )
 from numpy_gpt.model import GPTModel
+from numpy_gpt.nn.module import no_grad
 
 torch = reference("torch")
 
@@ -194,6 +197,37 @@ def test_generate_restores_mode_and_caches_nothing_for_backward(model):
     model.eval()
     generate(model, prompts(1, 3), 2, 12)
     assert not model.training
+
+
+def test_steps_give_the_models_own_logits_and_the_tokens_of_generate(model):
+    """Each step's logits are the full model's on the text so far (recomputed without a cache, the
+    book's way), and its ids are the ones generate appends."""
+    idx = prompts(2, 5, seed=4)
+    sampling = {"temperature": 0.9, "top_k": 7, "top_p": 0.9, "seed": 3}
+    out = generate(model, idx, 9, 12, **sampling)
+    text = idx
+    for step, (logits, next_ids) in enumerate(generate_steps(model, idx, 9, 12, **sampling)):
+        with no_grad():
+            expected = model(text[:, -12:])[:, -1, :]
+        np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(next_ids, out[:, 5 + step])
+        text = np.concatenate([text, next_ids[:, None]], axis=1)
+    assert text.shape == out.shape
+
+
+def test_sampling_logits_are_what_a_token_is_drawn_from():
+    """At temperature T the draws follow softmax(sampling_logits): top-k 3 of 6 keeps 3 tokens whose
+    shares match their probabilities."""
+    logits = np.array([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]], np.float32)
+    probs = softmax(sampling_logits(logits, 0.7, top_k=3).astype(np.float64))[0]
+    np.testing.assert_allclose(probs[:3], softmax(logits[:, :3] / 0.7)[0], rtol=1e-6)
+    assert (probs[3:] == 0).all()
+    rng = np.random.default_rng(0)
+    draws = np.concatenate([sample_next_token(np.repeat(logits, 1000, 0), rng, 0.7, top_k=3)
+                            for _ in range(20)])
+    np.testing.assert_allclose(np.bincount(draws, minlength=6) / draws.size, probs, atol=0.01)
+    with pytest.raises(ValueError, match="greedy"):
+        sampling_logits(logits, 0.0)
 
 
 def test_zero_new_tokens_returns_the_prompt(model):

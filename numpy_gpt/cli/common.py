@@ -173,8 +173,16 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def port_number(text: str) -> int:
+    """A TCP port to listen on: 1 to 65535, or 0 for a free one the system picks."""
+    value = _number(text, int)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 0 (a free one) to 65535, got {text}")
+    return value
+
+
 NUMERIC_TYPES = (positive_int, non_negative_int, thread_count, random_seed, probability, fraction, top_p_mass,
-                 learning_rate, positive_float, non_negative_float)
+                 learning_rate, positive_float, non_negative_float, port_number)
 
 
 # -- checks of several flags together, before any work ------------------------------------------------

@@ -11,6 +11,7 @@ and ``set_defaults(func=handler)``; ``handler(args)`` returns the exit code:
 * ``cli/evaluate.py`` -- evaluate (benchmarks)
 * ``cli/scaling.py`` -- scaling (scaling laws)
 * ``cli/tools.py`` -- bench (speed against PyTorch)
+* ``cli/explore.py`` -- explore (see inside a model in the browser)
 
 They share ``cli/common.py`` (errors, help format, argument types) and import nothing else of the
 command line. A new family of commands is one module with an ``add_subcommands`` and one name in
@@ -28,7 +29,7 @@ from numpy_gpt.cli.common import USER_ERRORS, CLIError, HelpFormatter, error_tex
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from numpy_gpt.cli import dpo, encoder, evaluate, finetune, pretrain, scaling, tools, weights
+    from numpy_gpt.cli import dpo, encoder, evaluate, explore, finetune, pretrain, scaling, tools, weights
 
     parser = argparse.ArgumentParser(
         prog="numpy-gpt", allow_abbrev=False,
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Language Model (From Scratch)'.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
-    for module in (pretrain, weights, finetune, encoder, dpo, tools, scaling, evaluate):
+    for module in (pretrain, weights, finetune, encoder, dpo, tools, scaling, evaluate, explore):
         module.add_subcommands(subparsers)
     for command in subparsers.choices.values():
         command.formatter_class = HelpFormatter

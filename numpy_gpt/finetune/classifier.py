@@ -13,7 +13,8 @@ The recipe of the book, step by step:
    fine-tuning the last block costs a fraction of a pretraining step.
 4. The loss is the cross-entropy of the *last* token's logits (the only position that has attended
    to the whole message): ``calc_loss_batch``, ``calc_accuracy_loader``, ``train_classifier_simple``.
-5. ``classify_review`` labels a new text.
+5. ``classify_review`` labels a new text (``class_probabilities`` gives the probabilities behind it,
+   ``classifier_input`` the padded ids it reads).
 
 Truncation: a message longer than the padding length keeps its *first* tokens, in training
 (``SpamDataset``) and in ``classify_review`` alike, as the book does; the padding length is at most
@@ -340,7 +341,18 @@ def classify_review(text: str, model: GPTModel, tokenizer, max_length: int | Non
 def class_probabilities(text: str, model: GPTModel, tokenizer, max_length: int | None = None,
                         pad_token_id: int = 50256) -> np.ndarray:
     """The classifier's probability of each class (num_classes,) for one text, padded or truncated
-    as ``classify_review`` says: the softmax of the last position's logits."""
+    as ``classify_review`` says (``classifier_input``): the softmax of the last position's logits."""
+    ids = classifier_input(text, model, tokenizer, max_length, pad_token_id)
+    with inference(model):
+        logits = _last_token_logits(model, np.asarray([ids], dtype=np.int64))[0].astype(np.float64)
+    exp = np.exp(logits - logits.max())
+    return exp / exp.sum()
+
+
+def classifier_input(text: str, model: GPTModel, tokenizer, max_length: int | None = None,
+                     pad_token_id: int = 50256) -> list[int]:
+    """The ids the classifier reads for ``text``: its first ``max_length`` tokens (at most the model's
+    context), padded with ``pad_token_id`` up to ``max_length``, as the training data was."""
     ids = list(tokenizer.encode(text))
     context_length = model.cfg["context_length"]
     length = context_length if max_length is None else min(max_length, context_length)
@@ -349,10 +361,7 @@ def class_probabilities(text: str, model: GPTModel, tokenizer, max_length: int |
         ids += [pad_token_id] * (length - len(ids))
     if not ids:
         raise ValueError("classify_review got an empty text and no max_length to pad it to")
-    with inference(model):
-        logits = _last_token_logits(model, np.asarray([ids], dtype=np.int64))[0].astype(np.float64)
-    exp = np.exp(logits - logits.max())
-    return exp / exp.sum()
+    return ids
 
 
 # -- plots -----------------------------------------------------------------------------------------
