@@ -47,7 +47,8 @@ from numpy_gpt.nn.feedforward import GELUS
 from numpy_gpt.nn.gelu import ErfGELU, erf, gelu_erf, gelu_erf_backward  # noqa: F401 (their home was here)
 from numpy_gpt.nn.layernorm import LayerNorm
 from numpy_gpt.nn.linear import Linear, TiedLinear, skip_init
-from numpy_gpt.nn.module import Module, Parameter, Sequential, inference
+from numpy_gpt.nn.module import Module, Parameter, Sequential
+from numpy_gpt.plots import attention_weights
 
 # The keys GPT's config has, plus five. bert-base-uncased is this config with vocab_size 30522
 # (its feed-forward is 4 x 768 = 3072 wide, the default; another width is GPT's optional hidden_dim).
@@ -346,20 +347,11 @@ class EncoderClassifier(Module):
 def encoder_attention_weights(model: EncoderModel, idx: np.ndarray, layer: int) -> np.ndarray:
     """Attention weights (B, H, T, T) of block ``layer`` for ids ``idx`` (B, T), no padding: entry
     [b, h, i, j] is how much token i attends to token j. Every row sums to 1 over ALL j, left and
-    right: the full square that a GPT layer (numpy_gpt.plots.attention_weights) cuts to its lower
-    triangle. Recomputed from the block's input as chapter 3 does, in eval mode, under no_grad."""
+    right: the full square that a GPT layer cuts to its lower triangle. The layer's own weights, from
+    ``numpy_gpt.plots.attention_weights`` (one forward pass, in eval mode, under no_grad)."""
     if not 0 <= layer < model.cfg["n_layers"]:
         raise ValueError(f"layer must be in [0, {model.cfg['n_layers']}), got {layer}")
-    with inference(model):
-        idx, types = model._check_inputs(idx, None, None)
-        x = model.drop_emb(model.emb_norm(model.tok_emb(idx) + model.pos_emb(idx.shape[1])
-                                          + model.type_emb(types)))
-        blocks = list(model.blocks)
-        for block in blocks[:layer]:
-            x = block(x)
-        block = blocks[layer]
-        h = block.norm1(x) if block.pre_norm else x                          # the attention's input
-        return block.att.attention_weights(h)                                 # (B, H, T, T), no mask
+    return attention_weights(model, np.asarray(idx))[layer]
 
 
 # -- deprecated names, kept for code written against the earlier encoder --------------------------------

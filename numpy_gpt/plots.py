@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from numpy_gpt.fileio import atomic_write
+from numpy_gpt.nn.attention import MultiHeadAttention
 from numpy_gpt.nn.module import inference
 
 if TYPE_CHECKING:   # matplotlib is imported when a plot is drawn: it costs ~1 s at `import numpy_gpt`
@@ -99,26 +100,28 @@ def draw_lr_schedule(lr_schedule: Callable[[int], float], total_steps: int,
 
 
 def attention_weights(model, idx: np.ndarray) -> np.ndarray:
-    """Causal attention weights of every layer and head for token ids ``idx`` (B, T).
+    """The attention weights of every layer and head for token ids ``idx`` (B, T), as the model's
+    layers compute them: a GPT (GPT-2, Llama, Qwen3), an encoder or a classifier.
 
     Returns (n_layers, B, n_heads, T, T) float32: entry [l, b, h, i, j] is how much position i
-    attends to position j in head h of layer l (each row sums to 1; zero above the diagonal).
-    The model runs in evaluation mode (no dropout) under ``no_grad``; each block's weights are
-    recomputed by its attention from its own ``norm1`` (``MultiHeadAttention.attention_weights``:
-    the same projections, rotations and masks as its forward, grouped-query heads included).
+    attends to position j in head h of layer l (each row sums to 1; a causal layer gives the future
+    0). Every MultiHeadAttention keeps the weights of its forward (``keep_attn_weights``) while the
+    model runs once on ``idx`` in evaluation mode (no dropout) under ``no_grad``: the numbers are the
+    layers' own, whatever the embeddings, the norms' places, RoPE or grouped-query heads.
     """
     if not isinstance(idx, np.ndarray) or idx.ndim != 2:
         raise ValueError(f"idx must be a 2-D array of token ids (batch, tokens), got {np.shape(idx)}")
-    weights = []
-    with inference(model):
-        x = model.tok_emb(idx)                                                  # (B, T, C)
-        if model.pos_emb is not None:                                           # GPT-2's positions
-            x = x + model.pos_emb(idx.shape[1])
-        x = model.drop_emb(x)
-        for block in model.trf_blocks:
-            weights.append(block.att.attention_weights(block.norm1(x)))       # (B, H, T, T)
-            x = block(x)
-    return np.stack(weights).astype(np.float32, copy=False)
+    layers = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]    # in forward order
+    run = getattr(model, "encode", model)          # an encoder's blocks suffice (it may have no head)
+    for att in layers:
+        att.keep_attn_weights = True
+    try:
+        with inference(model):
+            run(idx)
+        return np.stack([att.attn_weights for att in layers]).astype(np.float32, copy=False)
+    finally:
+        for att in layers:
+            att.keep_attn_weights, att.attn_weights = False, None
 
 
 def _log_ticks(axis, low: float, high: float) -> None:

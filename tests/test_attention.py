@@ -144,6 +144,32 @@ def test_single_token_attends_to_itself():
     np.testing.assert_allclose(mha(x), expected + mha.out_proj.bias.data, rtol=1e-12)
 
 
+def test_kept_attention_weights_are_the_softmax_the_forward_used():
+    """keep_attn_weights: forward keeps P, before dropout, in attn_weights (off by default: nothing
+    kept). Reference: the scores written out from the projections, and the output rebuilt from P."""
+    mha = make_mha(4, 2, 3, 8, dropout=0.5).eval()
+    x = np.random.default_rng(1).standard_normal((1, 5, 4))
+    mha(x)
+    assert mha.attn_weights is None
+    mha.keep_attn_weights = True
+    out = mha(x)
+
+    def heads(layer):                                                         # (B, H, T, hd)
+        return (x @ layer.weight.data + layer.bias.data).reshape(1, 5, 2, 3).transpose(0, 2, 1, 3)
+
+    scores = heads(mha.W_query) @ heads(mha.W_key).swapaxes(-1, -2) / np.sqrt(3)
+    scores[..., np.triu_indices(5, 1)[0], np.triu_indices(5, 1)[1]] = -np.inf
+    expected = np.exp(scores - scores.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    np.testing.assert_allclose(mha.attn_weights, expected, rtol=1e-12)
+    context = (mha.attn_weights @ heads(mha.W_value)).transpose(0, 2, 1, 3).reshape(1, 5, 6)
+    np.testing.assert_allclose(out, context @ mha.out_proj.weight.data + mha.out_proj.bias.data, rtol=1e-12)
+    cache = mha.new_kv_cache(1)                                               # a cached step keeps its rows
+    mha(x[:, :3], cache)
+    mha(x[:, 3:], cache)
+    np.testing.assert_allclose(mha.attn_weights, expected[:, :, 3:], rtol=1e-12)
+
+
 def test_float32_stays_float32():
     mha = make_mha(8, 2, 4, 16, dropout=0.3, dtype=np.float32)
     x = np.random.default_rng(0).standard_normal((2, 5, 8), dtype=np.float32)

@@ -173,3 +173,19 @@ def test_a_folder_without_the_mlm_head_gets_no_random_head(tmp_path, capsys):
     save_file(tensors, tmp_path / "mlm" / "model.safetensors")
     with pytest.raises(SafetensorsError, match="cls.predictions.transform.dense.weight is missing"):
         load_bert(tmp_path / "mlm")
+
+
+@pytest.mark.parametrize("model_class", ["BertForMaskedLM", "BertForSequenceClassification"])
+def test_attention_weights_of_a_post_norm_bert_are_transformers_output_attentions(tmp_path, model_class):
+    """plots.attention_weights reads what each layer computed in the model's own forward pass, so a
+    post-LN encoder and a classifier (no MLM head) need no code of their own."""
+    from numpy_gpt.plots import attention_weights
+
+    hf = save(getattr(transformers, model_class), tmp_path, attn_implementation="eager")
+    idx = inputs()[0]
+    with torch.no_grad():
+        attentions = hf(input_ids=torch.tensor(idx), output_attentions=True).attentions
+    expected = np.stack([a.numpy() for a in attentions])
+    weights = attention_weights(load_bert(tmp_path), idx)                     # (L, B, H, T, T)
+    assert weights.shape == expected.shape == (2, 2, 4, 9, 9)
+    np.testing.assert_allclose(weights, expected, atol=1e-6)

@@ -199,6 +199,60 @@ def test_the_residual_streams_are_the_blocks_outputs_and_the_head_is_skipped(mod
     assert all("forward" not in vars(m) for m in model.modules()), "every module's own forward again"
 
 
+def test_a_llama_shaped_model_shows_its_own_steps_attention_and_lens(tokenizer):
+    """RoPE, grouped-query attention, RMSNorm, SwiGLU and a tied head: the same views, from the same
+    functions (transformers' output_attentions for these layers: test_llama.py)."""
+    cfg = {"vocab_size": tokenizer.n_vocab, "context_length": CONTEXT, "emb_dim": 16, "n_heads": 4,
+           "n_layers": 2, "drop_rate": 0.0, "qkv_bias": False, "hidden_dim": 24, "n_kv_heads": 2,
+           "normalization": "rmsnorm", "feed_forward": "swiglu", "positions": "rope", "out_bias": False,
+           "ff_bias": False, "tie_embeddings": True}
+    model = GPTModel(cfg, seed=2)
+    for p in model.parameters():
+        p.data *= 8
+    explorer = Explorer(model, tokenizer)
+    ids = tokenizer.encode(PROMPT)
+    _, steps = run(explorer, max_new_tokens=6)
+    assert [s["id"] for s in steps] == generate(model, np.asarray([ids]), 6, CONTEXT)[0, len(ids):].tolist()
+    weights = np.asarray(explorer.attention(ids, 1, 3)["weights"])
+    np.testing.assert_allclose(weights.sum(axis=-1), 1.0, atol=1e-4)
+    assert np.triu(weights, k=1).max() == 0
+    with no_grad():
+        probs = softmax64(model(np.asarray([ids]))[0, -1])
+    np.testing.assert_allclose([c["prob"] for c in explorer.logit_lens(ids)["rows"][-1][-1]],
+                               np.sort(probs)[::-1][:5], atol=1e-5)
+
+
+def test_the_command_loads_a_hugging_face_folder_with_hf(tmp_path):
+    """`numpy-gpt explore --hf FOLDER`: load_hf's model and tokenizer (a tiny Llama written by
+    transformers, a tokenizer.json trained by tokenizers)."""
+    import argparse
+
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    from test_llama import SIZES, train_tokenizer_json
+
+    from numpy_gpt.cli.explore import load_explorer
+    from numpy_gpt.tokenizers.bpe import LLAMA3_PATTERN
+
+    text = train_tokenizer_json(LLAMA3_PATTERN, ["<|begin_of_text|>", "<|eot_id|>"])
+    config = transformers.LlamaConfig(**{**SIZES, "vocab_size": tokenizers.Tokenizer.from_str(text)
+                                         .get_vocab_size()}, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny-llama")
+    (tmp_path / "tiny-llama" / "tokenizer.json").write_text(text, encoding="utf-8")
+    args = argparse.Namespace(hf=str(tmp_path / "tiny-llama"), gpt2=None, checkpoint=None, data_dir="data",
+                              models_dir="gpt2")
+    explorer = load_explorer(args)
+    assert explorer.kind == "language model" and explorer.name == "tiny-llama"
+    prompt_view, steps = run(explorer, "The quick brown fox", max_new_tokens=3)
+    ids = [t["id"] for t in prompt_view["tokens"]]
+    with torch.no_grad():
+        expected = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "tiny-llama").eval().generate(
+            torch.tensor([ids]), max_new_tokens=3, do_sample=False)[0, len(ids):].tolist()
+    assert [s["id"] for s in steps] == expected
+
+
 # -- a classifier, an encoder -----------------------------------------------------------------------------
 def test_classifier_shows_the_probabilities_classify_reads(model, tokenizer):
     classifier = add_classification_head(GPTModel(model.cfg, seed=4), 2, seed=0).eval()

@@ -2,6 +2,7 @@
 
     numpy-gpt explore --checkpoint runs/stdlib-docs-small-bpe/model.npz
     numpy-gpt explore --gpt2 124M
+    numpy-gpt explore --hf SmolLM2-135M/           # a Hugging Face folder: GPT-2, Llama, Qwen3, BERT
 
 starts a local server (127.0.0.1, a free port unless --port) and prints the address to open: the prompt
 as tokens, generation one step at a time with the next token's probabilities, attention heatmaps and
@@ -25,9 +26,10 @@ from numpy_gpt.cli.common import (
 
 
 def load_explorer(args: argparse.Namespace):
-    """The ``Explorer`` of the model --checkpoint or --gpt2 names, loaded the one way each is loaded:
-    ``numpy_gpt.load`` for a model file (any kind numpy_gpt writes, a safetensors or OpenAI GPT-2, a
-    transformers BERT folder), ``load_gpt2`` for OpenAI's weights."""
+    """The ``Explorer`` of the model --checkpoint, --gpt2 or --hf names, loaded the one way each is
+    loaded: ``numpy_gpt.load`` for a model file (any kind numpy_gpt writes, a safetensors or OpenAI
+    GPT-2, a transformers BERT folder), ``load_gpt2`` for OpenAI's weights, ``load_hf`` for a Hugging
+    Face folder (GPT-2, Llama 3.x, SmolLM2, Qwen3, BERT)."""
     from numpy_gpt.explore import Explorer
     from numpy_gpt.model_files import KINDS, checkpoint_tokenizer, load
 
@@ -36,6 +38,11 @@ def load_explorer(args: argparse.Namespace):
 
         model, _ = load_gpt2(args.gpt2, args.models_dir)
         return Explorer(model, checkpoint_tokenizer(None, data_dir=args.data_dir), name=f"GPT-2 {args.gpt2}")
+    if args.hf is not None:
+        from numpy_gpt.gpt2.hf import load_hf
+
+        model, tokenizer = load_hf(args.hf)
+        return Explorer(model, tokenizer, name=Path(args.hf).resolve().name)
     extra = model_file(args.checkpoint, "explore", tuple(KINDS), or_else="use --gpt2 124M").extra
     model, tokenizer = load(args.checkpoint, data_dir=args.data_dir)
     prompt = extra.get("prompt")                           # pretrain's sample prompt: the page starts with it
@@ -78,6 +85,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--checkpoint", help="a model file numpy_gpt reads: a model.npz written by pretrain, "
                                              "finetune-spam or pretrain-mlm, a .safetensors file, an OpenAI "
                                              "GPT-2 folder or a transformers BERT folder")
+    source.add_argument("--hf", metavar="FOLDER", help="a Hugging Face model folder (config.json, "
+                                                     "model.safetensors or its shards, tokenizer.json or "
+                                                     "vocab.txt): GPT-2, Llama 3.x, SmolLM2, Qwen3, BERT")
     source.add_argument("--gpt2", choices=GPT2_SIZE_CHOICES, metavar="SIZE",
                         help=f"OpenAI's GPT-2 weights of this size ({', '.join(GPT2_SIZE_CHOICES)}), "
                              f"read from --models-dir/SIZE, downloaded there once")

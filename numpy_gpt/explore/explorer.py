@@ -9,7 +9,8 @@ them. Each view is one function of the library the notebooks and the command lin
   next tokens under ``generate.sampling_logits`` (after temperature, top-k and top-p: the
   distribution the token is drawn from) and marks the one picked. At temperature 0 the pick is the
   argmax and the probabilities shown are the model's own (temperature 1), filtered the same way;
-* **attention**: ``plots.attention_weights``, the weights the model's attention layers computed;
+* **attention**: ``plots.attention_weights``, the weights the model's attention layers computed
+  in a forward pass (each keeps them with ``MultiHeadAttention.keep_attn_weights``);
 * **logit lens** (nostalgebraist, 2020): the residual stream after the embeddings and after each
   block, put through the model's own final norm and output head, as if the model stopped there:
   the top tokens each layer would predict. The last row is the model's prediction;
@@ -34,6 +35,7 @@ from numpy_gpt.generate import generate_steps, sampling_logits
 from numpy_gpt.model import GPTModel
 from numpy_gpt.nn.module import Module, no_grad
 from numpy_gpt.nn.softmax import softmax
+from numpy_gpt.plots import attention_weights
 
 TOP = 10                  # next-token candidates shown at each step, fill-mask candidates per [MASK]
 LENS_TOP = 5              # candidates per cell of the logit lens
@@ -273,20 +275,10 @@ class Explorer:
         if not 0 <= head < n_heads:
             raise ExploreError(f"head {head} does not exist: each layer has heads 0 to {n_heads - 1}")
         with self.lock:
-            weights = self._attention_weights(idx, layer)[head]                # (T, T)
+            weights = attention_weights(self.model, idx)[layer, 0, head]       # (T, T), the layer's own
         return {"layer": layer, "head": head, "tokens": [self.token(i) for i in idx[0]],
                 "causal": self.kind != ENCODER and not isinstance(self.model, EncoderClassifier),
                 "weights": _rounded(weights)}
-
-    def _attention_weights(self, idx: np.ndarray, layer: int) -> np.ndarray:
-        """(H, T, T) of one layer."""
-        from numpy_gpt.encoder import encoder_attention_weights
-        from numpy_gpt.plots import attention_weights
-
-        if isinstance(self.model, GPTModel):
-            return attention_weights(self.model, idx)[layer, 0]
-        encoder = self.model.encoder if isinstance(self.model, EncoderClassifier) else self.model
-        return encoder_attention_weights(encoder, idx, layer)[0]
 
     # -- logit lens ----------------------------------------------------------------------------------
     def logit_lens(self, ids: object, positions: object = None) -> dict[str, Any]:

@@ -153,6 +153,12 @@ class MultiHeadAttention(Module):
       padded                           (B, 1, 1, T)   bool, True at padded keys (None: no mask)
     plus whatever the four Linear layers, the Dropout and the q/k RMSNorms keep (their inputs, the
     dropout mask, the normalised heads).
+
+    To look at the weights (transformers' ``output_attentions``): with ``keep_attn_weights = True``
+    each forward keeps its P, before dropout, in ``attn_weights`` (B, H, T, T); otherwise that is
+    None. ``plots.attention_weights`` switches it on for every layer of a model, runs the model once
+    and reads them: the numbers the layers computed, whatever the model's embeddings, norms, RoPE or
+    grouped heads. ``attention_weights(x)`` gives P for an input of this layer alone.
     """
 
     def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
@@ -195,6 +201,8 @@ class MultiHeadAttention(Module):
         self.rope = rope
         # 1/sqrt(hd) as a scalar of the layer's dtype (an np.float64 scalar would upcast float32 arrays)
         self.scale = self.dtype.type(1.0 / math.sqrt(self.head_dim))
+        self.keep_attn_weights = False        # True: forward keeps P in attn_weights (class docstring)
+        self.attn_weights: np.ndarray | None = None
         self._cache = None
 
     # -- helpers -----------------------------------------------------------------------------
@@ -296,6 +304,7 @@ class MultiHeadAttention(Module):
                              f"crop it to the last {self.context_length} tokens")
         q, k, v = self._project_qkv(x, 0)                             # (B, H|Hkv, T, hd)
         P = self._attention_weights(q, k, 0, padded)                  # (B, H, T, T)
+        self.attn_weights = P if self.keep_attn_weights else None     # to look at, not for backward
         Pd = self.dropout(P)                                          # (B, H, T, T)
         ctx = (self._grouped(Pd) @ v).reshape(q.shape)                # (B, H, T, hd)
         out = self.out_proj(self._merge_heads(ctx))                   # (B, T, d_out)
@@ -380,6 +389,7 @@ class MultiHeadAttention(Module):
             q, k_new, v_new = self._project_qkv(x, past)              # (B, H|Hkv, T, hd)
             k, v = kv_cache.append(k_new, v_new)                      # (B, Hkv, past+T, hd) each
             P = self._attention_weights(q, k, past)                   # (B, H, T, past+T)
+            self.attn_weights = P if self.keep_attn_weights else None
             ctx = (self._grouped(self.dropout(P)) @ v).reshape(q.shape)   # (B, H, T, hd)
             return self.out_proj(self._merge_heads(ctx))              # (B, T, d_out)
 
