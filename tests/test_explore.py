@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import reference
 
 from numpy_gpt.encoder import EncoderModel
 from numpy_gpt.explore import ExploreError, Explorer, make_server
@@ -35,6 +36,10 @@ from numpy_gpt.model import GPTModel
 from numpy_gpt.nn.module import no_grad
 from numpy_gpt.tokenizers.char import CharTokenizer
 from numpy_gpt.tokenizers.wordpiece import SPECIAL_TOKENS, WordPieceTokenizer
+
+torch = reference("torch")
+transformers = reference("transformers")
+tokenizers = reference("tokenizers")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEXT = "Every effort moves you forward, and every step moves the model. "
@@ -227,9 +232,6 @@ def test_the_command_loads_a_hugging_face_folder_with_hf(tmp_path):
     transformers, a tokenizer.json trained by tokenizers)."""
     import argparse
 
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
     from test_llama import SIZES, train_tokenizer_json
 
     from numpy_gpt.cli.explore import load_explorer
