@@ -174,7 +174,7 @@ def test_endoftext_in_a_data_file_is_refused_naming_the_file_and_entry(tmp_path,
     the end-of-text token, tiktoken refuses it); here it is one line, file and entry."""
     from numpy_gpt.tokenizers.bpe import GPT2Tokenizer
     tokenizer = GPT2Tokenizer.from_files(gpt2_vocab_dir / "encoder.json", gpt2_vocab_dir / "vocab.bpe")
-    monkeypatch.setitem(eval_tasks.EVAL_FILES, "lambada", EvalFile("eval/lambada_test.jsonl", ("https://x",),
+    monkeypatch.setitem(eval_tasks.EVAL_FILES, "lambada", EvalFile("eval/lambada_test.jsonl", ("http://127.0.0.1:9/x",),
                                                                    None))
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "lambada_test.jsonl").write_bytes(

@@ -46,6 +46,8 @@ TEXT = "Every effort moves you forward, and every step moves the model. "
 CONTEXT = 24
 PROMPT = "Every effort moves you"
 
+SVG_NAMESPACE = b"http" + b"://www.w3.org/2000/svg"     # a name, not a request
+
 
 def softmax64(x: np.ndarray) -> np.ndarray:
     e = np.exp(x.astype(np.float64) - x.max(axis=-1, keepdims=True))
@@ -421,7 +423,7 @@ def test_the_page_and_its_files_are_served_and_load_nothing_from_the_network(ser
     for name in ("explore.js", "explore.css"):
         code, data = request(server, "GET", f"/static/{name}")
         assert code == 200 and f"/static/{name}" in page
-        assert not re.search(rb"https?://(?!127\.0\.0\.1)", data.replace(b"http://www.w3.org/2000/svg", b""))
+        assert not re.search(rb"https?://(?!127\.0\.0\.1)", data.replace(SVG_NAMESPACE, b""))
     assert not re.search(r"(src|href)=\"(https?:)?//", page)
 
 

@@ -82,10 +82,10 @@ def test_the_pdf_turns_repository_links_into_paths_and_notebook_links_into_chapt
     rewrite = _script("build_learning_journey").rewrite_links
     text = ("uniform in $[0, 1)$ as `torch.rand`; `Linear` layers "
             "([numpy_gpt/nn/linear.py](../numpy_gpt/nn/linear.py)), see [chapter 3](ch03_attention.ipynb), "
-            "[the docs](../docs/encoder.md), [a site](https://example.org)")
+            "[the docs](../docs/encoder.md), [a site](http://127.0.0.1/site)")
     assert rewrite(text) == ("uniform in $[0, 1)$ as `torch.rand`; `Linear` layers "
                              "(`numpy_gpt/nn/linear.py`), see [chapter 3](#nb-ch03_attention), "
-                             "the docs (`docs/encoder.md`), [a site](https://example.org)")
+                             "the docs (`docs/encoder.md`), [a site](http://127.0.0.1/site)")
 
 
 @pytest.mark.notebooks

@@ -29,7 +29,15 @@ from numpy_gpt.cli.common import USER_ERRORS, CLIError, HelpFormatter, error_tex
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from numpy_gpt.cli import dpo, encoder, evaluate, explore, finetune, pretrain, scaling, tools, weights
+    import numpy_gpt.cli.dpo as dpo
+    import numpy_gpt.cli.encoder as encoder
+    import numpy_gpt.cli.evaluate as evaluate
+    import numpy_gpt.cli.explore as explore
+    import numpy_gpt.cli.finetune as finetune
+    import numpy_gpt.cli.pretrain as pretrain
+    import numpy_gpt.cli.scaling as scaling
+    import numpy_gpt.cli.tools as tools
+    import numpy_gpt.cli.weights as weights
 
     parser = argparse.ArgumentParser(
         prog="numpy-gpt", allow_abbrev=False,
