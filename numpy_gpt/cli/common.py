@@ -329,6 +329,17 @@ def add_run_folder_flags(parser: argparse.ArgumentParser, state: str) -> None:
                              "folder that holds a run is refused)")
 
 
+def add_model_source(parser: argparse.ArgumentParser, checkpoint_help: str, hf_help: str) -> None:
+    """The one required choice of the model a command runs: --checkpoint FILE, --hf FOLDER or
+    --gpt2 SIZE (generate and explore)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help=checkpoint_help)
+    source.add_argument("--hf", metavar="FOLDER", help=hf_help)
+    source.add_argument("--gpt2", choices=GPT2_SIZE_CHOICES, metavar="SIZE",
+                        help=f"OpenAI's GPT-2 weights of this size ({', '.join(GPT2_SIZE_CHOICES)}), "
+                             f"read from --models-dir/SIZE, downloaded there once")
+
+
 def model_file(path: str | os.PathLike, command: str, kinds: tuple[str, ...], *, or_else: str = ""):
     """What the model file ``path`` given to ``command`` holds (``numpy_gpt.model_files.read_model_file``:
     its metadata alone; ``.load_model()`` and ``checkpoint_tokenizer`` take it from there), refused

@@ -16,8 +16,8 @@ import argparse
 from pathlib import Path
 
 from numpy_gpt.cli.common import (
-    GPT2_SIZE_CHOICES,
     THREADS_HELP,
+    add_model_source,
     model_file,
     port_number,
     thread_count,
@@ -81,16 +81,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                     "layer and head, and the logit lens (what each layer would predict); the class "
                     "probabilities of a classifier, the fill-mask candidates of an encoder. Everything is "
                     "computed by numpy_gpt on this machine; the page loads nothing from the network.")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a model file numpy_gpt reads: a model.npz written by pretrain, "
+    add_model_source(p, "a model file numpy_gpt reads: a model.npz written by pretrain, "
                                              "finetune-spam or pretrain-mlm, a .safetensors file, an OpenAI "
-                                             "GPT-2 folder or a transformers BERT folder")
-    source.add_argument("--hf", metavar="FOLDER", help="a Hugging Face model folder (config.json, "
+                                             "GPT-2 folder or a transformers BERT folder",
+                     "a Hugging Face model folder (config.json, "
                                                      "model.safetensors or its shards, tokenizer.json or "
                                                      "vocab.txt): GPT-2, Llama 3.x, SmolLM2, Qwen3, BERT")
-    source.add_argument("--gpt2", choices=GPT2_SIZE_CHOICES, metavar="SIZE",
-                        help=f"OpenAI's GPT-2 weights of this size ({', '.join(GPT2_SIZE_CHOICES)}), "
-                             f"read from --models-dir/SIZE, downloaded there once")
     p.add_argument("--host", default="127.0.0.1",
                    help="the address to listen on; another than 127.0.0.1 opens the page to the network")
     p.add_argument("--port", type=port_number, default=0, help="the port to listen on (0: a free one)")

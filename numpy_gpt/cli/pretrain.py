@@ -25,10 +25,10 @@ from numpy_gpt.cli.common import (
     DEFAULT_CORPUS,
     DEFAULT_RUNS_DIR,
     DEFAULT_SCALING_DIR,
-    GPT2_SIZE_CHOICES,
     GPT2_VOCAB_SIZE,
     THREADS_HELP,
     CLIError,
+    add_model_source,
     add_run_folder_flags,
     check_heads,
     check_memory,
@@ -511,15 +511,11 @@ def _add_generate(subparsers) -> None:
         description="Generate text with a checkpoint: greedy (--temperature 0), or sampled with "
                     "temperature, top-k and top-p, using the KV cache. The model is a checkpoint "
                     "(--checkpoint: .npz, .safetensors or an OpenAI folder) or OpenAI's GPT-2 (--gpt2 SIZE).")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a model.npz written by pretrain, a .safetensors file or an "
-                                             "OpenAI GPT-2 folder")
-    source.add_argument("--hf", metavar="FOLDER", help="a Hugging Face model folder (config.json, "
+    add_model_source(p, "a model.npz written by pretrain, a .safetensors file or an "
+                                             "OpenAI GPT-2 folder",
+                     "a Hugging Face model folder (config.json, "
                                                      "model.safetensors or its shards, tokenizer.json): "
                                                      "GPT-2, Llama 3.x, SmolLM2, Qwen3")
-    source.add_argument("--gpt2", choices=GPT2_SIZE_CHOICES, metavar="SIZE",
-                        help=f"OpenAI's GPT-2 weights of this size ({', '.join(GPT2_SIZE_CHOICES)}), "
-                             f"read from --models-dir/SIZE, downloaded there once")
     p.add_argument("--models-dir", default="gpt2", help="where GPT-2 weights are kept (with --gpt2)")
     p.add_argument("--prompt", default=None, help="the text to continue (default: the run's sample prompt)")
     p.add_argument("--max-new-tokens", type=positive_int, default=200, help="tokens to generate")
