@@ -3,6 +3,7 @@
     python scripts/bench_abba.py OLD_TREE NEW_TREE [--case 124M|shakespeare-char] [--rounds 3]
     python scripts/bench_abba.py . . --plain-old       # the value of map_chunks: plain calls vs chunks
     python scripts/bench_abba.py OLD . --readable      # NUMPY_GPT_FAST=0: the readable forms, no kernels
+    python scripts/bench_abba.py . . --old-off gelu    # one kernel's share: A without it, B with it
 
 Each measurement is a fresh subprocess that imports numpy_gpt from one tree, applies the entry
 point's settings (freed-memory reuse, the thread count), builds the bench's model, runs two warm-up
@@ -42,7 +43,10 @@ import numpy_gpt
 from numpy_gpt import runtime
 from numpy_gpt import AdamW, GPTModel, cross_entropy
 assert numpy_gpt.__file__.startswith(sys.argv[1]), numpy_gpt.__file__
-cfg, batch, tokens, steps, threads, plain = json.loads(sys.argv[2])
+cfg, batch, tokens, steps, threads, plain, off = json.loads(sys.argv[2])
+if off:                          # these kernels run their readable forms (numpy_gpt.fast.disable)
+    import numpy_gpt.fast
+    numpy_gpt.fast.disable(*off)
 if plain:                        # map_chunks(fn, *arrays) becomes fn(*arrays): one chunk of any size
     import numpy_gpt.fast
     numpy_gpt.fast.map_chunks.__defaults__ = (1 << 62,)
@@ -74,11 +78,11 @@ print(json.dumps([sorted(times)[len(times) // 2], sorted(cpu)[len(cpu) // 2]]))
 
 
 def measure(tree: str, case: str, threads: int, plain: bool = False, readable: bool = False,
-            steps: int | None = None) -> tuple[float, float]:
+            steps: int | None = None, off: tuple[str, ...] = ()) -> tuple[float, float]:
     """(wall, CPU) median step time of a fresh process importing numpy_gpt from ``tree``."""
     cfg, batch, tokens, case_steps = CASES[case]
     steps = steps or case_steps
-    spec = json.dumps([cfg, batch, tokens, steps, threads, plain])
+    spec = json.dumps([cfg, batch, tokens, steps, threads, plain, list(off)])
     env = {**os.environ, "NUMPY_GPT_FAST": "0" if readable else "1"}
     done = subprocess.run([sys.executable, "-c", CHILD, os.path.abspath(tree), spec],
                           capture_output=True, text=True, check=True, env=env)
@@ -100,16 +104,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--readable", action="store_true",
                         help="run both trees with NUMPY_GPT_FAST=0 (trees with numpy_gpt.fast's kernels then "
                              "run the layers' readable forms; older trees ignore it)")
+    parser.add_argument("--old-off", default="", metavar="K1,K2",
+                        help="run tree A with these kernels off (numpy_gpt.fast.disable): with OLD = NEW, "
+                             "the measured share of those kernels")
     args = parser.parse_args(argv)
+    off = tuple(k for k in args.old_off.split(",") if k)
     old: dict[str, list[float]] = {"wall": [], "cpu": []}
     new: dict[str, list[float]] = {"wall": [], "cpu": []}
     per_round: dict[str, list[float]] = {"wall": [], "cpu": []}
     for r in range(args.rounds):
         load = os.getloadavg()[0]
-        a1 = measure(args.old, args.case, args.threads, args.plain_old, args.readable, args.steps)
+        a1 = measure(args.old, args.case, args.threads, args.plain_old, args.readable, args.steps, off)
         b1 = measure(args.new, args.case, args.threads, readable=args.readable, steps=args.steps)
         b2 = measure(args.new, args.case, args.threads, readable=args.readable, steps=args.steps)
-        a2 = measure(args.old, args.case, args.threads, args.plain_old, args.readable, args.steps)
+        a2 = measure(args.old, args.case, args.threads, args.plain_old, args.readable, args.steps, off)
         for i, clock in enumerate(("wall", "cpu")):
             old[clock] += [a1[i], a2[i]]
             new[clock] += [b1[i], b2[i]]
@@ -118,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{a2[0] * 1e3:.1f} ms, B {b1[0] * 1e3:.1f} / {b2[0] * 1e3:.1f} ms, "
               f"B/A {per_round['wall'][-1]:.3f}; CPU A {a1[1] * 1e3:.1f} / {a2[1] * 1e3:.1f} ms, "
               f"B {b1[1] * 1e3:.1f} / {b2[1] * 1e3:.1f} ms, B/A {per_round['cpu'][-1]:.3f}", flush=True)
-    summary = {"case": args.case, "threads": args.threads, "readable": args.readable,
+    summary = {"case": args.case, "threads": args.threads, "readable": args.readable, "old_off": list(off),
                "load_average_end": os.getloadavg()}
     for clock in ("wall", "cpu"):
         summary[clock] = {"old_ms": statistics.median(old[clock]) * 1e3,

@@ -144,6 +144,20 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
     return wall, _cpu_seconds.pop()
 
 
+def _timed_run(fn: Callable[[], Any], n: int) -> tuple[float, float]:
+    """(wall, CPU) median of ``n`` consecutive calls, after the pause of ``_time`` and one untimed
+    call."""
+    _time(fn)
+    runs = [_run_once(fn) for _ in range(n)]
+    return statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
+
+
+def _run_once(fn: Callable[[], Any]) -> tuple[float, float]:
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
 def _load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -287,11 +301,13 @@ def bench_train(name: str, repeats: int, use_torch: bool = True) -> dict:
     return row
 
 
-def bench_kernel_shares(name: str, rounds: int) -> dict:
+def bench_kernel_shares(name: str, rounds: int, steps: int = 5) -> dict:
     """Each kernel's share of a training step: the step with every kernel on (A) against the step
     with that kernel off (B), timed A B B A in ``rounds`` rounds in one process, one model; also
-    every kernel off at once ("all"). saving = 1 - median(A) / median(B): the fraction of the
-    step without the kernel that the kernel saves."""
+    every kernel off at once ("all"). Each of A and B is the median of ``steps`` consecutive steps
+    (after the settling pause and one untimed step, so that no measured step starts with cold
+    caches). saving = 1 - median(A) / median(B): the fraction of the step without the kernel that
+    the kernel saves."""
     cfg, batch_size, num_tokens = TRAIN_CASES[name]
     step = numpy_train_step(cfg, batch_size, num_tokens)
     for _ in range(2):
@@ -305,8 +321,8 @@ def bench_kernel_shares(name: str, rounds: int) -> dict:
                 step()
         on, off, per_round, on_cpu, off_cpu = [], [], [], [], []
         for _ in range(rounds):
-            (a1, a1c), (b1, b1c), (b2, b2c), (a2, a2c) = (_timed(step), _timed(without), _timed(without),
-                                                          _timed(step))
+            (a1, a1c), (b1, b1c), (b2, b2c), (a2, a2c) = (_timed_run(step, steps), _timed_run(without, steps),
+                                                          _timed_run(without, steps), _timed_run(step, steps))
             on += [a1, a2]
             off += [b1, b2]
             on_cpu += [a1c, a2c]
