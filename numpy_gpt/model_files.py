@@ -10,7 +10,7 @@ checked as checkpoint.py checks them) and rebuilds the tokenizer the model was t
 What a file holds, its *kind* (``KINDS``), and the command that takes it:
 
     gpt                 a GPT language model          pretrain, convert  -> generate, evaluate, chat, --init
-    instruct            an instruction-tuned GPT      finetune-instruct  -> chat, finetune-dpo --init
+    instruct            an instruction-tuned GPT      finetune-instruct  -> chat, finetune-dpo --checkpoint
     dpo                 a preference-tuned GPT        finetune-dpo       -> chat
     classifier          a GPT spam classifier         finetune-spam      -> classify
     classifier-run      an interrupted finetune-spam  finetune-spam      -> finetune-spam --resume
@@ -90,7 +90,7 @@ KINDS = {
     "gpt": Kind(_LM, _LM, "`numpy-gpt generate --checkpoint {path}` takes it (so do evaluate, chat, convert "
                           "and the fine-tuning commands' --init)"),
     "instruct": Kind("an instruction-tuned GPT", _LM, "`numpy-gpt chat --checkpoint {path}` takes it (so do "
-                                                      "generate, evaluate and finetune-dpo --init)"),
+                                                      "generate, evaluate and finetune-dpo --checkpoint)"),
     "dpo": Kind("a preference-tuned (DPO) GPT", _LM, "`numpy-gpt chat --checkpoint {path}` takes it (so do "
                                                      "generate and evaluate)"),
     "classifier": Kind("a GPT spam classifier (written by finetune-spam)", "a GPT spam classifier",

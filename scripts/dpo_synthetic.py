@@ -4,7 +4,7 @@
    small GPTModel trained from scratch on ``synthetic_instruction_data`` (chapter 7's loss, prompt
    masked), whose answers are polite or curt half and half. Saved with its tokenizer as
    ``<out>/instruct.npz``.
-2. Run ``numpy-gpt finetune-dpo --init <out>/instruct.npz --data synthetic`` with its default budget
+2. Run ``numpy-gpt finetune-dpo --checkpoint <out>/instruct.npz --data synthetic`` with its default budget
    (β, learning rate, epochs) and print the held-out reward accuracy and margin it reaches.
 
     python scripts/dpo_synthetic.py                 # writes runs/dpo-synthetic/

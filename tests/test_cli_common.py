@@ -61,9 +61,15 @@ def test_each_type_takes_its_concept_and_refuses_the_rest(kind, good, bad):
 
 def test_every_parser_refuses_flag_prefixes(tmp_path, capsys):
     assert all(not parser.allow_abbrev for parser in _commands().values())
-    # the habit learned from finetune-spam: --checkpoint was taken as --checkpoint-freq
-    line = _refused(["finetune-dpo", "--init", str(tmp_path / "m.npz"), "--checkpoint", "x.npz"], capsys)
-    assert "unrecognized arguments: --checkpoint x.npz" in line
+    # --checkpoint was once taken as a prefix of --checkpoint-freq; no prefix is taken for a flag now
+    line = _refused(["finetune-dpo", "--checkpoint", str(tmp_path / "m.npz"), "--checkpoint-f", "3"], capsys)
+    assert "unrecognized arguments: --checkpoint-f 3" in line
+
+
+def test_the_trainable_choices_are_set_trainables():
+    from numpy_gpt.cli import common
+    from numpy_gpt.finetune import classifier
+    assert common.TRAINABLE_CHOICES == classifier.TRAINABLE_CHOICES
 
 
 @pytest.mark.parametrize(("argv", "flag"), [

@@ -367,14 +367,20 @@ def tiny_instruct_checkpoint(tmp_path_factory):
     return save_checkpoint(path, GPTModel(cfg, seed=0), extra={"tokenizer": tokenizer_spec(tok)})
 
 
-@pytest.mark.parametrize("lora", [0, 2])
-def test_finetune_dpo_command(tiny_instruct_checkpoint, tmp_path, capsys, monkeypatch, lora):
-    """Full tuning and LoRA; each run is 'Ctrl-C'-ed after its second step and resumed."""
+@pytest.mark.parametrize(("lora", "spelling"), [
+    (0, "older"), (2, "older"),                 # --init FILE [--lora RANK]
+    (0, "shared"), (2, "shared")])              # the other fine-tuning commands' flags
+def test_finetune_dpo_command(tiny_instruct_checkpoint, tmp_path, capsys, monkeypatch, lora, spelling):
+    """Full tuning and LoRA, in both spellings; each run is 'Ctrl-C'-ed after its second step and
+    resumed."""
     out, data = tmp_path / "run", tmp_path / "pairs.json"
     data.write_text(json.dumps(synthetic_preference_data()[:60]))       # 51 / 3 / 6 pairs
-    argv = ["finetune-dpo", "--init", str(tiny_instruct_checkpoint), "--data", str(data), "--out", str(out),
+    model = (["--init", str(tiny_instruct_checkpoint), "--lora", str(lora)] if spelling == "older" else
+             ["--init", "checkpoint", "--checkpoint", str(tiny_instruct_checkpoint)]
+             + (["--trainable", "lora", "--lora-rank", str(lora)] if lora else []))
+    argv = ["finetune-dpo", *model, "--data", str(data), "--out", str(out),
             "--lr", "3e-3", "--eval-freq", "50", "--num-responses", "2", "--max-new-tokens", "4",
-            "--lora", str(lora), "--no-progress"]
+            "--no-progress"]
     monkeypatch.setattr(training_run, "stop_on_interrupt", lambda: _StopAfter(2))
     assert main(argv) == 130
     assert "interrupted after step 2 of 6; saved to" in capsys.readouterr().err
@@ -398,7 +404,17 @@ def test_finetune_dpo_command(tiny_instruct_checkpoint, tmp_path, capsys, monkey
 
 def test_finetune_dpo_command_errors(tiny_instruct_checkpoint, tmp_path, capsys):
     assert main(["finetune-dpo", "--init", str(tmp_path / "none.npz")]) == 1
-    assert "--init" in capsys.readouterr().err
+    assert "none.npz does not exist" in capsys.readouterr().err
+    model = str(tiny_instruct_checkpoint)
+    for argv, says in [
+            ([], "needs its starting model: --checkpoint FILE"),
+            (["--init", "gpt2-124M"], "not --init gpt2-124M: pass --checkpoint FILE"),
+            (["--init", model, "--checkpoint", model], "name the starting model once"),
+            (["--checkpoint", model, "--lora", "4", "--trainable", "all"], "--lora 4 means --trainable lora")]:
+        assert main(["finetune-dpo", *argv, "--out", str(tmp_path / "refused")]) == 1
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "refused").exists()
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"instruction": "x", "chosen": "a"}]))
     assert main(["finetune-dpo", "--init", str(tiny_instruct_checkpoint), "--data", str(bad),

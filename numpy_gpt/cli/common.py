@@ -329,6 +329,27 @@ def add_run_folder_flags(parser: argparse.ArgumentParser, state: str) -> None:
                              "folder that holds a run is refused)")
 
 
+# What a fine-tuning command trains (finetune.classifier.set_trainable's choices; tests/test_cli.py
+# checks they match): the parsers need only the names, not the module.
+TRAINABLE_CHOICES = ("last-block", "last-n", "all", "lora")
+# Where a fine-tuning command's model comes from (--init): OpenAI's GPT-2, a checkpoint, or random.
+GPT2_INITS = tuple(f"gpt2-{size}" for size in GPT2_SIZE_CHOICES)
+INIT_CHOICES = (*GPT2_INITS, "checkpoint", "scratch")
+
+
+def add_trainable_flags(parser: argparse.ArgumentParser, default: str | None, default_text: str = "") -> None:
+    """--trainable, --n-blocks, --lora-rank and --lora-alpha: the one spelling of what every fine-tuning
+    command trains (finetune-spam, finetune-instruct, finetune-dpo), for set_trainable."""
+    parser.add_argument("--trainable", choices=TRAINABLE_CHOICES, default=default,
+                        help=f"what is trained, the rest is frozen (default: {default_text or default})")
+    parser.add_argument("--n-blocks", type=positive_int, default=1,
+                        help="blocks trained with --trainable last-n")
+    parser.add_argument("--lora-rank", type=positive_int, default=16,
+                        help="rank with --trainable lora (default: 16)")
+    parser.add_argument("--lora-alpha", type=positive_float, default=16.0,
+                        help="alpha with --trainable lora (default: 16)")
+
+
 def add_model_source(parser: argparse.ArgumentParser, checkpoint_help: str, hf_help: str) -> None:
     """The one required choice of the model a command runs: --checkpoint FILE, --hf FOLDER or
     --gpt2 SIZE (generate and explore)."""

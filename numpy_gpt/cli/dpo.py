@@ -1,17 +1,21 @@
 """``numpy-gpt finetune-dpo``: preference tuning (DPO) of an instruction-tuned model from the command line.
 
-    numpy-gpt finetune-dpo --init runs/instruct/instruct.npz                 # the synthetic task, offline
-    numpy-gpt finetune-dpo --init runs/instruct/instruct.npz --data book --lr 5e-6 --beta 0.1
-    numpy-gpt finetune-dpo --init runs/instruct/instruct.npz --lora 8 --lr 3e-4   # only LoRA adapters train
+    numpy-gpt finetune-dpo --checkpoint runs/instruct/instruct.npz           # the synthetic task, offline
+    numpy-gpt finetune-dpo --checkpoint runs/instruct/instruct.npz --data book --lr 5e-6 --beta 0.1
+    numpy-gpt finetune-dpo --checkpoint runs/instruct/instruct.npz --trainable lora --lora-rank 8 --lr 3e-4
 
-The model and its tokenizer come from the ``--init`` checkpoint (the tokenizer it records; GPT-2's for
-OpenAI folders or when none is recorded and the vocabulary is GPT-2's). The reference is that model
-before tuning: its log-probabilities of every pair are computed once, before the first update (with
-``--lora``, from the base model with its adapters switched off). Writes to ``--out``: ``dpo.npz`` (the
-tuned model, adapters merged, with its tokenizer), ``dpo-train.npz`` (the resumable training state),
-``dpo-curves.png``, ``metrics.json`` (held-out rewards before and after) and ``responses.json``
-(answers to held-out prompts before and after, also printed). ``numpy_gpt/cli/main.py`` adds the parser
-with ``add_subcommands``; the modules behind the command are imported when it runs.
+The starting model is named as the other fine-tuning commands name it (``--init checkpoint`` is
+the default and the only choice: DPO starts from an instruction-tuned model), and so is what trains
+(``--trainable all|last-block|last-n|lora``, ``--lora-rank``). The older spellings ``--init FILE``
+and ``--lora RANK`` still work. The model and its tokenizer come from the checkpoint (the tokenizer
+it records; GPT-2's for OpenAI folders or when none is recorded and the vocabulary is GPT-2's). The
+reference is that model before tuning: its log-probabilities of every pair are computed once, before
+the first update (with ``--trainable lora``, from the base model with its adapters switched off).
+Writes to ``--out``: ``dpo.npz`` (the tuned model, adapters merged, with its tokenizer),
+``dpo-train.npz`` (the resumable training state), ``dpo-curves.png``, ``metrics.json`` (held-out
+rewards before and after) and ``responses.json`` (answers to held-out prompts before and after, also
+printed). ``numpy_gpt/cli/main.py`` adds the parser with ``add_subcommands``; the modules behind the
+command are imported when it runs.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ import time
 from pathlib import Path
 
 from numpy_gpt.cli.common import (
+    INIT_CHOICES,
+    CLIError,
     add_run_folder_flags,
+    add_trainable_flags,
     learning_rate,
     non_negative_float,
     non_negative_int,
@@ -36,15 +43,43 @@ from numpy_gpt.cli.common import (
 DATA_CHOICES = ("synthetic", "book")
 
 
+def _resolve_flags(args: argparse.Namespace) -> None:
+    """Read the older spellings into the shared ones: ``--init FILE`` is ``--init checkpoint
+    --checkpoint FILE``; ``--lora RANK`` is ``--trainable lora --lora-rank RANK`` (0: ``--trainable
+    all``). Sets args.checkpoint (a Path) and args.trainable; one line when they contradict."""
+    if args.init not in (None, "checkpoint"):
+        if args.init in INIT_CHOICES:
+            raise CLIError(f"finetune-dpo starts from an instruction-tuned checkpoint, not --init "
+                           f"{args.init}: pass --checkpoint FILE (numpy-gpt finetune-instruct writes "
+                           f"runs/instruct/instruct.npz)")
+        if args.checkpoint is not None:
+            raise CLIError(f"name the starting model once: --checkpoint {args.checkpoint} or --init "
+                           f"{args.init} (the older spelling), not both")
+        args.checkpoint = args.init
+    if args.checkpoint is None:
+        raise CLIError("finetune-dpo needs its starting model: --checkpoint FILE, an instruction-tuned "
+                       "checkpoint (numpy-gpt finetune-instruct writes runs/instruct/instruct.npz)")
+    args.init, args.checkpoint = "checkpoint", Path(args.checkpoint)
+    if args.lora is not None:
+        wanted = "lora" if args.lora else "all"
+        if args.trainable not in (None, wanted):
+            raise CLIError(f"--lora {args.lora} means --trainable {wanted}, but --trainable {args.trainable} "
+                           f"was given: use --trainable with --lora-rank")
+        args.trainable = wanted
+        if args.lora:
+            args.lora_rank = args.lora
+    args.trainable = args.trainable or "all"
+
+
 def _load_init(args: argparse.Namespace):
-    """(model, tokenizer, tokenizer spec) from --init (numpy_gpt.load)."""
+    """(model, tokenizer, tokenizer spec) from --checkpoint (numpy_gpt.load)."""
     from numpy_gpt.model_files import LANGUAGE_MODELS, load
     from numpy_gpt.tokenizers.spec import tokenizer_spec
 
-    if not args.init.exists():
-        raise FileNotFoundError(f"--init {args.init} does not exist: pass an instruction-tuned checkpoint "
-                                f"(numpy-gpt finetune-instruct writes runs/instruct/instruct.npz)")
-    model, tokenizer = load(args.init, expect=LANGUAGE_MODELS, use="`numpy-gpt finetune-dpo`",
+    if not args.checkpoint.exists():
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint} does not exist: pass an instruction-tuned "
+                                f"checkpoint (numpy-gpt finetune-instruct writes runs/instruct/instruct.npz)")
+    model, tokenizer = load(args.checkpoint, expect=LANGUAGE_MODELS, use="`numpy-gpt finetune-dpo`",
                             data_dir=args.data_dir, drop_rate=args.drop_rate)
     return model, tokenizer, tokenizer_spec(tokenizer)
 
@@ -73,6 +108,7 @@ def _respond_all(model, tokenizer, entries: list[dict], max_new_tokens: int, eos
 
 def _cmd_finetune_dpo(args: argparse.Namespace) -> int:
     from numpy_gpt.checkpoint import save_checkpoint
+    from numpy_gpt.finetune.classifier import set_trainable
     from numpy_gpt.finetune.data import save_json
     from numpy_gpt.finetune.preference import (
         PreferenceDataLoader,
@@ -85,7 +121,7 @@ def _cmd_finetune_dpo(args: argparse.Namespace) -> int:
         train_dpo,
     )
     from numpy_gpt.finetune.preference_data import is_polite, split_preference_data
-    from numpy_gpt.nn.lora import merge_lora, replace_linear_with_lora
+    from numpy_gpt.nn.lora import merge_lora
     from numpy_gpt.optim import AdamW
 
     out = args.out
@@ -94,6 +130,8 @@ def _cmd_finetune_dpo(args: argparse.Namespace) -> int:
                              outputs=("dpo-curves.png", "metrics.json", "responses.json"))
     started = time.perf_counter()
 
+    _resolve_flags(args)
+    lora = args.trainable == "lora"
     model, tokenizer, spec = _load_init(args)
     data, data_name = _load_data(args)
     train_data, val_data, test_data = split_preference_data(data)
@@ -117,14 +155,11 @@ def _cmd_finetune_dpo(args: argparse.Namespace) -> int:
     train_set = dataset(train_data, "train")
     val_set, test_set = dataset(val_data, "validation"), dataset(test_data, "test")
     print(f"Preference pairs: {len(train_set)} training, {len(val_set)} validation, {len(test_set)} test "
-          f"({data_name}); model {args.init} ({model.num_parameters():,} parameters, {spec['kind']} "
+          f"({data_name}); model {args.checkpoint} ({model.num_parameters():,} parameters, {spec['kind']} "
           f"tokenizer)")
 
-    if args.lora:
-        model.requires_grad_(False)
-        replace_linear_with_lora(model, args.lora, args.lora_alpha, seed=args.seed)
-    else:
-        model.requires_grad_(True)
+    set_trainable(model, args.trainable, n_blocks=args.n_blocks, lora_rank=args.lora_rank,
+                  lora_alpha=args.lora_alpha, seed=args.seed)
     train_loader = PreferenceDataLoader(train_set, args.batch_size, shuffle=True, drop_last=True,
                                         seed=args.seed, **options)
     if len(train_loader) == 0:
@@ -144,9 +179,10 @@ def _cmd_finetune_dpo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"DPO: beta {args.beta}, lr {args.lr}, {args.epochs} epoch(s) of {len(train_loader)} steps, "
           f"{sum(p.size for p in trainable):,} trainable parameters"
-          + (f" (LoRA rank {args.lora})" if args.lora else ""), flush=True)
-    extra = {"task": "dpo", "tokenizer": spec, "init": str(args.init), "data": data_name,
-             "lora": {"rank": args.lora, "alpha": args.lora_alpha} if args.lora else None}
+          + (f" (LoRA rank {args.lora_rank})" if lora else f" ({args.trainable})"), flush=True)
+    extra = {"task": "dpo", "tokenizer": spec, "init": str(args.checkpoint), "data": data_name,
+             "trainable": args.trainable,
+             "lora": {"rank": args.lora_rank, "alpha": args.lora_alpha} if lora else None}
     history = train_dpo(model, train_loader, in_order["val"], optimizer, ref["train"], ref["val"],
                         beta=args.beta, num_epochs=args.epochs, eval_freq=args.eval_freq,
                         eval_iter=args.eval_iter, grad_clip=args.grad_clip or None,
@@ -163,8 +199,9 @@ def _cmd_finetune_dpo(args: argparse.Namespace) -> int:
     answered = [{**entry, "response_before": b, "response_after": a}
                 for entry, b, a in zip(shown, responses_before, responses_after, strict=True)]
     save_json(answered, out / "responses.json")
-    metrics = {"init": str(args.init), "data": data_name, "beta": args.beta, "lr": args.lr,
-               "epochs": args.epochs, "batch_size": args.batch_size, "lora_rank": args.lora,
+    metrics = {"init": str(args.checkpoint), "data": data_name, "beta": args.beta, "lr": args.lr,
+               "epochs": args.epochs, "batch_size": args.batch_size, "trainable": args.trainable,
+               "lora_rank": args.lora_rank if lora else 0,
                "test_pairs": len(test_set), "test_before": before, "test_after": after,
                "train_seconds": round(history.train_seconds, 1)}
     if data_name == "synthetic":
@@ -195,8 +232,11 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                     "downloaded) or a JSON file. The reference is the --init model before tuning. Defaults "
                     "suit the synthetic task and a small model; the book tunes GPT-2 355M with --lr 5e-6 "
                     "--beta 0.1 --epochs 1.")
-    p.add_argument("--init", type=Path, required=True,
-                   help="instruction-tuned checkpoint (.npz, .safetensors or an OpenAI folder)")
+    p.add_argument("--init", default=None, metavar="checkpoint",
+                   help="where the model comes from: checkpoint, the file --checkpoint names (the default "
+                        "and only choice; a file here is the older spelling of --checkpoint FILE)")
+    p.add_argument("--checkpoint", default=None,
+                   help="the instruction-tuned model to tune (.npz, .safetensors or an OpenAI folder)")
     p.add_argument("--data", default="synthetic",
                    help="synthetic, book, or a JSON file of preference entries (default: synthetic)")
     p.add_argument("--data-dir", type=Path, default=Path("data"),
@@ -213,9 +253,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--grad-clip", type=non_negative_float, default=1.0,
                    help="max global gradient norm, 0: off "
                                                                 "(default: 1.0)")
-    p.add_argument("--lora", type=non_negative_int, default=0, metavar="RANK",
-                   help="train only LoRA adapters of this rank (default: 0, full fine-tuning)")
-    p.add_argument("--lora-alpha", type=positive_float, default=16.0, help="LoRA alpha (default: 16)")
+    add_trainable_flags(p, None, "all")
+    p.add_argument("--lora", type=non_negative_int, default=None, metavar="RANK",
+                   help="the older spelling of --trainable lora --lora-rank RANK (0: --trainable all)")
     p.add_argument("--allowed-max-length", type=positive_int, default=1024,
                    help="truncate pairs to this many tokens (default: 1024, at most the context)")
     p.add_argument("--drop-rate", type=probability, default=0.0, help="dropout while tuning (default: 0)")

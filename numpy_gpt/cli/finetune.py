@@ -24,15 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from numpy_gpt.cli.common import GPT2_SIZE_CHOICES as GPT2_SIZES
 from numpy_gpt.cli.common import (
+    GPT2_INITS,
+    INIT_CHOICES,
     CLIError,
     add_run_folder_flags,
+    add_trainable_flags,
     hf_model,
     learning_rate,
     model_file,
     non_negative_float,
-    positive_float,
     positive_int,
     probability,
     random_seed,
@@ -43,13 +44,10 @@ from numpy_gpt.download import gather_downloads
 
 # The parsers need only these names; the modules behind the commands (matplotlib among them) are
 # imported when a command runs, so `numpy-gpt --help` stays fast. tests/test_cli.py checks they match.
-TRAINABLE_CHOICES = ("last-block", "last-n", "all", "lora")          # finetune.classifier's
 OLLAMA_URL = "http://localhost:11434/api/chat"                       # finetune.judge's
 # What each command writes into its --out folder besides its model and its resumable state.
 SPAM_OUTPUTS = ("metrics.json", "loss-plot.png", "accuracy-plot.png")
 INSTRUCT_OUTPUTS = ("metrics.json", "loss-plot.png", "instruction-data-with-response.json")
-GPT2_INITS = tuple(f"gpt2-{size}" for size in GPT2_SIZES)
-INIT_CHOICES = (*GPT2_INITS, "checkpoint", "scratch")
 # Random models for --init scratch; vocab_size is GPT-2's (50257), context 256 covers SMS messages.
 SCRATCH_PRESETS = {
     "tiny": {"context_length": 256, "emb_dim": 64, "n_heads": 4, "n_layers": 2},
@@ -109,15 +107,7 @@ def _add_init_arguments(parser: argparse.ArgumentParser, default_init: str, chec
 
 def _add_training_arguments(parser: argparse.ArgumentParser, *, trainable: str | None, epochs: int, lr: float,
                             eval_freq: int, trainable_default: str = "") -> None:
-    parser.add_argument("--trainable", choices=TRAINABLE_CHOICES, default=trainable,
-                        help=f"what is trained, the rest is frozen "
-                             f"(default: {trainable_default or trainable})")
-    parser.add_argument("--n-blocks", type=positive_int, default=1,
-                        help="blocks trained with --trainable last-n")
-    parser.add_argument("--lora-rank", type=positive_int, default=16,
-                        help="rank with --trainable lora (default: 16)")
-    parser.add_argument("--lora-alpha", type=positive_float, default=16.0,
-                        help="alpha with --trainable lora (default: 16)")
+    add_trainable_flags(parser, trainable, trainable_default)
     parser.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs (default: {epochs})")
     parser.add_argument("--lr", type=learning_rate, default=lr, help=f"AdamW learning rate (default: {lr:g})")
     parser.add_argument("--weight-decay", type=non_negative_float, default=0.1,
