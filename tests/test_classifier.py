@@ -28,11 +28,10 @@ from numpy_gpt.finetune.classifier import (
     train_classifier_simple,
 )
 from numpy_gpt.finetune.data import write_spam_csv
-from numpy_gpt.gradcheck import gradcheck
+from numpy_gpt.gradcheck import WithLoss, gradcheck
 from numpy_gpt.model import GPTModel
 from numpy_gpt.nn.linear import Linear
 from numpy_gpt.nn.lora import LinearWithLoRA
-from numpy_gpt.nn.module import Module
 from numpy_gpt.optim import AdamW
 
 torch = reference("torch")
@@ -107,21 +106,6 @@ def test_head_and_trainable_choices():
 
 
 # -- gradients ----------------------------------------------------------------------------------
-class LastTokenLoss(Module):
-    """The classification path as one module for gradcheck: model -> last_token_cross_entropy."""
-
-    def __init__(self, model, targets):
-        super().__init__()
-        self.model, self.targets = model, targets
-
-    def forward(self, idx):
-        loss, self.dlogits = last_token_cross_entropy(self.model(idx), self.targets)
-        return np.asarray(loss)
-
-    def backward(self, dloss):
-        self.model.backward(dloss * self.dlogits)
-
-
 @pytest.mark.parametrize("trainable", ["last-block", "lora"])
 def test_classification_path_gradchecks(trainable):
     rng = np.random.default_rng(0)
@@ -133,7 +117,8 @@ def test_classification_path_gradchecks(trainable):
     idx = rng.integers(0, TINY["vocab_size"], (3, 7))
     # a few random elements of every trainable tensor keep the run short (test_lora checks all of a
     # LoRA model's)
-    report = gradcheck(LastTokenLoss(model, np.array([0, 1, 1])), [idx],
+    path = WithLoss(model, lambda logits: last_token_cross_entropy(logits, np.array([0, 1, 1])))
+    report = gradcheck(path, [idx],
                        max_elems_per_param=12 if trainable == "last-block" else 4)
     assert report.ok, str(report)
     assert {row.name.split(".")[1] for row in report.rows} == (

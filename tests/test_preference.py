@@ -410,7 +410,8 @@ def test_finetune_dpo_command_errors(tiny_instruct_checkpoint, tmp_path, capsys)
             ([], "needs its starting model: --checkpoint FILE"),
             (["--init", "gpt2-124M"], "not --init gpt2-124M: pass --checkpoint FILE"),
             (["--init", model, "--checkpoint", model], "name the starting model once"),
-            (["--checkpoint", model, "--lora", "4", "--trainable", "all"], "--lora 4 means --trainable lora")]:
+            (["--checkpoint", model, "--lora", "4", "--trainable", "all"],
+             "--lora 4 means --trainable lora")]:
         assert main(["finetune-dpo", *argv, "--out", str(tmp_path / "refused")]) == 1
         err = capsys.readouterr().err
         assert says in err and len(err.strip().splitlines()) == 1, err

@@ -158,7 +158,7 @@ class MultiHeadAttention(Module):
     each forward keeps its P, before dropout, in ``attn_weights`` (B, H, T, T); otherwise that is
     None. ``plots.attention_weights`` switches it on for every layer of a model, runs the model once
     and reads them: the numbers the layers computed, whatever the model's embeddings, norms, RoPE or
-    grouped heads. ``attention_weights(x)`` gives P for an input of this layer alone.
+    grouped heads.
     """
 
     def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
@@ -392,15 +392,6 @@ class MultiHeadAttention(Module):
             self.attn_weights = P if self.keep_attn_weights else None
             ctx = (self._grouped(self.dropout(P)) @ v).reshape(q.shape)   # (B, H, T, hd)
             return self.out_proj(self._merge_heads(ctx))              # (B, T, d_out)
-
-    def attention_weights(self, x: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
-        """P (B, H, T, T), the weights this layer gives x (B, T, d_in): the softmax of its scaled
-        scores under its masks, before dropout (entry [b, h, i, j]: how much token i attends to
-        token j in head h). Nothing is kept for backward; for plots and inspection."""
-        self._check_input(x)
-        with no_grad():
-            q, k, _ = self._project_qkv(x, 0)
-            return self._attention_weights(q, k, 0, self._padded_keys(attention_mask, x))
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KVCache for this layer (max_len defaults to context_length): Hkv key and value
