@@ -75,6 +75,7 @@ from typing import Any
 
 import numpy as np
 
+from numpy_gpt.nn.block import config_option
 from numpy_gpt.nn.feedforward import ff_hidden_dim
 
 # -- model shapes and FLOPs ---------------------------------------------------------------------------
@@ -120,25 +121,52 @@ def model_config(shape: Shape, vocab_size: int, context_length: int) -> dict[str
             "n_heads": shape.n_heads, "n_layers": shape.n_layers, "drop_rate": 0.0, "qkv_bias": False}
 
 
+def _widths(cfg: dict[str, Any]) -> tuple[int, int, int, int, int]:
+    """(d, h, q, kv, hd): model width, feed-forward width, query width H hd, key/value width Hkv hd
+    and head width hd. For GPT-2 q = kv = d; grouped-query attention narrows kv; Qwen3's hd may make
+    q wider than d."""
+    d, hd = cfg["emb_dim"], config_option(cfg, "head_dim")
+    return d, ff_hidden_dim(cfg), cfg["n_heads"] * hd, config_option(cfg, "n_kv_heads") * hd, hd
+
+
+def block_matmul_params(cfg: dict[str, Any]) -> int:
+    """The weights of one block's matrix products: W_query (d, q), W_key and W_value (d, kv),
+    out_proj (q, d), and the feed-forward's two matrices (d, h) and (h, d), or SwiGLU's three
+    (gate, up, down). 12 d^2 for GPT-2 (q = kv = d, h = 4d)."""
+    d, h, q, kv, _ = _widths(cfg)
+    ff_matrices = 3 if config_option(cfg, "feed_forward") == "swiglu" else 2
+    return 2 * d * q + 2 * d * kv + ff_matrices * d * h
+
+
 def non_embedding_params(cfg: dict[str, Any]) -> int:
     """N: parameters outside the token and position embeddings and the output head.
 
-    Per block: W_query, W_key, W_value (d x d each, plus 3d biases with qkv_bias), out_proj
-    (d x d + d), feed-forward (d x h + h, h x d + d, h = hidden_dim, 4d unless the config says
-    otherwise), two LayerNorms (2d each): 4 d^2 + 2 d h + h + 6 d (+ 3d), which is 12 d^2 + 10 d
-    (+ 3d) at h = 4d. Plus the final LayerNorm, 2d.
+    Per block: the matrices (``block_matmul_params``), their biases (q + 2 kv with qkv_bias, d in
+    out_proj, h + d in the feed-forward, 2h + d in SwiGLU's), two norms (a LayerNorm has a scale and
+    a shift, 2d; an RMSNorm only a scale, d) and Qwen3's query/key RMSNorms (hd each). For GPT-2 that
+    is 4 d^2 + 2 d h + h + 6 d (+ 3d), which is 12 d^2 + 10 d (+ 3d) at h = 4d. Plus the final norm.
     """
-    d, h, n_layers = cfg["emb_dim"], ff_hidden_dim(cfg), cfg["n_layers"]
-    per_block = 4 * d * d + 2 * d * h + h + 6 * d + (3 * d if cfg.get("qkv_bias") else 0)
-    return n_layers * per_block + 2 * d
+    d, h, q, kv, hd = _widths(cfg)
+    swiglu = config_option(cfg, "feed_forward") == "swiglu"
+    norm = d if config_option(cfg, "normalization") == "rmsnorm" else 2 * d
+    biases = ((q + 2 * kv if cfg.get("qkv_bias") else 0) + (d if config_option(cfg, "out_bias") else 0)
+              + ((2 * h if swiglu else h) + d if config_option(cfg, "ff_bias") else 0))
+    qk_norms = 2 * hd if config_option(cfg, "qk_norm") else 0
+    per_block = block_matmul_params(cfg) + biases + 2 * norm + qk_norms
+    return cfg["n_layers"] * per_block + norm
+
+
+def attention_flops_per_token(cfg: dict[str, Any], context_length: int | None = None) -> int:
+    """Training FLOPs per token of the two products with the context, q K^T and P V: 2 T q each
+    forward (q = H hd, all heads together), times 3 with the backward: 12 L T q."""
+    t = cfg["context_length"] if context_length is None else context_length
+    return 12 * cfg["n_layers"] * t * _widths(cfg)[2]
 
 
 def flops_per_token(cfg: dict[str, Any]) -> int:
     """Training FLOPs (forward + backward) per token: 6 N + 12 L T d + 6 d V (module docstring)."""
-    d, n_layers = cfg["emb_dim"], cfg["n_layers"]
-    attention = 12 * n_layers * cfg["context_length"] * d
-    head = 6 * d * cfg["vocab_size"]
-    return 6 * non_embedding_params(cfg) + attention + head
+    head = 6 * cfg["emb_dim"] * cfg["vocab_size"]
+    return 6 * non_embedding_params(cfg) + attention_flops_per_token(cfg) + head
 
 
 def peak_lr(n_params: int) -> float:

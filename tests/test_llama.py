@@ -241,6 +241,29 @@ def test_parameter_counts_of_the_real_models(name, cfg, hf_keys):
                                    "rms_norm_eps": cfg["norm_eps"]}) == validate_config(cfg)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_scaling_counts_of_the_decoder_switches_match_the_model_and_torch(case, tmp_path):
+    """scaling's N against the numpy_gpt model a folder loads into, and the matrix FLOPs per token
+    (6 per matrix weight, the head included, plus the attention's 12 L T H hd) against torch's
+    FlopCounterMode over transformers' forward and backward: GQA, SwiGLU, Qwen3's wide heads, biases."""
+    from numpy_gpt.scaling import attention_flops_per_token, block_matmul_params, non_embedding_params
+    flop_counter = reference("torch.utils.flop_counter", "FlopCounterMode")
+    hf = hf_model(case)
+    hf.save_pretrained(tmp_path)
+    model = load_hf_decoder(tmp_path)
+    cfg = model.cfg
+    outside = sum(p.data.size for name, p in model.named_parameters()
+                  if not name.startswith(("tok_emb", "pos_emb", "out_head")))
+    assert non_embedding_params(cfg) == outside
+    idx = torch.from_numpy(ids(batch=2, seq=13))
+    hf.train()
+    with flop_counter(display=False) as counter:
+        hf(idx).logits.sum().backward()
+    per_token = counter.get_total_flops() / idx.numel()
+    matrices = cfg["n_layers"] * block_matmul_params(cfg) + cfg["emb_dim"] * cfg["vocab_size"]
+    assert per_token == 6 * matrices + attention_flops_per_token(cfg, 13)
+
+
 def test_checkpoint_round_trip_keeps_the_switches(tmp_path):
     model = GPTModel(random_tiny_llama_cfg(head_dim=6, qk_norm=True, tie_embeddings=True,
                                            rope_scaling=dict(LLAMA3_SCALING)), seed=7)

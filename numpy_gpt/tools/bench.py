@@ -82,10 +82,10 @@ from numpy_gpt import fast
 from numpy_gpt.fileio import write_json_atomic
 from numpy_gpt.generate import generate
 from numpy_gpt.model import GPT_CONFIG_124M, GPTModel
-from numpy_gpt.nn.feedforward import ff_hidden_dim
 from numpy_gpt.nn.loss import cross_entropy
 from numpy_gpt.optim import AdamW
 from numpy_gpt.runtime import reuse_freed_memory, set_threads
+from numpy_gpt.scaling import attention_flops_per_token, block_matmul_params
 
 SHAKESPEARE_CHAR_CONFIG = {"vocab_size": 65, "context_length": 64, "emb_dim": 128, "n_heads": 4,
                            "n_layers": 4, "drop_rate": 0.0, "qkv_bias": False}
@@ -182,10 +182,8 @@ def flops_6n_all_params(model: GPTModel, batch_size: int, num_tokens: int) -> fl
 
 def train_step_flops(cfg: dict, batch_size: int, num_tokens: int) -> float:
     """FLOPs of one training step (see the module docstring): 6 N_matmul + 12 L T C per token."""
-    c, h, n_layers = cfg["emb_dim"], ff_hidden_dim(cfg), cfg["n_layers"]
-    per_block = 4 * c * c + 2 * c * h                               # W_q, W_k, W_v, out_proj; ff
-    n_matmul = n_layers * per_block + c * cfg["vocab_size"]         # + out_head
-    per_token = 6 * n_matmul + 12 * n_layers * num_tokens * c
+    n_matmul = cfg["n_layers"] * block_matmul_params(cfg) + cfg["emb_dim"] * cfg["vocab_size"]   # + out_head
+    per_token = 6 * n_matmul + attention_flops_per_token(cfg, num_tokens)
     return float(per_token * batch_size * num_tokens)
 
 
