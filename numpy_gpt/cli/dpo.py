@@ -229,9 +229,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         description="Direct Preference Optimization on {instruction, input, chosen, rejected} pairs, split "
                     "as chapter 7 splits (85 % train, 10 % test, the last 5 % validation): the synthetic "
                     "polite/curt task (offline, default), the book companion's 1,100 pairs (--data book, "
-                    "downloaded) or a JSON file. The reference is the --checkpoint model before tuning. Defaults "
-                    "suit the synthetic task and a small model; the book tunes GPT-2 355M with --lr 5e-6 "
-                    "--beta 0.1 --epochs 1.")
+                    "downloaded) or a JSON file. The reference is the --checkpoint model before tuning. "
+                    "Defaults suit the synthetic task and a small model; the book tunes GPT-2 355M with "
+                    "--lr 5e-6 --beta 0.1 --epochs 1.")
     p.add_argument("--init", default=None, metavar="checkpoint",
                    help="where the model comes from: checkpoint, the file --checkpoint names (the default "
                         "and only choice; a file here is the older spelling of --checkpoint FILE)")
