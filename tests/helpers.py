@@ -169,3 +169,13 @@ def assert_keeps_dtype_and_freezes(make_layer: Callable[[type], object], shape: 
     layer(rng.standard_normal(shape).astype(np.float32))
     dx = layer.backward(rng.standard_normal(shape).astype(np.float32))
     assert all(p.grad is None for p in layer.parameters()) and dx.shape == shape
+
+
+def assert_refuses_misuse(layer, width: int) -> None:
+    """A layer over the last axis of ``width`` features refuses backward before forward, and an
+    input of another width, each with its one clear message."""
+    import pytest
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(np.ones((1, width), np.float32))
+    with pytest.raises(ValueError, match=rf"\(\.\.\., {width}\)"):
+        layer(np.ones((2, width // 2), np.float32))
