@@ -124,14 +124,14 @@ def _cmd_finetune_dpo(args: argparse.Namespace) -> int:
     from numpy_gpt.nn.lora import merge_lora
     from numpy_gpt.optim import AdamW
 
+    _resolve_flags(args)                                # one line for a contradiction, before any work
+    lora = args.trainable == "lora"
     out = args.out
     checkpoint_path = out / "dpo-train.npz"
     resume = start_or_resume(args, out, checkpoint_path.name, product="dpo.npz",
                              outputs=("dpo-curves.png", "metrics.json", "responses.json"))
     started = time.perf_counter()
 
-    _resolve_flags(args)
-    lora = args.trainable == "lora"
     model, tokenizer, spec = _load_init(args)
     data, data_name = _load_data(args)
     train_data, val_data, test_data = split_preference_data(data)
