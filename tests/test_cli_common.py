@@ -66,12 +66,6 @@ def test_every_parser_refuses_flag_prefixes(tmp_path, capsys):
     assert "unrecognized arguments: --checkpoint-f 3" in line
 
 
-def test_the_trainable_choices_are_set_trainables():
-    from numpy_gpt.cli import common
-    from numpy_gpt.finetune import classifier
-    assert common.TRAINABLE_CHOICES == classifier.TRAINABLE_CHOICES
-
-
 @pytest.mark.parametrize(("argv", "flag"), [
     (["pretrain", "--warmup-steps", "-1"], "--warmup-steps"),
     (["pretrain", "--seed", "-1"], "--seed"),
@@ -162,7 +156,7 @@ def test_download_and_convert_report_errors_as_every_command(tmp_path, capsys):
 
 def test_the_cli_constants_match_the_library():
     """The parsers name these without importing the library (``numpy-gpt --help`` stays fast)."""
-    from numpy_gpt.cli import evaluate, finetune
+    from numpy_gpt.cli import common, evaluate, finetune
     from numpy_gpt.eval_tasks import TASK_NAMES
     from numpy_gpt.finetune.classifier import TRAINABLE_CHOICES
     from numpy_gpt.finetune.judge import OLLAMA_URL
@@ -170,4 +164,4 @@ def test_the_cli_constants_match_the_library():
 
     assert GPT2_SIZE_CHOICES == tuple(GPT2_SIZES)
     assert evaluate.TASK_NAMES == TASK_NAMES
-    assert finetune.TRAINABLE_CHOICES == TRAINABLE_CHOICES and finetune.OLLAMA_URL == OLLAMA_URL
+    assert common.TRAINABLE_CHOICES == TRAINABLE_CHOICES and finetune.OLLAMA_URL == OLLAMA_URL
