@@ -123,39 +123,33 @@ def _optional(name: str):
         return None
 
 
-def _time(fn: Callable[[], Any]) -> float:
-    """Wall time of one call, after a pause that lets idle BLAS threads stop spinning (docstring)."""
-    time.sleep(SETTLE_S)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    fn()
-    wall = time.perf_counter() - start
-    _cpu_seconds[:] = [time.process_time() - start_cpu]
-    return wall
-
-
-_cpu_seconds: list[float] = []     # the CPU time of each _time call, in order (see _timed)
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
-    """(wall, CPU) time of one call after the pause of ``_time``. The CPU time (every thread of the
-    process) does not count the time spent waiting for a core: on a machine shared with other
-    jobs it is the steadier measure of a one-thread step (at more threads it is not a step time)."""
-    wall = _time(fn)
-    return wall, _cpu_seconds.pop()
-
-
-def _timed_run(fn: Callable[[], Any], n: int) -> tuple[float, float]:
-    """(wall, CPU) median of ``n`` consecutive calls, after the pause of ``_time`` and one untimed
-    call."""
-    _time(fn)
-    runs = [_run_once(fn) for _ in range(n)]
-    return statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
-
-
 def _run_once(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall, CPU) time of one call. The CPU time (every thread of the process) does not count the
+    time spent waiting for a core: on a machine shared with other jobs it is the steadier measure of
+    a one-thread step (at more threads it is not a step time)."""
     start, start_cpu = time.perf_counter(), time.process_time()
     fn()
     return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall, CPU) time of one call, after a pause that lets idle BLAS threads stop spinning
+    (docstring)."""
+    time.sleep(SETTLE_S)
+    return _run_once(fn)
+
+
+def _time(fn: Callable[[], Any]) -> float:
+    """Wall time of one call after the pause of ``_timed``."""
+    return _timed(fn)[0]
+
+
+def _timed_run(fn: Callable[[], Any], n: int) -> tuple[float, float]:
+    """(wall, CPU) median of ``n`` consecutive calls, after the pause of ``_timed`` and one untimed
+    call."""
+    _timed(fn)
+    runs = [_run_once(fn) for _ in range(n)]
+    return statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
 
 
 def _load_average() -> list[float] | None:
