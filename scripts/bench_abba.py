@@ -3,7 +3,7 @@
     python scripts/bench_abba.py OLD_TREE NEW_TREE [--case 124M|shakespeare-char] [--rounds 3]
     python scripts/bench_abba.py . . --plain-old       # the value of map_chunks: plain calls vs chunks
     python scripts/bench_abba.py OLD . --readable      # NUMPY_GPT_FAST=0: the readable forms, no kernels
-    python scripts/bench_abba.py . . --old-off gelu    # one kernel's share: A without it, B with it
+    python scripts/bench_abba.py . . --old-off adamw   # one kernel's share: A without it, B with it
 
 Each measurement is a fresh subprocess that imports numpy_gpt from one tree, applies the entry
 point's settings (freed-memory reuse, the thread count), builds the bench's model, runs two warm-up

@@ -173,7 +173,7 @@ def test_missing_config_key():
 @given(batch=st.integers(1, 2), seq=st.integers(1, 4), n_layers=st.integers(1, 2),
        n_heads=st.sampled_from([1, 2]), qkv_bias=st.booleans(),
        drop_rate=st.sampled_from([0.0, 0.5]), seed=st.integers(0, 2**16))
-def test_gradcheck_float64(batch, seq, n_layers, n_heads, qkv_bias, drop_rate, seed, fast_switch):
+def test_gradcheck_float64(batch, seq, n_layers, n_heads, qkv_bias, drop_rate, seed):
     cfg = {**TINY, "n_layers": n_layers, "n_heads": n_heads, "qkv_bias": qkv_bias, "drop_rate": drop_rate}
     model = randomize(GPTModel(cfg, seed=seed, dtype=np.float64), seed)
     idx = ids((batch, seq), cfg["vocab_size"], seed)

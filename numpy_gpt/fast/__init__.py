@@ -5,7 +5,7 @@ formula, a row-wise softmax, AdamW's update) and calls them. Where a faster form
 saves at least 3 % of a training step, it is a named kernel in ``numpy_gpt.fast.kernels``, called
 in one line behind a switch beside the readable call, as nanoGPT's ``if self.flash:`` is:
 
-    y, t = (kernels.gelu if enabled("gelu") else gelu)(x2d)
+    update = functools.partial(kernels.adamw_update if enabled("adamw") else adamw_update, ...)
 
 ``enabled(name)`` is True by default; ``NUMPY_GPT_FAST=0`` in the environment, or ``disable()``,
 runs the readable forms everywhere (``disable("adamw")`` one kernel; ``enable()`` undoes it).
@@ -42,7 +42,7 @@ __all__ = ["CHUNK", "KERNELS", "disable", "enable", "enabled", "map_chunks", "nu
            "set_threads"]
 
 # The kernels a caller can switch on its one line (numpy_gpt/fast/kernels.py): the ones that pay.
-KERNELS = ("gelu", "adamw")
+KERNELS = ("adamw",)
 _disabled: set[str] = set(KERNELS) if os.environ.get("NUMPY_GPT_FAST", "1").strip() == "0" else set()
 
 

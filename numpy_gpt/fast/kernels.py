@@ -15,12 +15,17 @@ operations in the same order, written into preallocated scratch arrays (``out=``
 of a temporary per operation, over cache-sized chunks (``map_chunks``), so a chain of a dozen
 passes streams each array from memory once, on ``num_threads()`` threads.
 
-Two kernels stay, each measured to save at least 3 % of a step in fresh processes, A B B A
-(docs/performance.md): AdamW's update (about 5 % of a GPT-2 124M step at one thread, 9 % at two)
-and GELU's forward and backward (about 4 % of the shakespeare-char step at two threads; about 1 %
-at one thread and on 124M). The attention softmax and its backward and the loss's softmax were
-written as kernels too and removed: none saved 3 % anywhere it was measured (the code is in git
-history: the parent of the commit "Remove the GELU, attention-softmax and loss-softmax kernels").
+One kernel stays: AdamW's update, measured at about 4-5 % of a GPT-2 124M step at one thread and
+9 % at two (docs/performance.md). Other kernels were written, equal bit for bit, and removed
+because none saved 3 % of a step where it was measured:
+* GELU forward and backward: 1-3 % of the shakespeare-char step at two threads, about 1 %
+  elsewhere. It was removed in session 6, restored in session 7 and removed again in session 8,
+  when steadier measurements put it at 2-3 %;
+* the attention softmax and its backward, and the loss's softmax.
+Their code is in git history: the parent of the commit "Remove the GELU, attention-softmax and
+loss-softmax kernels". A fused attention core (scores, mask, softmax and both products over a
+few heads at a time, as nanoGPT's ``if self.flash:``) was measured too and not added: it saved
+under 2 % of a step (``scripts/bench_attention_core.py``, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -30,55 +35,6 @@ import math
 import numpy as np
 
 from numpy_gpt.fast import map_chunks
-
-SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)      # nn/gelu.py's constant (a Python float: no upcast)
-GELU_CUBIC = 0.044715
-
-
-# -- GELU (nn/gelu.py) -----------------------------------------------------------------------------
-def _gelu_into(x: np.ndarray, y: np.ndarray, t: np.ndarray) -> None:
-    np.multiply(x, GELU_CUBIC, out=t)           # t = sqrt(2/pi) (x + 0.044715 x^3), op for op
-    t *= x
-    t *= x
-    t += x
-    t *= SQRT_2_OVER_PI
-    np.tanh(t, out=t)                           # t = tanh(u)
-    np.add(t, 1.0, out=y)                       # y = 0.5 x (1 + t): halving is exact
-    y *= x
-    y *= 0.5
-
-
-def gelu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Equals ``numpy_gpt.nn.gelu.gelu(x)`` for x (N, C): (y, t = tanh(u)), in two preallocated
-    arrays filled chunk by chunk."""
-    y, t = np.empty_like(x), np.empty_like(x)
-    map_chunks(_gelu_into, x, y, t)
-    return y, t
-
-
-def _gelu_backward_into(x: np.ndarray, t: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> None:
-    np.multiply(x, 3 * GELU_CUBIC, out=dx)      # dx = du/dx = sqrt(2/pi) (1 + 3 0.044715 x^2)
-    dx *= x
-    dx += 1.0
-    dx *= SQRT_2_OVER_PI
-    s = np.multiply(t, t)                       # s = 0.5 x (1 - t^2) du/dx
-    np.subtract(1.0, s, out=s)
-    s *= x
-    s *= 0.5
-    s *= dx
-    np.add(t, 1.0, out=dx)                      # dx = dy (0.5 (1 + t) + s)
-    dx *= 0.5
-    dx += s
-    dx *= dy
-
-
-def gelu_backward(x: np.ndarray, t: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """Equals ``numpy_gpt.nn.gelu.gelu_backward(x, t, dy)`` for (N, C) arrays: dL/dx, into one
-    preallocated array."""
-    dx = np.empty_like(dy)
-    map_chunks(_gelu_backward_into, x, t, dy, dx)
-    return dx
-
 
 
 # -- AdamW's update (optim.py) ---------------------------------------------------------------------

@@ -19,7 +19,6 @@ import math
 
 import numpy as np
 
-from numpy_gpt.fast import enabled, kernels
 from numpy_gpt.nn.module import Module
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)     # Python floats: they keep float32 arrays float32
@@ -42,10 +41,8 @@ class GELU(Module):
 
     Caches x and t = tanh(u): with t known, the derivative needs no second tanh.
 
-    The formula is the function ``gelu`` above. ``kernels.gelu(x)`` computes exactly ``gelu(x)``
-    without a temporary per operation, in cache-sized chunks on every core (numpy_gpt/fast; it saves
-    about 4 % of a small model's training step at two threads: docs/performance.md);
-    ``NUMPY_GPT_FAST=0`` runs the formula as written.
+    The formula is the function ``gelu`` above, called as written (an in-place kernel of it saved
+    less than 3 % of a training step: docs/performance.md).
     """
 
     def __init__(self) -> None:
@@ -53,8 +50,8 @@ class GELU(Module):
         self._cache = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x2d = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)    # (N, C) rows for the chunks
-        y, t = (kernels.gelu if enabled("gelu") else gelu)(x2d)           # y, t = gelu(x2d), (N, C)
+        x2d = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)    # (N, C), a view
+        y, t = gelu(x2d)                                                    # (N, C) each
         if self._need_cache():
             self._cache = (x2d, t)
         return y.reshape(x.shape)
@@ -66,7 +63,7 @@ class GELU(Module):
             du/dx = sqrt(2/pi) * (1 + 3 * 0.044715 * x^2).
         """
         x2d, t = self._pop_cache()
-        dx = (kernels.gelu_backward if enabled("gelu") else gelu_backward)(x2d, t, dy.reshape(x2d.shape))
+        dx = gelu_backward(x2d, t, dy.reshape(x2d.shape))                 # (N, C)
         return dx.reshape(dy.shape)
 
 

@@ -339,23 +339,10 @@ def _best(fn: Callable[[], Any], repeats: int) -> float:
 
 def kernel_workloads(name: str, step: Callable[[], float]) -> dict[str, tuple[Callable[[], Any], ...]]:
     """For each kernel of ``numpy_gpt.fast.KERNELS``, on one training step of case ``name``: (its
-    readable form, the kernel), each callable running the whole step's worth of calls: GELU's
-    forward and backward on every block's (B*T, 4C) activation; AdamW over every parameter of
-    ``step``'s model, after ``step`` has run, with its gradients and moments."""
+    readable form, the kernel), each callable running the whole step's worth of calls: AdamW over
+    every parameter of ``step``'s model, after ``step`` has run, with its gradients and moments."""
     from numpy_gpt.fast import kernels
-    from numpy_gpt.nn import gelu
     from numpy_gpt.optim import adamw_update
-    cfg, b, t = TRAIN_CASES[name]
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((b * t, 4 * cfg["emb_dim"]), dtype=np.float32)
-    dy = rng.standard_normal(x.shape, dtype=np.float32)
-
-    def gelu_layers(forward: Callable, backward: Callable) -> Callable[[], None]:
-        def run() -> None:
-            for _ in range(cfg["n_layers"]):
-                _, tanh_u = forward(x)
-                backward(x, tanh_u, dy)
-        return run
     state = step.optimizer.state
     adam = [[a.reshape(-1) for a in (p.data, p.grad, state[i]["exp_avg"], state[i]["exp_avg_sq"])]
             for i, p in enumerate(step.model.parameters())]
@@ -366,9 +353,7 @@ def kernel_workloads(name: str, step: Callable[[], float]) -> dict[str, tuple[Ca
             for w, g, m, v in adam:
                 update(w, g, m, v, **options)
         return run
-    return {"gelu": (gelu_layers(gelu.gelu, gelu.gelu_backward),
-                     gelu_layers(kernels.gelu, kernels.gelu_backward)),
-            "adamw": (adamw(adamw_update), adamw(kernels.adamw_update))}
+    return {"adamw": (adamw(adamw_update), adamw(kernels.adamw_update))}
 
 
 def bench_kernel_scaling(name: str, repeats: int = 5, cores: tuple[int, ...] = (4, 8)) -> dict:
