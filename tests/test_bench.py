@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 
+import numpy as np
 import pytest
 from helpers import needs
 
@@ -104,13 +105,13 @@ def test_subcommand_is_registered(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "b.json").read_text())["plan"] == TINY_PLAN
 
 
-def _profile_step_script():
-    """scripts/profile_step.py, imported as a module (scripts/ is not a package)."""
+def _script(name: str = "profile_step"):
+    """scripts/NAME.py, imported as a module (scripts/ is not a package)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / "profile_step.py"
-    spec = importlib.util.spec_from_file_location("profile_step", path)
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -119,7 +120,7 @@ def _profile_step_script():
 def test_profile_step_self_time_by_hand(monkeypatch):
     """With a clock that only moves when told: outer runs 1 s, calls inner (2 s), runs 3 s more.
     Self time is outer 4 s, inner 2 s: the nested call is counted once, for inner."""
-    script = _profile_step_script()
+    script = _script("profile_step")
     clock = [0.0]
     monkeypatch.setattr(script.time, "perf_counter", lambda: clock[0])
     timer = script.SelfTimer()
@@ -132,6 +133,29 @@ def test_profile_step_self_time_by_hand(monkeypatch):
     outer()
     outer()
     assert timer.totals == {"outer": 8.0, "inner": 4.0}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_attention_core_measurement_compares_equal_bits(threads, dtype):
+    """scripts/bench_attention_core.py times a fused attention core against the layer's readable
+    lines; its figures mean something only if both give the same bits. Checked here on odd sizes
+    (5 heads cut into chunks of 2, 7 tokens), on 1 and 2 threads, against the layer's own
+    _attention_weights and the softmax_backward formula, not against the script's readable copy."""
+    from numpy_gpt.nn.attention import MultiHeadAttention
+    from numpy_gpt.nn.softmax import softmax_backward
+
+    script = _script("bench_attention_core")
+    b, h, t, hd = 2, 5, 7, 3
+    layer = MultiHeadAttention(h * hd, h * hd, t, 0.0, h, dtype=dtype)
+    rng = np.random.default_rng(3)
+    q, k, v, dctx = (rng.standard_normal((b, h, t, hd)).astype(dtype) for _ in range(4))
+    P = layer._attention_weights(q, k, 0)
+    fused_P, fused_ctx = script.fused_forward(q, k, v, rows=2)
+    assert fused_P.dtype == dtype and np.array_equal(fused_P, P) and np.array_equal(fused_ctx, P @ v)
+    dS = softmax_backward(P, dctx @ v.swapaxes(-1, -2))
+    dq, dk, dv = script.fused_backward(q, k, v, P, dctx, layer.scale, rows=2)
+    assert np.array_equal(dq, (dS @ k) * layer.scale)
+    assert np.array_equal(dk, dS.swapaxes(-1, -2) @ q) and np.array_equal(dv, P.swapaxes(-1, -2) @ dctx)
 
 
 def test_profile_step_script_runs():
