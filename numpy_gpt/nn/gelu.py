@@ -50,11 +50,10 @@ class GELU(Module):
         self._cache = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x2d = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)    # (N, C), a view
-        y, t = gelu(x2d)                                                    # (N, C) each
+        y, t = gelu(x)                                                      # x's shape, each
         if self._need_cache():
-            self._cache = (x2d, t)
-        return y.reshape(x.shape)
+            self._cache = (x, t)
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """By the product and chain rules, with t = tanh(u) and tanh' = 1 - tanh^2:
@@ -62,9 +61,8 @@ class GELU(Module):
             dy/dx = 0.5 * (1 + t) + 0.5 * x * (1 - t^2) * du/dx,
             du/dx = sqrt(2/pi) * (1 + 3 * 0.044715 * x^2).
         """
-        x2d, t = self._pop_cache()
-        dx = gelu_backward(x2d, t, dy.reshape(x2d.shape))                 # (N, C)
-        return dx.reshape(dy.shape)
+        x, t = self._pop_cache()
+        return gelu_backward(x, t, dy)
 
 
 # -- the exact GELU, with erf (BERT) ---------------------------------------------------------------
@@ -121,12 +119,11 @@ class ErfGELU(Module):
         self._cache = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x2d = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)    # (N, C) rows for the chunks
-        y, cdf = gelu_erf(x2d)                                              # (N, C) each
+        y, cdf = gelu_erf(x)                                                # x's shape, each
         if self._need_cache():
-            self._cache = (x2d, cdf)
-        return y.reshape(x.shape)
+            self._cache = (x, cdf)
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        x2d, cdf = self._pop_cache()
-        return gelu_erf_backward(x2d, cdf, dy.reshape(x2d.shape)).reshape(dy.shape)
+        x, cdf = self._pop_cache()
+        return gelu_erf_backward(x, cdf, dy)
