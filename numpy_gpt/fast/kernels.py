@@ -19,8 +19,7 @@ One kernel stays: AdamW's update, measured at about 4-5 % of a GPT-2 124M step a
 9 % at two (docs/performance.md). Other kernels were written, equal bit for bit, and removed
 because none saved 3 % of a step where it was measured:
 * GELU forward and backward: 1-3 % of the shakespeare-char step at two threads, about 1 %
-  elsewhere. It was removed in session 6, restored in session 7 and removed again in session 8,
-  when steadier measurements put it at 2-3 %;
+  elsewhere;
 * the attention softmax and its backward, and the loss's softmax.
 Their code is in git history: the parent of the commit "Remove the GELU, attention-softmax and
 loss-softmax kernels". A fused attention core (scores, mask, softmax and both products over a
